@@ -1,0 +1,1 @@
+"""The ``hmrepro`` command line (Typer + rich). Each command group lives in its own module."""

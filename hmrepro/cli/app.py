@@ -1,0 +1,51 @@
+"""The ``hmrepro`` application: registers every command group.
+
+A new command lives in its own module under ``hmrepro/cli/`` and is registered here with one line.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from .. import __version__
+from ..errors import HmreproError
+from . import episodes as episodes_cmd
+from . import prepare as prepare_cmd
+from .common import console
+
+app = typer.Typer(
+    name="hmrepro",
+    help="Reproduce, verify and extend HM: Hybrid Masking for Few-Shot Segmentation (ECCV 2022).",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+app.command("episodes")(episodes_cmd.episodes)
+app.add_typer(prepare_cmd.app, name="prepare")
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"hmrepro {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Reproduce, verify and extend HM: Hybrid Masking for Few-Shot Segmentation (ECCV 2022).
+
+    Example: [bold]hmrepro prepare synthetic && hmrepro episodes --benchmark pascal --fold 0 --shot 1[/]
+    """
+
+
+def main() -> None:
+    """Console-script entry point: user errors become one red line and exit status 1, never a traceback."""
+    try:
+        app()
+    except HmreproError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None

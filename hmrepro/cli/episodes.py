@@ -1,0 +1,73 @@
+"""``hmrepro episodes``: list the authors' evaluation episodes of a benchmark fold."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..data.benchmarks import test_episodes
+from ..data.splits import SplitFolder
+from .common import BenchmarkName, FoldOption, ShotOption, SplitsOption, console, fail
+
+
+class Protocol(str, Enum):
+    hsnet = "hsnet"
+    asnet = "asnet"
+
+
+class EvalSplit(str, Enum):
+    test = "test"
+    val = "val"
+
+
+def episodes(
+    benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark."),
+    fold: int = FoldOption,
+    shot: int = ShotOption,
+    protocol: Protocol = typer.Option(
+        Protocol.hsnet, "--protocol", help="Episode sampler: hsnet (HSNet, HM, VAT) or asnet (reseeded per episode)."
+    ),
+    split: EvalSplit = typer.Option(
+        EvalSplit.test, "--split", help="test, or val (the validation episodes of training; differs for FSS-1000 only)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the hsnet protocol (the authors use 0)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON: [[query, [supports...], class_id], ...]."),
+    limit: int = typer.Option(10, "--limit", "-n", min=0, help="Rows to show in the table view (0: all)."),
+    splits: Optional[Path] = SplitsOption,
+) -> None:
+    """List the fixed evaluation episodes, drawn exactly as the authors' evaluation draws them.
+
+    No image is read: the list depends only on the split lists, fold, shot and seed.
+    FSS-1000 has a single split: its episodes are the same for every fold (the authors ignore the fold).
+
+    Example: [bold]hmrepro episodes --benchmark pascal --fold 0 --shot 5 --json > episodes.json[/]
+    """
+    try:
+        eps = test_episodes(
+            benchmark.value, fold, shot, protocol=protocol.value, split=split.value, splits=SplitFolder(splits), seed=seed
+        )
+    except ValueError as err:
+        fail(str(err), code=2)
+    if as_json:
+        json.dump([e.to_json() for e in eps], sys.stdout)
+        sys.stdout.write("\n")
+        return
+    table = Table(title=f"{benchmark.value} fold {fold}, {shot}-shot, protocol {protocol.value}: {len(eps)} episodes")
+    table.add_column("#", justify="right")
+    table.add_column("query")
+    table.add_column("supports")
+    table.add_column("class", justify="right")
+    shown = eps if limit == 0 else eps[:limit]
+    for i, e in enumerate(shown):
+        table.add_row(str(i), e.query, ", ".join(e.supports), str(e.class_id))
+    from rich.console import Console
+
+    Console().print(table)
+    if len(shown) < len(eps):
+        console.print(f"… {len(eps) - len(shown)} more (use --limit 0 or --json for all)")

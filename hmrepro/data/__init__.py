@@ -1,0 +1,1 @@
+"""Benchmarks, split lists, episodes and preprocessing."""
