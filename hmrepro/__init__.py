@@ -11,3 +11,17 @@ The package is organised by job:
 """
 
 __version__ = "0.1.0"
+
+
+def create_model(name: str, backbone: str = "resnet50", pretrained: bool = True, **kwargs):
+    """Build a registered model by name (see :func:`list_models`); imports torch on first use."""
+    from .models.registry import create_model as _create_model
+
+    return _create_model(name, backbone=backbone, pretrained=pretrained, **kwargs)
+
+
+def list_models() -> list[str]:
+    """Names of the registered models, e.g. ``hsnet``, ``hsnet-hm``."""
+    from .models.registry import list_models as _list_models
+
+    return _list_models()

@@ -240,3 +240,6 @@ def test_episodes(
         raise ValueError("the asnet protocol has no FSS-1000 episodes (the authors' ASNet code has no FSS loader)")
     pool = bench.pool(splits or SplitFolder(), split, fold)
     return evaluation_episodes(pool, shot, bench.test_episodes, protocol=protocol, seed=seed)
+
+
+test_episodes.__test__ = False  # a library function, not a pytest test, wherever it is imported

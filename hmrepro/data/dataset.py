@@ -1,0 +1,86 @@
+"""A torch ``Dataset`` over a list of episodes: reads and preprocesses the images and masks of each one.
+
+Drawing the episodes (``hmrepro.data.episodes``) is kept apart from loading them, so the episode list of a
+training epoch or an evaluation is fixed in the main process and does not depend on worker processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from .benchmarks import Benchmark, get_benchmark, load_image
+from .episodes import Episode
+from .transforms import image_transform, resize_mask
+
+
+class EpisodeDataset(Dataset):
+    """Item ``i`` is episode ``i`` as tensors, in the authors' batch layout.
+
+    Keys: ``query_img`` [3,S,S], ``query_mask`` [S,S] (or the original size with ``original_size=True``),
+    ``query_ignore`` (same shape; zeros where the benchmark has no ignore label), ``support_imgs`` [K,3,S,S],
+    ``support_masks`` [K,S,S], ``support_ignores`` [K,S,S], ``class_id``, ``query_name``, ``support_names``,
+    ``org_query_imsize`` (W, H).
+
+    ``image_transform`` may be replaced (e.g. by a training augmentation that takes and returns a PIL image
+    and mask); by default it is the authors' resize + normalisation.
+    """
+
+    def __init__(
+        self,
+        benchmark: str | Benchmark,
+        data_root: str | Path,
+        episodes: Sequence[Episode],
+        img_size: int = 400,
+        original_size: bool = False,
+        transform: Callable | None = None,
+    ):
+        self.benchmark = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
+        self.data_root = Path(data_root)
+        self.episodes = list(episodes)
+        self.img_size = img_size
+        self.original_size = original_size
+        self.transform = transform or image_transform(img_size)
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def _load(self, name: str, class_id: int, resize: bool):
+        image = load_image(self.benchmark.image_path(self.data_root, name), self.benchmark.name)
+        raw = self.benchmark.read_mask(self.data_root, name)
+        if raw.shape != (image.height, image.width):
+            raise ValueError(
+                f"mask {self.benchmark.mask_path(self.data_root, name)} is {tuple(raw.shape)} but its image is "
+                f"{(image.height, image.width)}: the layout is broken; run `hmrepro prepare --check {self.benchmark.name}`"
+            )
+        if resize:
+            raw = resize_mask(raw, (self.img_size, self.img_size))
+        mask, ignore = self.benchmark.binarize(raw, class_id)
+        if ignore is None:
+            ignore = torch.zeros_like(mask)
+        return image, mask, ignore
+
+    def __getitem__(self, idx: int) -> dict:
+        episode = self.episodes[idx]
+        q_img, q_mask, q_ignore = self._load(episode.query, episode.class_id, resize=not self.original_size)
+        s_imgs, s_masks, s_ignores = [], [], []
+        for name in episode.supports:
+            img, mask, ignore = self._load(name, episode.class_id, resize=True)
+            s_imgs.append(self.transform(img))
+            s_masks.append(mask)
+            s_ignores.append(ignore)
+        return {
+            "query_img": self.transform(q_img),
+            "query_mask": q_mask,
+            "query_ignore": q_ignore,
+            "support_imgs": torch.stack(s_imgs),
+            "support_masks": torch.stack(s_masks),
+            "support_ignores": torch.stack(s_ignores),
+            "class_id": torch.tensor(episode.class_id),
+            "query_name": episode.query,
+            "support_names": list(episode.supports),
+            "org_query_imsize": torch.tensor([q_img.width, q_img.height]),
+        }

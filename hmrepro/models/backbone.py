@@ -1,0 +1,221 @@
+"""Frozen ImageNet backbones and the intermediate features ("taps") HSNet correlates.
+
+Matches the authors' HSNet (``model/base/feature.py`` and ``model/hsnet.py``):
+
+- ResNet-50 / ResNet-101: the stem and layer1 run as usual; for every bottleneck of layer2..layer4 the tap is
+  ``bn3(conv3(...)) + shortcut`` *before* the block's final ReLU (13 taps for R50, 30 for R101).
+- VGG-16: the outputs of ``features`` modules 17, 19, 21 (conv, pre-ReLU), 24, 26, 28 (conv, pre-ReLU) and
+  30 (the last max-pool).
+- Taps are grouped into three stages, deepest first: R50 (3, 6, 4), R101 (3, 23, 4), VGG-16 (1, 3, 3).
+
+The backbone adopts the torchvision network's child modules under their torchvision names, so that inside a
+model stored as ``self.backbone`` the ``state_dict`` keys are exactly the authors' (``backbone.conv1.weight``,
+``backbone.layer1.0.bn1.running_mean``, ``backbone.fc.weight`` ... — the unused classifier is kept because the
+authors' checkpoints contain it).
+
+The backbone is frozen (``requires_grad=False``) and always in eval mode: :meth:`FrozenBackbone.train` ignores
+its argument, so a training step never updates BatchNorm running statistics. The authors achieve the same with
+an explicit ``train_mode()`` that calls ``backbone.eval()`` after ``train()``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+
+from ..errors import CorruptFileError, MissingDataError
+
+__all__ = [
+    "BACKBONES",
+    "BackboneWeightsMissingError",
+    "FrozenBackbone",
+    "FrozenResNet",
+    "FrozenVGG16",
+    "build_backbone",
+    "imagenet_weights_path",
+    "load_imagenet_state_dict",
+]
+
+
+class BackboneWeightsMissingError(MissingDataError):
+    """The ImageNet weights file of a backbone is not in torch's hub cache and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """How to build one backbone and where its ImageNet weights come from."""
+
+    build: Callable[[], nn.Module]
+    weights_url: str
+    legacy_filenames: tuple[str, ...]
+    """Older torchvision file names holding the same tensors (the authors' torchvision <= 0.9 downloads)."""
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet50": BackboneSpec(
+        build=lambda: torchvision.models.resnet50(weights=None),
+        weights_url=torchvision.models.ResNet50_Weights.IMAGENET1K_V1.url,
+        legacy_filenames=("resnet50-19c8e357.pth",),
+    ),
+    "resnet101": BackboneSpec(
+        build=lambda: torchvision.models.resnet101(weights=None),
+        weights_url=torchvision.models.ResNet101_Weights.IMAGENET1K_V1.url,
+        legacy_filenames=("resnet101-5d3b4d8f.pth",),
+    ),
+    "vgg16": BackboneSpec(
+        build=lambda: torchvision.models.vgg16(weights=None),
+        weights_url=torchvision.models.VGG16_Weights.IMAGENET1K_V1.url,
+        legacy_filenames=(),
+    ),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# ImageNet weights
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def hub_checkpoint_dir() -> Path:
+    """The folder torchvision caches downloaded weights in: ``torch.hub.get_dir()/checkpoints``."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def imagenet_weights_path(name: str) -> Path:
+    """Where the ``IMAGENET1K_V1`` weights file of backbone ``name`` lives in torch's hub cache."""
+    return hub_checkpoint_dir() / os.path.basename(_spec(name).weights_url)
+
+
+def _download(url: str, path: Path) -> None:
+    """Download ``url`` to ``path``, checking the SHA-256 prefix in the file name like torch.hub does."""
+    match = re.search(r"-([a-f0-9]+)\.", os.path.basename(url))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=False)
+
+
+def load_imagenet_state_dict(name: str) -> dict[str, Tensor]:
+    """The torchvision ``IMAGENET1K_V1`` state dict of backbone ``name`` (from the hub cache, else downloaded).
+
+    Raises :class:`BackboneWeightsMissingError` naming the file and the folder to put it in when the file is not
+    cached and cannot be downloaded (e.g. no internet), and :class:`~hmrepro.errors.CorruptFileError` when a
+    cached file cannot be read.
+    """
+    spec = _spec(name)
+    path = imagenet_weights_path(name)
+    if not path.is_file():
+        legacy = [hub_checkpoint_dir() / f for f in spec.legacy_filenames if (hub_checkpoint_dir() / f).is_file()]
+        if legacy:
+            path = legacy[0]
+        else:
+            try:
+                _download(spec.weights_url, path)
+            except Exception as err:  # no network, proxy, hash mismatch ...: all mean "put the file there yourself"
+                raise BackboneWeightsMissingError(
+                    f"ImageNet weights for {name} not found: {path.name} is not in {path.parent} and downloading "
+                    f"{spec.weights_url} failed ({type(err).__name__}: {err}). Download that file on a machine "
+                    f"with internet access and copy it to {path.parent}/ (torch.hub.get_dir()/checkpoints; set "
+                    f"TORCH_HOME to move it), or build the model with pretrained=False."
+                ) from err
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CorruptFileError(
+            f"cannot read ImageNet weights {path} ({type(err).__name__}: {err}); delete the file and download "
+            f"{spec.weights_url} again"
+        ) from err
+
+
+def _spec(name: str) -> BackboneSpec:
+    try:
+        return BACKBONES[name]
+    except KeyError:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Frozen backbones with taps
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class FrozenBackbone(nn.Module):
+    """A torchvision network whose children are adopted under their own names, frozen and always in eval mode."""
+
+    stage_tap_counts: tuple[int, int, int]
+    """Number of taps per stage, deepest stage first (the order of HSNet's correlation pyramid)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        for child_name, child in net.named_children():
+            self.add_module(child_name, child)
+        self.requires_grad_(False)
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "FrozenBackbone":
+        """Stay in eval mode whatever ``mode`` is, so BatchNorm always uses (and never updates) running stats."""
+        return super().train(False)
+
+    def taps(self, img: Tensor) -> list[Tensor]:
+        """The tapped features of a batch of normalised images, shallowest first."""
+        raise NotImplementedError
+
+
+class FrozenResNet(FrozenBackbone):
+    """ResNet taps: every bottleneck of layer2..layer4, after the residual sum and before the final ReLU."""
+
+    def __init__(self, net: torchvision.models.ResNet) -> None:
+        super().__init__(net)
+        self.stage_tap_counts = (len(self.layer4), len(self.layer3), len(self.layer2))
+
+    def taps(self, img: Tensor) -> list[Tensor]:
+        feat = self.maxpool(self.relu(self.bn1(self.conv1(img))))
+        feat = self.layer1(feat)  # layer1's taps (1..3) are not used by HSNet
+        taps = []
+        for layer in (self.layer2, self.layer3, self.layer4):
+            for block in layer:
+                tap = _bottleneck_before_relu(block, feat)
+                taps.append(tap)
+                feat = F.relu(tap)  # not in place: the tap keeps its negative values
+        return taps
+
+
+def _bottleneck_before_relu(block: torchvision.models.resnet.Bottleneck, x: Tensor) -> Tensor:
+    """A torchvision bottleneck's output before its final ReLU: bn3(conv3(...)) + shortcut."""
+    out = block.relu(block.bn1(block.conv1(x)))
+    out = block.relu(block.bn2(block.conv2(out)))
+    out = block.bn3(block.conv3(out))
+    shortcut = x if block.downsample is None else block.downsample(x)
+    return out + shortcut
+
+
+class FrozenVGG16(FrozenBackbone):
+    """VGG-16 taps: the outputs of ``features`` modules 17, 19, 21, 24, 26, 28 (pre-ReLU convs) and 30 (pool)."""
+
+    TAP_IDS = (17, 19, 21, 24, 26, 28, 30)
+
+    def __init__(self, net: torchvision.models.VGG) -> None:
+        super().__init__(net)
+        self.stage_tap_counts = (1, 3, 3)
+
+    def taps(self, img: Tensor) -> list[Tensor]:
+        feat, taps = img, []
+        for idx, module in enumerate(self.features[: max(self.TAP_IDS) + 1]):
+            # torchvision's ReLUs are in place; applying them out of place keeps the pre-ReLU taps intact.
+            feat = F.relu(feat) if isinstance(module, nn.ReLU) else module(feat)
+            if idx in self.TAP_IDS:
+                taps.append(feat)
+        return taps
+
+
+def build_backbone(name: str = "resnet50", pretrained: bool = True) -> FrozenBackbone:
+    """A frozen ``resnet50``, ``resnet101`` or ``vgg16``; ``pretrained`` loads torchvision's IMAGENET1K_V1."""
+    net = _spec(name).build()
+    if pretrained:
+        net.load_state_dict(load_imagenet_state_dict(name), strict=True)
+    return FrozenVGG16(net) if name == "vgg16" else FrozenResNet(net)

@@ -1,0 +1,49 @@
+"""Multi-layer cosine correlation ("hypercorrelation") between query and support taps.
+
+Matches the authors' ``Correlation.multilayer_correlation``: each position's channel vector is divided by
+(its L2 norm + 1e-5), all query × support positions are dot-multiplied, negatives are clamped to 0, and the
+correlations of each stage are stacked on a channel axis, deepest stage first.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["cosine_correlation", "hypercorrelation_pyramid"]
+
+EPS = 1e-5
+
+
+def _normalise_positions(feat: Tensor) -> Tensor:
+    """[B, C, H, W] → [B, C, H·W], each position divided by (its channel L2 norm + 1e-5)."""
+    flat = feat.flatten(2)
+    return flat / (flat.norm(p=2, dim=1, keepdim=True) + EPS)
+
+
+def cosine_correlation(query_feat: Tensor, support_feat: Tensor) -> Tensor:
+    """Clamped cosine similarity of every query position with every support position: [B, Hq, Wq, Hs, Ws]."""
+    q = _normalise_positions(query_feat)
+    s = _normalise_positions(support_feat)
+    corr = torch.bmm(q.transpose(1, 2), s)
+    return corr.view(query_feat.shape[0], *query_feat.shape[-2:], *support_feat.shape[-2:]).clamp(min=0)
+
+
+def hypercorrelation_pyramid(
+    query_taps: Sequence[Tensor], support_taps: Sequence[Tensor], stage_tap_counts: Sequence[int]
+) -> list[Tensor]:
+    """Per-stage stacks of correlations, deepest first: ``[corr4 [B,n4,...], corr3 [B,n3,...], corr2 [B,n2,...]]``.
+
+    ``stage_tap_counts`` are the numbers of taps per stage, deepest first (R50: 3, 6, 4); the taps are ordered
+    shallowest first, so the deepest stage is the *last* ``stage_tap_counts[0]`` taps.
+    """
+    corrs = [cosine_correlation(q, s) for q, s in zip(query_taps, support_taps, strict=True)]
+    if sum(stage_tap_counts) != len(corrs):
+        raise ValueError(f"stage tap counts {tuple(stage_tap_counts)} do not add up to {len(corrs)} taps")
+    pyramid, end = [], len(corrs)
+    for count in stage_tap_counts:
+        pyramid.append(torch.stack(corrs[end - count : end], dim=1))
+        end -= count
+    return pyramid

@@ -1,0 +1,140 @@
+"""HSNet (Min et al., ICCV 2021) with every support masking mode of the HM paper.
+
+Matches the authors' ``HypercorrSqueezeNetwork`` (HSNet ``model/hsnet.py``; HSNet-HM = the HM repository's
+``hsnet.py``) number for number:
+
+- attributes ``backbone`` (the torchvision network, frozen, eval) and ``hpn_learner`` give the authors'
+  ``state_dict`` keys, so their checkpoints load once the ``module.`` prefix is stripped;
+- backbone taps and correlations are computed without gradients; only the learner trains;
+- logits are resized (bilinear, align_corners=True) to the support image size, or straight from the learner's
+  output to ``output_size`` when one is given (the authors' ``use_original_imgsize`` evaluation);
+- ``compute_objective`` is their cross-entropy over all pixels;
+- ``predict_nshot`` is their K-shot vote. Unlike the authors, who call the 1-shot model once per shot and so
+  recompute the query features K times, it computes the query taps once and runs all supports (and, for IM/HM,
+  the input-masked supports) through the backbone in one batch. Same result, less work.
+
+The masking mode (``fm`` = HSNet, ``im``, ``hm`` = HSNet-HM, ``hm-add``, ``hm-reverse``) does not change the
+parameters, so every mode loads every HSNet checkpoint of the same backbone.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbone import build_backbone
+from .correlation import hypercorrelation_pyramid
+from .learner import HypercorrelationLearner
+from .masking import get_masking_mode, mask_image
+
+__all__ = ["HSNet", "kshot_vote"]
+
+
+class HSNet(nn.Module):
+    """HSNet on a frozen ``backbone`` (resnet50, resnet101, vgg16) with support masking ``masking``."""
+
+    def __init__(self, backbone: str = "resnet50", masking: str = "fm", pretrained: bool = True) -> None:
+        super().__init__()
+        self.backbone_name = backbone
+        self.masking = get_masking_mode(masking)
+        self.backbone = build_backbone(backbone, pretrained=pretrained)
+        self.hpn_learner = HypercorrelationLearner(self.backbone.stage_tap_counts)
+
+    # -- features ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def query_taps(self, query_img: Tensor) -> list[Tensor]:
+        """Backbone taps of the (never masked) query images."""
+        return self.backbone.taps(query_img)
+
+    @torch.no_grad()
+    def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
+        """Masked support taps; plain and input-masked images go through the backbone in one batch."""
+        mode = self.masking
+        mask = support_mask.to(support_img.dtype)
+        images = []
+        if mode.needs_image_taps:
+            images.append(support_img)
+        if mode.needs_masked_image_taps:
+            images.append(mask_image(support_img, mask))
+        taps = self.backbone.taps(torch.cat(images) if len(images) > 1 else images[0])
+        if len(images) > 1:
+            image_taps, masked_taps = zip(*(tap.chunk(2) for tap in taps))
+        elif mode.needs_image_taps:
+            image_taps, masked_taps = taps, None
+        else:
+            image_taps, masked_taps = None, taps
+        return mode.apply(image_taps, masked_taps, mask)
+
+    # -- 1-shot -------------------------------------------------------------------------------------------------
+
+    def logits_from_taps(
+        self, query_taps: Sequence[Tensor], support_taps: Sequence[Tensor], output_size: Sequence[int]
+    ) -> Tensor:
+        """Learner logits from (masked) taps, resized bilinearly (align_corners=True) to ``output_size``."""
+        with torch.no_grad():
+            pyramid = hypercorrelation_pyramid(query_taps, support_taps, self.backbone.stage_tap_counts)
+        logits = self.hpn_learner(pyramid)
+        return F.interpolate(logits, tuple(output_size), mode="bilinear", align_corners=True)
+
+    def forward(
+        self,
+        query_img: Tensor,
+        support_img: Tensor,
+        support_mask: Tensor,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Tensor:
+        """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype).
+
+        ``output_size`` (H, W) replaces the support image size as the target of the final resize (evaluation at
+        the query's original size).
+        """
+        size = support_img.shape[-2:] if output_size is None else output_size
+        return self.logits_from_taps(self.query_taps(query_img), self.support_taps(support_img, support_mask), size)
+
+    # -- K-shot -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_nshot(
+        self,
+        query_img: Tensor,
+        support_imgs: Tensor,
+        support_masks: Tensor,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Tensor:
+        """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote; supports [B, K, 3, H, W], masks [B, K, H, W].
+
+        Every shot is a 1-shot prediction; see :func:`kshot_vote`. With K = 1 this is the 1-shot argmax.
+        """
+        bsz, shots = support_imgs.shape[:2]
+        size = support_imgs.shape[-2:] if output_size is None else output_size
+        query_taps = [tap.repeat_interleave(shots, dim=0) for tap in self.query_taps(query_img)]
+        support_taps = self.support_taps(support_imgs.flatten(0, 1), support_masks.flatten(0, 1))
+        logits = self.logits_from_taps(query_taps, support_taps, size)
+        return kshot_vote(logits.argmax(dim=1).view(bsz, shots, *logits.shape[-2:]))
+
+    # -- training -----------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def compute_objective(logit_mask: Tensor, gt_mask: Tensor) -> Tensor:
+        """Cross-entropy of logits [B, 2, H, W] against the 0/1 mask [B, H, W], mean over all pixels.
+
+        PASCAL's 255 (boundary) pixels must be set to background by the caller, as the authors' loader does.
+        """
+        bsz = logit_mask.shape[0]
+        return F.cross_entropy(logit_mask.reshape(bsz, 2, -1), gt_mask.reshape(bsz, -1).long())
+
+
+def kshot_vote(shot_predictions: Tensor) -> Tensor:
+    """The authors' K-shot vote over per-shot 0/1 predictions [B, K, H, W] → [B, H, W] (int64).
+
+    Votes are summed over shots and divided by max(the sample's largest vote, 1); pixels at ≥ 0.5 are 1.
+    """
+    votes = shot_predictions.long().sum(dim=1)
+    if shot_predictions.shape[1] == 1:
+        return votes
+    max_vote = votes.flatten(1).max(dim=1).values.clamp(min=1).view(-1, 1, 1)
+    return (votes.float() / max_vote >= 0.5).long()

@@ -1,0 +1,147 @@
+"""Support masking modes: how the support mask enters the support features before correlation.
+
+Two ways to mask, and three ways to merge them (HM paper, Alg. 1 and Table 6):
+
+- **FM** (feature masking, HSNet's baseline): each support tap × the support mask resized to the tap's size with
+  bilinear interpolation, ``align_corners=True`` (border values stay fractional).
+- **IM** (input masking): the taps of the *normalised* support image × the 0/1 mask, so the background becomes
+  the ImageNet mean colour (0 after normalisation), not black. No feature masking afterwards.
+- **HM** (hybrid, the HM repository's ``hsnet.py``): per element keep FM where FM > 0, else IM. Taps are
+  pre-ReLU, so negative activations *inside* the object are replaced by IM values too, not only the zeroed
+  background.
+- **HM (Simple Add.)**: FM + IM. **HM (Reverse)**: per element keep IM where IM > 0, else FM. These two are the
+  paper's Table 6 ablations; the HM repository ships no code for them.
+
+Every mode is a pure function ``mode(image_taps, masked_image_taps, mask) -> taps`` where ``image_taps`` are the
+taps of the support image, ``masked_image_taps`` those of :func:`mask_image` of it, and ``mask`` the [B, H, W]
+support mask. A mode that does not need one of the tap lists accepts ``None`` for it;
+:class:`MaskingMode` says which it needs so the model runs the backbone only on what is used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "MASKING_MODES",
+    "MaskingMode",
+    "apply_masking",
+    "get_masking_mode",
+    "hybrid_add",
+    "hybrid_replace",
+    "hybrid_reverse",
+    "mask_features",
+    "mask_image",
+]
+
+Taps = list[Tensor]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def mask_features(taps: Sequence[Tensor], mask: Tensor) -> Taps:
+    """FM: each tap [B, C, h, w] × ``mask`` [B, H, W] resized bilinearly (align_corners=True) to h × w."""
+    masked = []
+    for tap in taps:
+        resized = F.interpolate(mask.unsqueeze(1).to(tap.dtype), tap.shape[-2:], mode="bilinear", align_corners=True)
+        masked.append(tap * resized)
+    return masked
+
+
+def mask_image(image: Tensor, mask: Tensor) -> Tensor:
+    """IM input: a normalised image [B, 3, H, W] × its 0/1 mask [B, H, W] on every channel."""
+    return image * mask.unsqueeze(1).to(image.dtype)
+
+
+def hybrid_replace(fm_taps: Sequence[Tensor], im_taps: Sequence[Tensor]) -> Taps:
+    """HM: where the FM feature is > 0 keep it, else take the IM feature (elementwise, every tap)."""
+    return [torch.where(fm > 0, fm, im) for fm, im in zip(fm_taps, im_taps, strict=True)]
+
+
+def hybrid_add(fm_taps: Sequence[Tensor], im_taps: Sequence[Tensor]) -> Taps:
+    """HM (Simple Add.): FM + IM, elementwise, every tap."""
+    return [fm + im for fm, im in zip(fm_taps, im_taps, strict=True)]
+
+
+def hybrid_reverse(fm_taps: Sequence[Tensor], im_taps: Sequence[Tensor]) -> Taps:
+    """HM (Reverse): where the IM feature is > 0 keep it, else take the FM feature."""
+    return [torch.where(im > 0, im, fm) for fm, im in zip(fm_taps, im_taps, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The modes
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def fm(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+    """Feature masking (HSNet)."""
+    return mask_features(image_taps, mask)
+
+
+def im(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+    """Input masking: the taps of the masked image, as they are."""
+    return list(masked_image_taps)
+
+
+def hm(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+    """Hybrid masking (HM): FM where FM > 0, else IM."""
+    return hybrid_replace(mask_features(image_taps, mask), masked_image_taps)
+
+
+def hm_add(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+    """HM (Simple Add.): FM + IM."""
+    return hybrid_add(mask_features(image_taps, mask), masked_image_taps)
+
+
+def hm_reverse(
+    image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor
+) -> Taps:
+    """HM (Reverse): IM where IM > 0, else FM."""
+    return hybrid_reverse(mask_features(image_taps, mask), masked_image_taps)
+
+
+@dataclass(frozen=True)
+class MaskingMode:
+    """A masking mode and which backbone passes it needs."""
+
+    name: str
+    apply: Callable[[Optional[Sequence[Tensor]], Optional[Sequence[Tensor]], Tensor], Taps]
+    needs_image_taps: bool
+    """Needs the taps of the plain support image (for FM)."""
+    needs_masked_image_taps: bool
+    """Needs the taps of the input-masked support image (for IM)."""
+
+
+MASKING_MODES: dict[str, MaskingMode] = {
+    "fm": MaskingMode("fm", fm, needs_image_taps=True, needs_masked_image_taps=False),
+    "im": MaskingMode("im", im, needs_image_taps=False, needs_masked_image_taps=True),
+    "hm": MaskingMode("hm", hm, needs_image_taps=True, needs_masked_image_taps=True),
+    "hm-add": MaskingMode("hm-add", hm_add, needs_image_taps=True, needs_masked_image_taps=True),
+    "hm-reverse": MaskingMode("hm-reverse", hm_reverse, needs_image_taps=True, needs_masked_image_taps=True),
+}
+
+
+def get_masking_mode(name: str) -> MaskingMode:
+    """The :class:`MaskingMode` called ``name`` (one of ``fm``, ``im``, ``hm``, ``hm-add``, ``hm-reverse``)."""
+    try:
+        return MASKING_MODES[name]
+    except KeyError:
+        raise ValueError(f"unknown masking mode {name!r}; choose one of {sorted(MASKING_MODES)}") from None
+
+
+def apply_masking(
+    name: str,
+    image_taps: Optional[Sequence[Tensor]],
+    masked_image_taps: Optional[Sequence[Tensor]],
+    mask: Tensor,
+) -> Taps:
+    """Masked support taps by mode ``name``."""
+    return get_masking_mode(name).apply(image_taps, masked_image_taps, mask)
