@@ -1,0 +1,260 @@
+"""Reading, loading and atomically writing model checkpoints.
+
+Formats read (always ``torch.load(..., weights_only=True)``, on the CPU unless told otherwise):
+
+- **authors' HSNet / HSNet-HM** ``best_model.pt``: a bare state dict saved from ``nn.DataParallel``, every key
+  prefixed ``module.``;
+- a bare state dict without the prefix;
+- a dict with the weights under ``state_dict`` (VAT's trainer, Lightning), prefixed or not;
+- **ours** (written by :func:`save_checkpoint`)::
+
+      {
+          "format": "hmrepro-checkpoint",   # marks the file as ours
+          "format_version": 1,
+          "model": {<state_dict, authors' key names, no "module." prefix>},
+          "model_name": "hsnet-hm",         # registry name, or None
+          "backbone": "resnet50",           # or None
+          "metadata": {...},                # free-form: str/int/float/bool/None/lists/dicts/tensors
+          # later versions may add top-level keys (e.g. "optimizer", "epoch"); readers ignore unknown keys
+      }
+
+Loading into a model is strict: a key or shape mismatch raises :class:`CheckpointMismatchError` listing the
+missing, unexpected and mis-shaped keys and naming the model the file looks like it belongs to.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CorruptFileError, HmreproError, MissingDataError
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointMismatchError",
+    "check_compatible",
+    "describe_state_dict",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+    "strip_module_prefix",
+]
+
+FORMAT = "hmrepro-checkpoint"
+FORMAT_VERSION = 1
+MODULE_PREFIX = "module."
+_LISTED_KEYS = 10  # keys listed per category in a mismatch message
+
+
+class CheckpointMismatchError(HmreproError):
+    """A checkpoint's keys or shapes do not fit the model it is loaded into."""
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint as read from disk: the model weights (no ``module.`` prefix) and what came with them."""
+
+    state_dict: dict[str, Tensor]
+    source_format: str
+    """``hmrepro`` (ours), ``dataparallel`` (bare, ``module.`` keys: the authors' HSNet), ``bare``, or ``wrapped``."""
+    model_name: Optional[str] = None
+    backbone: Optional[str] = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Other top-level entries of the file (e.g. optimizer state, epoch)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], bool]:
+    """The state dict without ``nn.DataParallel``'s ``module.`` prefix (when every key has it), and whether it had."""
+    if state_dict and all(key.startswith(MODULE_PREFIX) for key in state_dict):
+        return {key[len(MODULE_PREFIX) :]: value for key, value in state_dict.items()}, True
+    return dict(state_dict), False
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
+    )
+
+
+def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Checkpoint:
+    """Read any supported checkpoint file (see the module docstring) without a model."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingDataError(f"checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CorruptFileError(
+            f"cannot read checkpoint {path} with torch.load(weights_only=True) ({type(err).__name__}: {err}); "
+            "files that pickle arbitrary objects (e.g. some Lightning checkpoints) must be converted first"
+        ) from err
+
+    if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
+        version = obj.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise CorruptFileError(
+                f"checkpoint {path} has format version {version!r}; this hmrepro reads up to {FORMAT_VERSION}"
+            )
+        known = {"format", "format_version", "model", "model_name", "backbone", "metadata"}
+        return Checkpoint(
+            state_dict=strip_module_prefix(obj["model"])[0],
+            source_format="hmrepro",
+            model_name=obj.get("model_name"),
+            backbone=obj.get("backbone"),
+            metadata=dict(obj.get("metadata") or {}),
+            extra={k: v for k, v in obj.items() if k not in known},
+        )
+    if _is_state_dict(obj):
+        state, had_prefix = strip_module_prefix(obj)
+        return Checkpoint(state_dict=state, source_format="dataparallel" if had_prefix else "bare")
+    if isinstance(obj, Mapping) and _is_state_dict(obj.get("state_dict")):
+        return Checkpoint(
+            state_dict=strip_module_prefix(obj["state_dict"])[0],
+            source_format="wrapped",
+            extra={k: v for k, v in obj.items() if k != "state_dict"},
+        )
+    raise CorruptFileError(
+        f"{path} is not a checkpoint hmrepro knows: expected a state dict, a dict with 'state_dict', "
+        f"or an hmrepro checkpoint (top-level keys found: {sorted(map(str, obj))[:10] if isinstance(obj, Mapping) else type(obj).__name__})"
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Guessing what a state dict belongs to
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _guess_backbone(state_dict: Mapping[str, Tensor]) -> Optional[str]:
+    if "backbone.features.0.weight" in state_dict:
+        return "vgg16"
+    blocks = {m.group(1) for key in state_dict if (m := re.match(r"backbone\.layer3\.(\d+)\.", key))}
+    return {6: "resnet50", 23: "resnet101"}.get(len(blocks), f"a ResNet with {len(blocks)} layer3 blocks" if blocks else None)
+
+
+def describe_state_dict(state_dict: Mapping[str, Tensor]) -> str:
+    """A best guess in words of the model a state dict (no ``module.`` prefix) belongs to."""
+    keys = list(state_dict)
+    if any(k.startswith("hpn_learner.ours.") for k in keys):
+        family = "VAT / VAT-HM (vat, vat-hm)"
+    elif any(k.startswith("hpn_learner.encoder_layer") for k in keys):
+        family = "HSNet / HSNet-HM (hsnet, hsnet-im, hsnet-hm, hsnet-hm-add, hsnet-hm-reverse share these weights)"
+    elif any(k.startswith("learner.") for k in keys):
+        family = "ASNet / ASNet-HM (asnet, asnet-hm)"
+    elif any(k.startswith("backbone.") for k in keys):
+        family = "a model with an unknown learner"
+    else:
+        top = sorted({k.split(".", 1)[0] for k in keys})[:5]
+        return f"an unknown model (top-level prefixes {top})"
+    backbone = _guess_backbone(state_dict)
+    return f"{family} with a {backbone} backbone" if backbone else family
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Loading into a model
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_LISTED_KEYS])
+    return shown + (f", ... ({len(keys) - _LISTED_KEYS} more)" if len(keys) > _LISTED_KEYS else "")
+
+
+def check_compatible(model: nn.Module, state_dict: Mapping[str, Tensor], source: str = "checkpoint") -> None:
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` has exactly the model's keys and shapes."""
+    expected = _unwrap(model).state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mis_shaped = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in expected
+        if k in state_dict and state_dict[k].shape != expected[k].shape
+    ]
+    if not (missing or unexpected or mis_shaped):
+        return
+    lines = [f"{source} does not fit the model."]
+    lines.append(f"The file looks like {describe_state_dict(state_dict)};")
+    lines.append(f"the model is {describe_state_dict(expected)}.")
+    if missing:
+        lines.append(f"Missing keys ({len(missing)}): {_listed(missing)}.")
+    if unexpected:
+        lines.append(f"Unexpected keys ({len(unexpected)}): {_listed(unexpected)}.")
+    if mis_shaped:
+        lines.append(f"Shape mismatches, file vs model ({len(mis_shaped)}): {_listed(mis_shaped)}.")
+    raise CheckpointMismatchError(" ".join(lines))
+
+
+def load_checkpoint(
+    path: Union[str, os.PathLike], model: nn.Module, map_location: Any = "cpu"
+) -> Checkpoint:
+    """Read ``path`` and load its weights strictly into ``model`` (plain or DataParallel-wrapped)."""
+    checkpoint = read_checkpoint(path, map_location=map_location)
+    check_compatible(model, checkpoint.state_dict, source=f"checkpoint {path}")
+    _unwrap(model).load_state_dict(checkpoint.state_dict, strict=True)
+    return checkpoint
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def save_checkpoint(
+    path: Union[str, os.PathLike],
+    model: Union[nn.Module, Mapping[str, Tensor]],
+    *,
+    model_name: Optional[str] = None,
+    backbone: Optional[str] = None,
+    metadata: Optional[Mapping[str, Any]] = None,
+    extra: Optional[Mapping[str, Any]] = None,
+) -> Path:
+    """Write an hmrepro checkpoint atomically (temporary file in the same folder, then ``os.replace``).
+
+    ``model`` is a module (DataParallel unwrapped) or a state dict (a ``module.`` prefix is stripped).
+    ``extra`` adds top-level entries (e.g. optimizer state); they must be loadable with ``weights_only=True``.
+    """
+    path = Path(path)
+    state = _unwrap(model).state_dict() if isinstance(model, nn.Module) else model
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": strip_module_prefix(state)[0],
+        "model_name": model_name,
+        "backbone": backbone,
+        "metadata": dict(metadata or {}),
+    }
+    for key, value in (extra or {}).items():
+        if key in payload:
+            raise ValueError(f"extra entry {key!r} would overwrite a checkpoint field")
+        payload[key] = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return path

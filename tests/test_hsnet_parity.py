@@ -1,0 +1,91 @@
+"""HSNet / HSNet-HM against the authors' outputs (``../shared/fixtures/model_hsnet*_<backbone>.pt``).
+
+Weights come from ``fill_params`` (fixtures/README.md); tolerances are the README's and must never be loosened.
+Every ``model_hsnet*`` fixture found is checked, so held-out backbones (e.g. resnet101) are covered too.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from hmrepro import create_model
+from hmrepro.models.testing import fill_params, load_fixture
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
+FIXTURE_FILES = sorted(FIXTURES.glob("model_hsnet*_*.pt")) if FIXTURES.is_dir() else []
+
+
+def _model_and_backbone(path: Path, meta: dict) -> tuple[str, str]:
+    name, backbone = re.fullmatch(r"model_(.+)_([a-z0-9]+)\.pt", path.name).groups()
+    return meta.get("model", name), meta.get("backbone", backbone)
+
+
+@pytest.fixture(scope="module", params=FIXTURE_FILES or [None], ids=lambda p: p.stem if p else "no-fixtures")
+def parity_run(request):
+    """Run the model of one fixture file on its inputs once; the tests below compare the pieces."""
+    path = request.param
+    if path is None:
+        pytest.skip(f"parity fixtures not found in {FIXTURES}")
+    expected = load_fixture(path)
+    model_name, backbone = _model_and_backbone(path, expected["meta"])
+    inputs = load_fixture(FIXTURES / expected["meta"].get("inputs", "inputs_200.pt"))
+
+    model = fill_params(create_model(model_name, backbone=backbone, pretrained=False)).eval()
+    query, supports = inputs["query_img"], inputs["support_imgs"]
+    masks = inputs["support_masks"].float()
+    with torch.no_grad():
+        logits = model(query, supports[:, 0], masks[:, 0])
+        loss = model.compute_objective(logits, inputs["query_mask"])
+        votes = model.predict_nshot(query, supports, masks)
+        tap_norms = torch.stack([tap.norm() for tap in model.query_taps(query)])
+    return {
+        "expected": expected,
+        "logits": logits,
+        "loss": loss,
+        "votes": votes,
+        "tap_norms": tap_norms,
+        "model": model,
+    }
+
+
+def test_query_tap_norms(parity_run):
+    expected = parity_run["expected"]
+    if "query_feat_norms" not in expected:
+        pytest.skip("fixture has no query_feat_norms")
+    torch.testing.assert_close(parity_run["tap_norms"], expected["query_feat_norms"], rtol=1e-4, atol=1e-4)
+
+
+def test_logits(parity_run):
+    torch.testing.assert_close(parity_run["logits"], parity_run["expected"]["logit_mask"], rtol=1e-3, atol=1e-3)
+
+
+def test_loss(parity_run):
+    expected = parity_run["expected"]["loss"]
+    assert abs(parity_run["loss"].item() - expected.item()) <= 1e-4 * abs(expected.item())
+
+
+def test_nshot_vote(parity_run):
+    expected = parity_run["expected"]["pred_mask_nshot"].long()
+    agreement = (parity_run["votes"] == expected).float().mean().item()
+    assert agreement > 0.999, f"5-shot vote agrees on {agreement:.5%} of pixels"
+
+
+def test_parameter_counts_when_recorded(parity_run):
+    """If the fixture records parameter counts (meta), ours must equal them."""
+    meta, model = parity_run["expected"]["meta"], parity_run["model"]
+    counts = {k: v for k, v in meta.items() if "param" in k and isinstance(v, int)}
+    if not counts:
+        pytest.skip("fixture meta records no parameter counts")
+    ours = {
+        "learner": sum(p.numel() for p in model.hpn_learner.parameters()),
+        "backbone": sum(p.numel() for p in model.backbone.parameters()),
+        "state_dict_keys": len(model.state_dict()),
+    }
+    for key, value in counts.items():
+        matching = [v for k, v in ours.items() if k in key]
+        if matching:
+            assert value in matching, f"{key}: fixture {value}, ours {ours}"
