@@ -95,3 +95,10 @@ def test_unreadable_image_names_the_file(tmp_path):
     (root / "VOC2012" / "JPEGImages" / "a.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(CorruptFileError, match=r"a\.jpg"):
         EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20)[0]
+
+
+def test_missing_data_root_names_path_and_command(tmp_path):
+    with pytest.raises(MissingDataError, match=r"nowhere.*hmrepro download coco"):
+        EpisodeDataset("coco", tmp_path / "nowhere", [], img_size=20)
+    with pytest.raises(MissingDataError, match=r"COCO2014.*hmrepro download coco"):
+        EpisodeDataset("coco", tmp_path, [], img_size=20)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -77,6 +77,24 @@ class Benchmark:
         raise NotImplementedError
 
     # -- files ---------------------------------------------------------------------------------
+    top_folder: ClassVar[str] = ""  # the folder below the data root that holds this benchmark
+
+    def require(self, data_root: str | Path) -> Path:
+        """``data_root`` if it holds this benchmark's folder, else an error naming it and the fix."""
+        root = Path(data_root).expanduser()
+        if not root.is_dir():
+            raise MissingDataError(
+                f"data root {root} does not exist. Pass --data-root (or set HMREPRO_DATA) to the folder holding "
+                f"{self.top_folder}/, or fetch it with `{_FETCH_HINT[self.name]} --data-root {root}`; "
+                f"for a no-download try-out: `hmrepro prepare synthetic`."
+            )
+        if not (root / self.top_folder).is_dir():
+            raise MissingDataError(
+                f"{root / self.top_folder} does not exist: the data root {root} has no {self.name} data. "
+                f"Fetch it with `{_FETCH_HINT[self.name]} --data-root {root}`."
+            )
+        return root
+
     def image_path(self, data_root: Path, name: str) -> Path:
         raise NotImplementedError
 
@@ -117,6 +135,8 @@ class Benchmark:
 
 
 class Pascal(Benchmark):
+    top_folder = "VOC2012"
+
     def class_ids(self, fold: int, split: str, splits: SplitFolder | None = None) -> list[int]:
         per_fold = self.nclass // self.nfolds
         val = [fold * per_fold + i for i in range(per_fold)]
@@ -143,6 +163,8 @@ class Pascal(Benchmark):
 
 
 class Coco(Benchmark):
+    top_folder = "COCO2014"
+
     def class_ids(self, fold: int, split: str, splits: SplitFolder | None = None) -> list[int]:
         per_fold = self.nclass // self.nfolds
         val = [fold + self.nfolds * v for v in range(per_fold)]
@@ -162,6 +184,7 @@ class Coco(Benchmark):
 
 class Fss(Benchmark):
     IMAGES_PER_CLASS = 10
+    top_folder = "FSS-1000"
 
     @property
     def split_names(self) -> tuple[str, ...]:

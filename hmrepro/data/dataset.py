@@ -39,7 +39,7 @@ class EpisodeDataset(Dataset):
         transform: Callable | None = None,
     ):
         self.benchmark = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
-        self.data_root = Path(data_root)
+        self.data_root = self.benchmark.require(data_root)
         self.episodes = list(episodes)
         self.img_size = img_size
         self.original_size = original_size
