@@ -128,9 +128,10 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
             source_format="wrapped",
             extra={k: v for k, v in obj.items() if k != "state_dict"},
         )
+    found = f"top-level keys {sorted(map(str, obj))[:10]}" if isinstance(obj, Mapping) else type(obj).__name__
     raise CorruptFileError(
         f"{path} is not a checkpoint hmrepro knows: expected a state dict, a dict with 'state_dict', "
-        f"or an hmrepro checkpoint (top-level keys found: {sorted(map(str, obj))[:10] if isinstance(obj, Mapping) else type(obj).__name__})"
+        f"or an hmrepro checkpoint (found {found})"
     )
 
 
@@ -143,7 +144,9 @@ def _guess_backbone(state_dict: Mapping[str, Tensor]) -> Optional[str]:
     if "backbone.features.0.weight" in state_dict:
         return "vgg16"
     blocks = {m.group(1) for key in state_dict if (m := re.match(r"backbone\.layer3\.(\d+)\.", key))}
-    return {6: "resnet50", 23: "resnet101"}.get(len(blocks), f"a ResNet with {len(blocks)} layer3 blocks" if blocks else None)
+    if not blocks:
+        return None
+    return {6: "resnet50", 23: "resnet101"}.get(len(blocks), f"ResNet with {len(blocks)} layer3 blocks")
 
 
 def describe_state_dict(state_dict: Mapping[str, Tensor]) -> str:

@@ -29,7 +29,8 @@ def building_block(
     """[center-pivot 4D conv, GroupNorm(4 groups), ReLU] per layer (GroupNorm spans C and all four dims)."""
     layers: list[nn.Module] = []
     for out_ch, kernel, stride in zip(out_channels, kernel_sizes, support_strides, strict=True):
-        layers += [CenterPivotConv4d(in_channels, out_ch, kernel, stride), nn.GroupNorm(4, out_ch), nn.ReLU(inplace=True)]
+        conv = CenterPivotConv4d(in_channels, out_ch, kernel, stride)
+        layers += [conv, nn.GroupNorm(4, out_ch), nn.ReLU(inplace=True)]
         in_channels = out_ch
     return nn.Sequential(*layers)
 
