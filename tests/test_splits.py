@@ -43,3 +43,13 @@ def test_missing_folder_and_checksums(tmp_path):
     (tmp_path / "pascal" / "val_fold0.txt").write_text("a__01\n")
     with pytest.raises(MissingDataError, match="SHA256SUMS"):
         SplitFolder(tmp_path).pascal("val", 0)
+
+
+def test_a_list_rewritten_in_process_is_checked_again(tmp_path):
+    root = tmp_path / "splits"
+    shutil.copytree(PACKAGED_SPLITS, root)
+    assert len(SplitFolder(root).pascal("val", 0)) == 346
+    path = root / "pascal" / "val_fold0.txt"
+    path.write_text("2007_000033__01\n")
+    with pytest.raises(CorruptFileError):
+        SplitFolder(root).pascal("val", 0)

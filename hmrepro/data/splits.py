@@ -38,10 +38,23 @@ def write_checksums(root: Path) -> Path:
     return out
 
 
-@functools.lru_cache(maxsize=None)
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime_ns, size) of ``path``: the caches below are keyed on it, so a rewritten file is checked again."""
+    try:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return None
+
+
 def _expected_sums(root: Path) -> dict[str, str]:
+    return _read_sums(root, _stamp(root / CHECKSUM_FILE))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_sums(root: Path, stamp) -> dict[str, str]:
     sums_file = root / CHECKSUM_FILE
-    if not sums_file.is_file():
+    if stamp is None:
         raise MissingDataError(
             f"split folder {root} has no {CHECKSUM_FILE}; a splits folder must list the sha256 of every file "
             f"(`hmrepro prepare synthetic` writes one, the packaged lists have one)"
@@ -54,10 +67,14 @@ def _expected_sums(root: Path) -> dict[str, str]:
     return sums
 
 
-@functools.lru_cache(maxsize=None)
 def _verified(path: Path, root: Path) -> Path:
+    return _verify(path, root, _stamp(path), _stamp(root / CHECKSUM_FILE))
+
+
+@functools.lru_cache(maxsize=1024)
+def _verify(path: Path, root: Path, stamp, sums_stamp) -> Path:
     rel = path.relative_to(root).as_posix()
-    if not path.is_file():
+    if stamp is None or not path.is_file():
         raise MissingDataError(f"split list {path} does not exist (expected inside the splits folder {root})")
     expected = _expected_sums(root).get(rel)
     if expected is None:

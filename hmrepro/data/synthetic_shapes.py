@@ -8,6 +8,7 @@ apply to such polygons; images paint objects with an anti-aliased coverage of th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -85,8 +86,8 @@ def _ring(inner: float = 0.55, gap: float = 0.35) -> np.ndarray:
 
 
 def _cross(arm: float = 0.33) -> np.ndarray:
-    a = arm
-    return np.array([(a, 1), (a, a), (1, a), (1, -a), (a, -a), (a, -1), (-a, -1), (-a, -a), (-1, -a), (-1, a), (-a, a), (-a, 1)])
+    quarter = np.array([(arm, 1), (arm, arm), (1, arm)])  # one arm's edge and the corner beside it
+    return np.concatenate([_rotate(quarter, -k * np.pi / 2) for k in range(4)])
 
 
 def _arrow() -> np.ndarray:
@@ -130,9 +131,9 @@ def place_polygon(rng: np.random.Generator, shape: str, height: int, width: int,
     share = rng.uniform(*(SMALL_AREA if small else LARGE_AREA))
     outline = outline * np.sqrt(share * height * width / polygon_area(outline))
     extent = outline.max(axis=0) - outline.min(axis=0)
-    outline = outline * min(1.0, (width - 2) / extent[0], (height - 2) / extent[1])
-    low = 1 - outline.min(axis=0)
-    high = np.array([width - 1, height - 1]) - outline.max(axis=0)
+    outline = outline * min(1.0, (width - 3) / extent[0], (height - 3) / extent[1])
+    low = 1 - outline.min(axis=0)  # keep a one-pixel margin, so that rounding never leaves the image
+    high = np.maximum(np.array([width - 1, height - 1]) - outline.max(axis=0), low)
     return np.round(outline + rng.uniform(low, high), 2)
 
 
@@ -144,16 +145,23 @@ def polygon_rle(polygon: np.ndarray, height: int, width: int) -> dict:
     return mask_utils.merge(mask_utils.frPyObjects([polygon.ravel().tolist()], height, width))
 
 
+def _decode(rle: dict) -> np.ndarray:
+    with warnings.catch_warnings():  # pycocotools < 2.0.9 trips a NumPy 2 DeprecationWarning on every call
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle)
+
+
 def polygon_mask(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
     """Boolean mask (H, W) of ``polygon`` as pycocotools' ``annToMask`` draws it."""
-    return mask_utils.decode(polygon_rle(polygon, height, width)).astype(bool)
+    return _decode(polygon_rle(polygon, height, width)).astype(bool)
 
 
 def polygon_coverage(polygon: np.ndarray, height: int, width: int) -> np.ndarray:
     """Fraction (H, W) of each pixel that ``polygon`` covers, from a supersampled rasterisation."""
     s = SUPERSAMPLING
-    fine = polygon_mask(polygon * s, height * s, width * s)
-    return fine.reshape(height, s, width, s).mean(axis=(1, 3))
+    fine = _decode(polygon_rle(polygon * s, height * s, width * s)).astype(np.uint16)
+    columns = sum(fine[:, i::s] for i in range(s))  # block sums by strided adds: exact, and fast on pycocotools'
+    return sum(columns[i::s] for i in range(s)) / (s * s)  # Fortran-ordered output
 
 
 def uncompressed_rle(mask: np.ndarray) -> dict:
@@ -190,16 +198,21 @@ def erode(mask: np.ndarray) -> np.ndarray:
 # -- painting ------------------------------------------------------------------------------------
 
 
+def _lerp_axis(values: np.ndarray, size: int, axis: int) -> np.ndarray:
+    """Linear interpolation of ``values`` (cells + 1 samples along ``axis``) onto ``size`` evenly spaced pixels."""
+    cells = values.shape[axis] - 1
+    position = np.linspace(0, cells, size)
+    left = np.minimum(position.astype(int), cells - 1)
+    shape = [1] * values.ndim
+    shape[axis] = size
+    weight = (position - left).reshape(shape)
+    return np.take(values, left, axis=axis) * (1 - weight) + np.take(values, left + 1, axis=axis) * weight
+
+
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
-    """Low-frequency noise (H, W, 3): a coarse Gaussian grid, bilinearly interpolated."""
+    """Low-frequency noise (H, W, 3): a coarse Gaussian grid, bilinearly interpolated (elementwise, so exact)."""
     grid = rng.normal(size=(cells + 1, cells + 1, 3))
-    y = np.linspace(0, cells, height)[:, None]
-    x = np.linspace(0, cells, width)[None, :]
-    y0, x0 = np.minimum(y.astype(int), cells - 1), np.minimum(x.astype(int), cells - 1)
-    fy, fx = (y - y0)[..., None], (x - x0)[..., None]
-    top = grid[y0, x0] * (1 - fx) + grid[y0, x0 + 1] * fx
-    bottom = grid[y0 + 1, x0] * (1 - fx) + grid[y0 + 1, x0 + 1] * fx
-    return top * (1 - fy) + bottom * fy
+    return _lerp_axis(_lerp_axis(grid, height, axis=0), width, axis=1)
 
 
 def background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
