@@ -11,6 +11,7 @@ from .. import __version__
 from ..errors import HmreproError
 from . import episodes as episodes_cmd
 from . import prepare as prepare_cmd
+from . import table as table_cmd
 from .common import console
 
 app = typer.Typer(
@@ -23,6 +24,7 @@ app = typer.Typer(
 )
 
 app.command("episodes")(episodes_cmd.episodes)
+app.command("table")(table_cmd.table)
 app.add_typer(prepare_cmd.app, name="prepare")
 
 

@@ -1,0 +1,88 @@
+"""``hmrepro table N``: one of the HM paper's tables, claimed vs verified vs reproduced."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import HmreproError
+from ..reporting.claimed import TABLE_NUMBERS
+from ..reporting.render import build_view, print_rich, render
+from ..reporting.tables import compare_table
+from .common import console, fail
+
+DEFAULT_RESULTS = Path("results")
+
+
+class TableFormat(str, Enum):
+    rich = "rich"
+    markdown = "markdown"
+    csv = "csv"
+    latex = "latex"
+
+
+def _check_table_number(value: int) -> int:
+    """Refuse a table the paper does not have (exit status 2, naming the allowed values)."""
+    if value not in TABLE_NUMBERS:
+        allowed = ", ".join(map(str, TABLE_NUMBERS))
+        raise typer.BadParameter(f"the paper has no table {value}; choose one of {allowed}")
+    return value
+
+
+def table(
+    number: int = typer.Argument(
+        ..., metavar="N", callback=_check_table_number, help="Table of the paper: 1, 2, 3, 4, 5, 6 or 7."
+    ),
+    compare_claimed: bool = typer.Option(
+        False,
+        "--compare-claimed",
+        help="Under each row the HM authors ran, add verified and reproduced lines with every fold and the "
+        "difference to the claimed value.",
+    ),
+    fmt: TableFormat = typer.Option(TableFormat.rich, "--format", help="Output format."),
+    results: Optional[Path] = typer.Option(
+        None,
+        "--results",
+        envvar="HMREPRO_RESULTS",
+        help="Folder of result records (searched recursively) [default: ./results].",
+        show_default=False,
+    ),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+) -> None:
+    """Show table N of the paper: the claimed numbers next to the verified (official checkpoints) and reproduced
+    (own training runs) ones from the result records.
+
+    Tables: 1 PASCAL-5i, 2 COCO-20i, 3 FSS-1000, 4 domain shift COCO-20i to PASCAL-5i, 5 masking ablation,
+    6 merging ablation, 7 inference time. Rows quoted by the paper from other papers show their claimed values only;
+    "—" marks a row without result records. The CSV has one line per (row, shot).
+
+    Example: [bold]hmrepro table 2 --compare-claimed --format markdown --results results/ -o table2.md[/]
+    """
+    results_dir = _results_dir(results)
+    try:
+        frame = compare_table(number, results_dir=results_dir)
+    except HmreproError as err:
+        fail(str(err))
+    if output is None and fmt is TableFormat.rich:
+        print_rich(build_view(frame, number, compare_claimed))
+        return
+    text = render(frame, number, fmt.value, compare=compare_claimed)
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    console.print(f"table {number} ({fmt.value}) written to {output}")
+
+
+def _results_dir(results: Optional[Path]) -> Optional[Path]:
+    """The records folder: an explicit one must exist; the default ``./results`` may be absent (no records)."""
+    if results is None:
+        return DEFAULT_RESULTS if DEFAULT_RESULTS.is_dir() else None
+    results = results.expanduser()
+    if not results.is_dir():
+        fail(f"results folder not found: {results} (give --results DIR, the folder the evaluations wrote to)")
+    return results

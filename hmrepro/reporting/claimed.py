@@ -1,0 +1,127 @@
+"""The HM paper's claimed numbers (Tables 1–7), read from ``recipes/claimed/tableN.csv``.
+
+The CSV files are data, one line per (table row, shot); ``recipes/claimed/README.md`` describes the columns.
+A file may leave out the columns its table does not use; :func:`load_claimed` returns every column of
+``CLAIMED_COLUMNS`` (numbers as floats, NaN where the paper prints none).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..errors import HmreproError, MissingDataError
+
+TABLE_NUMBERS = tuple(range(1, 8))
+
+TABLE_CAPTIONS = {
+    1: "PASCAL-5i: mIoU per fold, mean mIoU and FB-IoU",
+    2: "COCO-20i: mIoU per fold, mean mIoU and FB-IoU",
+    3: "FSS-1000: mean mIoU",
+    4: "Domain shift: trained on COCO-20i, tested on PASCAL-5i (mIoU)",
+    5: "Ablation of the masking (FM / IM / HM in HSNet) on COCO-20i",
+    6: "Ablation of the merging of FM and IM features on COCO-20i, 1-shot",
+    7: "Inference time on COCO-20i (seconds per image)",
+}
+
+FOLD_COLUMNS = ("fold0", "fold1", "fold2", "fold3")
+NUMBER_COLUMNS = (*FOLD_COLUMNS, "miou", "fb_iou", "secs_per_image", "overhead_pct")
+TEXT_COLUMNS = (
+    "method",
+    "ref",
+    "source",
+    "backbone",
+    "benchmark",
+    "trained_on",
+    "model",
+    "masking",
+    "recipe",
+    "overrides",
+    "note",
+)
+CLAIMED_COLUMNS = (
+    "table",
+    "method",
+    "ref",
+    "source",
+    "backbone",
+    "benchmark",
+    "trained_on",
+    "shot",
+    *NUMBER_COLUMNS,
+    "model",
+    "masking",
+    "recipe",
+    "overrides",
+    "official_checkpoint",
+    "note",
+)
+REQUIRED_COLUMNS = ("table", "method", "source", "benchmark", "shot")
+SOURCES = ("hm", "quoted")
+
+
+def recipes_dir() -> Path:
+    """The repository's ``recipes/`` folder (next to the ``hmrepro`` package in a source checkout)."""
+    return Path(__file__).resolve().parents[2] / "recipes"
+
+
+def claimed_dir() -> Path:
+    """The folder of the claimed-number CSV files, ``recipes/claimed/``."""
+    return recipes_dir() / "claimed"
+
+
+def claimed_path(table: int, folder: Path | None = None) -> Path:
+    return Path(folder or claimed_dir()) / f"table{table}.csv"
+
+
+def load_claimed(table: int, folder: Path | None = None) -> pd.DataFrame:
+    """The claimed rows of ``table`` in the paper's order, with every column of ``CLAIMED_COLUMNS``."""
+    if table not in TABLE_NUMBERS:
+        raise HmreproError(f"table {table} is not one of {', '.join(map(str, TABLE_NUMBERS))}")
+    path = claimed_path(table, folder)
+    if not path.is_file():
+        raise MissingDataError(
+            f"claimed numbers of table {table} not found: {path} "
+            "(run hmrepro from a source checkout, where recipes/claimed/ sits next to the hmrepro package)"
+        )
+    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    _check_columns(raw, path)
+    frame = raw.reindex(columns=list(CLAIMED_COLUMNS), fill_value="")
+    for column in NUMBER_COLUMNS:
+        frame[column] = _numbers(frame[column], path)
+    frame["table"] = frame["table"].astype(int)
+    frame["shot"] = frame["shot"].astype(int)
+    frame["official_checkpoint"] = frame["official_checkpoint"].str.lower().eq("true")
+    _check_values(frame, table, path)
+    return frame.reset_index(drop=True)
+
+
+def load_all_claimed(folder: Path | None = None) -> pd.DataFrame:
+    """The claimed rows of every table, one frame."""
+    return pd.concat([load_claimed(n, folder) for n in TABLE_NUMBERS], ignore_index=True)
+
+
+def _numbers(column: pd.Series, path: Path) -> pd.Series:
+    """A text column as floats: empty cells become NaN, anything else that is not a number is an error."""
+    try:
+        return pd.to_numeric(column.mask(column.str.strip() == ""), errors="raise").astype(float)
+    except (ValueError, TypeError) as err:
+        raise HmreproError(f"{path}: column {column.name}: {err}") from None
+
+
+def _check_columns(raw: pd.DataFrame, path: Path) -> None:
+    unknown = sorted(set(raw.columns) - set(CLAIMED_COLUMNS))
+    missing = [c for c in REQUIRED_COLUMNS if c not in raw.columns]
+    if unknown or missing:
+        raise HmreproError(f"{path}: unknown columns {unknown}, missing columns {missing}")
+
+
+def _check_values(frame: pd.DataFrame, table: int, path: Path) -> None:
+    wrong_table = frame.index[frame["table"] != table].tolist()
+    bad_source = frame.index[~frame["source"].isin(SOURCES)].tolist()
+    if wrong_table or bad_source:
+        raise HmreproError(
+            f"{path}: lines {[i + 2 for i in wrong_table]} are not table {table}; "
+            f"lines {[i + 2 for i in bad_source]} have a source other than {', '.join(SOURCES)}"
+        )
