@@ -9,6 +9,7 @@ import typer
 
 from .. import __version__
 from ..errors import HmreproError
+from . import download as download_cmd
 from . import episodes as episodes_cmd
 from . import prepare as prepare_cmd
 from . import table as table_cmd
@@ -26,6 +27,7 @@ app = typer.Typer(
 app.command("episodes")(episodes_cmd.episodes)
 app.command("table")(table_cmd.table)
 app.add_typer(prepare_cmd.app, name="prepare")
+app.add_typer(download_cmd.app, name="download")
 
 
 def _version(value: bool) -> None:

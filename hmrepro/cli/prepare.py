@@ -8,10 +8,12 @@ from typing import Optional
 import typer
 
 from ..paths import default_synthetic_root
+from . import prepare_datasets
 from .common import console
 
 app = typer.Typer(
-    help="Prepare datasets in the layout the readers expect (the synthetic benchmark needs no download).",
+    help="Prepare datasets in the layout the readers expect (the synthetic benchmark needs no download).\n\n"
+    "Example: [bold]hmrepro download pascal && hmrepro prepare pascal && hmrepro prepare --check pascal[/]",
     no_args_is_help=True,
 )
 
@@ -42,3 +44,10 @@ def synthetic(
     console.print(
         f"next: [bold]hmrepro episodes --benchmark pascal --fold 0 --shot 1 --splits {root / 'splits'}[/]"
     )
+
+
+# real datasets (pascal, coco, fss) and `hmrepro prepare --check BENCHMARK` live in prepare_datasets.py
+app.callback(invoke_without_command=True)(prepare_datasets.prepare_group)
+app.command("pascal")(prepare_datasets.pascal)
+app.command("coco")(prepare_datasets.coco)
+app.command("fss")(prepare_datasets.fss)
