@@ -6,6 +6,13 @@ Formats read (always ``torch.load(..., weights_only=True)``, on the CPU unless t
   prefixed ``module.``;
 - a bare state dict without the prefix;
 - a dict with the weights under ``state_dict`` (VAT's trainer, Lightning), prefixed or not;
+- **authors' ASNet / ASNet-HM** PyTorch-Lightning ``.ckpt``: weights under ``state_dict`` (``backbone.*``,
+  ``learner.*``), marked by a ``pytorch-lightning_version`` entry. Lightning also pickles objects that
+  ``weights_only=True`` refuses (PyTorch-Lightning 1.3 keys callback states by the callback's class, e.g. the
+  authors' ``common.callbacks.CustomCheckpoint``). Such a file is read again with every refused global replaced
+  by an inert placeholder class (it only stores what the pickle hands it; no code of the original runs, nothing
+  is imported), and accepted only if it then is a Lightning checkpoint whose ``state_dict`` holds plain tensors;
+  anything else is refused as before. The placeholders' names are listed in ``metadata["placeholders"]``;
 - **ours** (written by :func:`save_checkpoint`)::
 
       {
@@ -41,6 +48,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointMismatchError",
+    "PicklePlaceholder",
     "check_compatible",
     "describe_state_dict",
     "load_checkpoint",
@@ -65,7 +73,8 @@ class Checkpoint:
 
     state_dict: dict[str, Tensor]
     source_format: str
-    """``hmrepro`` (ours), ``dataparallel`` (bare, ``module.`` keys: the authors' HSNet), ``bare``, or ``wrapped``."""
+    """``hmrepro`` (ours), ``dataparallel`` (bare, ``module.`` keys: the authors' HSNet), ``bare``, ``wrapped``, or
+    ``lightning`` (a PyTorch-Lightning checkpoint: the authors' ASNet / ASNet-HM)."""
     model_name: Optional[str] = None
     backbone: Optional[str] = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -96,13 +105,15 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
     path = Path(path)
     if not path.is_file():
         raise MissingDataError(f"checkpoint not found: {path}")
+    placeholders: list[str] = []
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise CorruptFileError(
+        refusal = CorruptFileError(
             f"cannot read checkpoint {path} with torch.load(weights_only=True) ({type(err).__name__}: {err}); "
             "files that pickle arbitrary objects (e.g. some Lightning checkpoints) must be converted first"
-        ) from err
+        )
+        obj, placeholders = _read_lightning_with_placeholders(path, map_location, refusal)
 
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         version = obj.get("format_version")
@@ -118,6 +129,18 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
             backbone=obj.get("backbone"),
             metadata=dict(obj.get("metadata") or {}),
             extra={k: v for k, v in obj.items() if k not in known},
+        )
+    if _is_lightning(obj):
+        return Checkpoint(
+            state_dict=strip_module_prefix(obj["state_dict"])[0],
+            source_format="lightning",
+            metadata={
+                "lightning_version": obj.get(LIGHTNING_VERSION_KEY),
+                "epoch": obj.get("epoch"),
+                "global_step": obj.get("global_step"),
+                "placeholders": placeholders,
+            },
+            extra={k: v for k, v in obj.items() if k != "state_dict"},
         )
     if _is_state_dict(obj):
         state, had_prefix = strip_module_prefix(obj)
@@ -136,6 +159,67 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# PyTorch-Lightning checkpoints (the authors' ASNet / ASNet-HM)
+# ---------------------------------------------------------------------------------------------------------------
+
+LIGHTNING_VERSION_KEY = "pytorch-lightning_version"
+
+
+def _is_lightning(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and LIGHTNING_VERSION_KEY in obj and _is_state_dict(obj.get("state_dict"))
+
+
+class PicklePlaceholder:
+    """Stands in for a class or function a checkpoint pickles by name and ``weights_only=True`` refuses.
+
+    Calling or instantiating it only stores the arguments and the pickled state (``args``, ``state``); nothing of
+    the original object is imported or run. ``pickled_name`` is the full name the pickle refers to.
+    """
+
+    pickled_name = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args, self.kwargs, self.state = args, kwargs, None
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __repr__(self) -> str:
+        return f"<placeholder for {self.pickled_name}>"
+
+
+def _placeholder_class(full_name: str) -> type:
+    short = full_name.rpartition(".")[2] or "Unknown"
+    return type(short, (PicklePlaceholder,), {"pickled_name": full_name, "__module__": __name__})
+
+
+def _read_lightning_with_placeholders(path: Path, map_location: Any, refusal: CorruptFileError) -> tuple[Any, list]:
+    """Read ``path`` with its refused globals replaced by placeholders; only a Lightning checkpoint is accepted."""
+    try:
+        names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception as err:  # not a zip checkpoint (garbage, legacy format): the original refusal stands
+        raise refusal from err
+    if not names:
+        raise refusal
+    substitutes = [(_placeholder_class(name), name) for name in names]
+    try:
+        with torch.serialization.safe_globals(substitutes):
+            obj = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CorruptFileError(
+            f"{refusal} Reading it with placeholders for {', '.join(names)} failed too ({type(err).__name__}: "
+            f"{err}); load it where those classes exist and save its state_dict alone "
+            "(torch.save(torch.load(path, weights_only=False)['state_dict'], ...))"
+        ) from err
+    if not _is_lightning(obj):
+        raise CorruptFileError(
+            f"{refusal} (it pickles {', '.join(names)}; only PyTorch-Lightning checkpoints whose state_dict holds "
+            "plain tensors are read with placeholders for such objects)"
+        )
+    return obj, names
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Guessing what a state dict belongs to
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -149,15 +233,27 @@ def _guess_backbone(state_dict: Mapping[str, Tensor]) -> Optional[str]:
     return {6: "resnet50", 23: "resnet101"}.get(len(blocks), f"ResNet with {len(blocks)} layer3 blocks")
 
 
+def _vat_decoder(state_dict: Mapping[str, Tensor]) -> Optional[str]:
+    """The benchmark whose decoder a VAT state dict holds (VAT's decoder shapes differ per benchmark), else None."""
+    if not any(k.startswith("hpn_learner.ours.") for k in state_dict):
+        return None
+    from ..models.vat_learner import decoder_benchmark
+
+    return decoder_benchmark(state_dict)
+
+
 def describe_state_dict(state_dict: Mapping[str, Tensor]) -> str:
     """A best guess in words of the model a state dict (no ``module.`` prefix) belongs to."""
     keys = list(state_dict)
     if any(k.startswith("hpn_learner.ours.") for k in keys):
-        family = "VAT / VAT-HM (vat, vat-hm)"
+        family = "VAT / VAT-HM (vat, vat-im, vat-hm, vat-hm-add, vat-hm-reverse share these weights)"
+        decoder = _vat_decoder(state_dict)
+        if decoder:
+            family = family[:-1] + f"; the {decoder!r} benchmark's decoder)"
     elif any(k.startswith("hpn_learner.encoder_layer") for k in keys):
         family = "HSNet / HSNet-HM (hsnet, hsnet-im, hsnet-hm, hsnet-hm-add, hsnet-hm-reverse share these weights)"
     elif any(k.startswith("learner.") for k in keys):
-        family = "ASNet / ASNet-HM (asnet, asnet-hm)"
+        family = "ASNet / ASNet-HM (asnet, asnet-im, asnet-hm, asnet-hm-add, asnet-hm-reverse share these weights)"
     elif any(k.startswith("backbone.") for k in keys):
         family = "a model with an unknown learner"
     else:
@@ -196,6 +292,12 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, Tensor], source:
     lines = [f"{source} does not fit the model."]
     lines.append(f"The file looks like {describe_state_dict(state_dict)};")
     lines.append(f"the model is {describe_state_dict(expected)}.")
+    file_decoder, model_decoder = _vat_decoder(state_dict), _vat_decoder(expected)
+    if file_decoder and model_decoder and file_decoder != model_decoder:
+        lines.append(
+            f"VAT's decoder differs per benchmark: this file holds the {file_decoder!r} decoder but the model was "
+            f"built with benchmark={model_decoder!r}; build it with benchmark={file_decoder!r} to load this file."
+        )
     if missing:
         lines.append(f"Missing keys ({len(missing)}): {_listed(missing)}.")
     if unexpected:

@@ -7,6 +7,10 @@ Matches the authors' HSNet (``model/base/feature.py`` and ``model/hsnet.py``):
 - VGG-16: the outputs of ``features`` modules 17, 19, 21 (conv, pre-ReLU), 24, 26, 28 (conv, pre-ReLU) and
   30 (the last max-pool).
 - Taps are grouped into three stages, deepest first: R50 (3, 6, 4), R101 (3, 23, 4), VGG-16 (1, 3, 3).
+- VAT taps one block earlier (its tap list starts at bottleneck 3 instead of 4): with ``tap_layer1=True`` a
+  ResNet also returns layer1's last bottleneck (before its ReLU, 256 channels) as the *first* tap.
+  ``stage_tap_counts`` still counts only the layer2..layer4 taps (those VAT correlates); the extra tap is
+  reported by ``extra_shallow_taps`` (1, else 0).
 
 The backbone adopts the torchvision network's child modules under their torchvision names, so that inside a
 model stored as ``self.backbone`` the ``state_dict`` keys are exactly the authors' (``backbone.conv1.weight``,
@@ -149,6 +153,8 @@ class FrozenBackbone(nn.Module):
 
     stage_tap_counts: tuple[int, int, int]
     """Number of taps per stage, deepest stage first (the order of HSNet's correlation pyramid)."""
+    extra_shallow_taps: int = 0
+    """Taps before the first stage (VAT's layer1 tap), returned first by :meth:`taps`; not in the stage counts."""
 
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -167,16 +173,27 @@ class FrozenBackbone(nn.Module):
 
 
 class FrozenResNet(FrozenBackbone):
-    """ResNet taps: every bottleneck of layer2..layer4, after the residual sum and before the final ReLU."""
+    """ResNet taps: every bottleneck of layer2..layer4, after the residual sum and before the final ReLU.
 
-    def __init__(self, net: torchvision.models.ResNet) -> None:
+    ``tap_layer1=True`` (VAT) prepends the tap of layer1's last bottleneck.
+    """
+
+    def __init__(self, net: torchvision.models.ResNet, tap_layer1: bool = False) -> None:
         super().__init__(net)
         self.stage_tap_counts = (len(self.layer4), len(self.layer3), len(self.layer2))
+        self.extra_shallow_taps = 1 if tap_layer1 else 0
 
     def taps(self, img: Tensor) -> list[Tensor]:
         feat = self.maxpool(self.relu(self.bn1(self.conv1(img))))
-        feat = self.layer1(feat)  # layer1's taps (1..3) are not used by HSNet
         taps = []
+        if self.extra_shallow_taps:
+            for block in self.layer1[:-1]:
+                feat = block(feat)
+            tap = _bottleneck_before_relu(self.layer1[-1], feat)
+            taps.append(tap)
+            feat = F.relu(tap)
+        else:
+            feat = self.layer1(feat)  # layer1's taps (1..3) are not used by HSNet
         for layer in (self.layer2, self.layer3, self.layer4):
             for block in layer:
                 tap = _bottleneck_before_relu(block, feat)
@@ -202,6 +219,7 @@ class FrozenVGG16(FrozenBackbone):
     def __init__(self, net: torchvision.models.VGG) -> None:
         super().__init__(net)
         self.stage_tap_counts = (1, 3, 3)
+        self.extra_shallow_taps = 0
 
     def taps(self, img: Tensor) -> list[Tensor]:
         feat, taps = img, []
@@ -213,9 +231,15 @@ class FrozenVGG16(FrozenBackbone):
         return taps
 
 
-def build_backbone(name: str = "resnet50", pretrained: bool = True) -> FrozenBackbone:
-    """A frozen ``resnet50``, ``resnet101`` or ``vgg16``; ``pretrained`` loads torchvision's IMAGENET1K_V1."""
-    net = _spec(name).build()
+def build_backbone(name: str = "resnet50", pretrained: bool = True, tap_layer1: bool = False) -> FrozenBackbone:
+    """A frozen ``resnet50``, ``resnet101`` or ``vgg16``; ``pretrained`` loads torchvision's IMAGENET1K_V1.
+
+    ``tap_layer1`` (ResNets only) also taps layer1's last bottleneck, as VAT does.
+    """
+    spec = _spec(name)
+    if tap_layer1 and name == "vgg16":
+        raise ValueError("tap_layer1 needs a ResNet backbone (VAT's VGG-16 branch does not work in the authors' code)")
+    net = spec.build()
     if pretrained:
         net.load_state_dict(load_imagenet_state_dict(name), strict=True)
-    return FrozenVGG16(net) if name == "vgg16" else FrozenResNet(net)
+    return FrozenVGG16(net) if name == "vgg16" else FrozenResNet(net, tap_layer1=tap_layer1)

@@ -12,6 +12,9 @@ Two ways to mask, and three ways to merge them (HM paper, Alg. 1 and Table 6):
 - **HM (Simple Add.)**: FM + IM. **HM (Reverse)**: per element keep IM where IM > 0, else FM. These two are the
   paper's Table 6 ablations; the HM repository ships no code for them.
 
+Outside the paper's modes, ``none`` (:data:`NO_MASKING`) leaves the support taps as they are: the baseline of a
+model whose mask acts elsewhere (ASNet only masks attention keys inside its learner).
+
 Every mode is a pure function ``mode(image_taps, masked_image_taps, mask) -> taps`` where ``image_taps`` are the
 taps of the support image, ``masked_image_taps`` those of :func:`mask_image` of it, and ``mask`` the [B, H, W]
 support mask. A mode that does not need one of the tap lists accepts ``None`` for it;
@@ -29,6 +32,7 @@ from torch import Tensor
 
 __all__ = [
     "MASKING_MODES",
+    "NO_MASKING",
     "MaskingMode",
     "apply_masking",
     "get_masking_mode",
@@ -108,6 +112,11 @@ def hm_reverse(
     return hybrid_reverse(mask_features(image_taps, mask), masked_image_taps)
 
 
+def none(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+    """No support feature masking (the ASNet baseline: its mask only masks attention keys inside the learner)."""
+    return list(image_taps)
+
+
 @dataclass(frozen=True)
 class MaskingMode:
     """A masking mode and which backbone passes it needs."""
@@ -129,12 +138,21 @@ MASKING_MODES: dict[str, MaskingMode] = {
 }
 
 
+NO_MASKING = MaskingMode("none", none, needs_image_taps=True, needs_masked_image_taps=False)
+"""Mode ``none``: the support taps as they are. Not one of the HM paper's masking modes (so not in
+:data:`MASKING_MODES`): it is the baseline of a model that puts the mask elsewhere (ASNet masks attention keys)."""
+
+
 def get_masking_mode(name: str) -> MaskingMode:
-    """The :class:`MaskingMode` called ``name`` (one of ``fm``, ``im``, ``hm``, ``hm-add``, ``hm-reverse``)."""
+    """The :class:`MaskingMode` called ``name`` (``fm``, ``im``, ``hm``, ``hm-add``, ``hm-reverse``, or ``none``)."""
+    if name == NO_MASKING.name:
+        return NO_MASKING
     try:
         return MASKING_MODES[name]
     except KeyError:
-        raise ValueError(f"unknown masking mode {name!r}; choose one of {sorted(MASKING_MODES)}") from None
+        raise ValueError(
+            f"unknown masking mode {name!r}; choose one of {sorted(MASKING_MODES) + [NO_MASKING.name]}"
+        ) from None
 
 
 def apply_masking(

@@ -1,0 +1,154 @@
+"""ASNet (Kang & Cho, CVPR 2022; FS-S code) with the support masking modes of the HM paper.
+
+Matches the authors' ``AttentiveSqueezeNetwork`` (dahyun-kang/ifsl ``fs-s/model/asnet.py``; ASNet-HM = the HM
+repository's ``asnet.py``, the same file plus a hybrid-masking block) number for number:
+
+- attributes ``backbone`` (torchvision ResNet, frozen, eval) and ``learner`` give the authors' ``state_dict``
+  keys (``backbone.*``, ``learner.*``), so the weights of their Lightning checkpoints load as they are;
+- backbone taps: every bottleneck of layer2..layer4, before the final ReLU; **support** taps of width ≥ 50 are
+  average-pooled (3×3, stride 2, padding 1), query taps never;
+- support masking by mode. ``none`` is ASNet: the support features are *not* masked, the mask only masks
+  attention keys inside every attentive squeeze layer. ``hm`` is ASNet-HM: FM (pooled taps × the mask resized
+  to each tap) where FM > 0, else IM (the pooled taps of the normalised support image × the mask); the learner
+  still gets the mask for its attention. ``im``, ``hm-add`` and ``hm-reverse`` are the same building blocks
+  combined as for HSNet (:mod:`.masking`); every mode loads every ASNet checkpoint of the same backbone;
+- logits of the learner (100×100 at 400 px) are resized (bilinear, align_corners=True) to the **support** image
+  size, or to ``output_size`` when one is given (the authors' ``use_original_imgsize`` evaluation);
+- ``compute_objective``: cross-entropy over all pixels, no ignore index;
+- ``predict_nshot``: the authors' K-shot vote (:func:`.hsnet.kshot_vote`). The authors call the 1-shot model once
+  per shot; here the query taps are computed once and reused, which gives the same numbers (the per-shot
+  support pass and learner run on the same batch as theirs).
+
+Only square inputs of 393-512 px fit the learner's fixed strides (the authors train and test at 400).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .attentive_squeeze import AttentiveSqueezeLearner
+from .backbone import build_backbone
+from .correlation import hypercorrelation_pyramid
+from .hsnet import HSNet, kshot_vote
+from .masking import get_masking_mode, mask_image
+
+__all__ = ["ASNet", "SUPPORT_POOL_WIDTH", "pool_support_taps"]
+
+SUPPORT_POOL_WIDTH = 50
+"""Support taps at least this wide are average-pooled before correlation (authors' ``pool_thr``)."""
+
+BACKBONES = ("resnet50", "resnet101")
+
+
+def pool_support_taps(taps: Sequence[Tensor], min_width: int = SUPPORT_POOL_WIDTH) -> list[Tensor]:
+    """Average-pool (kernel 3, stride 2, padding 1) every tap whose width is at least ``min_width``."""
+    return [F.avg_pool2d(tap, 3, stride=2, padding=1) if tap.shape[-1] >= min_width else tap for tap in taps]
+
+
+class ASNet(nn.Module):
+    """ASNet on a frozen ``backbone`` (resnet50, resnet101) with support masking ``masking`` (``none`` = ASNet)."""
+
+    def __init__(self, backbone: str = "resnet50", masking: str = "none", pretrained: bool = True) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"ASNet supports the backbones {BACKBONES}, not {backbone!r}")
+        self.backbone_name = backbone
+        self.masking = get_masking_mode(masking)
+        self.backbone = build_backbone(backbone, pretrained=pretrained)
+        self.learner = AttentiveSqueezeLearner(self.backbone.stage_tap_counts)
+
+    # -- features ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def query_taps(self, query_img: Tensor) -> list[Tensor]:
+        """Backbone taps of the (never masked, never pooled) query images."""
+        return self.backbone.taps(query_img)
+
+    @torch.no_grad()
+    def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
+        """Pooled, then masked support taps; plain and input-masked images go through the backbone in one batch."""
+        mode = self.masking
+        mask = support_mask.to(support_img.dtype)
+        images = []
+        if mode.needs_image_taps:
+            images.append(support_img)
+        if mode.needs_masked_image_taps:
+            images.append(mask_image(support_img, mask))
+        taps = pool_support_taps(self.backbone.taps(torch.cat(images) if len(images) > 1 else images[0]))
+        if len(images) > 1:
+            image_taps, masked_taps = zip(*(tap.chunk(2) for tap in taps))
+        elif mode.needs_image_taps:
+            image_taps, masked_taps = taps, None
+        else:
+            image_taps, masked_taps = None, taps
+        return mode.apply(image_taps, masked_taps, mask)
+
+    # -- 1-shot -------------------------------------------------------------------------------------------------
+
+    def logits_from_taps(
+        self,
+        query_taps: Sequence[Tensor],
+        support_taps: Sequence[Tensor],
+        support_mask: Tensor,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Tensor:
+        """Learner logits from (masked) taps; resized (bilinear, align_corners=True) to ``output_size`` if given."""
+        with torch.no_grad():
+            pyramid = hypercorrelation_pyramid(query_taps, support_taps, self.backbone.stage_tap_counts)
+        logits = self.learner(pyramid, support_mask)
+        if output_size is None:
+            return logits
+        return F.interpolate(logits, tuple(output_size), mode="bilinear", align_corners=True)
+
+    def forward(
+        self,
+        query_img: Tensor,
+        support_img: Tensor,
+        support_mask: Tensor,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Tensor:
+        """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype).
+
+        The logits are resized to the support image size, or to ``output_size`` (H, W) when given (evaluation at
+        the query's original size: the authors resize the learner's low-resolution logits straight to it).
+        """
+        size = support_img.shape[-2:] if output_size is None else output_size
+        support_taps = self.support_taps(support_img, support_mask)
+        return self.logits_from_taps(self.query_taps(query_img), support_taps, support_mask, size)
+
+    # -- K-shot -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_nshot(
+        self,
+        query_img: Tensor,
+        support_imgs: Tensor,
+        support_masks: Tensor,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Tensor:
+        """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote; supports [B, K, 3, H, W], masks [B, K, H, W].
+
+        Every shot is a 1-shot prediction (the query taps are computed once); see :func:`.hsnet.kshot_vote`.
+        With K = 1 this is the 1-shot argmax.
+        """
+        size = support_imgs.shape[-2:] if output_size is None else output_size
+        query_taps = self.query_taps(query_img)
+        shot_predictions = []
+        for shot in range(support_imgs.shape[1]):
+            support_img, support_mask = support_imgs[:, shot], support_masks[:, shot]
+            support_taps = self.support_taps(support_img, support_mask)
+            logits = self.logits_from_taps(query_taps, support_taps, support_mask, size)
+            shot_predictions.append(logits.argmax(dim=1))
+        return kshot_vote(torch.stack(shot_predictions, dim=1))
+
+    # -- training -----------------------------------------------------------------------------------------------
+
+    compute_objective = staticmethod(HSNet.compute_objective)
+    """Cross-entropy of logits [B, 2, H, W] against the 0/1 mask [B, H, W], mean over all pixels (as HSNet).
+
+    No ignore index: PASCAL's 255 (boundary) pixels must be set to background by the caller, as the authors'
+    loader does for training."""

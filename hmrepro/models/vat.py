@@ -1,0 +1,190 @@
+"""VAT (Hong et al., ECCV 2022) with every support masking mode of the HM paper.
+
+Matches the authors' ``VAT`` (VAT ``model/vat.py``) and the HM repository's VAT-HM (its ``vat.py``) number for
+number (``../shared/specs/vat.md``):
+
+- backbone taps one block earlier than HSNet (layer1's last bottleneck too), all pre-ReLU, under no_grad;
+- every tap is resized (bilinear, align_corners=True) to a fixed grid per stage, whatever the image size:
+  layer1 → 128², layer2 → 64², layer3 → 32², layer4 → 16² (:data:`STAGE_GRIDS`);
+- the support mask enters the support taps by a masking mode of :mod:`hmrepro.models.masking` (one meaning per
+  mode name); what differs between the authors' two models is only *where* the mode is applied:
+  the VAT baseline (``fm``) masks the taps after the resize (``mask_at="resized"``), VAT-HM (``hm``) masks at
+  native resolution before it (``mask_at="native"``). ``im``, ``hm-add`` and ``hm-reverse`` follow VAT-HM's
+  placement by default; ``mask_at`` can be given explicitly. ``masking="none"`` is VAT with the config default
+  ``TRAIN.MASK: False`` (no support masking; every released config sets it true);
+- the learner (:class:`~hmrepro.models.vat_learner.VATLearner`) depends on the benchmark: PASCAL, COCO and FSS
+  decoders have differently shaped parameters, so checkpoints of one benchmark do not load into another's model;
+- logits [B, 2, 128, 128] are resized (bilinear, align_corners=True) to the support image size (or to
+  ``output_size``);
+- ``compute_objective`` and the K-shot vote (:func:`~hmrepro.models.hsnet.kshot_vote`) are HSNet's.
+  ``predict_nshot`` computes the query taps once and runs one support at a time (the authors recompute the
+  query per shot); same result, less work and a bounded memory footprint (a VAT forward holds ~1 GB per sample).
+
+Attributes ``backbone`` (torchvision ResNet, frozen, eval) and ``hpn_learner`` give the authors' ``state_dict``
+keys (591 for ResNet-50, 897 for ResNet-101), including the persistent shifted-window ``attn_mask`` buffers.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbone import build_backbone
+from .correlation import hypercorrelation_pyramid
+from .hsnet import HSNet, kshot_vote
+from .masking import get_masking_mode, mask_image
+from .vat_learner import BENCHMARK_FEATURE_AFFINITY, VATLearner
+
+__all__ = ["BENCHMARK_IMG_SIZE", "MASK_AT", "STAGE_GRIDS", "VAT"]
+
+STAGE_GRIDS = (128, 64, 32, 16)
+"""Side of the fixed grid the taps of layer1, layer2, layer3, layer4 are resized to."""
+
+BENCHMARK_IMG_SIZE = {"pascal": 473, "coco": 417, "fss": 473}
+"""The image size of the authors' released configs per benchmark."""
+
+MASK_AT = ("resized", "native")
+
+
+class VAT(nn.Module):
+    """VAT on a frozen ResNet ``backbone`` with the decoder of ``benchmark`` and support masking ``masking``."""
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        benchmark: str = "pascal",
+        masking: str = "fm",
+        pretrained: bool = True,
+        mask_at: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        if benchmark not in BENCHMARK_FEATURE_AFFINITY:
+            raise ValueError(
+                f"unknown benchmark {benchmark!r}: VAT's decoder differs per benchmark, "
+                f"choose one of {sorted(BENCHMARK_FEATURE_AFFINITY)}"
+            )
+        if backbone == "vgg16":
+            raise ValueError("VAT needs a ResNet backbone (resnet50 or resnet101); its VGG-16 branch never worked")
+        self.backbone_name = backbone
+        self.benchmark = benchmark
+        self.masking = get_masking_mode(masking)
+        self.mask_at = mask_at if mask_at is not None else ("resized" if masking == "fm" else "native")
+        if self.mask_at not in MASK_AT:
+            raise ValueError(f"mask_at must be one of {MASK_AT}, got {self.mask_at!r}")
+        self.backbone = build_backbone(backbone, pretrained=pretrained, tap_layer1=True)
+        # Channels-last conv weights make oneDNN / cuDNN run the backbone in NHWC (~25 % faster on a CPU at VAT's
+        # image sizes; same values up to float rounding). Loading a state dict keeps this layout.
+        self.backbone.to(memory_format=torch.channels_last)
+        self.hpn_learner = VATLearner(self.backbone.stage_tap_counts, benchmark)
+
+    # -- features ---------------------------------------------------------------------------------------------
+
+    @property
+    def tap_grids(self) -> list[int]:
+        """The fixed grid side of every tap, shallowest first (the layer1 tap, then layer2..layer4)."""
+        n4, n3, n2 = self.backbone.stage_tap_counts
+        g1, g2, g3, g4 = STAGE_GRIDS
+        return [g1] * self.backbone.extra_shallow_taps + [g2] * n2 + [g3] * n3 + [g4] * n4
+
+    @staticmethod
+    def _resize(taps: Sequence[Tensor], grids: Sequence[int]) -> list[Tensor]:
+        return [
+            F.interpolate(tap, size=(g, g), mode="bilinear", align_corners=True)
+            for tap, g in zip(taps, grids, strict=True)
+        ]
+
+    @torch.no_grad()
+    def query_taps(self, query_img: Tensor) -> list[Tensor]:
+        """All query taps (never masked) resized to their stage grids: the layer1 tap first, then layer2..4."""
+        return self._resize(self.backbone.taps(query_img), self.tap_grids)
+
+    @torch.no_grad()
+    def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
+        """The correlated support taps (layer2..layer4), masked by the mode and resized to their stage grids.
+
+        The layer1 support tap is dropped: the authors compute (and mask) it, but never use it.
+        """
+        mode = self.masking
+        mask = support_mask.to(support_img.dtype)
+        images = []
+        if mode.needs_image_taps:
+            images.append(support_img)
+        if mode.needs_masked_image_taps:
+            images.append(mask_image(support_img, mask))
+        skip = self.backbone.extra_shallow_taps
+        grids = self.tap_grids[skip:]
+        taps = self.backbone.taps(torch.cat(images) if len(images) > 1 else images[0])[skip:]
+        if self.mask_at == "resized":  # the VAT baseline: resize first, mask on the fixed grids
+            taps = self._resize(taps, grids)
+        if len(images) > 1:
+            image_taps, masked_taps = zip(*(tap.chunk(2) for tap in taps))
+        elif mode.needs_image_taps:
+            image_taps, masked_taps = taps, None
+        else:
+            image_taps, masked_taps = None, taps
+        support = mode.apply(image_taps, masked_taps, mask)
+        return support if self.mask_at == "resized" else self._resize(support, grids)
+
+    @staticmethod
+    def learner_query_feats(query_taps: Sequence[Tensor], stage_tap_counts: Sequence[int]) -> list[Tensor]:
+        """The last layer3, layer2 and layer1 taps of the resized query taps (the decoder's query features)."""
+        n4, n3, n2 = stage_tap_counts
+        return [query_taps[n2 + n3], query_taps[n2], query_taps[0]]
+
+    # -- 1-shot -------------------------------------------------------------------------------------------------
+
+    def learner_logits(self, query_taps: Sequence[Tensor], support_taps: Sequence[Tensor]) -> Tensor:
+        """The learner's logits [B, 2, 128, 128] from resized query taps (all) and support taps (correlated ones)."""
+        skip = self.backbone.extra_shallow_taps
+        counts = self.backbone.stage_tap_counts
+        with torch.no_grad():
+            pyramid = hypercorrelation_pyramid(query_taps[skip:], support_taps, counts)
+        return self.hpn_learner(pyramid, self.learner_query_feats(query_taps, counts))
+
+    def logits_from_taps(
+        self, query_taps: Sequence[Tensor], support_taps: Sequence[Tensor], output_size: Sequence[int]
+    ) -> Tensor:
+        """Learner logits resized bilinearly (align_corners=True) to ``output_size``."""
+        logits = self.learner_logits(query_taps, support_taps)
+        return F.interpolate(logits, tuple(output_size), mode="bilinear", align_corners=True)
+
+    def forward(
+        self,
+        query_img: Tensor,
+        support_img: Tensor,
+        support_mask: Tensor,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Tensor:
+        """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype)."""
+        size = support_img.shape[-2:] if output_size is None else output_size
+        return self.logits_from_taps(self.query_taps(query_img), self.support_taps(support_img, support_mask), size)
+
+    # -- K-shot -------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_nshot(
+        self,
+        query_img: Tensor,
+        support_imgs: Tensor,
+        support_masks: Tensor,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Tensor:
+        """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote (:func:`~hmrepro.models.hsnet.kshot_vote`).
+
+        Supports [B, K, 3, H, W], masks [B, K, H, W]; with K = 1 this is the 1-shot argmax.
+        """
+        shots = support_imgs.shape[1]
+        size = support_imgs.shape[-2:] if output_size is None else output_size
+        query_taps = self.query_taps(query_img)
+        votes = []
+        for k in range(shots):
+            support_taps = self.support_taps(support_imgs[:, k], support_masks[:, k])
+            votes.append(self.logits_from_taps(query_taps, support_taps, size).argmax(dim=1))
+        return kshot_vote(torch.stack(votes, dim=1))
+
+    # -- training -----------------------------------------------------------------------------------------------
+
+    compute_objective = staticmethod(HSNet.compute_objective)
