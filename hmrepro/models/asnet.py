@@ -34,7 +34,7 @@ from .attentive_squeeze import AttentiveSqueezeLearner
 from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
 from .hsnet import HSNet, kshot_vote
-from .masking import get_masking_mode, mask_image
+from .masking import get_masking_mode, masked_support_taps
 
 __all__ = ["ASNet", "SUPPORT_POOL_WIDTH", "pool_support_taps"]
 
@@ -71,21 +71,9 @@ class ASNet(nn.Module):
     @torch.no_grad()
     def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
         """Pooled, then masked support taps; plain and input-masked images go through the backbone in one batch."""
-        mode = self.masking
         mask = support_mask.to(support_img.dtype)
-        images = []
-        if mode.needs_image_taps:
-            images.append(support_img)
-        if mode.needs_masked_image_taps:
-            images.append(mask_image(support_img, mask))
-        taps = pool_support_taps(self.backbone.taps(torch.cat(images) if len(images) > 1 else images[0]))
-        if len(images) > 1:
-            image_taps, masked_taps = zip(*(tap.chunk(2) for tap in taps))
-        elif mode.needs_image_taps:
-            image_taps, masked_taps = taps, None
-        else:
-            image_taps, masked_taps = None, taps
-        return mode.apply(image_taps, masked_taps, mask)
+        pooled_taps = lambda images: pool_support_taps(self.backbone.taps(images))  # noqa: E731
+        return masked_support_taps(self.masking, pooled_taps, support_img, mask)
 
     # -- 1-shot -------------------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
 from .learner import HypercorrelationLearner
-from .masking import get_masking_mode, mask_image
+from .masking import get_masking_mode, masked_support_taps
 
 __all__ = ["HSNet", "kshot_vote"]
 
@@ -53,21 +53,8 @@ class HSNet(nn.Module):
     @torch.no_grad()
     def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
         """Masked support taps; plain and input-masked images go through the backbone in one batch."""
-        mode = self.masking
         mask = support_mask.to(support_img.dtype)
-        images = []
-        if mode.needs_image_taps:
-            images.append(support_img)
-        if mode.needs_masked_image_taps:
-            images.append(mask_image(support_img, mask))
-        taps = self.backbone.taps(torch.cat(images) if len(images) > 1 else images[0])
-        if len(images) > 1:
-            image_taps, masked_taps = zip(*(tap.chunk(2) for tap in taps))
-        elif mode.needs_image_taps:
-            image_taps, masked_taps = taps, None
-        else:
-            image_taps, masked_taps = None, taps
-        return mode.apply(image_taps, masked_taps, mask)
+        return masked_support_taps(self.masking, self.backbone.taps, support_img, mask)
 
     # -- 1-shot -------------------------------------------------------------------------------------------------
 

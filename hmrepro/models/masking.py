@@ -41,6 +41,7 @@ __all__ = [
     "hybrid_reverse",
     "mask_features",
     "mask_image",
+    "masked_support_taps",
 ]
 
 Taps = list[Tensor]
@@ -153,6 +154,26 @@ def get_masking_mode(name: str) -> MaskingMode:
         raise ValueError(
             f"unknown masking mode {name!r}; choose one of {sorted(MASKING_MODES) + [NO_MASKING.name]}"
         ) from None
+
+
+def masked_support_taps(
+    mode: MaskingMode, extract: Callable[[Tensor], Sequence[Tensor]], support_img: Tensor, mask: Tensor
+) -> Taps:
+    """Support taps masked by ``mode``: the images it needs (plain and/or input-masked) go through ``extract``
+    (image batch → taps) in one batch, then the mode merges them. ``mask`` is [B, H, W] in the image's dtype."""
+    images = []
+    if mode.needs_image_taps:
+        images.append(support_img)
+    if mode.needs_masked_image_taps:
+        images.append(mask_image(support_img, mask))
+    taps = extract(torch.cat(images) if len(images) > 1 else images[0])
+    if len(images) > 1:
+        image_taps, masked_taps = zip(*(tap.chunk(2) for tap in taps))
+    elif mode.needs_image_taps:
+        image_taps, masked_taps = taps, None
+    else:
+        image_taps, masked_taps = None, taps
+    return mode.apply(image_taps, masked_taps, mask)
 
 
 def apply_masking(

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
 from .hsnet import HSNet, kshot_vote
-from .masking import get_masking_mode, mask_image
+from .masking import get_masking_mode, masked_support_taps
 from .vat_learner import BENCHMARK_FEATURE_AFFINITY, VATLearner
 
 __all__ = ["BENCHMARK_IMG_SIZE", "MASK_AT", "STAGE_GRIDS", "VAT"]
@@ -107,25 +107,16 @@ class VAT(nn.Module):
 
         The layer1 support tap is dropped: the authors compute (and mask) it, but never use it.
         """
-        mode = self.masking
         mask = support_mask.to(support_img.dtype)
-        images = []
-        if mode.needs_image_taps:
-            images.append(support_img)
-        if mode.needs_masked_image_taps:
-            images.append(mask_image(support_img, mask))
         skip = self.backbone.extra_shallow_taps
         grids = self.tap_grids[skip:]
-        taps = self.backbone.taps(torch.cat(images) if len(images) > 1 else images[0])[skip:]
-        if self.mask_at == "resized":  # the VAT baseline: resize first, mask on the fixed grids
-            taps = self._resize(taps, grids)
-        if len(images) > 1:
-            image_taps, masked_taps = zip(*(tap.chunk(2) for tap in taps))
-        elif mode.needs_image_taps:
-            image_taps, masked_taps = taps, None
-        else:
-            image_taps, masked_taps = None, taps
-        support = mode.apply(image_taps, masked_taps, mask)
+
+        def extract(images: Tensor) -> list[Tensor]:
+            taps = self.backbone.taps(images)[skip:]
+            # the VAT baseline resizes first and masks on the fixed grids; VAT-HM masks at native resolution
+            return self._resize(taps, grids) if self.mask_at == "resized" else taps
+
+        support = masked_support_taps(self.masking, extract, support_img, mask)
         return support if self.mask_at == "resized" else self._resize(support, grids)
 
     @staticmethod
