@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+
+# OpenMP threads that spin while waiting make torch on a busy 2-core machine many times slower; let them sleep.
+# Set before torch is first imported (test modules import it after this file).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pathlib import Path  # noqa: E402
 
 import pytest
 

@@ -148,7 +148,7 @@ def test_recipes_named_by_the_rows_cover_their_models():
     """Where the recipe file exists, its ``models`` list names the row's model."""
     import tomllib
 
-    from hmrepro.reporting.claimed import recipes_dir
+    from hmrepro.engine.recipes import recipe_dir as recipes_dir
 
     claimed = load_all_claimed()
     trained = claimed[claimed["recipe"] != ""]

@@ -12,6 +12,9 @@ from ..errors import HmreproError
 from . import download as download_cmd
 from . import episodes as episodes_cmd
 from . import prepare as prepare_cmd
+from . import train as train_cmd
+from . import eval as eval_cmd
+from . import quickstart as quickstart_cmd
 from . import table as table_cmd
 from .common import console
 
@@ -25,6 +28,9 @@ app = typer.Typer(
 )
 
 app.command("episodes")(episodes_cmd.episodes)
+app.command("train")(train_cmd.train)
+app.command("eval")(eval_cmd.eval_command)
+app.command("quickstart")(quickstart_cmd.quickstart)
 app.command("table")(table_cmd.table)
 app.add_typer(prepare_cmd.app, name="prepare")
 app.add_typer(download_cmd.app, name="download")

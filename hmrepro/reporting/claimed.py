@@ -61,14 +61,11 @@ REQUIRED_COLUMNS = ("table", "method", "source", "benchmark", "shot")
 SOURCES = ("hm", "quoted")
 
 
-def recipes_dir() -> Path:
-    """The repository's ``recipes/`` folder (next to the ``hmrepro`` package in a source checkout)."""
-    return Path(__file__).resolve().parents[2] / "recipes"
-
-
 def claimed_dir() -> Path:
-    """The folder of the claimed-number CSV files, ``recipes/claimed/``."""
-    return recipes_dir() / "claimed"
+    """The folder of the claimed-number CSV files, ``recipes/claimed/`` (found as the training recipes are)."""
+    from ..engine.recipes import recipe_dir
+
+    return recipe_dir() / "claimed"
 
 
 def claimed_path(table: int, folder: Path | None = None) -> Path:

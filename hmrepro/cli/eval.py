@@ -1,0 +1,98 @@
+"""``hmrepro eval``: the authors' evaluation of a model on a benchmark's folds, with result records."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .common import BenchmarkName, DataRootOption, ShotOption, SplitsOption, console
+from .train import _model_name
+
+
+class FoldChoice(str, Enum):
+    f0 = "0"
+    f1 = "1"
+    f2 = "2"
+    f3 = "3"
+    all = "all"
+
+
+def print_table(records: list[dict], title: str, to_stderr: bool = False) -> None:
+    from ..engine.evaluate import mean_row
+
+    table = Table(title=title)
+    for col in ("fold", "mIoU", "FB-IoU", "episodes", "ms/episode", "origin"):
+        table.add_column(col, justify="right" if col not in ("origin",) else "left")
+    for r in records:
+        table.add_row(
+            str(r["fold"]), f"{r['miou']:.1f}", f"{r['fb_iou']:.1f}", str(r["episodes"]),
+            f"{r['secs_per_episode'] * 1000:.0f}", r["origin"],
+        )  # fmt: skip
+    if len(records) > 1:
+        m = mean_row(records)
+        table.add_row("mean", f"[bold]{m['miou']:.1f}", f"[bold]{m['fb_iou']:.1f}", str(m["episodes"]), "", "")
+    Console(stderr=to_stderr).print(table)
+
+
+def eval_command(
+    model: str = typer.Argument(
+        ..., callback=_model_name, help="Model: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... (-im, -hm-add, -hm-reverse: the masking ablations).", show_default=False
+    ),
+    benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark."),
+    fold: FoldChoice = typer.Option(FoldChoice.f0, "--fold", "-f", help="Fold, or all (the paper's mean over folds)."),
+    shot: int = ShotOption,
+    weights: str = typer.Option(
+        ..., "--weights", "-w",
+        help="A checkpoint file, a run folder (its best_model.pt), 'random' (untrained learner) or 'official' "
+        "(the authors' checkpoint). With --fold all put {fold} in the path: runs/hsnet-hm_fold{fold}.",
+    ),  # fmt: skip
+    backbone: str = typer.Option("resnet50", "--backbone", help="resnet50, resnet101 or vgg16."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: recipe, 400].", show_default=False),
+    original_size: bool = typer.Option(
+        False, "--original-size", help="Upsample the logits to each query's original size and score the unresized mask (batch 1)."
+    ),
+    episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="Only the first N of the fixed episodes (quick checks) [default: all].", show_default=False),
+    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Batch size [default: recipe, 1 as the authors].", show_default=False),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random (checkpoints bring their own)."),
+    amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (faster on GPUs; the authors evaluate in fp32)."),
+    results: Path = typer.Option(Path("results"), "--results", help="Folder for the result records."),
+    no_record: bool = typer.Option(False, "--no-record", help="Do not write result records."),
+    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON on stdout."),
+    data_root: Optional[Path] = DataRootOption,
+    splits: Optional[Path] = SplitsOption,
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Evaluate MODEL as the authors do: fixed episodes (seed 0), K-shot vote, mIoU and FB-IoU per fold.
+
+    Writes one result record per fold to --results (never overwriting one) with the checkpoint's sha256, its
+    origin (own / official / random), versions, device and seconds per episode.
+
+    Example: [bold]hmrepro eval hsnet-hm --benchmark pascal --fold all --shot 5 --weights runs/hsnet-hm_pascal_fold{fold}[/]
+
+    Example (authors' weights, original-size masks): [bold]hmrepro eval hsnet-hm -b coco --fold 0 --weights official --original-size[/]
+    """
+    from ..engine.evaluate import evaluate
+
+    if weights == "official" and backbone not in ("resnet50", "resnet101"):
+        console.print("[yellow]note:[/] the authors released ResNet-50/101 checkpoints only")
+    records = evaluate(
+        model, benchmark.value, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size,
+        original_size=original_size, data_root=data_root, splits=splits, results_dir=None if no_record else results,
+        device=device, bsz=bsz, workers=workers, episodes=episodes, pretrained=pretrained, amp=amp,
+        progress=progress, log=console.print,
+    )  # fmt: skip
+    print_table(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", to_stderr=as_json)
+    if not no_record:
+        console.print(f"records: {', '.join(r['path'] for r in records)}")
+    if as_json:
+        json.dump(records, sys.stdout, indent=2)
+        sys.stdout.write("\n")

@@ -1,0 +1,89 @@
+"""``hmrepro train``: episodic training of a registered model with the authors' recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import BenchmarkName, DataRootOption, SplitsOption, console
+
+
+def _model_name(value: Optional[str]) -> Optional[str]:
+    from ..models.registry import list_models
+
+    if value is not None and value not in list_models():
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(list_models())}")
+    return value
+
+
+def train(
+    model: Optional[str] = typer.Argument(
+        None, callback=_model_name, help="Model to train: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... (-im, -hm-add, -hm-reverse: the masking ablations).",
+        show_default=False,
+    ),
+    benchmark: Optional[BenchmarkName] = typer.Option(None, "--benchmark", "-b", help="Benchmark.", show_default=False),
+    fold: Optional[int] = typer.Option(None, "--fold", "-f", min=0, max=3, help="Fold (0-3) [default: 0].", show_default=False),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="resnet50, resnet101 or vgg16 [default: resnet50].", show_default=False),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs [default: recipe].", show_default=False),
+    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Global batch size, all processes together [default: recipe].", show_default=False),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate [default: recipe].", show_default=False),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side in pixels [default: recipe, 400].", show_default=False),
+    augment: Optional[str] = typer.Option(None, "--augment", help="none or cats [default: recipe].", show_default=False),
+    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Stop after this many epochs without a better val mIoU (0: never) [default: recipe].", show_default=False),
+    val_episodes: Optional[int] = typer.Option(None, "--val-episodes", min=0, help="Validate on the first N of the fixed episodes (0: all, the authors' 1000) [default: recipe].", show_default=False),
+    val_bsz: Optional[int] = typer.Option(None, "--val-bsz", min=1, help="Validation batch size [default: recipe].", show_default=False),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process [default: min(4, cores-1)].", show_default=False),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the episode order, augmentation and initialisation [default: 0].", show_default=False),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create [default: ~/.hmrepro/runs/<model>_<backbone>_<benchmark>_fold<f>_<time>].", show_default=False),
+    data_root: Optional[Path] = DataRootOption,
+    splits: Optional[Path] = SplitsOption,
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet backbone weights [default: pretrained].", show_default=False),
+    calibrate_bn: Optional[bool] = typer.Option(None, "--calibrate-bn/--no-calibrate-bn", help="Re-estimate a random backbone's BatchNorm statistics on 64 training images, without which it cannot learn [default: on with --no-pretrained].", show_default=False),
+    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic kernels (bit-reproducible on the CPU) [default: off].", show_default=False),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast [default: on for CUDA, off for the CPU].", show_default=False),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=0, help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500].", show_default=False),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped (mid-epoch too).", show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Train MODEL episodically with a frozen backbone, validating every epoch and keeping the best weights.
+
+    Values come from the model's recipe (recipes/*.toml: the authors' hyper-parameters); every flag overrides
+    its recipe value, and the effective configuration is saved as RUN/config.json. The run folder gets
+    metrics.jsonl (one line per epoch: the training curve), best_model.pt, last.pt (resume checkpoint, written at
+    every epoch end and every --checkpoint-every iterations) and run.json (device, versions, wall time).
+    Multi-GPU: [bold]torchrun --nproc_per_node 4 -m hmrepro train ...[/] (--bsz is the global batch).
+
+    Example: [bold]hmrepro train hsnet-hm --benchmark pascal --fold 0 --backbone resnet50[/]
+
+    Example (synthetic data, CPU, minutes): [bold]hmrepro train hsnet-hm -b pascal --data-root ~/.hmrepro/synthetic
+    --splits ~/.hmrepro/synthetic/splits --no-pretrained --img-size 96 --epochs 2 --val-episodes 50[/]
+    """
+    from ..engine.train import TrainingInterrupted, build_config, resume_config
+    from ..engine.train import train as run_training
+
+    overrides = {
+        "backbone": backbone, "epochs": epochs, "bsz": bsz, "lr": lr, "img_size": img_size, "augment": augment,
+        "patience": patience, "val_episodes": val_episodes, "val_bsz": val_bsz, "workers": workers, "seed": seed,
+        "out": str(out.expanduser()) if out else None, "data_root": str(data_root.expanduser()) if data_root else None,
+        "splits": str(splits.expanduser()) if splits else None, "pretrained": pretrained, "calibrate_bn": calibrate_bn,
+        "deterministic": deterministic, "amp": amp, "checkpoint_every": checkpoint_every, "device": device,
+    }  # fmt: skip
+    if resume is not None:
+        resume = resume.expanduser()
+        given = {"model": model, "benchmark": benchmark.value if benchmark else None, "fold": fold, **overrides}
+        given["out"] = None
+        config = resume_config(resume, given)
+    else:
+        if model is None or benchmark is None:
+            raise typer.BadParameter("MODEL and --benchmark are required (or --resume RUN_DIR)")
+        config = build_config(model, benchmark.value, fold if fold is not None else 0, overrides)
+    try:
+        run_dir = run_training(config, resume=resume is not None, progress=progress, log=console.print)
+    except TrainingInterrupted as err:
+        console.print(f"[yellow]interrupted:[/] {err}")
+        raise typer.Exit(130)
+    console.print(f"[green]done[/]: run folder {run_dir}")
+    console.print(f"evaluate: [bold]hmrepro eval {config['model']} -b {config['benchmark']} --fold {config['fold']} --weights {run_dir}[/]")

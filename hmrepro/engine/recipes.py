@@ -1,0 +1,181 @@
+"""Recipes: the authors' hyper-parameters as TOML files, merged with command-line overrides.
+
+A recipe file (``recipes/<name>.toml`` at the top of the repository) covers a family of models::
+
+    [recipe]      name, models = [...], protocol (evaluation episode sampler)
+    [defaults]    optimizer, lr, weight_decay, bsz, img_size, augment, epochs, patience, val_episodes, ...
+    [benchmark.<b>]                  per-benchmark values
+    [model.<m>]                      per-model values
+    [model.<m>.benchmark.<b>]        per-model, per-benchmark values
+
+Precedence, lowest first: defaults < benchmark < model < model+benchmark < explicit overrides (command-line
+flags; a flag left at ``None`` does not override). :func:`resolve` returns the merged values, which every run
+saves as ``config.json``.
+
+Where the files are found: ``$HMREPRO_RECIPES`` if set, else ``recipes/`` next to the ``hmrepro`` package (an
+editable install or a checkout), else ``<sys.prefix>/share/hmrepro/recipes`` (a non-editable install with the
+files listed as setuptools data-files).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import HmreproError
+
+__all__ = [
+    "RECIPE_KEYS",
+    "RecipeError",
+    "find_recipe",
+    "load_recipe_file",
+    "merge",
+    "recipe_dir",
+    "resolve",
+]
+
+# every key a recipe may set, with its type (validated when a file is read)
+RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "optimizer": str,
+    "lr": (int, float),
+    "weight_decay": (int, float),
+    "bsz": int,
+    "img_size": int,
+    "augment": str,
+    "epochs": int,
+    "patience": int,
+    "val_episodes": int,
+    "val_bsz": int,
+    "eval_bsz": int,
+    "shot": int,
+}
+OPTIMIZERS = ("adam", "adamw")
+AUGMENTS = ("none", "cats")
+
+
+class RecipeError(HmreproError):
+    """A recipe file is missing, malformed or does not cover the requested model."""
+
+
+def recipe_dir() -> Path:
+    """The folder holding the recipe TOML files (see the module docstring for the search order)."""
+    env = os.environ.get("HMREPRO_RECIPES")
+    candidates = [Path(env).expanduser()] if env else []
+    candidates += [
+        Path(__file__).resolve().parents[2] / "recipes",
+        Path(sys.prefix) / "share" / "hmrepro" / "recipes",
+    ]
+    for path in candidates:
+        if path.is_dir() and any(path.glob("*.toml")):
+            return path
+    raise RecipeError(
+        "no recipe folder found (looked in " + ", ".join(str(p) for p in candidates) + "). "
+        "Set HMREPRO_RECIPES to the repository's recipes/ folder."
+    )
+
+
+def _check_section(section: Any, where: str) -> dict:
+    if not isinstance(section, Mapping):
+        raise RecipeError(f"{where} must be a table")
+    out = {}
+    for key, value in section.items():
+        if isinstance(value, Mapping):
+            continue  # nested tables (benchmark.<b> under model.<m>) are handled by the caller
+        if key not in RECIPE_KEYS:
+            raise RecipeError(f"{where}: unknown key {key!r}; known keys: {', '.join(RECIPE_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, RECIPE_KEYS[key]):
+            raise RecipeError(f"{where}: {key} = {value!r} has the wrong type")
+        out[key] = value
+    return out
+
+
+def load_recipe_file(path: Path) -> dict:
+    """Read and validate one recipe file."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise RecipeError(f"cannot read recipe {path}: {err}") from err
+    meta = data.get("recipe")
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("models"), list):
+        raise RecipeError(f"{path}: needs a [recipe] table with models = [...]")
+    _check_section(data.get("defaults", {}), f"{path} [defaults]")
+    for bench, section in data.get("benchmark", {}).items():
+        _check_section(section, f"{path} [benchmark.{bench}]")
+    for model, section in data.get("model", {}).items():
+        _check_section(section, f"{path} [model.{model}]")
+        for bench, sub in section.get("benchmark", {}).items():
+            _check_section(sub, f"{path} [model.{model}.benchmark.{bench}]")
+    data["_path"] = str(path)
+    return data
+
+
+def find_recipe(model: str, directory: Path | None = None) -> dict:
+    """The recipe file whose ``models`` list names ``model``."""
+    directory = Path(directory) if directory else recipe_dir()
+    known = []
+    for path in sorted(directory.glob("*.toml")):
+        recipe = load_recipe_file(path)
+        if model in recipe["recipe"]["models"]:
+            return recipe
+        known += recipe["recipe"]["models"]
+    raise RecipeError(f"no recipe in {directory} covers model {model!r}; recipes exist for: {', '.join(known)}")
+
+
+def merge(*layers: Mapping[str, Any] | None) -> dict:
+    """Later layers win; ``None`` values (flags not given) never override."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            if value is not None:
+                out[key] = value
+    return out
+
+
+def resolve(
+    model: str,
+    benchmark: str,
+    overrides: Mapping[str, Any] | None = None,
+    directory: Path | None = None,
+) -> dict:
+    """The effective configuration of ``model`` on ``benchmark``: recipe layers, then ``overrides``.
+
+    The result holds every recipe key plus ``recipe`` (file path), ``protocol`` and whatever ``overrides``
+    adds (model, fold, seed, ...).
+    """
+    recipe = find_recipe(model, directory)
+    model_section = recipe.get("model", {}).get(model, {})
+    layers = [
+        _check_section(recipe.get("defaults", {}), "defaults"),
+        _check_section(recipe.get("benchmark", {}).get(benchmark, {}), f"benchmark.{benchmark}"),
+        _check_section(model_section, f"model.{model}"),
+        _check_section(model_section.get("benchmark", {}).get(benchmark, {}), f"model.{model}.benchmark.{benchmark}"),
+    ]
+    config = merge(*layers)
+    missing = [k for k in ("optimizer", "lr", "bsz", "img_size", "epochs") if k not in config]
+    if missing:
+        raise RecipeError(f"{recipe['_path']} sets no {', '.join(missing)} for {model} on {benchmark}")
+    config.setdefault("weight_decay", 0.0)
+    config.setdefault("augment", "none")
+    config.setdefault("patience", 0)
+    config.setdefault("val_episodes", 0)
+    config.setdefault("val_bsz", config["bsz"])
+    config.setdefault("eval_bsz", 1)
+    config.setdefault("shot", 1)
+    config = merge(
+        config,
+        {"recipe": recipe["_path"], "protocol": recipe["recipe"].get("protocol", "hsnet")},
+        overrides,
+    )
+    if config["optimizer"] not in OPTIMIZERS:
+        raise RecipeError(f"optimizer {config['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
+    if config["augment"] not in AUGMENTS:
+        raise RecipeError(f"augment {config['augment']!r} is not one of {', '.join(AUGMENTS)}")
+    for key in ("bsz", "img_size", "epochs", "val_bsz", "eval_bsz", "shot"):
+        if int(config[key]) < 1:
+            raise RecipeError(f"{key} must be at least 1 (got {config[key]})")
+    if float(config["lr"]) <= 0:
+        raise RecipeError(f"lr must be positive (got {config['lr']})")
+    return config

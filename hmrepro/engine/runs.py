@@ -1,0 +1,161 @@
+"""Run folders: what a training run leaves on disk, and how to read it back.
+
+A run folder holds::
+
+    config.json      the effective configuration (recipe + flags), written when the run starts
+    run.json         device, torch/CUDA versions, world size, sessions (start, end, wall time), status
+    metrics.jsonl    one JSON line per finished epoch (losses, mIoU/FB-IoU, throughput): the training curve
+    last.pt          the resume checkpoint (weights, optimizer, epoch, iteration, best score, RNG states,
+                     per-epoch history), rewritten atomically at every epoch end and every N iterations
+    best_model.pt    the weights with the best validation mIoU so far (what `hmrepro eval --weights RUN_DIR` uses)
+    events/          TensorBoard event files (only when the ``tensorboard`` package is importable)
+
+Every file is written atomically (temporary file + rename); ``metrics.jsonl`` is rewritten from the history
+stored in ``last.pt``, so the two never disagree after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import socket
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..errors import HmreproError
+from ..paths import hmrepro_home
+from .records import atomic_write_text, git_commit, now_iso, versions
+
+CONFIG = "config.json"
+RUN_INFO = "run.json"
+METRICS = "metrics.jsonl"
+LAST = "last.pt"
+BEST = "best_model.pt"
+EVENTS = "events"
+
+__all__ = [
+    "BEST",
+    "CONFIG",
+    "LAST",
+    "METRICS",
+    "RUN_INFO",
+    "RunError",
+    "best_weights",
+    "default_run_dir",
+    "device_description",
+    "is_run_dir",
+    "read_config",
+    "read_metrics",
+    "write_config",
+    "write_metrics",
+]
+
+
+class RunError(HmreproError):
+    """A run folder is missing, incomplete or cannot be used as asked."""
+
+
+def default_run_dir(model: str, backbone: str, benchmark: str, fold: int) -> Path:
+    stamp = now_iso().replace(":", "").replace("+0000", "Z")
+    return hmrepro_home() / "runs" / f"{model}_{backbone}_{benchmark}_fold{fold}_{stamp}"
+
+
+def is_run_dir(path: Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / CONFIG).is_file()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def write_config(run_dir: Path, config: dict) -> None:
+    atomic_write_text(Path(run_dir) / CONFIG, json.dumps(_jsonable(config), indent=2, sort_keys=True) + "\n")
+
+
+def read_config(run_dir: Path) -> dict:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise RunError(f"{run_dir} is not a run folder: it has no {CONFIG} (pass the folder `hmrepro train` wrote)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path} is not valid JSON ({err})") from err
+
+
+def write_metrics(run_dir: Path, history: Iterable[dict]) -> None:
+    text = "".join(json.dumps(_jsonable(row), sort_keys=True) + "\n" for row in history)
+    atomic_write_text(Path(run_dir) / METRICS, text)
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The per-epoch rows of a run (the training curve), oldest first."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def best_weights(run_dir: Path) -> Path:
+    """The best-mIoU checkpoint of a run folder."""
+    run_dir = Path(run_dir)
+    path = run_dir / BEST
+    if not path.is_file():
+        if is_run_dir(run_dir):
+            raise RunError(
+                f"run {run_dir} has no {BEST} yet (no epoch finished); resume it with `hmrepro train --resume {run_dir}`"
+            )
+        raise RunError(f"{run_dir} is not a run folder (no {CONFIG}) and holds no {BEST}")
+    return path
+
+
+def device_description(device) -> dict:
+    """What a run or evaluation ran on, for run.json and result records."""
+    import torch
+
+    dev = torch.device(device)
+    info = {
+        "device": str(dev),
+        "device_name": platform.processor() or platform.machine(),
+        "cpu_count": __import__("os").cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+    }
+    if dev.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(dev)
+    return info
+
+
+def start_session(run_dir: Path, device, world_size: int, resumed: bool) -> dict:
+    """Add a session (start time, device, versions) to run.json and return the whole record."""
+    path = Path(run_dir) / RUN_INFO
+    info = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+    info.update(device_description(device))
+    info["versions"] = versions()
+    info["git_commit"] = git_commit()
+    info["world_size"] = world_size
+    info["status"] = "running"
+    info["sessions"].append(
+        {"started": now_iso(), "resumed": resumed, "device": str(device), "world_size": world_size, "wall_seconds": 0.0}
+    )
+    atomic_write_text(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return info
+
+
+def update_session(run_dir: Path, info: dict, wall_seconds: float, status: str | None = None) -> None:
+    """Record the current session's wall time (and the run status) in run.json."""
+    session = info["sessions"][-1]
+    session["wall_seconds"] = round(wall_seconds, 3)
+    session["updated"] = now_iso()
+    if status is not None:
+        info["status"] = status
+        if status != "running":
+            session["ended"] = now_iso()
+    info["wall_seconds"] = round(sum(s.get("wall_seconds", 0.0) for s in info["sessions"]), 3)
+    atomic_write_text(Path(run_dir) / RUN_INFO, json.dumps(info, indent=2, sort_keys=True) + "\n")

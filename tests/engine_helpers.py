@@ -1,0 +1,58 @@
+"""Shared pieces of the training/evaluation tests: a tiny training configuration and one cached trained run."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+TINY = {
+    "pretrained": False,
+    "img_size": 64,
+    "bsz": 8,
+    "val_bsz": 8,
+    "workers": 0,
+    "checkpoint_every": 0,
+    "device": "cpu",
+}
+# the FSS-like split of the synthetic benchmark: 80 training episodes (10 iterations of 8), 40 val episodes
+LEARN_EPOCHS = 8
+
+_CACHE: dict[str, Path] = {}
+
+
+def tiny_config(model: str, root: Path, out: Path, benchmark: str = "fss", **overrides) -> dict:
+    from hmrepro.engine.train import build_config
+
+    return build_config(
+        model, benchmark, 0, {**TINY, "data_root": str(root), "splits": str(root / "splits"), "out": str(out), **overrides}
+    )
+
+
+def trained_run(root: Path, base: Path) -> Path:
+    """hsnet trained for LEARN_EPOCHS on the synthetic FSS split, once per test session."""
+    if "run" not in _CACHE:
+        from hmrepro.engine.train import train
+
+        out = base / "hsnet_fss"
+        train(tiny_config("hsnet", root, out, epochs=LEARN_EPOCHS), progress=False)
+        _CACHE["run"] = out
+    return _CACHE["run"]
+
+
+def cli_env() -> dict:
+    """Environment of `python -m hmrepro` subprocesses: this interpreter's, with the same thread count."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "2")
+    # OpenMP threads that spin while waiting make a busy 2-core machine 20-50x slower; sleeping ones do not
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def hmrepro_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "hmrepro", *args]
+
+
+def synthetic_args(root: Path) -> list[str]:
+    return ["--data-root", str(root), "--splits", str(root / "splits")]

@@ -1,0 +1,116 @@
+"""Evaluation: records with every field, written atomically and never overwritten; weights resolution; errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from engine_helpers import cli_env, hmrepro_cmd, synthetic_args, trained_run
+from hmrepro.cli.app import app
+from hmrepro.data.splits import sha256_file
+from hmrepro.engine.evaluate import evaluate
+from hmrepro.engine.records import RECORD_FIELDS, read_records
+from hmrepro.engine.runs import read_metrics
+from hmrepro.errors import HmreproError
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run(synthetic_root, tmp_path_factory):
+    return trained_run(synthetic_root, tmp_path_factory.mktemp("runs"))
+
+
+def test_eval_cli_writes_one_complete_record_per_fold(run, synthetic_root, tmp_path):
+    results = tmp_path / "results"
+    args = ["eval", "hsnet", "-b", "fss", "--fold", "all", "--weights", str(run), *synthetic_args(synthetic_root)]
+    result = runner.invoke(app, [*args, "--results", str(results), "--no-progress", "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    files = sorted(results.glob("*.json"))
+    assert len(files) == 1 == len(printed)  # FSS-1000 has one fold
+    record = json.loads(files[0].read_text())
+    assert set(RECORD_FIELDS) <= set(record)
+    assert record["origin"] == "own" and record["masking"] == "fm" and record["model"] == "hsnet"
+    assert record["checkpoint_sha256"] == sha256_file(run / "best_model.pt")
+    assert record["episodes"] == 40 and record["shot"] == 1 and record["protocol"] == "hsnet"
+    assert record["img_size"] == 64  # the size the run trained at
+    assert record["secs_per_episode"] > 0 and record["device"] == "cpu" and record["original_size"] is False
+    assert record["miou"] == pytest.approx(printed[0]["miou"])
+    assert not list(results.glob(".*"))  # no temporary files left behind
+
+    # the same evaluation again: a second record, the first one untouched
+    before = files[0].read_bytes()
+    assert runner.invoke(app, [*args, "--results", str(results), "--no-progress"]).exit_code == 0
+    assert len(list(results.glob("*.json"))) == 2 and files[0].read_bytes() == before
+    assert len(list(read_records(results))) == 2
+
+
+def test_trained_model_beats_random_weights_and_5_shot_runs(run, synthetic_root):
+    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False, device="cpu")
+    trained = evaluate("hsnet", "fss", 0, 1, weights=str(run), **common)[0]
+    best_val = max(r["val_miou"] for r in read_metrics(run))
+    assert trained["miou"] > 20 and best_val > 20
+    rand = evaluate("hsnet", "fss", 0, 1, weights="random", pretrained=False, img_size=64, episodes=8, **common)[0]
+    assert rand["origin"] == "random" and rand["checkpoint_sha256"] is None and rand["episodes"] == 8
+    five = evaluate("hsnet", "fss", 0, 5, weights=str(run / "best_model.pt"), episodes=8, **common)[0]
+    assert five["shot"] == 5 and five["episodes"] == 8 and five["origin"] == "own"
+
+
+def test_original_size_evaluation_scores_unresized_masks(run, synthetic_root):
+    record = evaluate(
+        "hsnet", "fss", 0, 1, weights=str(run), data_root=synthetic_root, splits=synthetic_root / "splits",
+        results_dir=None, progress=False, device="cpu", episodes=6, original_size=True, bsz=4,
+    )[0]  # fmt: skip
+    assert record["original_size"] is True and record["bsz"] == 1 and record["episodes"] == 6
+
+
+def test_weights_errors_are_clear(run, synthetic_root, tmp_path):
+    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False)
+    with pytest.raises(HmreproError, match="neither"):
+        evaluate("hsnet", "fss", 0, 1, weights=str(tmp_path / "nothing.pt"), **common)
+    with pytest.raises(HmreproError, match="{fold}"):
+        evaluate("hsnet", "pascal", "all", 1, weights=str(run), **common)
+    # official weights that were never fetched: an error naming what to do (from hmrepro.acquisition)
+    with pytest.raises(HmreproError):
+        evaluate("hsnet", "fss", 0, 1, weights="official", **{**common, "data_root": tmp_path})
+
+
+def test_run_of_another_fold_is_refused(run, synthetic_root, tmp_path):
+    config = json.loads((run / "config.json").read_text())
+    other = tmp_path / "pascal_fold1"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({**config, "benchmark": "pascal", "fold": 1}))
+    (other / "best_model.pt").symlink_to(run / "best_model.pt")
+    with pytest.raises(HmreproError, match="fold 1"):
+        evaluate("hsnet", "pascal", 0, 1, weights=str(other), data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--benchmark", "voc"],
+        ["--benchmark", "pascal", "--fold", "5"],
+        ["--benchmark", "pascal", "--shot", "0"],
+        ["--benchmark", "pascal", "--weights", "random", "--bsz", "0"],
+        ["no-such-model", "--benchmark", "pascal"],
+    ],
+)
+def test_bad_eval_choices_exit_2(args):
+    full = ["eval", *(args if args[0] == "no-such-model" else ["hsnet-hm", *args])]
+    if "--weights" not in args:
+        full += ["--weights", "random"]
+    result = runner.invoke(app, full)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+def test_user_errors_are_one_line_not_a_traceback():
+    proc = subprocess.run(
+        hmrepro_cmd("eval", "hsnet-hm", "-b", "pascal", "--fold", "all", "--weights", "nowhere"),
+        capture_output=True, text=True, env=cli_env(), timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "{fold}" in proc.stderr and "Traceback" not in proc.stderr

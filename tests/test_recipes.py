@@ -1,0 +1,141 @@
+"""Recipes: the authors' values, and the precedence defaults < benchmark < model < model+benchmark < flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from hmrepro.cli.app import app
+from hmrepro.engine import recipes
+from hmrepro.engine.recipes import RecipeError, resolve
+from hmrepro.engine.train import build_config, resume_config
+from hmrepro.errors import HmreproError
+from hmrepro.models.registry import list_models
+
+runner = CliRunner()
+
+
+def test_every_recipe_file_parses_and_every_hsnet_model_has_one():
+    files = sorted(recipes.recipe_dir().glob("*.toml"))
+    assert {f.name for f in files} >= {"hsnet.toml", "vat.toml"}
+    for f in files:
+        recipes.load_recipe_file(f)
+    for model in list_models():
+        if model.startswith("hsnet"):
+            assert resolve(model, "pascal")["protocol"] == "hsnet"
+
+
+@pytest.mark.parametrize("model", ["hsnet-hm", "hsnet-im", "hsnet-hm-add", "hsnet-hm-reverse"])
+def test_hsnet_hm_recipe_is_the_papers(model):
+    for bench in ("pascal", "coco", "fss"):
+        c = resolve(model, bench)
+        assert (c["optimizer"], c["lr"], c["bsz"], c["img_size"], c["weight_decay"]) == ("adam", 1e-3, 20, 400, 0.0)
+        assert c["augment"] == ("cats" if bench == "pascal" else "none")  # §4.1: augmentation on PASCAL only
+        assert c["shot"] == 1
+
+
+def test_hsnet_baseline_recipe_is_the_hsnet_authors():
+    assert resolve("hsnet", "coco")["bsz"] == 40  # HSNet README
+    assert resolve("hsnet", "pascal")["bsz"] == 20
+    assert resolve("hsnet", "pascal")["augment"] == "none"
+
+
+def test_vat_hm_batch_sizes_are_the_papers():
+    assert {b: resolve("vat-hm", b)["bsz"] for b in ("coco", "pascal", "fss")} == {"coco": 8, "pascal": 4, "fss": 4}
+    assert resolve("vat-hm", "coco")["img_size"] == 417 and resolve("vat-hm", "pascal")["img_size"] == 473
+
+
+def test_flags_override_the_recipe_and_none_does_not():
+    c = build_config("hsnet-hm", "pascal", 2, {"lr": 5e-4, "bsz": None, "augment": "none", "seed": 7})
+    assert (c["lr"], c["bsz"], c["augment"], c["seed"], c["fold"]) == (5e-4, 20, "none", 7, 2)
+    assert c["model"] == "hsnet-hm" and c["benchmark"] == "pascal" and c["recipe"].endswith("hsnet.toml")
+
+
+def test_layer_precedence(tmp_path, monkeypatch):
+    (tmp_path / "toy.toml").write_text(
+        """
+[recipe]
+models = ["hsnet"]
+[defaults]
+optimizer = "adam"
+lr = 1.0
+bsz = 1
+img_size = 1
+epochs = 1
+[benchmark.coco]
+lr = 2.0
+bsz = 2
+img_size = 2
+[model.hsnet]
+lr = 3.0
+bsz = 3
+[model.hsnet.benchmark.coco]
+lr = 4.0
+"""
+    )
+    monkeypatch.setenv("HMREPRO_RECIPES", str(tmp_path))
+    c = resolve("hsnet", "coco", {"epochs": 9})
+    assert (c["lr"], c["bsz"], c["img_size"], c["epochs"]) == (4.0, 3, 2, 9)
+    c = resolve("hsnet", "pascal")
+    assert (c["lr"], c["bsz"], c["img_size"]) == (3.0, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("[recipe]\nmodels=['hsnet']\n[defaults]\nlearning_rate=1\n", "unknown key"),
+        ("[recipe]\nmodels=['hsnet']\n[defaults]\nlr='fast'\n", "wrong type"),
+        ("[defaults]\nlr=1\n", "models"),
+        ("[recipe\n", "cannot read"),
+    ],
+)
+def test_malformed_recipes_are_errors(tmp_path, monkeypatch, text, match):
+    (tmp_path / "bad.toml").write_text(text)
+    monkeypatch.setenv("HMREPRO_RECIPES", str(tmp_path))
+    with pytest.raises(RecipeError, match=match):
+        resolve("hsnet", "pascal")
+
+
+def test_model_without_recipe_is_an_error():
+    with pytest.raises(RecipeError, match="no recipe"):
+        resolve("no-such-model", "pascal")
+
+
+def test_train_cli_passes_flags_over_the_recipe(monkeypatch, tmp_path):
+    seen = {}
+
+    def fake_train(config, **kwargs):
+        seen.update(config)
+        return tmp_path
+
+    monkeypatch.setattr("hmrepro.engine.train.train", fake_train)
+    result = runner.invoke(
+        app, ["train", "hsnet-hm", "-b", "coco", "--fold", "3", "--lr", "0.01", "--epochs", "5", "--no-amp", "--no-pretrained"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (seen["lr"], seen["epochs"], seen["bsz"], seen["fold"], seen["amp"], seen["pretrained"]) == (0.01, 5, 20, 3, False, False)
+    assert seen["augment"] == "none" and seen["img_size"] == 400
+
+
+def test_resume_may_extend_epochs_but_not_change_the_recipe(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps(build_config("hsnet", "fss", 0, {"out": str(tmp_path)})))
+    assert resume_config(tmp_path, {"epochs": 999, "workers": 3})["epochs"] == 999
+    with pytest.raises(HmreproError, match="lr"):
+        resume_config(tmp_path, {"lr": 0.5})
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "hsnet-hm", "-b", "voc"],
+        ["train", "hsnet-hm", "-b", "pascal", "--fold", "4"],
+        ["train", "no-such-model", "-b", "pascal"],
+        ["train", "hsnet-hm"],
+    ],
+)
+def test_bad_train_arguments_exit_2_without_traceback(args):
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output

@@ -1,0 +1,94 @@
+"""Nothing is lost when a run dies: SIGKILL mid-epoch, resume, and end with the very weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from engine_helpers import cli_env, hmrepro_cmd, synthetic_args
+from hmrepro.engine.checkpoints import read_checkpoint
+
+TIMING_KEYS = {"train_secs", "val_secs", "train_episodes_per_s", "val_episodes_per_s"}
+
+
+def _train_args(root: Path, out: Path) -> list[str]:
+    # FSS-like split: 80 episodes = 10 iterations of 8 per epoch; a checkpoint every 3 iterations lands mid-epoch
+    return hmrepro_cmd(
+        "train", "hsnet", "-b", "fss", *synthetic_args(root), "--no-pretrained", "--img-size", "64", "--epochs", "2",
+        "--bsz", "8", "--val-episodes", "8", "--workers", "0", "--deterministic", "--checkpoint-every", "3",
+        "--device", "cpu", "--no-progress", "--out", str(out),
+    )  # fmt: skip
+
+
+def _resume_args(out: Path) -> list[str]:
+    return hmrepro_cmd("train", "--resume", str(out), "--no-progress")
+
+
+def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.poll() is not None:
+            raise AssertionError(f"training ended (rc {proc.returncode}) before the checkpoint appeared: {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("no checkpoint appeared in time")
+        time.sleep(0.01)
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, env=cli_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _weights(run: Path) -> dict:
+    return read_checkpoint(run / "last.pt").state_dict
+
+
+def _curve(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
+
+
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synthetic_root, tmp_path):
+    reference = tmp_path / "uninterrupted"
+    _run(_train_args(synthetic_root, reference))
+
+    run = tmp_path / "killed"
+    last = run / "last.pt"
+    proc = subprocess.Popen(_train_args(synthetic_root, run), env=cli_env(), stderr=subprocess.PIPE, text=True)
+    _wait_for(last.is_file, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = read_checkpoint(last).extra
+    assert killed_at["step"] > 0, "the first checkpoint is a mid-epoch one"
+
+    # resume; stop it politely (SIGTERM) at a later iteration: it must checkpoint and exit with 130
+    before = last.stat().st_mtime_ns
+    proc = subprocess.Popen(_resume_args(run), env=cli_env(), stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: last.stat().st_mtime_ns != before, proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    if proc.returncode == 130:  # stopped before the end: the checkpoint is at the iteration it stopped at
+        assert "--resume" in err
+        assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
+        _run(_resume_args(run))
+    else:  # it had already finished
+        assert proc.returncode == 0, err[-3000:]
+
+    expected, got = _weights(reference), _weights(run)
+    assert expected.keys() == got.keys()
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+    assert torch.equal(
+        read_checkpoint(reference / "best_model.pt").state_dict["hpn_learner.decoder2.2.weight"],
+        read_checkpoint(run / "best_model.pt").state_dict["hpn_learner.decoder2.2.weight"],
+    )
+    assert _curve(reference) == _curve(run)  # the training curve too, losses and mIoUs included
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished" and len(info["sessions"]) >= 3
+    assert not list(run.glob(".*.tmp"))
