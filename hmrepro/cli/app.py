@@ -16,6 +16,9 @@ from . import train as train_cmd
 from . import eval as eval_cmd
 from . import quickstart as quickstart_cmd
 from . import table as table_cmd
+from . import bench as bench_cmd
+from . import domain_shift as domain_shift_cmd
+from . import plot as plot_cmd
 from .common import console
 
 app = typer.Typer(
@@ -32,8 +35,11 @@ app.command("train")(train_cmd.train)
 app.command("eval")(eval_cmd.eval_command)
 app.command("quickstart")(quickstart_cmd.quickstart)
 app.command("table")(table_cmd.table)
+app.command("bench")(bench_cmd.bench_command)
+app.command("domain-shift")(domain_shift_cmd.domain_shift)
 app.add_typer(prepare_cmd.app, name="prepare")
 app.add_typer(download_cmd.app, name="download")
+app.add_typer(plot_cmd.app, name="plot")
 
 
 def _version(value: bool) -> None:

@@ -1,0 +1,72 @@
+"""``hmrepro plot``: figures from run folders (training profile, HM Fig. 6)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import BenchmarkName, DataRootOption, FoldOption, ShotOption, SplitsOption, console
+from .train import _model_name
+
+app = typer.Typer(help="Figures from run folders.\n\nExample: [bold]hmrepro plot training-profile runs/hsnet_* runs/hsnet-hm_*[/]", no_args_is_help=True)
+
+
+class ProfileMetric(str, Enum):
+    val_miou = "val_miou"
+    val_fb_iou = "val_fb_iou"
+    train_miou = "train_miou"
+    train_loss = "train_loss"
+    val_loss = "val_loss"
+
+
+@app.command("training-profile")
+def training_profile(
+    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run folders written by `hmrepro train`.", show_default=False),
+    output: Path = typer.Option(Path("training_profile.png"), "--output", "-o", help="Image file (.png, .pdf or .svg)."),
+    metric: ProfileMetric = typer.Option(ProfileMetric.val_miou, "--metric", help="What to plot per epoch."),
+    title: Optional[str] = typer.Option(None, "--title", help="Figure title [default: names the metric].", show_default=False),
+) -> None:
+    """Plot validation mIoU per epoch of one or more runs with each run's best epoch marked (HM Fig. 6).
+
+    Reads each run's metrics.jsonl; the star marks the epoch whose weights best_model.pt holds.
+
+    Example: [bold]hmrepro plot training-profile runs/hsnet_coco_fold0 runs/hsnet-hm_coco_fold0 -o fig6.png[/]
+    """
+    from ..reporting.figures import plot_training_profile
+
+    path = plot_training_profile(run_dirs, output, metric=metric.value, title=title)
+    console.print(f"wrote {path}", soft_wrap=True)
+
+
+@app.command("episodes")
+def episodes(
+    benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark."),
+    fold: int = FoldOption,
+    shot: int = ShotOption,
+    count: int = typer.Option(4, "--count", "-n", min=1, max=32, help="Episodes to draw."),
+    start: int = typer.Option(0, "--start", min=0, help="Index of the first episode."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", callback=_model_name, help="Also draw this model's prediction (hsnet, hsnet-hm, ...).", show_default=False),
+    weights: str = typer.Option("random", "--weights", "-w", help="With --model: a checkpoint file, a run folder, 'official' or 'random'."),
+    backbone: str = typer.Option("resnet50", "--backbone", help="resnet50, resnet101 or vgg16."),
+    img_size: int = typer.Option(400, "--img-size", min=16, help="Image side in pixels."),
+    device: Optional[str] = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ..."),
+    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."),
+    output: Path = typer.Option(Path("episodes.png"), "--output", "-o", help="Image file (.png, .pdf or .svg)."),
+    data_root: Optional[Path] = DataRootOption,
+    splits: Optional[Path] = SplitsOption,
+) -> None:
+    """Draw fixed test episodes: supports with their masks, the query with its ground truth and, with --model,
+    the model's prediction and IoU (qualitative results as HM Figs. 1 and 5).
+
+    Example: [bold]hmrepro plot episodes -b pascal --fold 0 --shot 1 -n 6 --model hsnet-hm --weights official -o fig5.png[/]
+    """
+    from ..reporting.figures import plot_episodes
+
+    path = plot_episodes(
+        benchmark.value, fold, shot, output, count=count, start=start, img_size=img_size, data_root=data_root,
+        splits=splits, model=model, weights=weights, backbone=backbone, device=device, pretrained=pretrained,
+    )  # fmt: skip
+    console.print(f"wrote {path}", soft_wrap=True)

@@ -1,0 +1,152 @@
+"""Inference time per image (HM Table 7): a model's FM variant against its HM variant.
+
+What is timed is what ``hmrepro.reporting.tables`` calls ``secs_per_image``: one 1-shot episode of one query at
+batch size 1 — support masking, feature extraction of query and support, the forward pass, upsampling and argmax
+(``predict_nshot``) — with the device synchronised before each clock reading; data loading excluded. Inputs are
+random images and a centred square support mask at the benchmark's image size; weights are random (timing does
+not depend on them). After ``warmup`` untimed calls of each model, the two models are timed alternately
+(FM, HM, FM, HM, ...) so that drifting clocks or thermal throttling affect both alike; each gets the median of
+its ``runs`` timings.
+
+Records (``kind='bench'``, benchmark ``coco`` as Table 7, fold 0, shot 1, ``miou``/``fb_iou`` None) carry
+``secs_per_image`` and every timing; their origin is ``'random'`` (untrained weights: timing does not depend on
+them), and Table 7 reads bench records of every origin.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+__all__ = ["BENCH_FAMILIES", "bench", "time_model"]
+
+# family → (FM variant, HM variant); ASNet's baseline masks no support features (registry: mode "none")
+BENCH_FAMILIES: dict[str, tuple[str, str]] = {
+    "hsnet": ("hsnet", "hsnet-hm"),
+    "vat": ("vat", "vat-hm"),
+    "asnet": ("asnet", "asnet-hm"),
+}
+BENCH_BENCHMARK = "coco"  # Table 7 is measured on COCO-20i
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _inputs(img_size: int, device: torch.device, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    query = torch.randn(1, 3, img_size, img_size, generator=gen)
+    support = torch.randn(1, 1, 3, img_size, img_size, generator=gen)
+    mask = torch.zeros(1, 1, img_size, img_size)
+    lo, hi = img_size // 4, img_size - img_size // 4
+    mask[..., lo:hi, lo:hi] = 1.0
+    return query.to(device), support.to(device), mask.to(device)
+
+
+@torch.no_grad()
+def time_model(model, inputs, device: torch.device) -> float:
+    """Seconds of one ``predict_nshot`` call on ``inputs``, the device synchronised before each clock reading."""
+    _sync(device)
+    start = time.perf_counter()
+    model.predict_nshot(*inputs)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def bench(
+    family: str = "hsnet",
+    *,
+    backbone: str = "resnet50",
+    device: str | None = None,
+    img_size: int = 400,
+    runs: int = 20,
+    warmup: int = 3,
+    results_dir: str | Path | None = "results",
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Time the FM and HM variants of ``family``; returns (and writes) one bench record per model."""
+    from .. import create_model
+    from ..errors import HmreproError
+    from . import runs as run_info
+    from .distributed import resolve_device
+    from .records import git_commit, now_iso, versions, write_record
+
+    log = log or (lambda msg: None)
+    if family not in BENCH_FAMILIES:
+        raise HmreproError(f"unknown model family {family!r}; choose one of {', '.join(BENCH_FAMILIES)}")
+    if runs < 1 or warmup < 0:
+        raise HmreproError("--runs must be at least 1 and --warmup at least 0")
+    dev = resolve_device(device)
+    names = BENCH_FAMILIES[family]
+    models = []
+    for name in names:
+        torch.manual_seed(0)
+        try:
+            model = create_model(name, backbone=backbone, pretrained=False, benchmark=BENCH_BENCHMARK)
+        except ValueError as err:
+            raise HmreproError(f"{name} on {backbone}: {err}") from None
+        models.append(model.to(dev).eval())
+    inputs = _inputs(img_size, dev)
+    try:
+        for model in models:
+            for _ in range(warmup):
+                time_model(model, inputs, dev)
+        timings: list[list[float]] = [[] for _ in models]
+        for _ in range(runs):
+            for i, model in enumerate(models):
+                timings[i].append(time_model(model, inputs, dev))
+    except RuntimeError as err:  # e.g. an image size the model cannot take, or out of memory
+        raise HmreproError(f"timing {family} at {img_size} px failed: {err}") from None
+    info = run_info.device_description(dev)
+    date = now_iso()
+    records = []
+    for name, model, secs in zip(names, models, timings):
+        median = statistics.median(secs)
+        record = {
+            "kind": "bench",
+            "model": name,
+            "masking": model.masking.name,
+            "backbone": backbone,
+            "benchmark": BENCH_BENCHMARK,
+            "fold": 0,
+            "shot": 1,
+            "miou": None,
+            "fb_iou": None,
+            "episodes": runs,
+            "secs_per_image": median,
+            "secs_per_episode": median,
+            "secs_runs": secs,
+            "secs_min": min(secs),
+            "runs": runs,
+            "warmup": warmup,
+            "inputs": "random images, centred square support mask, batch 1, 1-shot, fp32",
+            "protocol": "bench",
+            "img_size": img_size,
+            "original_size": False,
+            "checkpoint_sha256": None,
+            "origin": "random",
+            "weights": "random",
+            "git_commit": git_commit(),
+            "versions": versions(),
+            "device": str(dev),
+            "device_name": info["device_name"],
+            "torch_threads": info["torch_threads"],
+            "date": date,
+        }
+        if results_dir is not None:
+            record["path"] = str(write_record(record, Path(results_dir)))
+        records.append(record)
+    fm, hm = (r["secs_per_image"] for r in records)
+    log(f"{names[0]}: {fm:.4f} s/image, {names[1]}: {hm:.4f} s/image, HM overhead {(hm / fm - 1) * 100:+.1f}%")
+    return records
+
+
+def overhead_pct(records: list[dict]) -> float:
+    """The HM variant's extra time over the FM variant, in percent."""
+    fm, hm = (r["secs_per_image"] for r in records)
+    return (hm / fm - 1.0) * 100.0

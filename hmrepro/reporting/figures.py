@@ -1,0 +1,208 @@
+"""Figures: the training profile of runs (HM Fig. 6) and qualitative episodes (HM Figs. 1 and 5).
+
+- :func:`plot_training_profile` reads only a run folder's ``metrics.jsonl`` (one row per epoch, written by
+  ``hmrepro train``) and ``config.json`` (for the label): validation mIoU per epoch, best epoch marked.
+- :func:`plot_episodes` draws fixed evaluation episodes: the support images with their masks, the query with its
+  ground truth and, given a model, the model's prediction and the episode's foreground IoU.
+
+matplotlib is imported lazily with the non-interactive Agg backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import HmreproError
+
+__all__ = ["TrainingProfile", "plot_episodes", "plot_training_profile", "read_training_profile"]
+
+PROFILE_METRICS = ("val_miou", "val_fb_iou", "train_miou", "train_loss", "val_loss")
+
+
+class TrainingProfile:
+    """One run's curve: epochs, values of ``metric``, and the best epoch (highest ``val_miou``)."""
+
+    def __init__(self, run_dir: Path, label: str, epochs: list[int], values: list[float], best_epoch: int | None):
+        self.run_dir, self.label, self.epochs, self.values, self.best_epoch = run_dir, label, epochs, values, best_epoch
+
+    @property
+    def best_value(self) -> float | None:
+        return self.values[self.epochs.index(self.best_epoch)] if self.best_epoch in self.epochs else None
+
+
+def read_training_profile(run_dir: str | Path, metric: str = "val_miou") -> TrainingProfile:
+    """The per-epoch ``metric`` of ``run_dir`` (an error naming the folder when it has no finished epoch)."""
+    from ..engine import runs
+
+    run_dir = Path(run_dir).expanduser()
+    if not run_dir.is_dir():
+        raise HmreproError(f"{run_dir} is not a folder (pass run folders written by `hmrepro train`)")
+    rows = [r for r in runs.read_metrics(run_dir) if metric in r and r.get(metric) is not None]
+    if not rows:
+        raise HmreproError(
+            f"{run_dir} has no {runs.METRICS} rows with {metric} (no epoch finished yet, or not a run folder)"
+        )
+    config = runs.read_config(run_dir) if runs.is_run_dir(run_dir) else {}
+    label = (
+        f"{config['model']} {config.get('backbone', '')} {config.get('benchmark', '')} fold {config.get('fold', '?')}"
+        if config.get("model") else run_dir.name
+    )  # fmt: skip
+    epochs = [int(r.get("epoch", i)) for i, r in enumerate(rows)]
+    values = [float(r[metric]) for r in rows]
+    val = [(float(r["val_miou"]), int(r.get("epoch", i))) for i, r in enumerate(rows) if r.get("val_miou") is not None]
+    # the best epoch is the first one that reaches the highest val mIoU, as training keeps it (strictly better)
+    best_epoch = max(val, key=lambda v: (v[0], -v[1]))[1] if val else None
+    return TrainingProfile(run_dir, " ".join(label.split()), epochs, values, best_epoch)
+
+
+def plot_training_profile(
+    run_dirs: Sequence[str | Path],
+    output: str | Path,
+    *,
+    metric: str = "val_miou",
+    title: str | None = None,
+    dpi: int = 150,
+) -> Path:
+    """Plot ``metric`` per epoch of every run in ``run_dirs`` into ``output`` (PNG, PDF or SVG by its suffix).
+
+    The best epoch of each run (highest val mIoU, the checkpoint ``best_model.pt`` holds) is marked with a star
+    and its value given in the legend.
+    """
+    if metric not in PROFILE_METRICS:
+        raise HmreproError(f"unknown metric {metric!r}; choose one of {', '.join(PROFILE_METRICS)}")
+    profiles = [read_training_profile(d, metric) for d in run_dirs]
+    if not profiles:
+        raise HmreproError("no run folders given")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for p in profiles:
+        best = f" (best {p.best_value:.1f} @ epoch {p.best_epoch})" if p.best_value is not None else ""
+        (line,) = ax.plot(p.epochs, p.values, label=p.label + best, linewidth=1.4)
+        if p.best_value is not None:
+            ax.plot([p.best_epoch], [p.best_value], marker="*", markersize=13, color=line.get_color(),
+                    markeredgecolor="black", linestyle="none", zorder=5)  # fmt: skip
+    names = {"val_miou": "val mIoU (%)", "val_fb_iou": "val FB-IoU (%)", "train_miou": "train mIoU (%)"}
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(names.get(metric, metric))
+    ax.set_title(title or "Training profile (HM Fig. 6): " + names.get(metric, metric))
+    ax.margins(y=0.12)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    output = Path(output).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=dpi)
+    plt.close(fig)
+    return output
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _overlay(ax, img, mask, color, title: str) -> None:
+    """``img`` (normalised tensor [3,H,W]) with ``mask`` ([H,W] 0/1) tinted in ``color``."""
+    import numpy as np
+
+    from ..data.transforms import denormalize
+
+    rgb = denormalize(img).clamp(0, 1).permute(1, 2, 0).numpy()
+    m = mask.float().numpy()[..., None]
+    tinted = rgb * (1 - 0.5 * m) + 0.5 * m * np.asarray(color)[None, None, :]
+    ax.imshow(tinted)
+    if m.any() and not m.all():  # the mask's outline, visible on any image
+        ax.contour(m[..., 0], levels=[0.5], colors=[color], linewidths=1.2)
+    ax.set_title(title, fontsize=7)
+    ax.axis("off")
+
+
+def plot_episodes(
+    benchmark: str,
+    fold: int,
+    shot: int,
+    output: str | Path,
+    *,
+    count: int = 4,
+    start: int = 0,
+    img_size: int = 400,
+    data_root: str | Path | None = None,
+    splits: str | Path | None = None,
+    model: str | None = None,
+    weights: str | None = None,
+    backbone: str = "resnet50",
+    device: str | None = "cpu",
+    pretrained: bool = True,
+    dpi: int = 120,
+) -> Path:
+    """Draw episodes ``start .. start+count-1`` of the fixed test episodes of ``benchmark``/``fold``/``shot``.
+
+    Columns: the supports (mask in green), the query with its ground truth (blue) and, when ``model`` is given
+    (``weights`` as for ``hmrepro eval``), its prediction (red) with the episode's foreground IoU.
+    """
+    import torch
+
+    from ..data.benchmarks import get_benchmark, test_episodes
+    from ..data.dataset import EpisodeDataset
+    from ..data.splits import SplitFolder
+    from ..paths import resolve_data_root
+
+    split_folder = SplitFolder(splits)
+    root = resolve_data_root(data_root)
+    protocol = "hsnet"
+    net = None
+    if model is not None:
+        from .. import create_model
+        from ..engine.checkpoints import load_checkpoint
+        from ..engine.distributed import resolve_device
+        from ..engine.evaluate import resolve_weights
+        from ..engine.recipes import resolve as resolve_recipe
+
+        protocol = resolve_recipe(model, benchmark).get("protocol", "hsnet")
+        dev = resolve_device(device)
+        source = resolve_weights(weights or "random", model, backbone, benchmark, fold, multi_fold=False, data_root=root)
+        torch.manual_seed(0)
+        net = create_model(model, backbone=backbone, pretrained=pretrained if source.path is None else False,
+                           benchmark=source.trained_benchmark or benchmark)  # fmt: skip
+        if source.path is not None:
+            load_checkpoint(source.path, net)
+        net.to(dev).eval()
+    try:
+        eps = test_episodes(benchmark, fold, shot, protocol=protocol, splits=split_folder)[start : start + count]
+    except ValueError as err:
+        raise HmreproError(str(err)) from None
+    if not eps:
+        raise HmreproError(f"no episodes from {start}: the fold has fewer")
+    dataset = EpisodeDataset(get_benchmark(benchmark), root, eps, img_size=img_size)
+    ncols = shot + 1 + (net is not None)
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(eps), ncols, figsize=(1.9 * ncols, 2.0 * len(eps)), squeeze=False)
+    for row, episode in enumerate(eps):
+        item = dataset[row]
+        for k in range(shot):
+            _overlay(axes[row][k], item["support_imgs"][k], item["support_masks"][k], (0.1, 0.9, 0.1),
+                     f"support {k + 1}: {Path(episode.supports[k]).name}")  # fmt: skip
+        gt = item["query_mask"]
+        _overlay(axes[row][shot], item["query_img"], gt, (0.1, 0.3, 1.0),
+                 f"query {start + row} (class {episode.class_id}): GT")  # fmt: skip
+        if net is not None:
+            with torch.no_grad():
+                pred = net.predict_nshot(item["query_img"][None].to(dev), item["support_imgs"][None].to(dev),
+                                         item["support_masks"][None].to(dev))[0].cpu()  # fmt: skip
+            valid = item["query_ignore"] == 0
+            inter = float(((pred == 1) & (gt == 1) & valid).sum())
+            union = float((((pred == 1) | (gt == 1)) & valid).sum())
+            iou = 100.0 * inter / union if union else float("nan")
+            _overlay(axes[row][shot + 1], item["query_img"], pred, (1.0, 0.1, 0.1), f"{model}: IoU {iou:.1f}")
+    fig.suptitle(f"{benchmark} fold {fold}, {shot}-shot episodes {start}..{start + len(eps) - 1}", fontsize=9)
+    fig.tight_layout()
+    output = Path(output).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=dpi)
+    plt.close(fig)
+    return output
