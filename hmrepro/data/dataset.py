@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 
 from .benchmarks import Benchmark, get_benchmark, load_image
 from .episodes import Episode
-from .transforms import image_transform, resize_mask
+from .preprocessing import get_preprocessing
 
 
 class EpisodeDataset(Dataset):
@@ -26,7 +26,9 @@ class EpisodeDataset(Dataset):
     ``org_query_imsize`` (W, H).
 
     ``image_transform`` may be replaced (e.g. by a training augmentation that takes and returns a PIL image
-    and mask); by default it is the authors' resize + normalisation.
+    and mask); by default it is the resize + normalisation of ``preprocess`` ('hsnet' or 'vat', see
+    :mod:`hmrepro.data.preprocessing`), which also chooses how masks are resized. VAT's preprocessing resizes
+    every mask and refuses ``original_size``.
     """
 
     def __init__(
@@ -37,13 +39,19 @@ class EpisodeDataset(Dataset):
         img_size: int = 400,
         original_size: bool = False,
         transform: Callable | None = None,
+        preprocess: str = "hsnet",
     ):
         self.benchmark = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
         self.data_root = self.benchmark.require(data_root)
         self.episodes = list(episodes)
         self.img_size = img_size
         self.original_size = original_size
-        self.transform = transform or image_transform(img_size)
+        pre = get_preprocessing(preprocess)
+        if original_size and not pre.original_size:
+            raise ValueError(f"the {pre.name} preprocessing resizes every mask: original-size evaluation is not possible")
+        self.preprocess = pre.name
+        self.resize_mask = pre.resize_mask
+        self.transform = transform or pre.image_transform(img_size)
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -57,7 +65,7 @@ class EpisodeDataset(Dataset):
                 f"{(image.height, image.width)}: the layout is broken; run `hmrepro prepare --check {self.benchmark.name}`"
             )
         if resize:
-            raw = resize_mask(raw, (self.img_size, self.img_size))
+            raw = self.resize_mask(raw, (self.img_size, self.img_size))
         mask, ignore = self.benchmark.binarize(raw, class_id)
         if ignore is None:
             ignore = torch.zeros_like(mask)

@@ -4,8 +4,9 @@ For each fold: the fixed test episodes of the model's protocol (``hsnet`` for th
 with 0 once, 1000 episodes on PASCAL/COCO, every test image on FSS-1000), NumPy/torch seeded with 0 before the
 loop, images at the recipe's size (400), the query mask resized with nearest neighbours — or, with
 ``original_size``, logits upsampled to the query's original size and scored against the unresized mask (batch 1,
-as the authors). K-shot predictions are the model's ``predict_nshot`` vote. Metrics:
-:class:`~hmrepro.engine.metrics.FewShotMeter`.
+as the authors). The recipe's ``preprocess`` picks how images and masks are resized (``hsnet``: torchvision on
+PIL; ``vat``: OpenCV at 473/417 px, always at the network resolution: ``original_size`` is refused). K-shot
+predictions are the model's ``predict_nshot`` vote. Metrics: :class:`~hmrepro.engine.metrics.FewShotMeter`.
 
 Weights (``weights`` argument): a checkpoint file, a run folder (its ``best_model.pt``), either with ``{fold}``
 in the path to evaluate several folds, ``random`` (untrained learner, seed 0) or ``official`` (the authors'
@@ -26,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from ..data.benchmarks import get_benchmark, test_episodes
 from ..data.dataset import EpisodeDataset
+from ..data.preprocessing import get_preprocessing, preprocess_of
 from ..data.splits import PACKAGED_SPLITS, SplitFolder, sha256_file
 from ..errors import HmreproError
 from ..paths import resolve_data_root
@@ -36,7 +38,7 @@ from .metrics import FewShotMeter
 from .records import git_commit, now_iso, versions, write_record
 from .recipes import resolve as resolve_recipe
 
-__all__ = ["WeightsSource", "evaluate", "folds_of", "resolve_weights"]
+__all__ = ["WeightsSource", "eval_settings", "evaluate", "folds_of", "resolve_weights"]
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,7 @@ def evaluate_fold(
     episodes: int | None = None,
     amp: bool = False,
     on_batch: Callable[[int, float], None] | None = None,
+    preprocess: str = "hsnet",
 ) -> dict:
     """mIoU and FB-IoU of ``model`` on one fold's fixed episodes; also the episode count and seconds per episode."""
     bench = get_benchmark(benchmark)
@@ -154,7 +157,7 @@ def evaluate_fold(
         eps = eps[:episodes]
     np.random.seed(0)
     torch.manual_seed(0)
-    dataset = EpisodeDataset(bench, data_root, eps, img_size=img_size, original_size=original_size)
+    dataset = EpisodeDataset(bench, data_root, eps, img_size=img_size, original_size=original_size, preprocess=preprocess)
     loader = DataLoader(
         dataset, batch_size=1 if original_size else bsz, shuffle=False, num_workers=workers,
         pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0),
@@ -180,6 +183,22 @@ def evaluate_fold(
     return {"miou": miou, "fb_iou": fb_iou, "episodes": meter.episodes, "secs_per_episode": seconds / max(meter.episodes, 1)}
 
 
+def eval_settings(model_name: str, benchmark: str, *, preprocess: str | None = None, original_size: bool = False) -> dict:
+    """The recipe of ``model_name`` on ``benchmark`` with the ``protocol`` (episodes) and ``preprocess`` (image and
+    mask preprocessing, :mod:`hmrepro.data.preprocessing`) the evaluation uses; ``preprocess`` overrides the recipe's.
+    Refuses ``original_size`` for a preprocessing that resizes every mask (VAT's)."""
+    recipe = resolve_recipe(model_name, benchmark)
+    recipe["protocol"] = recipe.get("protocol", "hsnet")
+    recipe["preprocess"] = preprocess or preprocess_of(recipe)
+    if original_size and not get_preprocessing(recipe["preprocess"]).original_size:
+        raise HmreproError(
+            f"--original-size is not possible for {model_name}: its preprocessing ('{recipe['preprocess']}') resizes "
+            "the masks together with the image, so its authors evaluate at the network resolution only "
+            f"({recipe['img_size']} px here); drop --original-size"
+        )
+    return recipe
+
+
 def evaluate(
     model_name: str,
     benchmark: str,
@@ -201,6 +220,7 @@ def evaluate(
     amp: bool = False,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    preprocess: str | None = None,
 ) -> list[dict]:
     """Evaluate ``model_name`` on every fold of ``fold`` ('all' or a number); returns the result records.
 
@@ -211,8 +231,8 @@ def evaluate(
 
     log = log or (lambda msg: None)
     folds = folds_of(benchmark, fold)
-    recipe = resolve_recipe(model_name, benchmark)
-    protocol = recipe.get("protocol", "hsnet")
+    recipe = eval_settings(model_name, benchmark, preprocess=preprocess, original_size=original_size)
+    protocol, preprocess = recipe["protocol"], recipe["preprocess"]
     bsz = int(bsz or recipe.get("eval_bsz", 1))
     dev = resolve_device(device)
     split_folder = SplitFolder(splits)
@@ -246,7 +266,7 @@ def evaluate(
             result = evaluate_fold(
                 model, benchmark, f, shot, protocol=protocol, img_size=size, original_size=original_size,
                 data_root=root, splits=split_folder, device=dev, bsz=bsz, workers=workers, episodes=episodes, amp=amp,
-                on_batch=lambda k, miou: bar.update(task, advance=k, info=f"mIoU {miou:5.1f}"),
+                on_batch=lambda k, miou: bar.update(task, advance=k, info=f"mIoU {miou:5.1f}"), preprocess=preprocess,
             )  # fmt: skip
             record = {
                 "kind": "eval",
@@ -258,6 +278,7 @@ def evaluate(
                 "shot": shot,
                 **result,
                 "protocol": protocol,
+                "preprocess": preprocess,
                 "img_size": size,
                 "original_size": original_size,
                 "checkpoint_sha256": source.sha256,

@@ -2,7 +2,7 @@
 
 A recipe file (``recipes/<name>.toml`` at the top of the repository) covers a family of models::
 
-    [recipe]      name, models = [...], protocol (evaluation episode sampler)
+    [recipe]      name, models = [...], protocol (evaluation episode sampler), preprocess ('hsnet' | 'vat')
     [defaults]    optimizer, lr, weight_decay, bsz, img_size, augment, epochs, patience, val_episodes, ...
     [benchmark.<b>]                  per-benchmark values
     [model.<m>]                      per-model values
@@ -54,6 +54,7 @@ RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
 }
 OPTIMIZERS = ("adam", "adamw")
 AUGMENTS = ("none", "cats")
+PREPROCESSINGS = ("hsnet", "vat")  # image/mask preprocessing (hmrepro.data.preprocessing)
 
 
 class RecipeError(HmreproError):
@@ -142,8 +143,8 @@ def resolve(
 ) -> dict:
     """The effective configuration of ``model`` on ``benchmark``: recipe layers, then ``overrides``.
 
-    The result holds every recipe key plus ``recipe`` (file path), ``protocol`` and whatever ``overrides``
-    adds (model, fold, seed, ...).
+    The result holds every recipe key plus ``recipe`` (file path), ``protocol``, ``preprocess`` and whatever
+    ``overrides`` adds (model, fold, seed, ...).
     """
     recipe = find_recipe(model, directory)
     model_section = recipe.get("model", {}).get(model, {})
@@ -166,13 +167,19 @@ def resolve(
     config.setdefault("shot", 1)
     config = merge(
         config,
-        {"recipe": recipe["_path"], "protocol": recipe["recipe"].get("protocol", "hsnet")},
+        {
+            "recipe": recipe["_path"],
+            "protocol": recipe["recipe"].get("protocol", "hsnet"),
+            "preprocess": recipe["recipe"].get("preprocess", "hsnet"),
+        },
         overrides,
     )
     if config["optimizer"] not in OPTIMIZERS:
         raise RecipeError(f"optimizer {config['optimizer']!r} is not one of {', '.join(OPTIMIZERS)}")
     if config["augment"] not in AUGMENTS:
         raise RecipeError(f"augment {config['augment']!r} is not one of {', '.join(AUGMENTS)}")
+    if config["preprocess"] not in PREPROCESSINGS:
+        raise RecipeError(f"preprocess {config['preprocess']!r} is not one of {', '.join(PREPROCESSINGS)}")
     for key in ("bsz", "img_size", "epochs", "val_bsz", "eval_bsz", "shot"):
         if int(config[key]) < 1:
             raise RecipeError(f"{key} must be at least 1 (got {config[key]})")

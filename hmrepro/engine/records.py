@@ -3,7 +3,7 @@ overwriting another record. Tables read them all.
 
 Fields (``RECORD_FIELDS``): model, masking, backbone, benchmark, fold, shot, miou, fb_iou, episodes, protocol,
 img_size, original_size, checkpoint_sha256, origin ('official' = the authors' checkpoint, 'own' = our own run,
-'random' = untrained weights), git_commit, versions, device, date, secs_per_episode; optional extras (kind:
+'random' = untrained weights), git_commit, versions, device, date, secs_per_episode; optional extras (preprocess, kind:
 'eval' | 'bench' | 'domain-shift', run_dir, ...).
 """
 

@@ -29,12 +29,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.augment import build_train_transform
 from ..data.benchmarks import get_benchmark, test_episodes
 from ..data.dataset import EpisodeDataset
 from ..data.episodes import training_episodes
+from ..data.preprocessing import preprocess_of, train_transform
 from ..data.splits import SplitFolder
-from ..data.transforms import image_transform
 from ..errors import HmreproError
 from ..paths import resolve_data_root
 from . import distributed, runs
@@ -211,10 +210,12 @@ def calibrate_batchnorm(backbone: torch.nn.Module, images: torch.Tensor, chunk: 
     return len(norms)
 
 
-def calibration_images(bench, data_root, pool, shot: int, seed: int, img_size: int, n: int = CALIBRATION_IMAGES):
+def calibration_images(
+    bench, data_root, pool, shot: int, seed: int, img_size: int, n: int = CALIBRATION_IMAGES, preprocess: str = "hsnet"
+):
     """The query images of the first ``n`` episodes of epoch 0 (a pure function of the run's seed)."""
     episodes = training_episodes(pool, shot, seed, 0)[:n]
-    dataset = EpisodeDataset(bench, data_root, episodes, img_size=img_size, transform=image_transform(img_size))
+    dataset = EpisodeDataset(bench, data_root, episodes, img_size=img_size, preprocess=preprocess)
     return torch.stack([dataset[i]["query_img"] for i in range(len(dataset))])
 
 
@@ -225,8 +226,8 @@ class TrainEpisodes(EpisodeDataset):
     and persistent workers keep working across epochs.
     """
 
-    def __init__(self, benchmark, data_root, img_size: int, transform, seed: int):
-        super().__init__(benchmark, data_root, [], img_size=img_size, transform=transform)
+    def __init__(self, benchmark, data_root, img_size: int, transform, seed: int, preprocess: str = "hsnet"):
+        super().__init__(benchmark, data_root, [], img_size=img_size, transform=transform, preprocess=preprocess)
         self.seed = seed
 
     def __getitem__(self, key):  # type: ignore[override]
@@ -520,14 +521,16 @@ def _train(config: dict, d, *, resume: bool, progress: bool, log, create_model) 
     if int(config.get("val_episodes") or 0) > 0:
         val_episodes = val_episodes[: int(config["val_episodes"])]
     img_size = int(config["img_size"])
-    train_set = TrainEpisodes(bench, data_root, img_size, build_train_transform(config["augment"], img_size), seed)
+    preprocess = preprocess_of(config)  # runs saved before the key existed: 'hsnet'
+    train_tf = train_transform(config["augment"], preprocess, img_size)
+    train_set = TrainEpisodes(bench, data_root, img_size, train_tf, seed, preprocess=preprocess)
     sampler = EpochBatches()
     train_loader = _loader(train_set, d, workers, batch_sampler=sampler)
-    val_set = EpisodeDataset(bench, data_root, distributed.shard(val_episodes, d.rank, d.world_size), img_size, transform=image_transform(img_size))
+    val_set = EpisodeDataset(bench, data_root, distributed.shard(val_episodes, d.rank, d.world_size), img_size, preprocess=preprocess)
     val_loader = _loader(val_set, d, workers, batch_size=int(config["val_bsz"]), shuffle=False)
     # fail early (and only once) when the data is not there
     if main:
-        EpisodeDataset(bench, data_root, val_episodes[:1], img_size)[0]
+        EpisodeDataset(bench, data_root, val_episodes[:1], img_size, preprocess=preprocess)[0]
 
     run_dir = Path(config["out"]) if config.get("out") else runs.default_run_dir(
         config["model"], config["backbone"], config["benchmark"], config["fold"]
@@ -552,7 +555,7 @@ def _train(config: dict, d, *, resume: bool, progress: bool, log, create_model) 
         config["model"], backbone=config["backbone"], pretrained=bool(config["pretrained"]), benchmark=config["benchmark"]
     )
     if config["calibrate_bn"]:
-        images = calibration_images(bench, data_root, pool, shot, seed, img_size)
+        images = calibration_images(bench, data_root, pool, shot, seed, img_size, preprocess=preprocess)
         touched = calibrate_batchnorm(model.backbone, images)
         log(f"random backbone: BatchNorm statistics of {touched} layers estimated on {len(images)} training images")
     model.to(d.device)
