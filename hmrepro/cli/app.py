@@ -19,6 +19,7 @@ from . import table as table_cmd
 from . import bench as bench_cmd
 from . import domain_shift as domain_shift_cmd
 from . import plot as plot_cmd
+from . import viz as viz_cmd
 from .common import console
 
 app = typer.Typer(
@@ -40,6 +41,7 @@ app.command("domain-shift")(domain_shift_cmd.domain_shift)
 app.add_typer(prepare_cmd.app, name="prepare")
 app.add_typer(download_cmd.app, name="download")
 app.add_typer(plot_cmd.app, name="plot")
+app.add_typer(viz_cmd.app, name="viz")
 
 
 def _version(value: bool) -> None:

@@ -4,6 +4,8 @@
   ``hmrepro train``) and ``config.json`` (for the label): validation mIoU per epoch, best epoch marked.
 - :func:`plot_episodes` draws fixed evaluation episodes: the support images with their masks, the query with its
   ground truth and, given a model, the model's prediction and the episode's foreground IoU.
+- :func:`plot_support_features` draws the first channel of one backbone tap of a support image under FM, IM
+  and HM masking (HM Fig. 5).
 
 matplotlib is imported lazily with the non-interactive Agg backend, so no display is needed.
 """
@@ -15,7 +17,13 @@ from typing import Sequence
 
 from ..errors import HmreproError
 
-__all__ = ["TrainingProfile", "plot_episodes", "plot_training_profile", "read_training_profile"]
+__all__ = [
+    "TrainingProfile",
+    "plot_episodes",
+    "plot_support_features",
+    "plot_training_profile",
+    "read_training_profile",
+]
 
 PROFILE_METRICS = ("val_miou", "val_fb_iou", "train_miou", "train_loss", "val_loss")
 
@@ -204,5 +212,62 @@ def plot_episodes(
     output = Path(output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=dpi)
+    plt.close(fig)
+    return output
+
+
+def plot_support_features(
+    image,
+    mask,
+    backbone_name: str,
+    layer: int,
+    output: str | Path,
+    *,
+    pretrained: bool = True,
+    title: str | None = None,
+    dpi: int = 120,
+) -> Path:
+    """HM Fig. 5: the first channel of the FM, IM and HM support features of tap ``layer`` of a frozen backbone.
+
+    ``image`` is a normalised support image [3, H, W] and ``mask`` its 0/1 mask [H, W]. ``layer`` is a 0-based
+    index over the backbone's taps (shallowest first, as :meth:`FrozenBackbone.taps` returns them). Panels: the
+    support with its mask (green), then FM (tap × resized mask), IM (taps of the masked image) and HM (FM where
+    FM > 0, else IM) on one shared, zero-centred colour scale with a colourbar.
+    """
+    import torch
+
+    from ..models.backbone import build_backbone
+    from ..models.masking import hybrid_replace, mask_features, mask_image
+
+    net = build_backbone(backbone_name, pretrained)  # a missing ImageNet file raises a clear HmreproError
+    n_taps = net.extra_shallow_taps + sum(net.stage_tap_counts)
+    if not 0 <= layer < n_taps:
+        raise HmreproError(f"--layer {layer} is out of range for {backbone_name}: choose 0..{n_taps - 1} "
+                           f"(its {n_taps} taps, shallowest first)")  # fmt: skip
+    img = image[None].float()
+    m = mask[None].float()
+    with torch.no_grad():
+        taps = net.taps(torch.cat([img, mask_image(img, m)]))
+    image_taps, im_taps = [t[:1] for t in taps], [t[1:] for t in taps]
+    fm_taps = mask_features(image_taps, m)
+    hm_taps = hybrid_replace(fm_taps, im_taps)
+    feats = {name: t[layer][0, 0].numpy() for name, t in (("FM", fm_taps), ("IM", im_taps), ("HM", hm_taps))}
+    vmax = max(float(abs(f).max()) for f in feats.values()) or 1.0
+    channels, h, w = taps[layer].shape[1:]
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 4, figsize=(10.5, 2.9), gridspec_kw={"width_ratios": [1, 1, 1, 1]})
+    _overlay(axes[0], image, mask, (0.1, 0.9, 0.1), "support image + mask")
+    names = {"FM": "FM (feature masking)", "IM": "IM (input masking)", "HM": "HM (hybrid masking)"}
+    for ax, (name, feat) in zip(axes[1:], feats.items()):
+        shown = ax.imshow(feat, cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
+        ax.set_title(names[name], fontsize=8)
+        ax.axis("off")
+    fig.colorbar(shown, ax=list(axes[1:]), fraction=0.025, pad=0.02)
+    fig.suptitle(title or f"{backbone_name} tap {layer} of 0..{n_taps - 1} ({channels} × {h} × {w}), channel 0"
+                 f"{'' if pretrained else ' [random weights]'}", fontsize=9)  # fmt: skip
+    output = Path(output).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return output
