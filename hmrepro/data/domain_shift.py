@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from .benchmarks import get_benchmark
 from .episodes import Episode, EpisodePool, evaluation_episodes
-from .splits import PACKAGED_SPLITS, SplitFolder
+from .splits import SplitFolder
 
 __all__ = [
     "DOMAIN_SHIFT_BENCHMARK",
@@ -167,13 +167,10 @@ def evaluate_domain_shift(
     ``{fold}`` in the path for several folds, ``random``, ``official``). ``episodes`` keeps only the first N of
     the 1000 fixed episodes (quick checks).
     """
-    from .. import create_model
-    from ..engine import runs
-    from ..engine.checkpoints import load_checkpoint
     from ..engine.distributed import resolve_device
-    from ..engine.evaluate import _progress, folds_of, resolve_weights
+    from ..engine.evaluate import _progress, folds_of, load_model, provenance, resolve_weights
     from ..engine.recipes import resolve as resolve_recipe
-    from ..engine.records import git_commit, now_iso, versions, write_record
+    from ..engine.records import write_record
     from ..errors import HmreproError
     from ..paths import resolve_data_root
 
@@ -199,18 +196,9 @@ def evaluate_domain_shift(
             n_total = len(eps)
             if episodes:
                 eps = eps[:episodes]
-            torch.manual_seed(0)  # 'random' weights depend on this seed only
-            model = create_model(
-                model_name, backbone=backbone, pretrained=pretrained if source.path is None else False,
-                benchmark=source.trained_benchmark or "coco",
-            )  # fmt: skip
-            if source.path is not None:
-                ckpt = load_checkpoint(source.path, model)
-                if ckpt.model_name and ckpt.model_name != model_name:
-                    log(f"note: {source.path} was trained as {ckpt.model_name}; evaluating it as {model_name}")
-                if source.trained_benchmark and source.trained_benchmark != "coco":
-                    log(f"note: {source.path} was trained on {source.trained_benchmark}, not COCO-20i")
-            model.to(dev)
+            model = load_model(source, model_name, backbone, "coco", pretrained=pretrained, device=dev, log=log)
+            if source.trained_benchmark and source.trained_benchmark != "coco":
+                log(f"note: {source.path} was trained on {source.trained_benchmark}, not COCO-20i")
             size = int(img_size or source.trained_img_size or recipe["img_size"])
             classes = domain_shift_class_ids(f)
             task = bar.add_task(f"{model_name} COCO→PASCAL fold {f} {shot}-shot", total=len(eps), info="")
@@ -236,21 +224,9 @@ def evaluate_domain_shift(
                 "protocol": protocol,
                 "img_size": size,
                 "original_size": False,
-                "checkpoint_sha256": source.sha256,
-                "origin": source.origin,
-                "weights": str(source.path) if source.path else "random",
-                "run_dir": str(source.run_dir) if source.run_dir else None,
-                "pretrained_backbone": bool(pretrained) if source.path is None else None,
-                "git_commit": git_commit(),
-                "versions": versions(),
-                "device": str(dev),
-                "device_name": runs.device_description(dev)["device_name"],
-                "date": now_iso(),
+                **provenance(source, pretrained=pretrained, device=dev, data_root=root, splits=split_folder),
                 "bsz": bsz,
                 "amp": False,
-                "seed": 0,
-                "data_root": str(root),
-                "splits": "packaged" if split_folder.root == PACKAGED_SPLITS else str(split_folder.root),
                 "full_episode_set": result["episodes"] == n_total,
             }
             if results_dir is not None:

@@ -199,6 +199,52 @@ def eval_settings(model_name: str, benchmark: str, *, preprocess: str | None = N
     return recipe
 
 
+def load_model(
+    source: WeightsSource,
+    model_name: str,
+    backbone: str,
+    benchmark: str,
+    *,
+    pretrained: bool,
+    device: torch.device,
+    log: Callable[[str], None],
+) -> torch.nn.Module:
+    """``model_name`` with the weights of ``source`` (random weights are seeded with 0), on ``device``."""
+    from .. import create_model
+
+    torch.manual_seed(0)  # 'random' weights depend on this seed only
+    model = create_model(
+        model_name, backbone=backbone, pretrained=pretrained if source.path is None else False,
+        benchmark=source.trained_benchmark or benchmark,
+    )  # fmt: skip
+    if source.path is not None:
+        ckpt = load_checkpoint(source.path, model)
+        if ckpt.model_name and ckpt.model_name != model_name:
+            log(f"note: {source.path} was trained as {ckpt.model_name}; evaluating it as {model_name}")
+    return model.to(device)
+
+
+def provenance(
+    source: WeightsSource, *, pretrained: bool, device: torch.device, data_root: Path, splits: SplitFolder
+) -> dict:
+    """The record fields that say which weights, code, machine and data produced a number."""
+    return {
+        "checkpoint_sha256": source.sha256,
+        "origin": source.origin,
+        "weights": str(source.path) if source.path else "random",
+        "run_dir": str(source.run_dir) if source.run_dir else None,
+        "pretrained_backbone": bool(pretrained) if source.path is None else None,
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "device": str(device),
+        "device_name": runs.device_description(device)["device_name"],
+        "date": now_iso(),
+        "seed": 0,
+        "data_root": str(data_root),
+        "splits": "packaged" if splits.root == PACKAGED_SPLITS else str(splits.root),
+    }
+
+
 def evaluate(
     model_name: str,
     benchmark: str,
@@ -227,8 +273,6 @@ def evaluate(
     Each record is written to ``results_dir`` (unless it is None) with :func:`write_record`; the written path is
     in the returned record under ``path``.
     """
-    from .. import create_model
-
     log = log or (lambda msg: None)
     folds = folds_of(benchmark, fold)
     recipe = eval_settings(model_name, benchmark, preprocess=preprocess, original_size=original_size)
@@ -248,16 +292,7 @@ def evaluate(
                 n_total = len(test_episodes(benchmark, f, shot, protocol=protocol, splits=split_folder))
             except ValueError as err:  # e.g. the asnet protocol has no FSS-1000 episodes
                 raise HmreproError(str(err)) from None
-            torch.manual_seed(0)  # 'random' weights depend on this seed only
-            model = create_model(
-                model_name, backbone=backbone, pretrained=pretrained if source.path is None else False,
-                benchmark=source.trained_benchmark or benchmark,
-            )  # fmt: skip
-            if source.path is not None:
-                ckpt = load_checkpoint(source.path, model)
-                if ckpt.model_name and ckpt.model_name != model_name:
-                    log(f"note: {source.path} was trained as {ckpt.model_name}; evaluating it as {model_name}")
-            model.to(dev)
+            model = load_model(source, model_name, backbone, benchmark, pretrained=pretrained, device=dev, log=log)
             size = int(img_size or source.trained_img_size or recipe["img_size"])
             if not img_size and size != recipe["img_size"]:
                 log(f"image size {size}: the size {source.path} was trained at (the recipe's is {recipe['img_size']})")
@@ -281,21 +316,9 @@ def evaluate(
                 "preprocess": preprocess,
                 "img_size": size,
                 "original_size": original_size,
-                "checkpoint_sha256": source.sha256,
-                "origin": source.origin,
-                "weights": str(source.path) if source.path else "random",
-                "run_dir": str(source.run_dir) if source.run_dir else None,
-                "pretrained_backbone": bool(pretrained) if source.path is None else None,
-                "git_commit": git_commit(),
-                "versions": versions(),
-                "device": str(dev),
-                "device_name": runs.device_description(dev)["device_name"],
-                "date": now_iso(),
+                **provenance(source, pretrained=pretrained, device=dev, data_root=root, splits=split_folder),
                 "bsz": 1 if original_size else bsz,
                 "amp": amp,
-                "seed": 0,
-                "data_root": str(root),
-                "splits": "packaged" if split_folder.root == PACKAGED_SPLITS else str(split_folder.root),
                 "full_episode_set": result["episodes"] == n_total,
             }
             if results_dir is not None:
