@@ -48,76 +48,51 @@ def create_model(
     return builder(backbone=backbone, pretrained=pretrained, **kwargs)
 
 
-def _hsnet_builder(masking: str) -> Builder:
-    def build(backbone: str = "resnet50", pretrained: bool = True) -> Any:
-        from .hsnet import HSNet
-
-        return HSNet(backbone=backbone, masking=masking, pretrained=pretrained)
-
-    build.__doc__ = f"HSNet with {masking!r} support masking."
-    return build
-
-
-HSNET_MASKING_BY_NAME = {
-    "hsnet": "fm",
-    "hsnet-im": "im",
-    "hsnet-hm": "hm",
-    "hsnet-hm-add": "hm-add",
-    "hsnet-hm-reverse": "hm-reverse",
+# One family per baseline: its module, class and the baseline's masking mode; each family also registers the
+# masking variants of the HM paper under ``<family>-im``, ``-hm``, ``-hm-add`` and ``-hm-reverse``.
+# ASNet's baseline masks no support features (its mask only masks attention keys: mode "none"); the VAT
+# baseline masks after resizing the taps to its fixed grids, its other modes at native resolution (vat.py).
+# VAT's decoder depends on the benchmark, so its builder requires ``benchmark``.
+FAMILIES = {
+    "hsnet": ("hsnet", "HSNet", "fm", False),
+    "asnet": ("asnet", "ASNet", "none", False),
+    "vat": ("vat", "VAT", "fm", True),
 }
-
-for _name, _masking in HSNET_MASKING_BY_NAME.items():
-    register_model(_name, _hsnet_builder(_masking))
+VARIANTS = {"im": "im", "hm": "hm", "hm-add": "hm-add", "hm-reverse": "hm-reverse"}
 
 
-def _asnet_builder(masking: str) -> Builder:
-    def build(backbone: str = "resnet50", pretrained: bool = True) -> Any:
-        from .asnet import ASNet
-
-        return ASNet(backbone=backbone, masking=masking, pretrained=pretrained)
-
-    build.__doc__ = f"ASNet (FS-S) with {masking!r} support masking."
-    return build
+def masking_by_name(family: str) -> dict[str, str]:
+    """Model name → masking mode for one family, e.g. ``{'hsnet': 'fm', 'hsnet-im': 'im', ...}``."""
+    baseline = FAMILIES[family][2]
+    return {family: baseline, **{f"{family}-{suffix}": mode for suffix, mode in VARIANTS.items()}}
 
 
-# ASNet's baseline masks no support features: its mask only masks attention keys (mode "none").
-ASNET_MASKING_BY_NAME = {
-    "asnet": "none",
-    "asnet-im": "im",
-    "asnet-hm": "hm",
-    "asnet-hm-add": "hm-add",
-    "asnet-hm-reverse": "hm-reverse",
-}
+def _builder(family: str, masking: str) -> Builder:
+    module, cls_name, _, needs_benchmark = FAMILIES[family]
 
-for _name, _masking in ASNET_MASKING_BY_NAME.items():
-    register_model(_name, _asnet_builder(_masking))
-
-
-def _vat_builder(masking: str) -> Builder:
     def build(
         backbone: str = "resnet50", pretrained: bool = True, benchmark: Optional[str] = None, **kwargs: Any
     ) -> Any:
-        from .vat import VAT
+        import importlib
 
-        if benchmark is None:
-            raise ValueError(
-                "VAT's decoder depends on the benchmark: pass benchmark='pascal', 'coco' or 'fss' to create_model"
-            )
-        return VAT(backbone=backbone, benchmark=benchmark, masking=masking, pretrained=pretrained, **kwargs)
+        cls = getattr(importlib.import_module(f".{module}", __package__), cls_name)
+        if needs_benchmark:
+            if benchmark is None:
+                raise ValueError(
+                    f"{cls_name}'s decoder depends on the benchmark: pass benchmark='pascal', 'coco' or 'fss' "
+                    "to create_model"
+                )
+            kwargs["benchmark"] = benchmark
+        return cls(backbone=backbone, masking=masking, pretrained=pretrained, **kwargs)
 
-    build.__doc__ = f"VAT with {masking!r} support masking (decoder chosen by ``benchmark``)."
+    build.__doc__ = f"{cls_name} with {masking!r} support masking."
     return build
 
 
-# The VAT baseline masks features after resizing them to its fixed grids, VAT-HM (and the other modes) at the
-# taps' native resolution (hmrepro/models/vat.py).
-VAT_MASKING_BY_NAME = {
-    "vat": "fm",
-    "vat-im": "im",
-    "vat-hm": "hm",
-    "vat-hm-add": "hm-add",
-    "vat-hm-reverse": "hm-reverse",
-}
+HSNET_MASKING_BY_NAME = masking_by_name("hsnet")
+ASNET_MASKING_BY_NAME = masking_by_name("asnet")
+VAT_MASKING_BY_NAME = masking_by_name("vat")
 
-for _name, _masking in VAT_MASKING_BY_NAME.items():
-    register_model(_name, _vat_builder(_masking))
+for _family in FAMILIES:
+    for _name, _masking in masking_by_name(_family).items():
+        register_model(_name, _builder(_family, _masking))
