@@ -35,7 +35,7 @@ from . import runs
 from .checkpoints import load_checkpoint
 from .distributed import resolve_device
 from .metrics import FewShotMeter
-from .records import git_commit, now_iso, versions, write_record
+from .records import git_commit, now_iso, record_protocol_fields, versions, write_record
 from .recipes import resolve as resolve_recipe
 
 __all__ = ["WeightsSource", "eval_settings", "evaluate", "folds_of", "resolve_weights"]
@@ -105,9 +105,10 @@ def resolve_weights(
     elif not path.is_file():
         raise HmreproError(f"--weights {spec}: {path} is neither a checkpoint file, a run folder, 'random' nor 'official'")
     from .checkpoints import read_checkpoint
+    from .origins import origin_of
 
     ckpt = read_checkpoint(path)
-    origin = "own" if ckpt.source_format == "hmrepro" else "official"
+    origin = origin_of(ckpt, sha256_file(path), data_root)
     config = ckpt.metadata.get("config") or {}
     trained = int(config["img_size"]) if origin == "own" and config.get("img_size") else None
     return WeightsSource(
@@ -318,8 +319,10 @@ def evaluate(
                 "original_size": original_size,
                 **provenance(source, pretrained=pretrained, device=dev, data_root=root, splits=split_folder),
                 "bsz": 1 if original_size else bsz,
-                "amp": amp,
-                "full_episode_set": result["episodes"] == n_total,
+                **record_protocol_fields(
+                    amp=amp, episodes=result["episodes"], total_episodes=n_total, img_size=size,
+                    default_img_size=recipe["img_size"], original_size=original_size,
+                ),
             }
             if results_dir is not None:
                 record["path"] = str(write_record(record, Path(results_dir)))

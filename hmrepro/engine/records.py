@@ -2,9 +2,18 @@
 overwriting another record. Tables read them all.
 
 Fields (``RECORD_FIELDS``): model, masking, backbone, benchmark, fold, shot, miou, fb_iou, episodes, protocol,
-img_size, original_size, checkpoint_sha256, origin ('official' = the authors' checkpoint, 'own' = our own run,
-'random' = untrained weights), git_commit, versions, device, date, secs_per_episode; optional extras (preprocess, kind:
-'eval' | 'bench' | 'domain-shift', run_dir, ...).
+img_size, original_size, checkpoint_sha256, origin (``ORIGINS``: 'official' = a checkpoint the authors published,
+recognised by its sha256; 'own' = an hmrepro training run; 'external' = any other file; 'random' = untrained
+weights), git_commit, versions, device, date, secs_per_episode; optional extras (preprocess, kind: 'eval' | 'bench' |
+'domain-shift', run_dir, ...).
+
+What protocol a record followed (:func:`record_protocol_fields`, merged into every eval and domain-shift record):
+``precision`` ('fp32' | 'bf16'; ``amp`` kept as a boolean for older readers), ``full_episode_set`` and
+``total_episodes``, ``img_size`` and the model's ``default_img_size``, ``original_size``. One function,
+:func:`protocol_deviations`, judges a record against the full protocol — every episode of the fold, the model's
+default image size for the benchmark, fp32, network resolution (or original size where that is asked for) — and
+tables fill their cells with full-protocol records only. Older records are judged by what they say: no
+``precision`` means ``amp`` decides (absent or false: fp32); no ``full_episode_set`` means not the full set.
 """
 
 from __future__ import annotations
@@ -15,8 +24,11 @@ import re
 import subprocess
 import tempfile
 from datetime import datetime, timezone
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
+
+from ..errors import HmreproError
 
 RECORD_FIELDS = (
     "model",
@@ -39,7 +51,10 @@ RECORD_FIELDS = (
     "date",
     "secs_per_episode",
 )
-ORIGINS = ("official", "own", "random")
+ORIGINS = ("official", "own", "external", "random")
+PRECISIONS = ("fp32", "bf16")
+FULL_PRECISION = "fp32"
+DOMAIN_SHIFT_TRAINED_ON = "coco"  # domain-shift records whose trained_on is missing: COCO-20i models tested on PASCAL
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -98,7 +113,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_record(record: dict, results_dir: Path) -> Path:
     """Write ``record`` as a new file in ``results_dir`` and return its path; never overwrites a record.
 
-    Missing required fields raise ``ValueError``. The file name says what it holds:
+    Missing required fields raise ``ValueError``; a record without ``precision`` is written with the one its
+    ``amp`` implies (:func:`precision_of`). The file name says what it holds:
     ``<model>_<backbone>_<benchmark>_fold<f>_<k>shot_<origin>_<date>[_<n>].json``.
     """
     missing = [f for f in RECORD_FIELDS if f not in record]
@@ -106,6 +122,7 @@ def write_record(record: dict, results_dir: Path) -> Path:
         raise ValueError(f"result record lacks fields: {', '.join(missing)}")
     if record["origin"] not in ORIGINS:
         raise ValueError(f"origin {record['origin']!r} is not one of {', '.join(ORIGINS)}")
+    record = {"precision": precision_of(record), **record}
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = "_".join(
@@ -145,3 +162,129 @@ def read_records(results_dir: Path) -> Iterator[dict]:
         if isinstance(record, dict) and all(f in record for f in ("model", "benchmark", "miou")):
             record.setdefault("path", str(path))
             yield record
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What protocol a record followed
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def record_protocol_fields(
+    *,
+    amp: bool | str | None,
+    episodes: int,
+    total_episodes: int,
+    img_size: int,
+    default_img_size: int,
+    original_size: bool,
+) -> dict:
+    """The record fields that say which protocol produced a number (merge them into every eval/domain-shift record).
+
+    ``amp`` is the evaluation's autocast setting (False/None: fp32, True: bf16, or a precision name);
+    ``episodes`` how many were evaluated of the fold's ``total_episodes``; ``default_img_size`` the model's size
+    for the benchmark (:func:`default_img_size`).
+    """
+    precision = precision_of({"amp": amp})
+    return {
+        "precision": precision,
+        "amp": precision != FULL_PRECISION,
+        "full_episode_set": int(episodes) == int(total_episodes),
+        "total_episodes": int(total_episodes),
+        "img_size": int(img_size),
+        "default_img_size": int(default_img_size),
+        "original_size": bool(original_size),
+    }
+
+
+def precision_of(record: dict) -> str:
+    """The record's ``precision``; for records without it, the one ``amp`` implies (absent or false: fp32)."""
+    if record.get("precision"):
+        return str(record["precision"])
+    amp = record.get("amp")
+    if amp is None or amp is False or str(amp).lower() in ("", "none", "off", "false", "no", FULL_PRECISION):
+        return FULL_PRECISION
+    return "bf16" if amp is True else str(amp).lower()
+
+
+def default_img_size(model: str, benchmark: str) -> int:
+    """The image size the model is evaluated at on ``benchmark``: its card's evaluation plan, else its recipe."""
+    try:
+        from ..models.cards import eval_plan
+    except ImportError:
+        from .recipes import resolve
+
+        return int(resolve(model, benchmark)["img_size"])
+    return int(eval_plan(model, benchmark).img_size)
+
+
+def protocol_deviations(record: dict, *, original_size_wanted: bool = False) -> list[str]:
+    """Why ``record`` is not of the full protocol, in short words (empty: it is).
+
+    The full protocol: every episode of the fold (``full_episode_set``), the model's default image size for the
+    benchmark it was trained on (:func:`default_img_size`; the record's ``default_img_size`` when the model is
+    unknown to this hmrepro), fp32, and scored at network resolution — or at the original image size when
+    ``original_size_wanted``.
+    """
+    reasons = [_episode_deviation(record), _precision_deviation(record), _size_deviation(record)]
+    reasons.append(_original_size_deviation(record, original_size_wanted))
+    return [reason for reason in reasons if reason]
+
+
+def is_full_protocol(record: dict, *, original_size_wanted: bool = False) -> bool:
+    """Whether ``record`` may fill a table cell (:func:`protocol_deviations` finds nothing)."""
+    return not protocol_deviations(record, original_size_wanted=original_size_wanted)
+
+
+def _episode_deviation(record: dict) -> str | None:
+    if record.get("full_episode_set") is True:
+        return None
+    episodes, total = record.get("episodes"), record.get("total_episodes")
+    if total is not None:
+        return f"{episodes} of {total} episodes"
+    if "full_episode_set" in record:
+        return f"{episodes} episodes, not the full set"
+    return f"{episodes} episodes, full set not recorded"
+
+
+def _precision_deviation(record: dict) -> str | None:
+    precision = precision_of(record)
+    return None if precision == FULL_PRECISION else precision
+
+
+def _size_deviation(record: dict) -> str | None:
+    wanted = _default_img_size_of(record)
+    size = record.get("img_size")
+    if wanted is None:
+        return f"img {size}, default size unknown"
+    return None if _as_int(size) == wanted else f"img {size} ≠ {wanted}"
+
+
+def _original_size_deviation(record: dict, wanted: bool) -> str | None:
+    original = bool(record.get("original_size"))
+    if original == wanted:
+        return None
+    return "original size" if original else "not original size"
+
+
+def _default_img_size_of(record: dict) -> int | None:
+    """The model's default size for the benchmark ``record`` was trained on (the record's own when unknown)."""
+    benchmark = record.get("benchmark")
+    if record.get("kind") == "domain-shift":
+        benchmark = record.get("trained_on") or DOMAIN_SHIFT_TRAINED_ON
+    size = _looked_up_img_size(str(record.get("model")), str(benchmark))
+    return size if size is not None else _as_int(record.get("default_img_size"))
+
+
+@lru_cache(maxsize=None)
+def _looked_up_img_size(model: str, benchmark: str) -> int | None:
+    try:
+        return default_img_size(model, benchmark)
+    except (HmreproError, KeyError, ValueError):  # a model or benchmark this hmrepro does not know
+        return None
+
+
+def _as_int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
