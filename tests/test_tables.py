@@ -83,6 +83,7 @@ def _record(**fields) -> dict:
         miou=40.0,
         fb_iou=70.0,
         episodes=1000,
+        full_episode_set=True,  # records of the full protocol unless a test says otherwise
         protocol="hsnet",
         img_size=400,
         original_size=False,

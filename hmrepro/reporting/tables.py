@@ -11,18 +11,23 @@ their claimed values only. A record matches a row when all of these hold:
   benchmark (``'pascal'``), the training benchmark (``'coco'``) or both (``'coco2pascal'``);
 - ``fold`` gives the column; FSS-1000 has a single split, so its records match whatever their fold.
 
-Records of origin ``'official'`` (the authors' checkpoints) fill the *verified* columns, but only for rows whose
-checkpoint the HM authors published (``official_checkpoint`` in the claimed data): an official HSNet checkpoint
-is not the HM authors' HSNet* of Table 1. Records of origin ``'own'`` fill the *reproduced* columns; ``'random'``
-records are never shown. Of several matching records the newest (``date``) wins. The mean over folds is given only
-when all four folds have a record.
+Records of origin ``'official'`` (a checkpoint whose sha256 is one the authors published) fill the *verified*
+columns, but only for rows whose checkpoint the HM authors published (``official_checkpoint`` in the claimed data):
+an official HSNet checkpoint is not the HM authors' HSNet* of Table 1. Records of origin ``'own'`` fill the
+*reproduced* columns; ``'external'`` (any other foreign checkpoint) and ``'random'`` records are never shown.
+
+Only records of the full protocol fill a cell (:func:`hmrepro.engine.records.protocol_deviations`: every episode of
+the fold, the model's default image size, fp32, network resolution unless ``original_size`` is asked for); of
+several such records the newest (``date``) wins. The mean over folds is given only when all four folds have a
+record. :func:`record_listing` lists every record of a table's rows with the cell it fills or why it fills none.
 
 Bench records (``kind='bench'``, Table 7) carry ``secs_per_image``: the wall-clock seconds that inference of one
 query image takes at batch size 1, after warm-up and with the device synchronised before the clock is read —
 support masking, feature extraction of query and supports, the model's forward pass and the prediction
 (upsampling and argmax) included; data loading and metric computation excluded. This is the paper's
 "secs/image" of Table 7. A bench record without ``secs_per_image`` falls back to ``secs_per_episode`` (the same
-thing for a 1-shot episode of one query). Bench records of any origin count: timing does not depend on weights.
+thing for a 1-shot episode of one query). Bench records of any origin and protocol count: timing does not depend on
+weights, and a bench record evaluates no episodes.
 """
 
 from __future__ import annotations
@@ -34,10 +39,17 @@ from typing import Iterable
 
 import pandas as pd
 
-from ..engine.records import ORIGINS, read_records
+from ..engine.records import ORIGINS, precision_of, protocol_deviations, read_records
 from .claimed import FOLD_COLUMNS, load_claimed
 
 ORIGIN_COLUMNS = {"official": "verified", "own": "reproduced"}
+NEVER_SHOWN = {"external": "external checkpoint", "random": "random weights"}  # origins that fill no cell
+MEASURED = "measured"  # Table 7's cell prefix
+SUPERSEDED = "a newer record fills the cell"
+LISTING_COLUMNS = (
+    "method", "backbone", "shot", "model", "benchmark", "fold", "origin", "miou", "episodes", "precision",
+    "img_size", "date", "cell", "reason", "path",
+)  # fmt: skip
 SINGLE_SPLIT_BENCHMARKS = {"fss"}
 DOMAIN_SHIFT_TABLE = 4
 BENCH_TABLE = 7
@@ -83,37 +95,64 @@ def newest(records: Iterable[dict]) -> dict | None:
     return max(records, key=_record_time, default=None)
 
 
-def measured_values(row: pd.Series, records: list[dict]) -> dict[str, float]:
-    """Per-fold mIoU, mean mIoU and mean FB-IoU of ``row`` from its matching ``records`` (NaN where missing).
+def cell_records(row: pd.Series, records: list[dict], *, original_size: bool = False) -> dict[str, dict]:
+    """The record that fills each value cell of ``row`` among its matching ``records`` (one origin), by column.
 
-    Single-split benchmarks (FSS-1000) take the newest record of any fold as the mean.
+    Only full-protocol records qualify; the newest per fold (``fold0``..``fold3``) wins. Single-split benchmarks
+    (FSS-1000) have one cell, ``miou``, filled by the newest record of any fold.
     """
-    values = {c: math.nan for c in (*FOLD_COLUMNS, "miou", "fb_iou")}
+    full = [r for r in records if not protocol_deviations(r, original_size_wanted=original_size)]
     if row["benchmark"] in SINGLE_SPLIT_BENCHMARKS:
-        best = newest(records)
-        if best is not None:
-            values["miou"], values["fb_iou"] = _as_float(best.get("miou")), _as_float(best.get("fb_iou"))
-        return values
-    fb_ious = []
+        best = newest(full)
+        return {"miou": best} if best is not None else {}
+    cells = {}
     for fold, column in enumerate(FOLD_COLUMNS):
-        best = newest(r for r in records if _as_int(r.get("fold")) == fold)
+        best = newest(r for r in full if _as_int(r.get("fold")) == fold)
         if best is not None:
-            values[column] = _as_float(best.get("miou"))
-            fb_ious.append(_as_float(best.get("fb_iou")))
-    folds = [values[c] for c in FOLD_COLUMNS]
-    if not any(math.isnan(v) for v in folds):
-        values["miou"] = sum(folds) / len(folds)
-        if len(fb_ious) == len(FOLD_COLUMNS) and not any(math.isnan(v) for v in fb_ious):
+            cells[column] = best
+    return cells
+
+
+def measured_values(cells: dict[str, dict]) -> dict[str, float]:
+    """Per-fold mIoU, mean mIoU and mean FB-IoU from the records of :func:`cell_records` (NaN where missing)."""
+    values = {c: math.nan for c in (*FOLD_COLUMNS, "miou", "fb_iou")}
+    if "miou" in cells:  # single split
+        values["miou"], values["fb_iou"] = _as_float(cells["miou"].get("miou")), _as_float(cells["miou"].get("fb_iou"))
+        return values
+    for column, record in cells.items():
+        values[column] = _as_float(record.get("miou"))
+    if all(column in cells for column in FOLD_COLUMNS):
+        values["miou"] = sum(values[c] for c in FOLD_COLUMNS) / len(FOLD_COLUMNS)
+        fb_ious = [_as_float(cells[c].get("fb_iou")) for c in FOLD_COLUMNS]
+        if not any(math.isnan(v) for v in fb_ious):
             values["fb_iou"] = sum(fb_ious) / len(fb_ious)
     return values
 
 
-def measured_secs_per_image(row: pd.Series, records: list[dict]) -> float:
-    """Seconds per image of the newest bench record of ``row`` (NaN when there is none)."""
-    best = newest(records)
-    if best is None:
+def measured_secs_per_image(record: dict | None) -> float:
+    """Seconds per image of a bench record (NaN for none)."""
+    if record is None:
         return math.nan
-    return _as_float(best.get("secs_per_image", best.get("secs_per_episode")))
+    return _as_float(record.get("secs_per_image", record.get("secs_per_episode")))
+
+
+def applicable_columns(row: pd.Series) -> dict[str, bool]:
+    """Whether ``row`` has a *verified* and a *reproduced* value to show."""
+    measured = takes_records(row) and int(row["table"]) != BENCH_TABLE
+    return {"verified": measured and bool(row["official_checkpoint"]), "reproduced": measured}
+
+
+def row_cells(row: pd.Series, records: list[dict], *, original_size: bool = False) -> dict[str, dict[str, dict]]:
+    """The records that fill ``row``'s cells: ``{'verified' | 'reproduced' | 'measured': {column: record}}``."""
+    if int(row["table"]) == BENCH_TABLE:
+        best = newest(matching_records(row, records, ORIGINS)) if takes_records(row) else None
+        return {MEASURED: {"secs_per_image": best} if best is not None else {}}
+    applicable = applicable_columns(row)
+    return {
+        prefix: cell_records(row, matching_records(row, records, [origin]), original_size=original_size)
+        if applicable[prefix] else {}
+        for origin, prefix in ORIGIN_COLUMNS.items()
+    }  # fmt: skip
 
 
 def compare_table(
@@ -121,18 +160,21 @@ def compare_table(
     results_dir: Path | None = None,
     records: list[dict] | None = None,
     claimed_folder: Path | None = None,
+    *,
+    original_size: bool = False,
 ) -> pd.DataFrame:
     """The claimed rows of ``table`` with the verified and reproduced values next to them.
 
-    Records come from ``records`` or else from ``results_dir`` (none when both are None). Columns: every claimed
-    column, then ``verified_*`` and ``reproduced_*`` for fold0..fold3, miou and fb_iou, the flags
-    ``verified_applicable`` / ``reproduced_applicable``, and for Table 7 ``measured_secs_per_image`` and
-    ``measured_overhead_pct`` (relative to the table's first row, HSNet-FM).
+    Records come from ``records`` or else from ``results_dir`` (none when both are None); only full-protocol
+    records fill a cell, original-size ones instead of network-resolution ones when ``original_size``. Columns:
+    every claimed column, then ``verified_*`` and ``reproduced_*`` for fold0..fold3, miou and fb_iou, the flags
+    ``verified_applicable`` / ``reproduced_applicable``, the counts ``verified_records`` / ``reproduced_records``
+    (matching records of any protocol), and for Table 7 ``measured_secs_per_image`` and ``measured_overhead_pct``
+    (relative to the table's first row, HSNet-FM).
     """
     claimed = load_claimed(table, claimed_folder)
-    if records is None:
-        records = list(read_records(results_dir)) if results_dir is not None else []
-    rows = [_compare_row(row, records) for _, row in claimed.iterrows()]
+    records = _records(results_dir, records)
+    rows = [_compare_row(row, records, original_size) for _, row in claimed.iterrows()]
     frame = pd.concat([claimed, pd.DataFrame(rows, index=claimed.index)], axis=1)
     if table == BENCH_TABLE:
         reference = frame["measured_secs_per_image"].iloc[0]
@@ -141,24 +183,84 @@ def compare_table(
     return frame
 
 
-def _compare_row(row: pd.Series, records: list[dict]) -> dict:
+def record_listing(
+    table: int,
+    results_dir: Path | None = None,
+    records: list[dict] | None = None,
+    claimed_folder: Path | None = None,
+    *,
+    original_size: bool = False,
+) -> pd.DataFrame:
+    """Every record that belongs to a row of ``table``, one line per (row, record), with the cell it fills
+    (``cell``, e.g. ``verified fold0``) or the reasons it fills none (``reason``, e.g. ``20 of 1000 episodes;
+    bf16``). Columns: ``LISTING_COLUMNS``; rows in the table's order, then fold, newest first."""
+    claimed = load_claimed(table, claimed_folder)
+    records = _records(results_dir, records)
+    lines = []
+    for _, row in claimed.iterrows():
+        if not takes_records(row):
+            continue
+        filled = {id(r): f"{prefix} {column}" for prefix, cells in row_cells(row, records, original_size=original_size).items()
+                  for column, r in cells.items()}  # fmt: skip
+        matched = sorted(matching_records(row, records, ORIGINS), key=_record_time, reverse=True)
+        for record in sorted(matched, key=lambda r: _as_int(r.get("fold")) or 0):
+            cell = filled.get(id(record), "")
+            reason = "" if cell else "; ".join(why_not_shown(row, record, original_size=original_size))
+            lines.append(_listing_line(row, record, cell, reason))
+    return pd.DataFrame(lines, columns=list(LISTING_COLUMNS))
+
+
+def why_not_shown(row: pd.Series, record: dict, *, original_size: bool = False) -> list[str]:
+    """Why ``record``, one of ``row``'s matching records, fills none of its cells (``SUPERSEDED`` if nothing else)."""
+    reasons = []
+    if int(row["table"]) != BENCH_TABLE:
+        origin = record.get("origin")
+        if origin in NEVER_SHOWN:
+            reasons.append(NEVER_SHOWN[origin])
+        elif origin in ORIGIN_COLUMNS and not applicable_columns(row)[ORIGIN_COLUMNS[origin]]:
+            reasons.append("no official checkpoint of this row was published")
+        reasons += protocol_deviations(record, original_size_wanted=original_size)
+    return reasons or [SUPERSEDED]
+
+
+def _listing_line(row: pd.Series, record: dict, cell: str, reason: str) -> dict:
+    return {
+        "method": row["method"],
+        "backbone": row["backbone"],
+        "shot": int(row["shot"]),
+        "model": record.get("model"),
+        "benchmark": record.get("benchmark"),
+        "fold": _as_int(record.get("fold")),
+        "origin": record.get("origin"),
+        "miou": _as_float(record.get("miou")),
+        "episodes": _as_int(record.get("episodes")),
+        "precision": precision_of(record),
+        "img_size": _as_int(record.get("img_size")),
+        "date": str(record.get("date", "")),
+        "cell": cell,
+        "reason": reason,
+        "path": str(record.get("path", "")),
+    }
+
+
+def _records(results_dir: Path | None, records: list[dict] | None) -> list[dict]:
+    if records is not None:
+        return records
+    return list(read_records(results_dir)) if results_dir is not None else []
+
+
+def _compare_row(row: pd.Series, records: list[dict], original_size: bool) -> dict:
     """The measured columns of one claimed row."""
     out: dict[str, object] = {}
-    table = int(row["table"])
-    applicable = {
-        "verified": takes_records(row) and bool(row["official_checkpoint"]) and table != BENCH_TABLE,
-        "reproduced": takes_records(row) and table != BENCH_TABLE,
-    }
+    cells = row_cells(row, records, original_size=original_size)
+    if int(row["table"]) == BENCH_TABLE:
+        out["measured_secs_per_image"] = measured_secs_per_image(cells[MEASURED].get("secs_per_image"))
+    applicable = applicable_columns(row)
     for origin, prefix in ORIGIN_COLUMNS.items():
         out[f"{prefix}_applicable"] = applicable[prefix]
-        matched = matching_records(row, records, [origin]) if applicable[prefix] else []
-        for column, value in measured_values(row, matched).items():
+        for column, value in measured_values(cells.get(prefix, {})).items():
             out[f"{prefix}_{column}"] = value
-        out[f"{prefix}_records"] = len(matched)
-    if table == BENCH_TABLE:
-        # timing does not depend on the weights: bench records of every origin count
-        matched = matching_records(row, records, ORIGINS) if takes_records(row) else []
-        out["measured_secs_per_image"] = measured_secs_per_image(row, matched)
+        out[f"{prefix}_records"] = len(matching_records(row, records, [origin])) if applicable[prefix] else 0
     return out
 
 
