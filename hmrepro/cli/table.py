@@ -10,8 +10,8 @@ import typer
 
 from ..errors import HmreproError
 from ..reporting.claimed import TABLE_NUMBERS
-from ..reporting.render import build_view, print_rich, render
-from ..reporting.tables import compare_table
+from ..reporting.render import build_records_view, build_view, print_rich, render, render_records
+from ..reporting.tables import compare_table, record_listing
 from .common import console, fail
 
 DEFAULT_RESULTS = Path("results")
@@ -50,6 +50,12 @@ def table(
         help="Folder of result records (searched recursively) [default: ./results].",
         show_default=False,
     ),
+    all_records: bool = typer.Option(
+        False,
+        "--all-records",
+        help="Instead of the table, list every result record of its rows: the cell each one fills, or why it fills "
+        "none (e.g. '20 of 1000 episodes', 'bf16', 'img 200 ≠ 400', 'original size', 'external checkpoint').",
+    ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Show table N of the paper: the claimed numbers next to the verified (official checkpoints) and reproduced
@@ -59,9 +65,21 @@ def table(
     6 merging ablation, 7 inference time. Rows quoted by the paper from other papers show their claimed values only;
     "—" marks a row without result records. The CSV has one line per (row, shot).
 
+    A cell takes only records of the full protocol: every episode of the fold, the model's default image size,
+    fp32, at network resolution; of those the newest. Verified cells take only checkpoints whose sha256 is a
+    published one (origin official); a foreign file hmrepro does not know is external and fills no cell. Quick
+    checks (--episodes 50), other sizes, bf16 (--amp) and --original-size runs are kept, and --all-records
+    lists them with the reason they fill no cell.
+
     Example: [bold]hmrepro table 2 --compare-claimed --format markdown --results results/ -o table2.md[/]
+
+    Example: [bold]hmrepro table 1 --all-records --results results/[/] (a 50-episode check shows
+    "not shown: 50 of 1000 episodes")
     """
     results_dir = _results_dir(results)
+    if all_records:
+        _show_records(number, results_dir, fmt, output)
+        return
     try:
         frame = compare_table(number, results_dir=results_dir)
     except HmreproError as err:
@@ -69,7 +87,23 @@ def table(
     if output is None and fmt is TableFormat.rich:
         print_rich(build_view(frame, number, compare_claimed))
         return
-    text = render(frame, number, fmt.value, compare=compare_claimed)
+    _write(render(frame, number, fmt.value, compare=compare_claimed), number, fmt, output)
+
+
+def _show_records(number: int, results_dir: Optional[Path], fmt: TableFormat, output: Optional[Path]) -> None:
+    """``--all-records``: the record listing of table ``number``."""
+    try:
+        listing = record_listing(number, results_dir=results_dir)
+    except HmreproError as err:
+        fail(str(err))
+    if output is None and fmt is TableFormat.rich:
+        print_rich(build_records_view(listing, number))
+        return
+    _write(render_records(listing, number, fmt.value), number, fmt, output)
+
+
+def _write(text: str, number: int, fmt: TableFormat, output: Optional[Path]) -> None:
+    """``text`` to stdout, or to ``output`` (saying so)."""
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -6,6 +6,9 @@ Two layouts: the *summary* shows the claimed row with the verified and reproduce
 with every fold, the mean and FB-IoU, each followed by its difference to the claimed value.
 Cell conventions: ``-`` the paper prints no value; ``—`` no result record yet; ``n/a`` nothing to verify (no
 official checkpoint published); quoted rows show their claimed values only.
+
+:func:`build_records_view` / :func:`render_records` show a record listing
+(:func:`hmrepro.reporting.tables.record_listing`, ``hmrepro table N --all-records``) in the same formats.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .claimed import FOLD_COLUMNS, TABLE_CAPTIONS
-from .tables import BENCH_TABLE
+from .tables import BENCH_TABLE, LISTING_COLUMNS
 
 FORMATS = ("rich", "markdown", "csv", "latex")
 NO_RECORD = "—"
@@ -34,9 +37,21 @@ VALUE_HEADERS = {
 }
 LEGEND = (
     "Source: HM = run by the HM authors; quoted [n] = copied by the paper from its reference [n] (claimed values "
-    "only). Verified = the authors' official checkpoints evaluated by hmrepro; reproduced = hmrepro's own training "
-    "runs; (±x) = difference to the claimed value. — no result record; n/a no official checkpoint; - not printed."
+    "only). Verified = the authors' official checkpoints (recognised by sha256) evaluated by hmrepro; reproduced = "
+    "hmrepro's own training runs; only full-protocol records count (all episodes, the model's image size, fp32; "
+    "--all-records lists the others). (±x) = difference to the claimed value. — no result record; n/a no official "
+    "checkpoint; - not printed."
 )
+RECORDS_LEGEND = (
+    "Every result record of the table's rows. Cell: the cell the record fills; otherwise why it fills none. Only "
+    "full-protocol records (every episode of the fold, the model's default image size, fp32, network resolution) "
+    "of origin official (verified) or own (reproduced) fill a cell, the newest of them per fold."
+)
+RECORDS_HEADERS = {
+    "method": "Method", "backbone": "Backbone", "shot": "Shot", "fold": "Fold", "origin": "Origin", "miou": "mIoU",
+    "episodes": "Episodes", "precision": "Precision", "img_size": "Img", "date": "Date", "status": "Cell / why not",
+    "path": "File",
+}  # fmt: skip
 
 CSV_COLUMNS = (
     "table",
@@ -200,6 +215,37 @@ def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def build_records_view(listing: pd.DataFrame, table: int) -> TableView:
+    """The text cells of a record listing (:func:`hmrepro.reporting.tables.record_listing`)."""
+    view = TableView(title=f"Table {table}: result records", headers=list(RECORDS_HEADERS.values()))
+    view.numeric_columns = {i for i, key in enumerate(RECORDS_HEADERS) if key in ("fold", "miou", "episodes", "img_size")}
+    view.legend = RECORDS_LEGEND
+    for _, line in listing.iterrows():
+        view.rows.append([records_cell(line, key) for key in RECORDS_HEADERS])
+    if not view.rows:
+        view.notes.append("no result records belong to this table's rows")
+    return view
+
+
+def records_cell(line: pd.Series, key: str) -> str:
+    """One cell of a record listing line as text."""
+    if key == "status":
+        return line["cell"] or f"not shown: {line['reason']}"
+    if key == "backbone":
+        return BACKBONE_NAMES.get(line["backbone"], line["backbone"])
+    if key == "miou":
+        return NO_RECORD if _missing(line["miou"]) else f"{line['miou']:.1f}"
+    value = line[key]
+    return "" if value is None or pd.isna(value) else str(value)
+
+
+def render_records(listing: pd.DataFrame, table: int, fmt: str) -> str:
+    """A record listing as text in format ``fmt`` (one of ``FORMATS``; CSV has the columns ``LISTING_COLUMNS``)."""
+    if fmt == "csv":
+        return listing[list(LISTING_COLUMNS)].to_csv(index=False, na_rep="", lineterminator="\n")
+    return _render_view(build_records_view(listing, table), fmt)
+
+
 # ---------------------------------------------------------------- text formats
 
 
@@ -345,7 +391,10 @@ def render(frame: pd.DataFrame, table: int, fmt: str, compare: bool = False) -> 
     """``frame`` (a compared table) as text in format ``fmt`` (one of ``FORMATS``)."""
     if fmt == "csv":
         return render_csv(frame, table)
-    view = build_view(frame, table, compare)
+    return _render_view(build_view(frame, table, compare), fmt)
+
+
+def _render_view(view: TableView, fmt: str) -> str:
     if fmt == "markdown":
         return render_markdown(view)
     if fmt == "latex":
