@@ -207,7 +207,8 @@ def record_listing(
             cell = filled.get(id(record), "")
             reason = "" if cell else "; ".join(why_not_shown(row, record, original_size=original_size))
             lines.append(_listing_line(row, record, cell, reason))
-    return pd.DataFrame(lines, columns=list(LISTING_COLUMNS))
+    frame = pd.DataFrame(lines, columns=list(LISTING_COLUMNS))
+    return frame.astype({column: "Int64" for column in ("shot", "fold", "episodes", "img_size")})
 
 
 def why_not_shown(row: pd.Series, record: dict, *, original_size: bool = False) -> list[str]:
