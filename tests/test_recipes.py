@@ -49,8 +49,8 @@ def test_vat_hm_batch_sizes_are_the_papers():
 
 def test_flags_override_the_recipe_and_none_does_not():
     c = build_config("hsnet-hm", "pascal", 2, {"lr": 5e-4, "bsz": None, "augment": "none", "seed": 7})
-    assert (c["lr"], c["bsz"], c["augment"], c["seed"], c["fold"]) == (5e-4, 20, "none", 7, 2)
-    assert c["model"] == "hsnet-hm" and c["benchmark"] == "pascal" and c["recipe"].endswith("hsnet.toml")
+    assert (c.lr, c.bsz, c.augment, c.seed, c.fold) == (5e-4, 20, "none", 7, 2)
+    assert c.model == "hsnet-hm" and c.benchmark == "pascal" and c.recipe.endswith("hsnet.toml")
 
 
 def test_layer_precedence(tmp_path, monkeypatch):
@@ -107,21 +107,21 @@ def test_train_cli_passes_flags_over_the_recipe(monkeypatch, tmp_path):
     seen = {}
 
     def fake_train(config, **kwargs):
-        seen.update(config)
+        seen.update(config.as_dict())
         return tmp_path
 
     monkeypatch.setattr("hmrepro.engine.train.train", fake_train)
     result = runner.invoke(
-        app, ["train", "hsnet-hm", "-b", "coco", "--fold", "3", "--lr", "0.01", "--epochs", "5", "--no-amp", "--no-pretrained"]
+        app, ["train", "hsnet-hm", "-b", "coco", "--fold", "3", "--lr", "0.01", "--epochs", "5", "--amp", "bf16", "--no-pretrained"]
     )
     assert result.exit_code == 0, result.output
-    assert (seen["lr"], seen["epochs"], seen["bsz"], seen["fold"], seen["amp"], seen["pretrained"]) == (0.01, 5, 20, 3, False, False)
+    assert (seen["lr"], seen["epochs"], seen["bsz"], seen["fold"], seen["precision"], seen["pretrained"]) == (0.01, 5, 20, 3, "bf16", False)
     assert seen["augment"] == "none" and seen["img_size"] == 400
 
 
 def test_resume_may_extend_epochs_but_not_change_the_recipe(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps(build_config("hsnet", "fss", 0, {"out": str(tmp_path)})))
-    assert resume_config(tmp_path, {"epochs": 999, "workers": 3})["epochs"] == 999
+    (tmp_path / "config.json").write_text(json.dumps(build_config("hsnet", "fss", 0, {"out": str(tmp_path)}).as_dict()))
+    assert resume_config(tmp_path, {"epochs": 999, "workers": 3}).epochs == 999
     with pytest.raises(HmreproError, match="lr"):
         resume_config(tmp_path, {"lr": 0.5})
 
@@ -139,3 +139,46 @@ def test_bad_train_arguments_exit_2_without_traceback(args):
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
+
+
+def test_runs_saved_before_precision_existed_resume_with_their_amp_setting(tmp_path):
+    old = build_config("hsnet", "fss", 0, {"out": str(tmp_path)}).as_dict()
+    del old["precision"], old["tf32"]
+    (tmp_path / "config.json").write_text(json.dumps({**old, "amp": True, "world_size": 1}))
+    assert resume_config(tmp_path).precision == "bf16"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Faithful defaults and --print-config
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _printed_config(*args: str) -> dict:
+    result = runner.invoke(app, ["train", *args, "--print-config"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize("model", ["hsnet", "hsnet-hm", "asnet", "asnet-hm"])
+def test_print_config_shows_the_authors_2000_epochs_and_fp32(model):
+    config = _printed_config(model, "--benchmark", "pascal", "--fold", "0")
+    assert (config["epochs"], config["precision"], config["tf32"], config["patience"]) == (2000, "fp32", False, 0)
+    assert config["model"] == model and config["img_size"] == 400 and config["world_size"] == 1
+    assert config["workers"] is not None and config["calibrate_bn"] is False  # derived values are filled in
+
+
+def test_print_config_shows_bf16_when_asked_and_vats_released_epochs():
+    assert _printed_config("hsnet", "-b", "pascal", "--amp", "bf16")["precision"] == "bf16"
+    assert _printed_config("vat-hm", "-b", "coco", "--tf32")["tf32"] is True
+    assert _printed_config("vat", "-b", "coco")["epochs"] == 400 and _printed_config("vat", "-b", "fss")["epochs"] == 300
+
+
+def test_print_config_touches_no_data(tmp_path):
+    missing = tmp_path / "nowhere"
+    config = _printed_config("hsnet", "-b", "coco", "--data-root", str(missing), "--out", str(tmp_path / "run"))
+    assert config["data_root"] == str(missing) and not missing.exists() and not (tmp_path / "run").exists()
+
+
+def test_resume_and_out_together_are_refused(tmp_path):
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "--out" in result.output

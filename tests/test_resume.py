@@ -68,13 +68,13 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synthetic_root, t
     killed_at = read_checkpoint(last).extra
     assert killed_at["step"] > 0, "the first checkpoint is a mid-epoch one"
 
-    # resume; stop it politely (SIGTERM) at a later iteration: it must checkpoint and exit with 130
+    # resume; stop it politely (SIGTERM) at a later iteration: it must checkpoint and exit with 143 (128 + SIGTERM)
     before = last.stat().st_mtime_ns
     proc = subprocess.Popen(_resume_args(run), env=cli_env(), stderr=subprocess.PIPE, text=True)
     _wait_for(lambda: last.stat().st_mtime_ns != before, proc)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=600)
-    if proc.returncode == 130:  # stopped before the end: the checkpoint is at the iteration it stopped at
+    if proc.returncode == 143:  # stopped before the end: the checkpoint is at the iteration it stopped at
         assert "--resume" in err
         assert json.loads((run / "run.json").read_text())["status"] == "interrupted"
         _run(_resume_args(run))

@@ -29,7 +29,7 @@ def _trivial_mious(root, img_size: int) -> dict[str, float]:
     splits = SplitFolder(root / "splits")
     bench = get_benchmark("fss")
     episodes = test_episodes("fss", 0, 1, split="val", splits=splits)
-    data = EpisodeDataset(bench, root, episodes, img_size=img_size)
+    data = EpisodeDataset(bench, root, episodes, img_size=img_size, preprocess="hsnet")
     meters = {name: FewShotMeter(bench.num_classes(splits), bench.class_ids(0, "val", splits)) for name in ("bg", "fg", "support")}
     for i in range(len(data)):
         item = data[i]
@@ -55,7 +55,7 @@ def test_run_folder_holds_config_metrics_checkpoints_and_run_info(run):
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "hsnet" and config["benchmark"] == "fss" and config["img_size"] == 64
     assert config["lr"] == 1e-3 and config["optimizer"] == "adam"  # from the recipe
-    assert config["amp"] is False and config["device"] == "cpu" and config["calibrate_bn"] is True
+    assert config["precision"] == "fp32" and config["tf32"] is False and config["device"] == "cpu" and config["calibrate_bn"] is True
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "finished" and info["world_size"] == 1 and info["wall_seconds"] > 0
     assert info["versions"]["torch"] == torch.__version__ and "device" in info

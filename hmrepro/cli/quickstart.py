@@ -13,6 +13,7 @@ from rich.table import Table
 
 from ..paths import default_synthetic_root
 from .common import console
+from .progress import RichProgress
 
 MODELS = ("hsnet", "hsnet-hm")
 BENCHMARK = "fss"  # the synthetic FSS-like split: one object per image, 80 training / 40 val / 40 test episodes
@@ -49,6 +50,7 @@ def quickstart(
     """
     from ..data.synthetic import make_synthetic
     from ..engine.evaluate import evaluate
+    from .eval import EvalProgress
     from ..engine.records import now_iso
     from ..engine.runs import read_metrics
     from ..engine.train import build_config, train
@@ -80,7 +82,8 @@ def quickstart(
             },
         )  # fmt: skip
         t0 = time.perf_counter()
-        run_dir = train(config, progress=progress, log=lambda msg: console.print(f"    {msg}"))
+        with RichProgress(progress, log_prefix="    ") as reporter:
+            run_dir = train(config, progress=reporter)
         train_secs = time.perf_counter() - t0
         metrics = read_metrics(run_dir)
         best = max(metrics, key=lambda r: r["val_miou"])
@@ -88,10 +91,11 @@ def quickstart(
 
     console.print("3/3 evaluating both on the fixed test episodes (1-shot)")
     for row in rows:
-        record = evaluate(
-            row["model"], BENCHMARK, 0, 1, weights=str(row["run_dir"]), data_root=root, splits=splits,
-            results_dir=results, device="cpu", workers=workers, progress=progress,
-        )[0]  # fmt: skip
+        with EvalProgress(progress) as bars:
+            record = evaluate(
+                row["model"], BENCHMARK, 0, 1, weights=str(row["run_dir"]), data_root=root, splits=splits,
+                results_dir=results, device="cpu", workers=workers, progress=bars,
+            )[0]  # fmt: skip
         row["record"] = record
 
     table = Table(title="quickstart: synthetic FSS-like benchmark, 1-shot, random-init ResNet-50")

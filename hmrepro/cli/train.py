@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from .common import BenchmarkName, DataRootOption, SplitsOption, console
+from .progress import RichProgress
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
 
 
 def _model_name(value: Optional[str]) -> Optional[str]:
@@ -26,12 +34,12 @@ def train(
     benchmark: Optional[BenchmarkName] = typer.Option(None, "--benchmark", "-b", help="Benchmark.", show_default=False),
     fold: Optional[int] = typer.Option(None, "--fold", "-f", min=0, max=3, help="Fold (0-3) [default: 0].", show_default=False),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="resnet50, resnet101 or vgg16 [default: resnet50].", show_default=False),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs [default: recipe].", show_default=False),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and their HM variants, VAT's 300 (COCO: 400)].", show_default=False),
     bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Global batch size, all processes together [default: recipe].", show_default=False),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate [default: recipe].", show_default=False),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side in pixels [default: recipe, 400].", show_default=False),
     augment: Optional[str] = typer.Option(None, "--augment", help="none or cats [default: recipe].", show_default=False),
-    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Stop after this many epochs without a better val mIoU (0: never) [default: recipe].", show_default=False),
+    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe early (0: never, the authors') [default: recipe, 0].", show_default=False),
     val_episodes: Optional[int] = typer.Option(None, "--val-episodes", min=0, help="Validate on the first N of the fixed episodes (0: all, the authors' 1000) [default: recipe].", show_default=False),
     val_bsz: Optional[int] = typer.Option(None, "--val-bsz", min=1, help="Validation batch size [default: recipe].", show_default=False),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process [default: min(4, cores-1)].", show_default=False),
@@ -42,11 +50,13 @@ def train(
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet backbone weights [default: pretrained].", show_default=False),
     calibrate_bn: Optional[bool] = typer.Option(None, "--calibrate-bn/--no-calibrate-bn", help="Re-estimate a random backbone's BatchNorm statistics on 64 training images, without which it cannot learn [default: on with --no-pretrained].", show_default=False),
     deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic kernels (bit-reproducible on the CPU) [default: off].", show_default=False),
-    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="bf16 autocast [default: on for CUDA, off for the CPU].", show_default=False),
+    amp: Optional[Precision] = typer.Option(None, "--amp", help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, changes numbers; recorded in config.json) [default: fp32].", show_default=False),
+    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls and convolutions on CUDA (faster, changes numbers) [default: off, as the authors].", show_default=False),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=0, help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500].", show_default=False),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped (mid-epoch too).", show_default=False),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars [default: on]."),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the effective configuration (recipe, flags, derived values) as JSON and exit without touching data."),
 ) -> None:
     """Train MODEL episodically with a frozen backbone, validating every epoch and keeping the best weights.
 
@@ -61,29 +71,46 @@ def train(
     Example (synthetic data, CPU, minutes): [bold]hmrepro train hsnet-hm -b pascal --data-root ~/.hmrepro/synthetic
     --splits ~/.hmrepro/synthetic/splits --no-pretrained --img-size 96 --epochs 2 --val-episodes 50[/]
     """
-    from ..engine.train import TrainingInterrupted, build_config, resume_config
+    from ..engine.train import TrainingInterrupted
     from ..engine.train import train as run_training
+    from ..engine.train_config import build_config, resume_config
 
     overrides = {
         "backbone": backbone, "epochs": epochs, "bsz": bsz, "lr": lr, "img_size": img_size, "augment": augment,
         "patience": patience, "val_episodes": val_episodes, "val_bsz": val_bsz, "workers": workers, "seed": seed,
         "out": str(out.expanduser()) if out else None, "data_root": str(data_root.expanduser()) if data_root else None,
         "splits": str(splits.expanduser()) if splits else None, "pretrained": pretrained, "calibrate_bn": calibrate_bn,
-        "deterministic": deterministic, "amp": amp, "checkpoint_every": checkpoint_every, "device": device,
+        "deterministic": deterministic, "precision": amp.value if amp else None, "tf32": tf32,
+        "checkpoint_every": checkpoint_every, "device": device,
     }  # fmt: skip
     if resume is not None:
+        if out is not None:
+            raise typer.BadParameter("--out and --resume exclude each other: a resumed run stays in its folder", param_hint="--out")
         resume = resume.expanduser()
         given = {"model": model, "benchmark": benchmark.value if benchmark else None, "fold": fold, **overrides}
-        given["out"] = None
         config = resume_config(resume, given)
     else:
         if model is None or benchmark is None:
             raise typer.BadParameter("MODEL and --benchmark are required (or --resume RUN_DIR)")
         config = build_config(model, benchmark.value, fold if fold is not None else 0, overrides)
+    if print_config:
+        typer.echo(json.dumps(effective_config(config), indent=2, sort_keys=True))
+        return
     try:
-        run_dir = run_training(config, resume=resume is not None, progress=progress, log=console.print)
+        with RichProgress(progress) as reporter:
+            run_dir = run_training(config, resume=resume is not None, progress=reporter)
     except TrainingInterrupted as err:
         console.print(f"[yellow]interrupted:[/] {err}")
-        raise typer.Exit(130)
+        raise typer.Exit(err.exit_code)
     console.print(f"[green]done[/]: run folder {run_dir}")
-    console.print(f"evaluate: [bold]hmrepro eval {config['model']} -b {config['benchmark']} --fold {config['fold']} --weights {run_dir}[/]")
+    console.print(f"evaluate: [bold]hmrepro eval {config.model} -b {config.benchmark} --fold {config.fold} --weights {run_dir}[/]")
+
+
+def effective_config(config) -> dict:
+    """What a run would use: the configuration with the machine's defaults filled in, and the process count."""
+    import os
+
+    from ..engine.distributed import resolve_device
+
+    derived = config.derived(resolve_device(config.device).type)
+    return {**derived.as_dict(), "world_size": int(os.environ.get("WORLD_SIZE", "1"))}

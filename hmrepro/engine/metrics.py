@@ -15,7 +15,7 @@ theirs only by float32 rounding (< 1e-5 percentage points on a full benchmark).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -93,6 +93,27 @@ class FewShotMeter:
 
     def state_dict(self) -> dict:
         return {"intersection": self.intersection.clone(), "union": self.union.clone(), "episodes": self.episodes}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Take the counts of :meth:`state_dict` (e.g. from a checkpoint)."""
+        self.intersection.copy_(state["intersection"])
+        self.union.copy_(state["union"])
+        self.episodes = int(state["episodes"])
+
+    def copy(self) -> "FewShotMeter":
+        twin = FewShotMeter(self.nclass, self.eval_class_ids.tolist())
+        twin.load_state_dict(self.state_dict())
+        return twin
+
+    def all_reduce(self, sum_over_processes: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """Replace the counts by their sum over processes; ``sum_over_processes`` sums one int64 tensor (in the
+        engine: a ``torch.distributed`` all-reduce). All counts travel in one tensor, one collective call."""
+        n = self.intersection.numel()
+        flat = torch.cat([self.intersection.flatten(), self.union.flatten(), torch.tensor([self.episodes])])
+        flat = sum_over_processes(flat)
+        self.intersection.copy_(flat[:n].view_as(self.intersection))
+        self.union.copy_(flat[n : 2 * n].view_as(self.union))
+        self.episodes = int(flat[-1])
 
     def merge(self, other: "FewShotMeter") -> None:
         """Add another meter's counts (e.g. from another process)."""

@@ -1,9 +1,15 @@
-"""Episodic training with a frozen backbone, as the authors train HSNet and HSNet-HM — and resumable.
+"""Episodic training with a frozen backbone, as the authors train HSNet, VAT, ASNet and their HM variants — resumable.
 
 One epoch is the episode list ``training_episodes(pool, shot, seed, epoch)``, a pure function of (seed,
 epoch). Global batch ``i`` is episodes ``[i·bsz, (i+1)·bsz)``; under ``torchrun`` each process takes its share
 (:mod:`hmrepro.engine.distributed`). After every epoch the model is validated on the fold's fixed validation
 episodes (``test_episodes(..., split='val')``, seed 0; the authors' protocol) and the best-mIoU weights are kept.
+
+The loop is four small steps driven by a frozen :class:`~hmrepro.engine.train_config.TrainConfig`:
+:func:`setup_run` (data, model, optimizer, resumed state), :func:`train_epoch`, :func:`validate_epoch` and
+:func:`finish_epoch` (best checkpoint, ``last.pt``, ``metrics.jsonl``). The model owns its loss
+(``model.compute_objective(outputs, batch)``), so a family with auxiliary losses needs nothing here. The engine
+prints nothing: it reports through a :class:`~hmrepro.engine.progress.Progress`.
 
 Nothing is lost when a run dies: ``last.pt`` (weights, optimizer, epoch, iteration within the epoch, best score,
 RNG states, per-epoch history, the effective configuration) is written atomically at the end of every epoch and
@@ -11,7 +17,9 @@ every ``checkpoint_every`` iterations. Resuming rebuilds the epoch's episode lis
 done. Because the augmentation is reseeded per episode and the DataLoaders use their own generators, a resumed
 run on the CPU with ``deterministic`` ends with exactly the weights of an uninterrupted one.
 
-Entry point: :func:`train` with a configuration from :func:`build_config`.
+Parameters that the loss never reaches (VAT's unused transformer norms, ``proj_query_feat`` on COCO-20i) are found
+once by a probe step and frozen: the authors' ``DataParallel`` left them at their initial values (no gradient,
+so Adam skips them), and DDP refuses parameters without a gradient.
 """
 
 from __future__ import annotations
@@ -22,89 +30,42 @@ import random
 import signal
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from ..data.benchmarks import get_benchmark, test_episodes
 from ..data.dataset import EpisodeDataset
 from ..data.episodes import training_episodes
-from ..data.preprocessing import preprocess_of, train_transform
+from ..data.preprocessing import train_transform
 from ..data.splits import SplitFolder
 from ..errors import HmreproError
+from ..models.interface import logits_of
 from ..paths import resolve_data_root
 from . import distributed, runs
 from .checkpoints import read_checkpoint, save_checkpoint
 from .metrics import FewShotMeter
-from .recipes import resolve as resolve_recipe
+from .progress import Progress, Silent
+from .train_config import TrainConfig, build_config, resume_config
 
 __all__ = ["TrainingInterrupted", "build_config", "resume_config", "train"]
 
-# configuration keys that are not recipe values, with their defaults
-RUN_DEFAULTS: dict[str, Any] = {
-    "backbone": "resnet50",
-    "pretrained": True,
-    "calibrate_bn": None,  # None: on for random (not pretrained) backbones; see calibrate_batchnorm
-    "workers": None,  # None: min(4, CPU cores - 1)
-    "seed": 0,
-    "deterministic": False,
-    "amp": None,  # None: on for CUDA, off for the CPU
-    "checkpoint_every": 500,
-    "device": None,  # None: CUDA if available
-    "data_root": None,
-    "splits": None,
-    "out": None,
-}
-# what --resume may change; anything else must match the saved configuration
 FROZEN_PREFIX = "backbone."  # state-dict prefix of the frozen backbone (the authors' key names)
 CALIBRATION_IMAGES = 64  # images whose statistics replace a random backbone's BatchNorm running statistics
-RESUMABLE_CHANGES = ("epochs", "patience", "workers", "device", "checkpoint_every", "amp", "data_root", "splits")
 
 
 class TrainingInterrupted(HmreproError):
-    """The run was stopped by a signal after saving a checkpoint; resume it with ``--resume``."""
+    """The run was stopped by a signal after saving a checkpoint; resume it with ``--resume``.
 
+    ``exit_code`` follows the shell's convention, 128 + the signal (130 for Ctrl-C, 143 for SIGTERM)."""
 
-# ---------------------------------------------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def build_config(model: str, benchmark: str, fold: int, overrides: dict | None = None) -> dict:
-    """Recipe values for (model, benchmark) overridden by ``overrides`` (``None`` values ignored), plus run keys."""
-    from ..models.registry import list_models
-
-    if model not in list_models():
-        raise HmreproError(f"unknown model {model!r}; choose one of {', '.join(list_models())}")
-    get_benchmark(benchmark)
-    base = {**RUN_DEFAULTS, "model": model, "benchmark": benchmark, "fold": fold}
-    config = resolve_recipe(model, benchmark, {**base, **{k: v for k, v in (overrides or {}).items() if v is not None}})
-    if benchmark == "fss" and fold != 0:
-        raise HmreproError("FSS-1000 has a single split: use --fold 0")
-    if benchmark == "fss" and config["protocol"] == "asnet":
-        raise HmreproError(f"{model} cannot train on FSS-1000: the authors' ASNet code has no FSS-1000 episodes")
-    return config
-
-
-def resume_config(run_dir: Path, overrides: dict | None = None) -> dict:
-    """The saved configuration of ``run_dir`` with the allowed ``overrides`` applied; others must match."""
-    saved = runs.read_config(run_dir)
-    config = dict(saved)
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key in RESUMABLE_CHANGES:
-            config[key] = value
-        elif str(saved.get(key)) != str(value):
-            raise HmreproError(
-                f"--resume {run_dir}: the run was started with {key}={saved.get(key)!r}; it cannot continue with "
-                f"{key}={value!r} (only {', '.join(RESUMABLE_CHANGES)} may change). Start a new run instead."
-            )
-    config["out"] = str(Path(run_dir))
-    return config
+    def __init__(self, message: str, signum: int = signal.SIGINT) -> None:
+        super().__init__(message)
+        self.exit_code = 128 + int(signum)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -118,9 +79,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def set_deterministic(enabled: bool, device: torch.device) -> None:
-    """Deterministic kernels (CPU runs are then bit-reproducible); cuDNN autotuning otherwise."""
-    if enabled:
+def set_numerics(deterministic: bool, tf32: bool, device: torch.device) -> None:
+    """Deterministic kernels (CPU runs are then bit-reproducible) or cuDNN autotuning; TF32 only when asked."""
+    if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         # warn_only: a few CUDA backward kernels (bilinear upsampling) have no deterministic version
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -128,8 +89,9 @@ def set_deterministic(enabled: bool, device: torch.device) -> None:
         torch.backends.cudnn.deterministic = True
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
 
 
 def rng_state() -> dict:
@@ -166,21 +128,26 @@ def iteration_seed(seed: int, rank: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, rank, iteration]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def default_workers() -> int:
-    return max(0, min(4, (os.cpu_count() or 1) - 1))
-
-
 def build_optimizer(name: str, params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float):
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise HmreproError(f"unknown optimizer {name!r}")
+    raise HmreproError(f"unknown optimizer {name!r}; choose adam or adamw")
 
 
-def autocast(device: torch.device, enabled: bool):
-    """bf16 autocast (no loss scaling needed) or nothing."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if enabled else nullcontext()
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast (no loss scaling needed) or nothing (fp32, the authors')."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+
+
+def fp32(outputs: Any) -> Any:
+    """Model outputs in float32 (a tensor, or a dict of tensors), for the loss and the metric."""
+    if isinstance(outputs, torch.Tensor):
+        return outputs.float()
+    if isinstance(outputs, dict):
+        return {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in outputs.items()}
+    return outputs
 
 
 @torch.no_grad()
@@ -210,9 +177,7 @@ def calibrate_batchnorm(backbone: torch.nn.Module, images: torch.Tensor, chunk: 
     return len(norms)
 
 
-def calibration_images(
-    bench, data_root, pool, shot: int, seed: int, img_size: int, n: int = CALIBRATION_IMAGES, preprocess: str = "hsnet"
-):
+def calibration_images(bench, data_root, pool, shot: int, seed: int, img_size: int, preprocess: str, n: int = CALIBRATION_IMAGES):
     """The query images of the first ``n`` episodes of epoch 0 (a pure function of the run's seed)."""
     episodes = training_episodes(pool, shot, seed, 0)[:n]
     dataset = EpisodeDataset(bench, data_root, episodes, img_size=img_size, preprocess=preprocess)
@@ -226,7 +191,7 @@ class TrainEpisodes(EpisodeDataset):
     and persistent workers keep working across epochs.
     """
 
-    def __init__(self, benchmark, data_root, img_size: int, transform, seed: int, preprocess: str = "hsnet"):
+    def __init__(self, benchmark, data_root, img_size: int, transform, seed: int, preprocess: str):
         super().__init__(benchmark, data_root, [], img_size=img_size, transform=transform, preprocess=preprocess)
         self.seed = seed
 
@@ -283,16 +248,22 @@ def _to(batch: dict, device: torch.device, channels_last: bool) -> dict:
     return out
 
 
+def forward_1shot(model, batch: dict):
+    """The 1-shot training/validation forward pass of any family: query, first support and its mask."""
+    return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0])
+
+
 class _StopFlag:
     """Set by SIGTERM/SIGINT; the loop saves a checkpoint at the next iteration boundary and stops."""
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum = signal.SIGINT
         self._previous: dict = {}
 
     def __enter__(self):
         def handler(signum, frame):
-            self.requested = True
+            self.requested, self.signum = True, signum
 
         try:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -306,130 +277,28 @@ class _StopFlag:
             signal.signal(sig, previous)
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Progress display
-# ---------------------------------------------------------------------------------------------------------------
+def freeze_gradientless(model, batch: dict) -> list[str]:
+    """Freeze the learnable parameters that one training step leaves without a gradient; returns their names.
 
-
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    from ..cli.common import console
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TextColumn("{task.fields[speed]}"),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not enabled,
-        transient=False,
-    )
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Validation
-# ---------------------------------------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def validate(model, loader, meter: FewShotMeter, d, amp: bool, channels_last: bool, on_batch=None) -> dict:
-    """1-shot forward + argmax on this process's validation episodes; counts summed over processes."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros(1, dtype=torch.float64)
-    start = time.perf_counter()
-    for batch in loader:
-        b = _to(batch, d.device, channels_last)
-        with autocast(d.device, amp):
-            logits = model(b["query_img"], b["support_imgs"][:, 0], b["support_masks"][:, 0])
-        logits = logits.float()
-        loss = model.compute_objective(logits, b["query_mask"])
-        loss_sum += loss.item() * logits.shape[0]
-        meter.update(logits.argmax(dim=1), b["query_mask"], b["class_id"], b["query_ignore"])
-        if on_batch is not None:
-            on_batch(logits.shape[0])
-    counts = torch.cat([meter.intersection.flatten(), meter.union.flatten(), torch.tensor([meter.episodes])]).to(d.device)
-    counts = distributed.all_reduce_sum(counts, d).cpu()
-    n = meter.intersection.numel()
-    meter.intersection.copy_(counts[:n].view_as(meter.intersection))
-    meter.union.copy_(counts[n : 2 * n].view_as(meter.union))
-    meter.episodes = int(counts[-1])
-    loss_sum = distributed.all_reduce_sum(loss_sum.to(d.device), d).cpu()
-    miou, fb_iou = meter.compute()
-    model.train(was_training)
-    seconds = time.perf_counter() - start
-    return {
-        "val_loss": float(loss_sum.item() / max(meter.episodes, 1)),
-        "val_miou": miou,
-        "val_fb_iou": fb_iou,
-        "val_episodes": meter.episodes,
-        "val_secs": seconds,
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class _EpochStats:
-    """Running training loss and mIoU of the current epoch (summable over processes, saved in checkpoints)."""
-
-    def __init__(self, nclass: int, class_ids: Sequence[int]):
-        self.meter = FewShotMeter(nclass, class_ids)
-        self.loss_sum = 0.0
-        self.count = 0
-
-    def reduced(self, d) -> dict:
-        m = self.meter
-        flat = torch.cat(
-            [m.intersection.flatten(), m.union.flatten(), torch.tensor([m.episodes, self.count])]
-        ).to(d.device)
-        flat = distributed.all_reduce_sum(flat, d).cpu()
-        loss = distributed.all_reduce_sum(torch.tensor([self.loss_sum], dtype=torch.float64, device=d.device), d).cpu()
-        n = m.intersection.numel()
-        return {
-            "intersection": flat[:n].view_as(m.intersection).clone(),
-            "union": flat[n : 2 * n].view_as(m.union).clone(),
-            "episodes": int(flat[-2]),
-            "count": int(flat[-1]),
-            "loss_sum": float(loss.item()),
-        }
-
-    def load(self, state: dict) -> None:
-        self.meter.intersection.copy_(state["intersection"])
-        self.meter.union.copy_(state["union"])
-        self.meter.episodes = int(state["episodes"])
-        self.count = int(state["count"])
-        self.loss_sum = float(state["loss_sum"])
-
-    @staticmethod
-    def summary(state: dict, meter_template: FewShotMeter) -> dict:
-        meter = FewShotMeter(meter_template.nclass, meter_template.eval_class_ids.tolist())
-        meter.intersection.copy_(state["intersection"])
-        meter.union.copy_(state["union"])
-        miou, fb = meter.compute()
-        return {"train_loss": state["loss_sum"] / max(state["count"], 1), "train_miou": miou, "train_fb_iou": fb}
-
-
-def _tensorboard(run_dir: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # tensorboard is optional
-        return None
-    return SummaryWriter(str(run_dir / runs.EVENTS))
+    They are parts of the authors' modules that the forward pass never uses (VAT's transformer ``norm`` layers,
+    ``proj_query_feat`` on COCO-20i). Under the authors' ``DataParallel`` they kept their initial values (Adam
+    skips a parameter without gradient); DDP instead fails at the second iteration. The probe runs on a copy of
+    the RNG state, so the run draws exactly what it would without it.
+    """
+    devices = [batch["query_img"].device] if batch["query_img"].is_cuda else []
+    buffers = [(b, b.clone()) for name, b in model.named_buffers() if not name.startswith(FROZEN_PREFIX)]
+    with torch.random.fork_rng(devices=devices):
+        loss = model.compute_objective(fp32(forward_1shot(model, batch)), batch)
+        loss.backward()
+    with torch.no_grad():
+        for live, saved in buffers:  # e.g. normalisation statistics a training-mode forward pass updated
+            live.copy_(saved)
+    names = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    for name, p in model.named_parameters():
+        if name in names:
+            p.requires_grad_(False)
+    model.zero_grad(set_to_none=True)
+    return names
 
 
 def learnable_state(model) -> dict:
@@ -447,15 +316,125 @@ def backbone_fingerprint(model) -> str:
     return h.hexdigest()
 
 
-def _save_last(run_dir: Path, model, optimizer, config: dict, progress_state: dict, fingerprint: str) -> None:
-    save_checkpoint(
-        run_dir / runs.LAST,
-        learnable_state(model),
-        model_name=config["model"],
-        backbone=config["backbone"],
-        metadata={"config": runs._jsonable(config), "kind": "resume", "backbone_sha256": fingerprint},
-        extra={"optimizer": optimizer.state_dict(), "rng": rng_state(), **progress_state},
-    )
+# ---------------------------------------------------------------------------------------------------------------
+# Epoch statistics
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class EpochStats:
+    """Running training loss and mIoU of the current epoch (summable over processes, saved in checkpoints)."""
+
+    def __init__(self, nclass: int, class_ids: Sequence[int]):
+        self.meter = FewShotMeter(nclass, class_ids)
+        self.loss_sum = 0.0
+        self.count = 0
+
+    def add(self, loss: float, logits: torch.Tensor, batch: dict) -> None:
+        n = logits.shape[0]
+        self.loss_sum += loss * n
+        self.count += n
+        self.meter.update(logits.detach().argmax(dim=1), batch["query_mask"], batch["class_id"], batch["query_ignore"])
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss_sum / max(self.count, 1)
+
+    def reduced(self, d: distributed.Dist) -> dict:
+        """The counts of every process together, as a checkpointable dict (this process's stay as they are)."""
+        meter = self.meter.copy()
+        meter.all_reduce(lambda t: distributed.all_reduce_sum(t.to(d.device), d).cpu())
+        totals = torch.tensor([float(self.count), self.loss_sum], dtype=torch.float64)
+        totals = distributed.all_reduce_sum(totals.to(d.device), d).cpu()
+        return {**meter.state_dict(), "count": int(totals[0]), "loss_sum": float(totals[1])}
+
+    def load(self, state: dict) -> None:
+        self.meter.load_state_dict(state)
+        self.count = int(state["count"])
+        self.loss_sum = float(state["loss_sum"])
+
+    def summary(self, state: dict) -> dict:
+        meter = self.meter.copy()
+        meter.load_state_dict(state)
+        miou, fb = meter.compute()
+        return {"train_loss": state["loss_sum"] / max(state["count"], 1), "train_miou": miou, "train_fb_iou": fb}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The run
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunState:
+    """What a resumed run must get back (saved in ``last.pt``)."""
+
+    epoch: int = 0
+    step: int = 0  # iterations done within the epoch
+    global_iter: int = 0
+    best_miou: float = -1.0
+    best_epoch: int = -1
+    history: list = field(default_factory=list)
+    epoch_stats: dict | None = None
+    done: bool = False
+    early_stopped: bool = False
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Run:
+    """A training run set up and ready to step: configuration, data, model, optimizer, state."""
+
+    config: TrainConfig
+    d: distributed.Dist
+    run_dir: Path
+    bench: Any
+    splits: SplitFolder
+    pool: Any
+    train_loader: DataLoader
+    sampler: EpochBatches
+    val_loader: DataLoader
+    val_total: int
+    model: torch.nn.Module
+    ddp_model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    fingerprint: str
+    state: RunState
+    channels_last: bool
+
+    @property
+    def main(self) -> bool:
+        return self.d.is_main
+
+    def train_class_meter_args(self) -> tuple[int, list[int]]:
+        return self.bench.num_classes(self.splits), self.bench.class_ids(self.config.fold, "trn", self.splits)
+
+    def save_last(self, epoch_stats: dict | None) -> None:
+        cfg = self.config
+        save_checkpoint(
+            self.run_dir / runs.LAST, learnable_state(self.model), model_name=cfg.model, backbone=cfg.backbone,
+            metadata={"config": self.saved_config(), "kind": "resume", "backbone_sha256": self.fingerprint},
+            extra={"optimizer": self.optimizer.state_dict(), "rng": rng_state(), **self.state.as_dict(), "epoch_stats": epoch_stats},
+        )  # fmt: skip
+
+    def saved_config(self) -> dict:
+        return {**self.config.as_dict(), "world_size": self.d.world_size}
+
+
+def _run_folder(cfg: TrainConfig, d: distributed.Dist, resume: bool) -> Path:
+    run_dir = Path(cfg.out) if cfg.out else runs.default_run_dir(cfg.model, cfg.backbone, cfg.benchmark, cfg.fold)
+    run_dir = Path(distributed.broadcast_object(str(run_dir), d))
+    if d.is_main:
+        if not resume and run_dir.exists() and any(run_dir.iterdir()):
+            raise HmreproError(
+                f"run folder {run_dir} already exists and is not empty; continue it with "
+                f"`hmrepro train --resume {run_dir}` or choose another --out"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for stale in run_dir.glob(".*.tmp"):  # partial writes of a killed run
+            stale.unlink(missing_ok=True)
+    return run_dir
 
 
 def _load_last(path: Path, model, optimizer, fingerprint: str):
@@ -473,251 +452,257 @@ def _load_last(path: Path, model, optimizer, fingerprint: str):
     return ckpt
 
 
-def train(
-    config: dict,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> Path:
-    """Train as ``config`` says (see :func:`build_config`); returns the run folder.
-
-    With ``resume`` the run continues from ``config['out']/last.pt`` (from scratch if no checkpoint was written).
-    Under ``torchrun`` every process calls this; only rank 0 writes files and shows progress.
-    """
+def _build_model(cfg: TrainConfig, bench, data_root: Path, pool, progress: Progress):
     from .. import create_model
 
-    d = distributed.setup(config.get("device"))
-    try:
-        return _train(config, d, resume=resume, progress=progress, log=log, create_model=create_model)
-    finally:
-        distributed.teardown()
-
-
-def _train(config: dict, d, *, resume: bool, progress: bool, log, create_model) -> Path:
-    config = dict(config)
-    main = d.is_main
-    log = log if (log is not None and main) else (lambda msg: None)
-    amp = bool(config["amp"]) if config.get("amp") is not None else d.device.type == "cuda"
-    workers = int(config["workers"]) if config.get("workers") is not None else default_workers()
-    config.update(amp=amp, workers=workers, device=d.device.type, world_size=d.world_size)
-    if config.get("calibrate_bn") is None:
-        config["calibrate_bn"] = not bool(config["pretrained"])
-    channels_last = d.device.type == "cuda"
-
-    set_deterministic(bool(config["deterministic"]), d.device)
-    seed = int(config["seed"])
-    seed_everything(seed)
-
-    # -- data -------------------------------------------------------------------------------------------------
-    bench = get_benchmark(config["benchmark"])
-    splits = SplitFolder(config.get("splits"))
-    data_root = resolve_data_root(config.get("data_root"))
-    fold, shot, bsz = int(config["fold"]), int(config["shot"]), int(config["bsz"])
-    pool = bench.pool(splits, "trn", fold)
-    nclass = bench.num_classes(splits)
-    trn_classes = bench.class_ids(fold, "trn", splits)
-    val_episodes = test_episodes(config["benchmark"], fold, 1, protocol=config["protocol"], split="val", splits=splits)
-    if int(config.get("val_episodes") or 0) > 0:
-        val_episodes = val_episodes[: int(config["val_episodes"])]
-    img_size = int(config["img_size"])
-    preprocess = preprocess_of(config)  # runs saved before the key existed: 'hsnet'
-    train_tf = train_transform(config["augment"], preprocess, img_size)
-    train_set = TrainEpisodes(bench, data_root, img_size, train_tf, seed, preprocess=preprocess)
-    sampler = EpochBatches()
-    train_loader = _loader(train_set, d, workers, batch_sampler=sampler)
-    val_set = EpisodeDataset(bench, data_root, distributed.shard(val_episodes, d.rank, d.world_size), img_size, preprocess=preprocess)
-    val_loader = _loader(val_set, d, workers, batch_size=int(config["val_bsz"]), shuffle=False)
-    # fail early (and only once) when the data is not there
-    if main:
-        EpisodeDataset(bench, data_root, val_episodes[:1], img_size, preprocess=preprocess)[0]
-
-    run_dir = Path(config["out"]) if config.get("out") else runs.default_run_dir(
-        config["model"], config["backbone"], config["benchmark"], config["fold"]
-    )
-    run_dir = Path(distributed.broadcast_object(str(run_dir), d))
-    config["out"] = str(run_dir)
-    if main:
-        if not resume and run_dir.exists() and any(run_dir.iterdir()):
-            raise HmreproError(
-                f"run folder {run_dir} already exists and is not empty; continue it with "
-                f"`hmrepro train --resume {run_dir}` or choose another --out"
-            )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        for stale in run_dir.glob(".*.tmp"):  # partial writes of a killed run
-            stale.unlink(missing_ok=True)
-        runs.write_config(run_dir, config)
-    distributed.barrier(d)
-
-    # -- model and optimizer ----------------------------------------------------------------------------------
-    torch.manual_seed(seed)  # random-init backbones/learners depend on the seed only
-    model = create_model(
-        config["model"], backbone=config["backbone"], pretrained=bool(config["pretrained"]), benchmark=config["benchmark"]
-    )
-    if config["calibrate_bn"]:
-        images = calibration_images(bench, data_root, pool, shot, seed, img_size, preprocess=preprocess)
+    torch.manual_seed(cfg.seed)  # random-init backbones/learners depend on the seed only
+    model = create_model(cfg.model, backbone=cfg.backbone, pretrained=cfg.pretrained, benchmark=cfg.benchmark)
+    if cfg.calibrate_bn:
+        images = calibration_images(bench, data_root, pool, cfg.shot, cfg.seed, cfg.img_size, cfg.preprocess)
         touched = calibrate_batchnorm(model.backbone, images)
-        log(f"random backbone: BatchNorm statistics of {touched} layers estimated on {len(images)} training images")
-    model.to(d.device)
+        progress.log(f"random backbone: BatchNorm statistics of {touched} layers estimated on {len(images)} training images")
+    return model
+
+
+def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progress: Progress) -> Run:
+    """Everything before the first step: data, run folder, model, optimizer, and the resumed state."""
+    cfg = config.derived(d.device.type)
+    set_numerics(cfg.deterministic, cfg.tf32, d.device)
+    seed_everything(cfg.seed)
+
+    bench = get_benchmark(cfg.benchmark)
+    splits = SplitFolder(cfg.splits)
+    data_root = resolve_data_root(cfg.data_root)
+    pool = bench.pool(splits, "trn", cfg.fold)
+    val_episodes = test_episodes(cfg.benchmark, cfg.fold, 1, protocol=cfg.protocol, split="val", splits=splits)
+    if cfg.val_episodes > 0:
+        val_episodes = val_episodes[: cfg.val_episodes]
+    train_tf = train_transform(cfg.augment, cfg.preprocess, cfg.img_size)
+    train_set = TrainEpisodes(bench, data_root, cfg.img_size, train_tf, cfg.seed, preprocess=cfg.preprocess)
+    sampler = EpochBatches()
+    train_loader = _loader(train_set, d, cfg.workers, batch_sampler=sampler)
+    val_set = EpisodeDataset(
+        bench, data_root, distributed.shard(val_episodes, d.rank, d.world_size), img_size=cfg.img_size, preprocess=cfg.preprocess
+    )
+    val_loader = _loader(val_set, d, cfg.workers, batch_size=cfg.val_bsz, shuffle=False)
+    probe = _to(default_collate([val_set[0]]), d.device, False)  # also fails early when the data is not there
+
+    run_dir = _run_folder(cfg, d, resume)
+    cfg = replace(cfg, out=str(run_dir))
+
+    channels_last = d.device.type == "cuda"
+    model = _build_model(cfg, bench, data_root, pool, progress).to(d.device)
     if channels_last:
         model.backbone.to(memory_format=torch.channels_last)
+    model.train()
+    frozen = freeze_gradientless(model, probe)
+    if frozen:
+        progress.log(
+            f"{len(frozen)} parameter tensors never receive a gradient ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}): "
+            "kept at their initial values, as under the authors' DataParallel"
+        )
     fingerprint = backbone_fingerprint(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(config["optimizer"], params, float(config["lr"]), float(config["weight_decay"]))
+    optimizer = build_optimizer(cfg.optimizer, params, float(cfg.lr), float(cfg.weight_decay))
 
-    state = {
-        "epoch": 0, "step": 0, "global_iter": 0, "best_miou": -1.0, "best_epoch": -1,
-        "history": [], "epoch_stats": None, "done": False, "early_stopped": False,
-    }  # fmt: skip
+    state = RunState()
     last = run_dir / runs.LAST
     if resume and last.is_file():
         ckpt = _load_last(last, model, optimizer, fingerprint)
-        for key in state:
-            if key in ckpt.extra:
-                state[key] = ckpt.extra[key]
+        state = RunState(**{k: ckpt.extra[k] for k in RunState.__dataclass_fields__ if k in ckpt.extra})
         set_rng_state(ckpt.extra["rng"])
-        log(f"resuming {run_dir} at epoch {state['epoch']}, iteration {state['step']} of the epoch")
+        progress.log(f"resuming {run_dir} at epoch {state.epoch}, iteration {state.step} of the epoch")
     elif resume:
-        log(f"{run_dir} has no checkpoint yet: starting from the beginning")
-    if state["done"] and int(config["epochs"]) > state["epoch"] and not state.get("early_stopped"):
-        state["done"] = False
+        progress.log(f"{run_dir} has no checkpoint yet: starting from the beginning")
+    if state.done and cfg.epochs > state.epoch and not state.early_stopped:
+        state.done = False
 
     ddp_model = model
     if d.enabled:
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[d.device.index] if d.device.type == "cuda" else None, broadcast_buffers=False
         )
+    run = Run(
+        cfg, d, run_dir, bench, splits, pool, train_loader, sampler, val_loader, len(val_episodes), model, ddp_model,
+        optimizer, fingerprint, state, channels_last,
+    )  # fmt: skip
+    if d.is_main:
+        runs.write_config(run_dir, run.saved_config())
+    distributed.barrier(d)
+    return run
 
-    info = runs.start_session(run_dir, d.device, d.world_size, resumed=resume) if main else None
-    session_start = time.perf_counter()
-    writer = _tensorboard(run_dir) if main else None
-    epochs = int(config["epochs"])
-    patience = int(config.get("patience") or 0)
-    every = int(config.get("checkpoint_every") or 0)
-    status = "finished"
 
-    def progress_state(stats: _EpochStats | None) -> dict:
-        return {**state, "epoch_stats": stats.reduced(d) if stats is not None else None}
+class _Session:
+    """The wall-clock bookkeeping of ``run.json`` (rank 0 only)."""
 
-    model.train()
-    with _StopFlag() as stop, _progress(progress and main) as bar:
-        epoch_task = bar.add_task("epochs", total=epochs, completed=state["epoch"], info="", speed="")
-        while state["epoch"] < epochs and not state["done"]:
-            epoch = state["epoch"]
-            episodes = training_episodes(pool, shot, seed, epoch)
-            batches = global_batches(len(episodes), bsz, d.world_size)
-            if not batches:
-                raise HmreproError(f"the training split has {len(episodes)} episodes: fewer than the {d.world_size} processes")
-            start_step = int(state["step"])
-            sampler.batches = [
-                [(epoch, i, episodes[i]) for i in distributed.shard(list(b), d.rank, d.world_size)] for b in batches[start_step:]
-            ]
-            stats = _EpochStats(nclass, trn_classes)
-            if state["epoch_stats"] is not None and start_step > 0 and main:
-                stats.load(state["epoch_stats"])
-            task = bar.add_task(
-                f"epoch {epoch}", total=batches[-1].stop, completed=batches[start_step].start, info="", speed=""
+    def __init__(self, run: Run, resumed: bool) -> None:
+        self.run = run
+        self.start = time.perf_counter()
+        self.info = runs.start_session(run.run_dir, run.d.device, run.d.world_size, resumed=resumed) if run.main else None
+
+    def update(self, status: str | None = None) -> None:
+        if self.run.main:
+            runs.update_session(self.run.run_dir, self.info, time.perf_counter() - self.start, status=status)
+
+
+def _stop_requested(stop: _StopFlag, d: distributed.Dist) -> bool:
+    """Whether any process got a stop signal (every process stops at the same iteration)."""
+    flag = torch.tensor([float(stop.requested)], device=d.device)
+    return bool(distributed.all_reduce_sum(flag, d).item() > 0)
+
+
+def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress) -> tuple[EpochStats, float, int]:
+    """The rest of the current epoch; returns its statistics, seconds and episodes seen (all processes)."""
+    cfg, d, state = run.config, run.d, run.state
+    epoch = state.epoch
+    episodes = training_episodes(run.pool, cfg.shot, cfg.seed, epoch)
+    batches = global_batches(len(episodes), cfg.bsz, d.world_size)
+    if not batches:
+        raise HmreproError(f"the training split has {len(episodes)} episodes: fewer than the {d.world_size} processes")
+    start_step = state.step
+    run.sampler.batches = [
+        [(epoch, i, episodes[i]) for i in distributed.shard(list(b), d.rank, d.world_size)] for b in batches[start_step:]
+    ]
+    stats = EpochStats(*run.train_class_meter_args())
+    if state.epoch_stats is not None and start_step > 0 and run.main:
+        stats.load(state.epoch_stats)  # the summed counts live on rank 0 only, so the next sum is right
+    task = progress.start(f"epoch {epoch}", total=batches[-1].stop, completed=batches[start_step].start)
+    every = cfg.checkpoint_every
+    t0, seen = time.perf_counter(), 0
+    for step, batch in enumerate(run.train_loader, start=start_step):
+        # randomness inside the model (VAT's dropout) is a pure function of (seed, rank, iteration), so a resumed
+        # run draws what an uninterrupted one does, whatever the number of processes
+        torch.manual_seed(iteration_seed(cfg.seed, d.rank, state.global_iter))
+        b = _to(batch, d.device, run.channels_last)
+        n_local, n_global = b["query_img"].shape[0], len(batches[step])
+        with autocast(d.device, cfg.bf16):
+            outputs = forward_1shot(run.ddp_model, b)
+        outputs = fp32(outputs)
+        loss = run.model.compute_objective(outputs, b)
+        scale = distributed.loss_scale(n_local, n_global, d.world_size)
+        run.optimizer.zero_grad(set_to_none=True)
+        (loss * scale if scale != 1.0 else loss).backward()
+        run.optimizer.step()
+
+        stats.add(loss.item(), logits_of(outputs), b)
+        state.step, state.global_iter = step + 1, state.global_iter + 1
+        seen += n_global
+        speed = seen / max(time.perf_counter() - t0, 1e-9)
+        progress.advance(task, n_global, info=f"loss {stats.mean_loss:.4f} mIoU {stats.meter.compute()[0]:5.1f} {speed:.1f} ep/s")
+
+        stop_now = _stop_requested(stop, d)
+        mid_epoch = state.step < len(batches)
+        if mid_epoch and (stop_now or (every > 0 and state.global_iter % every == 0)):
+            snapshot = stats.reduced(d)
+            if run.main:
+                run.save_last(snapshot)
+                session.update()
+        if stop_now:
+            session.update(status="interrupted")
+            raise TrainingInterrupted(
+                f"stopped at epoch {epoch}, iteration {state.step}; checkpoint saved. "
+                f"Continue with `hmrepro train --resume {run.run_dir}`",
+                signum=stop.signum,
             )
-            t0, seen = time.perf_counter(), 0
-            for step, batch in enumerate(train_loader, start=start_step):
-                # randomness inside the model (VAT's dropout) is a pure function of (seed, rank, iteration), so a
-                # resumed run draws what an uninterrupted one does, whatever the number of processes
-                torch.manual_seed(iteration_seed(seed, d.rank, state["global_iter"]))
-                b = _to(batch, d.device, channels_last)
-                n_local, n_global = b["query_img"].shape[0], len(batches[step])
-                with autocast(d.device, amp):
-                    logits = ddp_model(b["query_img"], b["support_imgs"][:, 0], b["support_masks"][:, 0])
-                logits = logits.float()
-                loss = model.compute_objective(logits, b["query_mask"])
-                scale = distributed.loss_scale(n_local, n_global, d.world_size)
-                optimizer.zero_grad(set_to_none=True)
-                (loss * scale if scale != 1.0 else loss).backward()
-                optimizer.step()
+    progress.finish(task)
+    return stats, time.perf_counter() - t0, seen
 
-                stats.loss_sum += loss.item() * n_local
-                stats.count += n_local
-                stats.meter.update(logits.detach().argmax(dim=1), b["query_mask"], b["class_id"], b["query_ignore"])
-                state["step"] = step + 1
-                state["global_iter"] += 1
-                seen += n_global
-                if main:
-                    elapsed = time.perf_counter() - t0
-                    miou = stats.meter.compute()[0]
-                    bar.update(
-                        task, advance=n_global,
-                        info=f"loss {stats.loss_sum / max(stats.count, 1):.4f} mIoU {miou:5.1f}",
-                        speed=f"{seen / max(elapsed, 1e-9):.1f} ep/s",
-                    )  # fmt: skip
 
-                stop_now = stop.requested
-                if d.enabled:
-                    flag = distributed.all_reduce_sum(torch.tensor([float(stop_now)], device=d.device), d)
-                    stop_now = bool(flag.item() > 0)
-                mid_epoch = state["step"] < len(batches)
-                if mid_epoch and (stop_now or (every > 0 and state["global_iter"] % every == 0)):
-                    snapshot = progress_state(stats)
-                    if main:
-                        _save_last(run_dir, model, optimizer, config, snapshot, fingerprint)
-                        runs.update_session(run_dir, info, time.perf_counter() - session_start)
-                if stop_now:
-                    if main:
-                        runs.update_session(run_dir, info, time.perf_counter() - session_start, status="interrupted")
-                    raise TrainingInterrupted(
-                        f"stopped at epoch {epoch}, iteration {state['step']}; checkpoint saved. "
-                        f"Continue with `hmrepro train --resume {run_dir}`"
-                    )
-            train_secs = time.perf_counter() - t0
-            bar.remove_task(task)
+@torch.no_grad()
+def validate_epoch(run: Run, progress: Progress) -> dict:
+    """1-shot forward + argmax on this process's validation episodes; counts summed over processes."""
+    model, d = run.model, run.d
+    meter = FewShotMeter(run.bench.num_classes(run.splits), run.bench.class_ids(run.config.fold, "val", run.splits))
+    task = progress.start(f"validate {run.state.epoch}", total=run.val_total)
+    model.eval()
+    loss_sum = torch.zeros(1, dtype=torch.float64)
+    start = time.perf_counter()
+    for batch in run.val_loader:
+        b = _to(batch, d.device, run.channels_last)
+        with autocast(d.device, run.config.bf16):
+            outputs = forward_1shot(model, b)
+        outputs = fp32(outputs)
+        logits = logits_of(outputs)
+        loss_sum += model.compute_objective(outputs, b).item() * logits.shape[0]
+        meter.update(logits.argmax(dim=1), b["query_mask"], b["class_id"], b["query_ignore"])
+        progress.advance(task, logits.shape[0] * d.world_size)
+    meter.all_reduce(lambda t: distributed.all_reduce_sum(t.to(d.device), d).cpu())
+    loss_sum = distributed.all_reduce_sum(loss_sum.to(d.device), d).cpu()
+    miou, fb_iou = meter.compute()
+    model.train()
+    progress.finish(task)
+    seconds = time.perf_counter() - start
+    return {
+        "val_loss": float(loss_sum.item() / max(meter.episodes, 1)),
+        "val_miou": miou,
+        "val_fb_iou": fb_iou,
+        "val_episodes": meter.episodes,
+        "val_secs": seconds,
+        "val_episodes_per_s": meter.episodes / max(seconds, 1e-9),
+    }
 
-            # -- end of epoch: validate, keep the best, checkpoint ------------------------------------------------
-            reduced = stats.reduced(d)
-            row = {"epoch": epoch, "iterations": state["global_iter"], "lr": optimizer.param_groups[0]["lr"]}
-            row.update(_EpochStats.summary(reduced, stats.meter))
-            row.update(train_secs=train_secs, train_episodes_per_s=seen / max(train_secs, 1e-9))
-            val_task = bar.add_task(f"validate {epoch}", total=len(val_episodes), info="", speed="")
-            row.update(
-                validate(
-                    model, val_loader, FewShotMeter(nclass, bench.class_ids(fold, "val", splits)), d, amp, channels_last,
-                    on_batch=lambda n: bar.update(val_task, advance=n * d.world_size),
-                )
+
+def finish_epoch(run: Run, row: dict, session: _Session, progress: Progress) -> None:
+    """Keep the best weights, checkpoint, write the training curve; decide whether to stop."""
+    cfg, state = run.config, run.state
+    epoch = state.epoch
+    improved = row["val_miou"] > state.best_miou
+    if improved:
+        state.best_miou, state.best_epoch = row["val_miou"], epoch
+    row.update(best_val_miou=state.best_miou, best_epoch=state.best_epoch, is_best=improved)
+    state.history.append(row)
+    state.epoch, state.step = epoch + 1, 0
+    if cfg.patience and epoch - state.best_epoch >= cfg.patience:
+        state.done, state.early_stopped = True, True
+    if state.epoch >= cfg.epochs:
+        state.done = True
+    if run.main:
+        if improved:
+            save_checkpoint(
+                run.run_dir / runs.BEST, run.model, model_name=cfg.model, backbone=cfg.backbone,
+                metadata={"config": run.saved_config(), "epoch": epoch, "val_miou": row["val_miou"],
+                          "val_fb_iou": row["val_fb_iou"], "kind": "best"},
             )  # fmt: skip
-            bar.remove_task(val_task)
-            row["val_episodes_per_s"] = row["val_episodes"] / max(row["val_secs"], 1e-9)
-            row["replica_max_abs_diff"] = distributed.max_replica_difference(model, d)
-            improved = row["val_miou"] > state["best_miou"]
-            if improved:
-                state["best_miou"], state["best_epoch"] = row["val_miou"], epoch
-            row.update(best_val_miou=state["best_miou"], best_epoch=state["best_epoch"], is_best=improved)
-            state["history"].append(row)
-            state["epoch"], state["step"] = epoch + 1, 0
-            if patience and epoch - state["best_epoch"] >= patience:
-                state["done"], state["early_stopped"], status = True, True, "early-stopped"
-            if state["epoch"] >= epochs:
-                state["done"] = True
-            if main:
-                if improved:
-                    save_checkpoint(
-                        run_dir / runs.BEST, model, model_name=config["model"], backbone=config["backbone"],
-                        metadata={"config": runs._jsonable(config), "epoch": epoch, "val_miou": row["val_miou"],
-                                  "val_fb_iou": row["val_fb_iou"], "kind": "best"},
-                    )  # fmt: skip
-                _save_last(run_dir, model, optimizer, config, progress_state(None), fingerprint)
-                runs.write_metrics(run_dir, state["history"])
-                runs.update_session(run_dir, info, time.perf_counter() - session_start)
-                if writer is not None:
-                    for key in ("train_loss", "train_miou", "val_loss", "val_miou", "val_fb_iou", "train_episodes_per_s"):
-                        writer.add_scalar(key, row[key], epoch)
-                    writer.flush()
-                log(
-                    f"epoch {epoch}: loss {row['train_loss']:.4f}, train mIoU {row['train_miou']:.1f}, "
-                    f"val mIoU {row['val_miou']:.1f} (FB-IoU {row['val_fb_iou']:.1f}), best {state['best_miou']:.1f} "
-                    f"@ {state['best_epoch']}, {row['train_episodes_per_s']:.1f} train ep/s"
-                )
-            bar.update(epoch_task, completed=state["epoch"])
-            distributed.barrier(d)
+        run.save_last(None)
+        runs.write_metrics(run.run_dir, state.history)
+        session.update()
+        progress.log(
+            f"epoch {epoch}: loss {row['train_loss']:.4f}, train mIoU {row['train_miou']:.1f}, "
+            f"val mIoU {row['val_miou']:.1f} (FB-IoU {row['val_fb_iou']:.1f}), best {state.best_miou:.1f} "
+            f"@ {state.best_epoch}, {row['train_episodes_per_s']:.1f} train ep/s"
+        )
+    distributed.barrier(run.d)
 
-    if main:
-        if writer is not None:
-            writer.close()
-        runs.update_session(run_dir, info, time.perf_counter() - session_start, status=status)
-    return run_dir
+
+def train(config: TrainConfig, *, resume: bool = False, progress: Progress | None = None) -> Path:
+    """Train as ``config`` says (see :func:`~hmrepro.engine.train_config.build_config`); returns the run folder.
+
+    With ``resume`` the run continues from ``config.out/last.pt`` (from scratch if no checkpoint was written).
+    Under ``torchrun`` every process calls this; only rank 0 writes files and reports progress.
+    """
+    d = distributed.setup(config.device)
+    try:
+        reporter = (progress or Silent()) if d.is_main else Silent()
+        run = setup_run(config, d, resume=resume, progress=reporter)
+        _train_loop(run, reporter, resumed=resume)
+        return run.run_dir
+    finally:
+        distributed.teardown()
+
+
+def _train_loop(run: Run, progress: Progress, resumed: bool) -> None:
+    state, cfg = run.state, run.config
+    session = _Session(run, resumed)
+    run.model.train()
+    epochs_task = progress.start("epochs", total=cfg.epochs, completed=state.epoch)
+    with _StopFlag() as stop:
+        while state.epoch < cfg.epochs and not state.done:
+            stats, train_secs, seen = train_epoch(run, stop, session, progress)
+            row = {"epoch": state.epoch, "iterations": state.global_iter, "lr": run.optimizer.param_groups[0]["lr"]}
+            row.update(stats.summary(stats.reduced(run.d)))
+            row.update(train_secs=train_secs, train_episodes_per_s=seen / max(train_secs, 1e-9))
+            row.update(validate_epoch(run, progress))
+            row["replica_max_abs_diff"] = distributed.max_replica_difference(run.model, run.d)
+            finish_epoch(run, row, session, progress)
+            progress.advance(epochs_task, 1)
+    session.update(status="early-stopped" if state.early_stopped else "finished")

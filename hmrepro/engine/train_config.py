@@ -1,0 +1,149 @@
+"""The typed, frozen configuration of a training run: the recipe's values, the user's overrides, derived values.
+
+:func:`build_config` merges the model's recipe (``recipes/*.toml``, :mod:`hmrepro.engine.recipes`) with the
+command-line overrides; :meth:`TrainConfig.derived` fills in what depends on the machine (worker count, BatchNorm
+calibration, the device). The run saves ``asdict(config)`` as ``config.json``; :func:`resume_config` reads it back
+and applies the few overrides a resumed run may change.
+
+Defaults are the authors' (``shared/specs``): fp32 training and validation (``precision='bf16'`` only when
+asked), no TF32, the recipe's epochs (HSNet, HSNet-HM and ASNet: the authors' 2000; VAT: its released configs'
+300 / 400) with the best validation mIoU kept, and no early stopping unless ``patience`` is set.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Mapping
+
+from ..errors import HmreproError
+from .recipes import resolve as resolve_recipe
+
+__all__ = ["PRECISIONS", "RESUMABLE_CHANGES", "TrainConfig", "build_config", "config_from_saved", "resume_config"]
+
+PRECISIONS = ("fp32", "bf16")
+# what --resume may change; anything else must match the saved configuration
+RESUMABLE_CHANGES = ("epochs", "patience", "workers", "device", "checkpoint_every", "precision", "tf32", "data_root", "splits")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (saved as ``config.json``)."""
+
+    model: str
+    benchmark: str
+    fold: int
+    # the recipe (hmrepro.engine.recipes)
+    optimizer: str
+    lr: float
+    weight_decay: float
+    bsz: int  # global batch, all processes together
+    img_size: int
+    augment: str
+    epochs: int
+    patience: int  # epochs without a better val mIoU before stopping (0: never, the authors')
+    val_episodes: int  # 0: the benchmark's fixed validation episodes (the authors')
+    val_bsz: int
+    eval_bsz: int
+    shot: int
+    protocol: str
+    preprocess: str
+    recipe: str = ""
+    # the run
+    backbone: str = "resnet50"
+    pretrained: bool = True
+    calibrate_bn: bool | None = None  # None: on for random (not pretrained) backbones
+    workers: int | None = None  # None: min(4, CPU cores - 1)
+    seed: int = 0
+    deterministic: bool = False
+    precision: str = "fp32"  # 'fp32' (the authors') or 'bf16' autocast
+    tf32: bool = False  # TF32 matmuls/convolutions on CUDA (changes numbers; off as the authors)
+    checkpoint_every: int = 500
+    device: str | None = None  # None: CUDA if available
+    data_root: str | None = None
+    splits: str | None = None
+    out: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise HmreproError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)} (use --amp bf16 or --amp fp32)")
+
+    @property
+    def bf16(self) -> bool:
+        return self.precision == "bf16"
+
+    def derived(self, device_type: str) -> "TrainConfig":
+        """The configuration with the machine-dependent defaults filled in."""
+        workers = self.workers if self.workers is not None else default_workers()
+        calibrate = self.calibrate_bn if self.calibrate_bn is not None else not self.pretrained
+        return replace(self, workers=int(workers), calibrate_bn=bool(calibrate), device=self.device or device_type)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FIELDS = tuple(f.name for f in fields(TrainConfig))
+
+
+def default_workers() -> int:
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def _from_values(values: Mapping[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from merged values; keys that are no field (recipe metadata) are dropped."""
+    return TrainConfig(**{k: v for k, v in values.items() if k in FIELDS})
+
+
+def _check_overrides(overrides: Mapping[str, Any]) -> None:
+    unknown = sorted(set(overrides) - set(FIELDS))
+    if unknown:
+        raise HmreproError(f"unknown training setting(s) {', '.join(unknown)}; known: {', '.join(FIELDS)}")
+
+
+def build_config(model: str, benchmark: str, fold: int, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Recipe values for (model, benchmark) overridden by ``overrides`` (``None`` values ignored)."""
+    from ..data.benchmarks import get_benchmark
+    from ..models.registry import list_models
+
+    if model not in list_models():
+        raise HmreproError(f"unknown model {model!r}; choose one of {', '.join(list_models())}")
+    get_benchmark(benchmark)
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    _check_overrides(given)
+    values = resolve_recipe(model, benchmark, {**given, "model": model, "benchmark": benchmark, "fold": int(fold)})
+    if benchmark == "fss" and int(fold) != 0:
+        raise HmreproError("FSS-1000 has a single split: use --fold 0")
+    if benchmark == "fss" and values["protocol"] == "asnet":
+        raise HmreproError(f"{model} cannot train on FSS-1000: the authors' ASNet code has no FSS-1000 episodes")
+    return _from_values(values)
+
+
+def config_from_saved(saved: Mapping[str, Any]) -> TrainConfig:
+    """The configuration a run saved, also from runs written before ``precision`` existed (``amp``: bool)."""
+    values = dict(saved)
+    if "precision" not in values:
+        values["precision"] = "bf16" if values.get("amp") else "fp32"
+    values.setdefault("tf32", False)
+    values.setdefault("preprocess", "hsnet")
+    return _from_values(values)
+
+
+def resume_config(run_dir, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """The saved configuration of ``run_dir`` with the allowed ``overrides`` applied; others must match."""
+    from pathlib import Path
+
+    from . import runs
+
+    saved = config_from_saved(runs.read_config(Path(run_dir)))
+    changes = {}
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key in RESUMABLE_CHANGES:
+            changes[key] = value
+        elif str(getattr(saved, key, None)) != str(value):
+            raise HmreproError(
+                f"--resume {run_dir}: the run was started with {key}={getattr(saved, key, None)!r}; it cannot continue "
+                f"with {key}={value!r} (only {', '.join(RESUMABLE_CHANGES)} may change). Start a new run instead."
+            )
+    return replace(saved, **changes, out=str(Path(run_dir)))
