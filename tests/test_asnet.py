@@ -23,9 +23,9 @@ from hmrepro.models.attentive_squeeze import (
     squeeze_attention,
     squeeze_attention_reference,
 )
+from hmrepro.models.cards import card_of
 from hmrepro.models.hsnet import kshot_vote
 from hmrepro.models.masking import get_masking_mode, mask_features, mask_image
-from hmrepro.models.registry import ASNET_MASKING_BY_NAME
 from hmrepro.models.testing import fill_params
 
 SIZE = 400
@@ -52,15 +52,16 @@ def model():
 
 
 def test_registry_names_and_masking_modes():
-    assert set(ASNET_MASKING_BY_NAME) <= set(hmrepro.list_models())
-    assert ASNET_MASKING_BY_NAME == {
+    masking_by_name = dict(card_of("asnet").variants)
+    assert set(masking_by_name) <= set(hmrepro.list_models())
+    assert masking_by_name == {
         "asnet": "none",  # the baseline masks no support features: the mask only masks attention keys
         "asnet-im": "im",
         "asnet-hm": "hm",
         "asnet-hm-add": "hm-add",
         "asnet-hm-reverse": "hm-reverse",
     }
-    for name, mode in ASNET_MASKING_BY_NAME.items():
+    for name, mode in masking_by_name.items():
         built = hmrepro.create_model(name, backbone="resnet50", pretrained=False)
         assert isinstance(built, ASNet) and built.masking.name == mode
     with pytest.raises(ValueError, match="backbones"):
@@ -209,7 +210,7 @@ def test_training_step_changes_only_the_learner():
     query, supports, masks, query_mask = _episode(size=393)
     logits = model(3.0 * query + 1.0, supports[:, 0], masks[:, 0])  # would move BN statistics in train mode
     assert tuple(logits.shape) == (1, 2, 393, 393)
-    loss = model.compute_objective(logits, query_mask)
+    loss = model.compute_objective(logits, {"query_mask": query_mask})
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

@@ -70,7 +70,7 @@ def parity_run(request):
     del model.query_taps, model.support_taps  # back to the class methods
 
     with torch.no_grad():
-        loss = model.compute_objective(logits, inputs["query_mask"])
+        loss = model.compute_objective(logits, inputs)
         votes = model.predict_nshot(query, supports, masks)
     return {
         "expected": expected,

@@ -70,7 +70,7 @@ def test_training_step_changes_only_the_learner(hm_model):
     query, supports, masks, query_mask = _episode()
     # A very different input distribution: would move BatchNorm running statistics if BN were in train mode.
     logits = model(3.0 * query + 1.0, supports[:, 0], masks[:, 0])
-    loss = model.compute_objective(logits, query_mask)
+    loss = model.compute_objective(logits, {"query_mask": query_mask})
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()

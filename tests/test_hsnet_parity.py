@@ -39,7 +39,7 @@ def parity_run(request):
     masks = inputs["support_masks"].float()
     with torch.no_grad():
         logits = model(query, supports[:, 0], masks[:, 0])
-        loss = model.compute_objective(logits, inputs["query_mask"])
+        loss = model.compute_objective(logits, inputs)
         votes = model.predict_nshot(query, supports, masks)
         tap_norms = torch.stack([tap.norm() for tap in model.query_taps(query)])
     return {

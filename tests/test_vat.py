@@ -372,7 +372,7 @@ def test_forward_output_size(vat_models, monkeypatch):
         raw = _cheap_learner(model.query_taps(query), model.support_taps(supports[:, 0], masks[:, 0]))
     assert logits.shape == (2, 2, 80, 80)
     torch.testing.assert_close(resized, F.interpolate(raw, (37, 53), mode="bilinear", align_corners=True))
-    assert model.compute_objective(logits, masks[:, 0]).ndim == 0
+    assert model.compute_objective(logits, {"query_mask": masks[:, 0]}).ndim == 0
 
 
 def test_train_mode_keeps_backbone_in_eval(vat_models):
@@ -409,7 +409,7 @@ def test_training_step_trains_only_the_live_learner():
     """One backward pass: gradients reach every learner parameter except the ones the authors never use."""
     model = fill_params(VAT("resnet50", benchmark="pascal", masking="hm", pretrained=False)).train()
     query, supports, masks, query_mask = _episode(bsz=1)
-    loss = model.compute_objective(model(query, supports[:, 0], masks[:, 0]), query_mask)
+    loss = model.compute_objective(model(query, supports[:, 0], masks[:, 0]), {"query_mask": query_mask})
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is None for p in model.backbone.parameters())

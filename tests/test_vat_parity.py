@@ -85,7 +85,7 @@ def parity_run(request):
     with torch.no_grad():
         logits = model(query, supports[:, 0], masks[:, 0])
         hook.remove()
-        loss = model.compute_objective(logits, inputs["query_mask"])
+        loss = model.compute_objective(logits, inputs)
         votes = model.predict_nshot(query, supports, masks)
         tap_norms = torch.stack([tap.norm() for tap in model.backbone.taps(query)])
     return {

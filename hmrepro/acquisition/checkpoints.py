@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import CorruptFileError, MissingDataError
+from ..models.cards import list_cards, published_checkpoints
 from ..paths import default_data_root
 from .errors import ChecksumError, DownloadError
 from .extract import extract
@@ -27,7 +28,8 @@ from .lock import LockFile
 from .registry import Registry, Source, load_registry
 from .verify import file_digests
 
-MODELS = ("hsnet", "hsnet-nofm", "hsnet-hm", "vat", "vat-hm", "asnet", "asnet-hm")
+MODELS = tuple(dict.fromkeys(p.model for p in published_checkpoints()))
+"""The models whose authors published weights (the cards' ``published``), e.g. ``hsnet``, ``hsnet-nofm``."""
 BENCHMARKS = ("pascal", "coco", "fss")
 BACKBONES = ("vgg16", "resnet50", "resnet101")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".pth.tar")
@@ -62,7 +64,6 @@ def fetch_command(model: str, benchmark: str | None = None) -> str:
 
 # -- reading folder names ----------------------------------------------------------------------------------
 _B = r"(?<![a-z0-9])"
-_E = r"(?![a-z0-9])"
 _BACKBONE = [
     ("resnet101", re.compile(_B + r"(?:resnet|res|r)[-_]?101(?![0-9])")),
     ("resnet50", re.compile(_B + r"(?:resnet|res|r)[-_]?50(?![0-9])")),
@@ -73,7 +74,7 @@ _BENCHMARK = [
     ("coco", re.compile(_B + r"coco")),
     ("fss", re.compile(_B + r"fss")),
 ]
-_MODEL_BASE = [("asnet", re.compile(_B + r"asnet")), ("hsnet", re.compile(_B + r"hsnet")), ("vat", re.compile(_B + r"vat" + _E))]
+_MODEL_BASE = [(card.family, re.compile(_B + re.escape(card.family))) for card in list_cards()]
 _FOLD = re.compile(r"fold[-_]?([0-9])")
 _VERSION = re.compile(r"-v(\d+)\.")
 
@@ -91,7 +92,7 @@ def _model(text: str, hints: tuple[str, ...]) -> str | None:
     for base, rx in _MODEL_BASE:
         if rx.search(text):
             for m in hints or MODELS:
-                if m.split("-")[0] == base:
+                if m.split("-")[0] == base:  # model names are <family>[-<variant>]
                     return m
     return None
 
@@ -362,9 +363,9 @@ def resolve_official_weights(model: str, backbone: str, benchmark: str, fold: in
                 raise CorruptFileError(f"{path} no longer matches the sha256 recorded at download; delete it and run "
                                        f"`{fetch_command(model, benchmark)}`")
             return path
-    published = load_registry().published.get(model, {})
-    if published and backbone not in published.get(benchmark, []):
-        offered = ", ".join(f"{b}: {'/'.join(v)}" for b, v in published.items())
+    published = published_checkpoints(model)
+    if not any((p.backbone, p.benchmark) == (backbone, benchmark) for p in published):
+        offered = ", ".join(f"{p.backbone} on {p.benchmark}" for p in published)
         raise MissingDataError(f"the authors published no {model} weights for {backbone} on {benchmark} "
                                f"(published: {offered}); train them with hmrepro instead")
     raise MissingDataError(

@@ -107,10 +107,9 @@ def _parse(name: str, table: dict, origin: Path) -> Source:
 class Registry:
     """All sources of one registry file, by name and by group."""
 
-    def __init__(self, sources: dict[str, Source], origin: Path, published: dict | None = None):
+    def __init__(self, sources: dict[str, Source], origin: Path):
         self.sources = sources
         self.origin = origin
-        self.published = published or {}  # {model: {benchmark: [backbones]}}
 
     def __getitem__(self, name: str) -> Source:
         try:
@@ -142,5 +141,4 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
     except tomllib.TOMLDecodeError as err:
         raise HmreproError(f"sources registry {origin} is not valid TOML: {err}") from None
     tables = data.get("sources", {})
-    published = {m: {b: list(v) for b, v in t.items()} for m, t in data.get("published", {}).items()}
-    return Registry({name: _parse(name, table, origin) for name, table in tables.items()}, origin, published)
+    return Registry({name: _parse(name, table, origin) for name, table in tables.items()}, origin)

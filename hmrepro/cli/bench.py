@@ -10,13 +10,10 @@ from typing import Optional
 
 import typer
 
+from ..models.cards import list_cards
 from .common import console
 
-
-class BenchFamily(str, Enum):
-    hsnet = "hsnet"
-    vat = "vat"
-    asnet = "asnet"
+BenchFamily = Enum("BenchFamily", {card.family: card.family for card in list_cards()}, type=str)
 
 
 def _device(value: Optional[str]) -> Optional[str]:
@@ -29,7 +26,7 @@ def bench_command(
     model: BenchFamily = typer.Option(BenchFamily.hsnet, "--model", "-m", help="Model family: its FM variant (e.g. hsnet) is timed against its HM variant (hsnet-hm)."),
     backbone: str = typer.Option("resnet50", "--backbone", help="resnet50, resnet101 or vgg16."),
     device: Optional[str] = typer.Option(None, "--device", callback=_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
-    img_size: int = typer.Option(400, "--img-size", min=16, help="Image side in pixels (the benchmark's: 400 for HSNet)."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side in pixels [default: the family's COCO-20i size, 400; VAT 417].", show_default=False),
     runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per model; the median is reported."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per model."),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench records."),
@@ -55,7 +52,7 @@ def bench_command(
         model.value, backbone=backbone, device=device, img_size=img_size, runs=runs, warmup=warmup,
         results_dir=None if no_record else results,
     )  # fmt: skip
-    table = Table(title=f"{model.value} ({backbone}), {img_size} px, 1-shot, {records[0]['device_name']}")
+    table = Table(title=f"{model.value} ({backbone}), {records[0]['img_size']} px, 1-shot, {records[0]['device_name']}")
     for col in ("model", "masking", "secs/image (median)", "min", "runs"):
         table.add_column(col, justify="left" if col in ("model", "masking") else "right")
     for r in records:

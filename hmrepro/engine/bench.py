@@ -22,14 +22,12 @@ from typing import Callable
 
 import torch
 
+from ..models.cards import eval_plan, list_cards
+
 __all__ = ["BENCH_FAMILIES", "bench", "time_model"]
 
-# family → (FM variant, HM variant); ASNet's baseline masks no support features (registry: mode "none")
-BENCH_FAMILIES: dict[str, tuple[str, str]] = {
-    "hsnet": ("hsnet", "hsnet-hm"),
-    "vat": ("vat", "vat-hm"),
-    "asnet": ("asnet", "asnet-hm"),
-}
+# family → (baseline, HM variant) of every card; ASNet's baseline masks no support features (its card: "none")
+BENCH_FAMILIES: dict[str, tuple[str, str]] = {card.family: (card.family, f"{card.family}-hm") for card in list_cards()}
 BENCH_BENCHMARK = "coco"  # Table 7 is measured on COCO-20i
 
 
@@ -63,13 +61,15 @@ def bench(
     *,
     backbone: str = "resnet50",
     device: str | None = None,
-    img_size: int = 400,
+    img_size: int | None = None,
     runs: int = 20,
     warmup: int = 3,
     results_dir: str | Path | None = "results",
     log: Callable[[str], None] | None = None,
 ) -> list[dict]:
-    """Time the FM and HM variants of ``family``; returns (and writes) one bench record per model."""
+    """Time the FM and HM variants of ``family``; returns (and writes) one bench record per model.
+
+    ``img_size`` defaults to the family's COCO-20i size (its card: 400, VAT 417)."""
     from .. import create_model
     from ..errors import HmreproError
     from . import runs as run_info
@@ -83,6 +83,7 @@ def bench(
         raise HmreproError("--runs must be at least 1 and --warmup at least 0")
     dev = resolve_device(device)
     names = BENCH_FAMILIES[family]
+    img_size = img_size or eval_plan(family, BENCH_BENCHMARK).img_size
     models = []
     for name in names:
         torch.manual_seed(0)

@@ -31,6 +31,7 @@ missing, unexpected and mis-shaped keys and naming the model the file looks like
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import tempfile
@@ -42,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CorruptFileError, HmreproError, MissingDataError
+from ..models.cards import ModelCard, list_cards
 
 __all__ = [
     "FORMAT",
@@ -51,6 +53,7 @@ __all__ = [
     "PicklePlaceholder",
     "check_compatible",
     "describe_state_dict",
+    "family_card",
     "load_checkpoint",
     "read_checkpoint",
     "save_checkpoint",
@@ -233,31 +236,37 @@ def _guess_backbone(state_dict: Mapping[str, Tensor]) -> Optional[str]:
     return {6: "resnet50", 23: "resnet101"}.get(len(blocks), f"ResNet with {len(blocks)} layer3 blocks")
 
 
-def _vat_decoder(state_dict: Mapping[str, Tensor]) -> Optional[str]:
-    """The benchmark whose decoder a VAT state dict holds (VAT's decoder shapes differ per benchmark), else None."""
-    if not any(k.startswith("hpn_learner.ours.") for k in state_dict):
-        return None
-    from ..models.vat_learner import decoder_benchmark
+def family_card(state_dict: Mapping[str, Tensor]) -> Optional[ModelCard]:
+    """The card of the family whose key signature the state dict (no ``module.`` prefix) has, else None."""
+    for card in list_cards():
+        if any(key.startswith(card.key_signature) for key in state_dict):
+            return card
+    return None
 
-    return decoder_benchmark(state_dict)
+
+def _trained_benchmark(state_dict: Mapping[str, Tensor]) -> Optional[str]:
+    """The benchmark a state dict's parameters belong to, for families whose shapes differ per benchmark (VAT's
+    decoder; the card's ``benchmark_probe``), else None."""
+    card = family_card(state_dict)
+    if card is None or card.benchmark_probe is None:
+        return None
+    module, function = card.benchmark_probe.split(":")
+    probe = getattr(importlib.import_module(f"..models.{module}", __package__), function)
+    return probe(state_dict)
 
 
 def describe_state_dict(state_dict: Mapping[str, Tensor]) -> str:
     """A best guess in words of the model a state dict (no ``module.`` prefix) belongs to."""
-    keys = list(state_dict)
-    if any(k.startswith("hpn_learner.ours.") for k in keys):
-        family = "VAT / VAT-HM (vat, vat-im, vat-hm, vat-hm-add, vat-hm-reverse share these weights)"
-        decoder = _vat_decoder(state_dict)
-        if decoder:
-            family = family[:-1] + f"; the {decoder!r} benchmark's decoder)"
-    elif any(k.startswith("hpn_learner.encoder_layer") for k in keys):
-        family = "HSNet / HSNet-HM (hsnet, hsnet-im, hsnet-hm, hsnet-hm-add, hsnet-hm-reverse share these weights)"
-    elif any(k.startswith("learner.") for k in keys):
-        family = "ASNet / ASNet-HM (asnet, asnet-im, asnet-hm, asnet-hm-add, asnet-hm-reverse share these weights)"
-    elif any(k.startswith("backbone.") for k in keys):
+    card = family_card(state_dict)
+    if card is not None:
+        family = f"{card.description} ({', '.join(card.variants)} share these weights)"
+        benchmark = _trained_benchmark(state_dict)
+        if benchmark:
+            family = family[:-1] + f"; the {benchmark!r} benchmark's decoder)"
+    elif any(k.startswith("backbone.") for k in state_dict):
         family = "a model with an unknown learner"
     else:
-        top = sorted({k.split(".", 1)[0] for k in keys})[:5]
+        top = sorted({k.split(".", 1)[0] for k in state_dict})[:5]
         return f"an unknown model (top-level prefixes {top})"
     backbone = _guess_backbone(state_dict)
     return f"{family} with a {backbone} backbone" if backbone else family
@@ -292,10 +301,11 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, Tensor], source:
     lines = [f"{source} does not fit the model."]
     lines.append(f"The file looks like {describe_state_dict(state_dict)};")
     lines.append(f"the model is {describe_state_dict(expected)}.")
-    file_decoder, model_decoder = _vat_decoder(state_dict), _vat_decoder(expected)
+    file_decoder, model_decoder = _trained_benchmark(state_dict), _trained_benchmark(expected)
     if file_decoder and model_decoder and file_decoder != model_decoder:
         lines.append(
-            f"VAT's decoder differs per benchmark: this file holds the {file_decoder!r} decoder but the model was "
+            f"{family_card(expected).class_name}'s decoder differs per benchmark: this file holds the "
+            f"{file_decoder!r} decoder but the model was "
             f"built with benchmark={model_decoder!r}; build it with benchmark={file_decoder!r} to load this file."
         )
     if missing:

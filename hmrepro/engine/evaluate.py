@@ -30,6 +30,7 @@ from ..data.dataset import EpisodeDataset
 from ..data.preprocessing import get_preprocessing, preprocess_of
 from ..data.splits import PACKAGED_SPLITS, SplitFolder, sha256_file
 from ..errors import HmreproError
+from ..models.cards import ORIGINAL_SIZE_BENCHMARKS
 from ..paths import resolve_data_root
 from . import runs
 from .checkpoints import load_checkpoint
@@ -191,6 +192,11 @@ def eval_settings(model_name: str, benchmark: str, *, preprocess: str | None = N
     recipe = resolve_recipe(model_name, benchmark)
     recipe["protocol"] = recipe.get("protocol", "hsnet")
     recipe["preprocess"] = preprocess or preprocess_of(recipe)
+    if original_size and benchmark not in ORIGINAL_SIZE_BENCHMARKS:
+        raise HmreproError(
+            f"--original-size is not possible on {benchmark}: its authors' loader resizes every mask with the image "
+            f"(original size only on {', '.join(ORIGINAL_SIZE_BENCHMARKS)}); drop --original-size"
+        )
     if original_size and not get_preprocessing(recipe["preprocess"]).original_size:
         raise HmreproError(
             f"--original-size is not possible for {model_name}: its preprocessing ('{recipe['preprocess']}') resizes "

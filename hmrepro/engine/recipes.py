@@ -1,16 +1,19 @@
 """Recipes: the authors' hyper-parameters as TOML files, merged with command-line overrides.
 
-A recipe file (``recipes/<name>.toml`` at the top of the repository) covers a family of models::
+A recipe file (``recipes/<name>.toml`` at the top of the repository) holds the training hyper-parameters of a
+family of models::
 
-    [recipe]      name, models = [...], protocol (evaluation episode sampler), preprocess ('hsnet' | 'vat')
+    [recipe]      name, models = [...]
     [defaults]    optimizer, lr, weight_decay, bsz, img_size, augment, epochs, patience, val_episodes, ...
     [benchmark.<b>]                  per-benchmark values
     [model.<m>]                      per-model values
     [model.<m>.benchmark.<b>]        per-model, per-benchmark values
 
-Precedence, lowest first: defaults < benchmark < model < model+benchmark < explicit overrides (command-line
-flags; a flag left at ``None`` does not override). :func:`resolve` returns the merged values, which every run
-saves as ``config.json``.
+What the model's card (:mod:`hmrepro.models.cards`) says about evaluation is the lowest layer: ``protocol``
+(episode sampler), ``preprocess`` ('hsnet' | 'vat') and the authors' ``img_size`` on the benchmark. Precedence,
+lowest first: card < defaults < benchmark < model < model+benchmark < explicit overrides (command-line flags; a
+flag left at ``None`` does not override). :func:`resolve` returns the merged values, which every run saves as
+``config.json``.
 
 Where the files are found: ``$HMREPRO_RECIPES`` if set, else ``recipes/`` next to the ``hmrepro`` package (an
 editable install or a checkout), else ``<sys.prefix>/share/hmrepro/recipes`` (a non-editable install with the
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import HmreproError
+from ..models.cards import eval_plan
 
 __all__ = [
     "RECIPE_KEYS",
@@ -52,6 +56,7 @@ RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
     "eval_bsz": int,
     "shot": int,
 }
+RECIPE_TABLE_KEYS = ("name", "models")  # the [recipe] table; evaluation facts live in the model cards
 OPTIMIZERS = ("adam", "adamw")
 AUGMENTS = ("none", "cats")
 PREPROCESSINGS = ("hsnet", "vat")  # image/mask preprocessing (hmrepro.data.preprocessing)
@@ -102,6 +107,12 @@ def load_recipe_file(path: Path) -> dict:
     meta = data.get("recipe")
     if not isinstance(meta, Mapping) or not isinstance(meta.get("models"), list):
         raise RecipeError(f"{path}: needs a [recipe] table with models = [...]")
+    moved = sorted(set(meta) - set(RECIPE_TABLE_KEYS))
+    if moved:
+        raise RecipeError(
+            f"{path} [recipe]: unknown key(s) {', '.join(moved)}; the table holds only {', '.join(RECIPE_TABLE_KEYS)} "
+            "(protocol and preprocess come from the model card, hmrepro/models/cards.py)"
+        )
     _check_section(data.get("defaults", {}), f"{path} [defaults]")
     for bench, section in data.get("benchmark", {}).items():
         _check_section(section, f"{path} [benchmark.{bench}]")
@@ -144,11 +155,14 @@ def resolve(
     """The effective configuration of ``model`` on ``benchmark``: recipe layers, then ``overrides``.
 
     The result holds every recipe key plus ``recipe`` (file path), ``protocol``, ``preprocess`` and whatever
-    ``overrides`` adds (model, fold, seed, ...).
+    ``overrides`` adds (model, fold, seed, ...). ``img_size``, ``protocol`` and ``preprocess`` default to the
+    model card's :func:`~hmrepro.models.cards.eval_plan`.
     """
     recipe = find_recipe(model, directory)
+    plan = eval_plan(model, benchmark)
     model_section = recipe.get("model", {}).get(model, {})
     layers = [
+        {"img_size": plan.img_size},
         _check_section(recipe.get("defaults", {}), "defaults"),
         _check_section(recipe.get("benchmark", {}).get(benchmark, {}), f"benchmark.{benchmark}"),
         _check_section(model_section, f"model.{model}"),
@@ -169,8 +183,8 @@ def resolve(
         config,
         {
             "recipe": recipe["_path"],
-            "protocol": recipe["recipe"].get("protocol", "hsnet"),
-            "preprocess": recipe["recipe"].get("preprocess", "hsnet"),
+            "protocol": plan.protocol,
+            "preprocess": plan.preprocess,
         },
         overrides,
     )

@@ -14,7 +14,7 @@ repository's ``asnet.py``, the same file plus a hybrid-masking block) number for
   combined as for HSNet (:mod:`.masking`); every mode loads every ASNet checkpoint of the same backbone;
 - logits of the learner (100×100 at 400 px) are resized (bilinear, align_corners=True) to the **support** image
   size, or to ``output_size`` when one is given (the authors' ``use_original_imgsize`` evaluation);
-- ``compute_objective``: cross-entropy over all pixels, no ignore index;
+- ``compute_objective(outputs, batch)``: cross-entropy over all pixels on ``batch["query_mask"]``, no ignore index;
 - ``predict_nshot``: the authors' K-shot vote (:func:`.hsnet.kshot_vote`). The authors call the 1-shot model once
   per shot; here the query taps are computed once and reused, which gives the same numbers (the per-shot
   support pass and learner run on the same batch as theirs).
@@ -33,7 +33,8 @@ from torch import Tensor, nn
 from .attentive_squeeze import AttentiveSqueezeLearner
 from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
-from .hsnet import HSNet, kshot_vote
+from .hsnet import kshot_vote
+from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
 from .masking import get_masking_mode, masked_support_taps
 
 __all__ = ["ASNet", "SUPPORT_POOL_WIDTH", "pool_support_taps"]
@@ -135,8 +136,7 @@ class ASNet(nn.Module):
 
     # -- training -----------------------------------------------------------------------------------------------
 
-    compute_objective = staticmethod(HSNet.compute_objective)
-    """Cross-entropy of logits [B, 2, H, W] against the 0/1 mask [B, H, W], mean over all pixels (as HSNet).
-
-    No ignore index: PASCAL's 255 (boundary) pixels must be set to background by the caller, as the authors'
-    loader does for training."""
+    def compute_objective(self, outputs: Outputs, batch: Batch) -> Tensor:
+        """The authors' loss (as HSNet's): cross-entropy of the logits against ``batch["query_mask"]``, mean over all
+        pixels, no ignore index (:func:`~hmrepro.models.interface.pixel_cross_entropy`)."""
+        return pixel_cross_entropy(logits_of(outputs), batch["query_mask"])

@@ -8,7 +8,7 @@ Matches the authors' ``HypercorrSqueezeNetwork`` (HSNet ``model/hsnet.py``; HSNe
 - backbone taps and correlations are computed without gradients; only the learner trains;
 - logits are resized (bilinear, align_corners=True) to the support image size, or straight from the learner's
   output to ``output_size`` when one is given (the authors' ``use_original_imgsize`` evaluation);
-- ``compute_objective`` is their cross-entropy over all pixels;
+- ``compute_objective(outputs, batch)`` is their cross-entropy over all pixels on ``batch["query_mask"]``;
 - ``predict_nshot`` is their K-shot vote. Unlike the authors, who call the 1-shot model once per shot and so
   recompute the query features K times, it computes the query taps once and runs all supports (and, for IM/HM,
   the input-masked supports) through the backbone in one batch. Same result, less work.
@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
+from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
 from .learner import HypercorrelationLearner
 from .masking import get_masking_mode, masked_support_taps
 
@@ -105,14 +106,10 @@ class HSNet(nn.Module):
 
     # -- training -----------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def compute_objective(logit_mask: Tensor, gt_mask: Tensor) -> Tensor:
-        """Cross-entropy of logits [B, 2, H, W] against the 0/1 mask [B, H, W], mean over all pixels.
-
-        PASCAL's 255 (boundary) pixels must be set to background by the caller, as the authors' loader does.
-        """
-        bsz = logit_mask.shape[0]
-        return F.cross_entropy(logit_mask.reshape(bsz, 2, -1), gt_mask.reshape(bsz, -1).long())
+    def compute_objective(self, outputs: Outputs, batch: Batch) -> Tensor:
+        """The authors' loss: cross-entropy of the logits against ``batch["query_mask"]``, mean over all pixels
+        (:func:`~hmrepro.models.interface.pixel_cross_entropy`)."""
+        return pixel_cross_entropy(logits_of(outputs), batch["query_mask"])
 
 
 def kshot_vote(shot_predictions: Tensor) -> Tensor:

@@ -16,7 +16,7 @@ number (``../shared/specs/vat.md``):
   decoders have differently shaped parameters, so checkpoints of one benchmark do not load into another's model;
 - logits [B, 2, 128, 128] are resized (bilinear, align_corners=True) to the support image size (or to
   ``output_size``);
-- ``compute_objective`` and the K-shot vote (:func:`~hmrepro.models.hsnet.kshot_vote`) are HSNet's.
+- ``compute_objective(outputs, batch)`` and the K-shot vote (:func:`~hmrepro.models.hsnet.kshot_vote`) are HSNet's.
   ``predict_nshot`` computes the query taps once and runs one support at a time (the authors recompute the
   query per shot); same result, less work and a bounded memory footprint (a VAT forward holds ~1 GB per sample).
 
@@ -34,17 +34,15 @@ from torch import Tensor, nn
 
 from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
-from .hsnet import HSNet, kshot_vote
+from .hsnet import kshot_vote
+from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
 from .masking import get_masking_mode, masked_support_taps
 from .vat_learner import BENCHMARK_FEATURE_AFFINITY, VATLearner
 
-__all__ = ["BENCHMARK_IMG_SIZE", "MASK_AT", "STAGE_GRIDS", "VAT"]
+__all__ = ["MASK_AT", "STAGE_GRIDS", "VAT"]
 
 STAGE_GRIDS = (128, 64, 32, 16)
 """Side of the fixed grid the taps of layer1, layer2, layer3, layer4 are resized to."""
-
-BENCHMARK_IMG_SIZE = {"pascal": 473, "coco": 417, "fss": 473}
-"""The image size of the authors' released configs per benchmark."""
 
 MASK_AT = ("resized", "native")
 
@@ -178,4 +176,7 @@ class VAT(nn.Module):
 
     # -- training -----------------------------------------------------------------------------------------------
 
-    compute_objective = staticmethod(HSNet.compute_objective)
+    def compute_objective(self, outputs: Outputs, batch: Batch) -> Tensor:
+        """The authors' loss (as HSNet's): cross-entropy of the logits against ``batch["query_mask"]``, mean over all
+        pixels, no ignore index (:func:`~hmrepro.models.interface.pixel_cross_entropy`)."""
+        return pixel_cross_entropy(logits_of(outputs), batch["query_mask"])

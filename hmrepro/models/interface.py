@@ -1,0 +1,74 @@
+"""The interface every few-shot segmentation model of hmrepro implements, and the objective they share.
+
+The engine (training, evaluation, benchmarks) talks to a model only through :class:`FewShotModel`:
+
+- ``model(query_img, support_img, support_mask)`` → outputs of a 1-shot forward: the logits [B, 2, H, W], or a
+  dict holding them under ``"logits"`` next to auxiliary outputs (read the logits with :func:`logits_of`);
+- ``model.predict_nshot(query_imgs, support_imgs, support_masks, output_size=None)`` → the 0/1 query mask
+  [B, H, W] (int64) of a K-shot episode (supports [B, K, 3, H, W], masks [B, K, H, W]);
+- ``model.compute_objective(outputs, batch)`` → the scalar training loss. The model owns it, so a model with
+  auxiliary losses or ignore pixels needs no special case in the training loop. ``batch`` is the episode batch
+  of :class:`hmrepro.data.dataset.EpisodeDataset` (``query_mask``, ``query_ignore``, ``support_masks``,
+  ``support_ignores``, ``class_id``, ...) on the model's device;
+- ``model.backbone`` (frozen; ``backbone.taps(images)`` gives the taps the model correlates) and
+  ``model.masking`` (the :class:`~hmrepro.models.masking.MaskingMode` of its support masking).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from .masking import MaskingMode
+
+__all__ = ["Backbone", "Batch", "FewShotModel", "Outputs", "logits_of", "pixel_cross_entropy"]
+
+Outputs = Union[Tensor, Mapping[str, Any]]
+"""What a model's forward returns: the logits, or a dict with the logits under ``"logits"``."""
+
+Batch = Mapping[str, Any]
+"""An episode batch (keys of :class:`hmrepro.data.dataset.EpisodeDataset`, collated)."""
+
+
+@runtime_checkable
+class Backbone(Protocol):
+    def taps(self, images: Tensor) -> list[Tensor]: ...
+
+
+@runtime_checkable
+class FewShotModel(Protocol):
+    """What every model built by :func:`hmrepro.models.create_model` provides (see the module docstring)."""
+
+    backbone: Backbone
+    masking: MaskingMode
+
+    def __call__(self, query_img: Tensor, support_img: Tensor, support_mask: Tensor) -> Outputs: ...
+
+    def predict_nshot(
+        self,
+        query_imgs: Tensor,
+        support_imgs: Tensor,
+        support_masks: Tensor,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Tensor: ...
+
+    def compute_objective(self, outputs: Outputs, batch: Batch) -> Tensor: ...
+
+
+def logits_of(outputs: Outputs) -> Tensor:
+    """The logits [B, 2, H, W] of a model's outputs (the outputs themselves, or their ``"logits"`` entry)."""
+    if isinstance(outputs, Tensor):
+        return outputs
+    return outputs["logits"]
+
+
+def pixel_cross_entropy(logits: Tensor, query_mask: Tensor) -> Tensor:
+    """Cross-entropy of logits [B, 2, H, W] against the 0/1 mask [B, H, W], mean over all pixels (HSNet's loss).
+
+    No ignore index: PASCAL's 255 (boundary) pixels must be background in ``query_mask``, as the authors' loaders
+    make them for training.
+    """
+    bsz = logits.shape[0]
+    return F.cross_entropy(logits.reshape(bsz, 2, -1), query_mask.reshape(bsz, -1).long())
