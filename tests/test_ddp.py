@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
 
 from engine_helpers import cli_env, synthetic_args
 from hmrepro.engine.checkpoints import read_checkpoint
@@ -48,3 +50,45 @@ def test_two_processes_stay_in_sync_and_match_a_single_process(synthetic_root, t
     assert a.keys() == b.keys()
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
     assert worst < 1e-3, worst
+
+
+def _family_args(model: str, benchmark: str, img_size: int, root: Path, out: Path) -> list[str]:
+    # two global batches of 2 (one episode per process): DDP used to fail at the second iteration for VAT
+    return [
+        "train", model, "-b", benchmark, *synthetic_args(root), "--no-pretrained", "--no-calibrate-bn",
+        "--img-size", str(img_size), "--epochs", "1", "--bsz", "2", "--epoch-iterations", "2", "--val-episodes", "2",
+        "--val-bsz", "1", "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(out),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("model", "benchmark", "img_size"),
+    [("vat-hm", "fss", 64), ("asnet-hm", "pascal", 400)],  # hsnet: the test above; ASNet fits 393-512 px only
+)
+def test_every_family_trains_under_ddp_and_unused_parameters_keep_their_initial_values(
+    model, benchmark, img_size, synthetic_root, tmp_path
+):
+    from hmrepro import create_model
+
+    env = cli_env()
+    env["OMP_NUM_THREADS"] = "1"
+    out = tmp_path / model
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hmrepro"]
+    proc = subprocess.run(
+        [*torchrun, *_family_args(model, benchmark, img_size, synthetic_root, out)],
+        env=env, capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["iterations"] == 2 and rows[0]["replica_max_abs_diff"] == 0.0
+
+    # the parameters the loss never reaches are where the seed put them (the authors' DataParallel never moved them)
+    torch.manual_seed(0)
+    initial = create_model(model, pretrained=False, benchmark=benchmark).state_dict()
+    trained = read_checkpoint(out / "last.pt").state_dict
+    unused = [k for k in trained if ".norm." in k and ".transformer." in k]  # VAT's unused transformer norms
+    assert all(torch.equal(trained[k], initial[k]) for k in unused)
+    moved = [k for k in trained if not k.startswith("backbone.") and not torch.equal(trained[k], initial[k])]
+    assert moved, "the learner trained"
+    if model.startswith("vat"):
+        assert unused and "never receive a gradient" in proc.stderr

@@ -53,6 +53,7 @@ def train(
     amp: Optional[Precision] = typer.Option(None, "--amp", help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, changes numbers; recorded in config.json) [default: fp32].", show_default=False),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls and convolutions on CUDA (faster, changes numbers) [default: off, as the authors].", show_default=False),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=0, help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500].", show_default=False),
+    epoch_iterations: Optional[int] = typer.Option(None, "--epoch-iterations", min=0, help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole training split, the authors') [default: 0].", show_default=False),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped (mid-epoch too).", show_default=False),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars [default: on]."),
@@ -81,7 +82,7 @@ def train(
         "out": str(out.expanduser()) if out else None, "data_root": str(data_root.expanduser()) if data_root else None,
         "splits": str(splits.expanduser()) if splits else None, "pretrained": pretrained, "calibrate_bn": calibrate_bn,
         "deterministic": deterministic, "precision": amp.value if amp else None, "tf32": tf32,
-        "checkpoint_every": checkpoint_every, "device": device,
+        "checkpoint_every": checkpoint_every, "epoch_iterations": epoch_iterations, "device": device,
     }  # fmt: skip
     if resume is not None:
         if out is not None:

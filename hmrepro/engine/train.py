@@ -557,6 +557,8 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
     epoch = state.epoch
     episodes = training_episodes(run.pool, cfg.shot, cfg.seed, epoch)
     batches = global_batches(len(episodes), cfg.bsz, d.world_size)
+    if cfg.epoch_iterations > 0:
+        batches = batches[: cfg.epoch_iterations]
     if not batches:
         raise HmreproError(f"the training split has {len(episodes)} episodes: fewer than the {d.world_size} processes")
     start_step = state.step

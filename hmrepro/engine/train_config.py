@@ -59,6 +59,7 @@ class TrainConfig:
     precision: str = "fp32"  # 'fp32' (the authors') or 'bf16' autocast
     tf32: bool = False  # TF32 matmuls/convolutions on CUDA (changes numbers; off as the authors)
     checkpoint_every: int = 500
+    epoch_iterations: int = 0  # cap on the global batches of an epoch (0: the whole training split, the authors')
     device: str | None = None  # None: CUDA if available
     data_root: str | None = None
     splits: str | None = None
