@@ -150,3 +150,11 @@ def test_compute_objective_is_owned_by_every_family():
         batch = {"query_mask": mask, "query_ignore": torch.zeros_like(mask)}
         loss = cls.compute_objective(None, {"logits": logits}, batch)
         torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+
+
+def test_original_size_evaluation_is_refused_on_fss():
+    from hmrepro.engine.evaluate import eval_settings
+
+    with pytest.raises(HmreproError, match="--original-size is not possible on fss"):
+        eval_settings("hsnet", "fss", original_size=True)
+    assert eval_settings("hsnet", "coco", original_size=True)["img_size"] == 400
