@@ -16,3 +16,10 @@ class MissingDataError(HmreproError, FileNotFoundError):
 
 class CorruptFileError(HmreproError):
     """A file exists but cannot be read or fails its checksum."""
+
+
+class InvalidInputError(HmreproError, ValueError):
+    """A choice hmrepro cannot honour (a protocol, a fold) or split lists that cannot make an episode.
+
+    Also a ``ValueError``, so library callers that catch the built-in keep working.
+    """

@@ -61,11 +61,13 @@ def test_trained_model_beats_random_weights_and_5_shot_runs(run, synthetic_root)
 
 
 def test_original_size_evaluation_scores_unresized_masks(run, synthetic_root):
+    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False)
     record = evaluate(
-        "hsnet", "fss", 0, 1, weights=str(run), data_root=synthetic_root, splits=synthetic_root / "splits",
-        results_dir=None, progress=False, device="cpu", episodes=6, original_size=True, bsz=4,
-    )[0]  # fmt: skip
+        "hsnet", "pascal", 0, 1, weights=str(run), device="cpu", episodes=6, original_size=True, bsz=4, **common
+    )[0]  # original size on PASCAL/COCO only, as the authors
     assert record["original_size"] is True and record["bsz"] == 1 and record["episodes"] == 6
+    with pytest.raises(HmreproError, match="original-size is not possible on fss"):
+        evaluate("hsnet", "fss", 0, 1, weights=str(run), original_size=True, **common)
 
 
 def test_weights_errors_are_clear(run, synthetic_root, tmp_path):

@@ -95,7 +95,7 @@ def test_dataset_with_vat_preprocessing(synthetic_root, benchmark, side):
     expected, _ = bench.binarize(torch.from_numpy(cv2.resize(raw, (side, side), interpolation=cv2.INTER_NEAREST)), eps[0].class_id)
     assert torch.equal(item["query_mask"], expected)
     # the HSNet preprocessing of the same episode differs
-    hs = EpisodeDataset(bench, synthetic_root, eps, img_size=side)[0]
+    hs = EpisodeDataset(bench, synthetic_root, eps, img_size=side, preprocess="hsnet")[0]
     assert hs["query_img"].shape == item["query_img"].shape and not torch.equal(hs["query_img"], item["query_img"])
     with pytest.raises(ValueError, match="original-size"):
         EpisodeDataset(bench, synthetic_root, eps, img_size=side, original_size=True, preprocess="vat")

@@ -52,7 +52,7 @@ def _pascal_root(tmp_path, size=(30, 40)):
 
 def test_pascal_item_binarises_class_and_ignores_255(tmp_path):
     root = _pascal_root(tmp_path)
-    ds = EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20)
+    ds = EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20, preprocess="hsnet")
     item = ds[0]
     assert item["query_img"].shape == (3, 20, 20) and item["support_imgs"].shape == (1, 3, 20, 20)
     assert set(item["query_mask"].unique().tolist()) == {0.0, 1.0}
@@ -66,7 +66,7 @@ def test_pascal_item_binarises_class_and_ignores_255(tmp_path):
 
 def test_original_size_keeps_the_query_mask_unresized(tmp_path):
     root = _pascal_root(tmp_path)
-    item = EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20, original_size=True)[0]
+    item = EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20, original_size=True, preprocess="hsnet")[0]
     assert item["query_mask"].shape == (30, 40) and item["support_masks"].shape == (1, 20, 20)
     assert item["query_mask"].sum() == 10 * 15
 
@@ -78,7 +78,7 @@ def test_fss_threshold_at_128(tmp_path):
     for n in (1, 2):
         _image(4, 4).save(folder / f"{n}.jpg")
         Image.fromarray(grey).convert("RGB").save(folder / f"{n}.png")  # FSS masks are read as grey levels
-    item = EpisodeDataset("fss", tmp_path, [Episode("cls/1.jpg", ("cls/2.jpg",), 760)], img_size=4)[0]
+    item = EpisodeDataset("fss", tmp_path, [Episode("cls/1.jpg", ("cls/2.jpg",), 760)], img_size=4, preprocess="hsnet")[0]
     assert item["query_mask"][0].tolist() == [0.0, 0.0, 1.0, 1.0]
     assert item["query_ignore"].sum() == 0
 
@@ -87,18 +87,18 @@ def test_missing_file_names_path_and_fix(tmp_path):
     root = _pascal_root(tmp_path)
     (root / "VOC2012" / "JPEGImages" / "b.jpg").unlink()
     with pytest.raises(MissingDataError, match=r"b\.jpg.*hmrepro download pascal"):
-        EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20)[0]
+        EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20, preprocess="hsnet")[0]
 
 
 def test_unreadable_image_names_the_file(tmp_path):
     root = _pascal_root(tmp_path)
     (root / "VOC2012" / "JPEGImages" / "a.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(CorruptFileError, match=r"a\.jpg"):
-        EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20)[0]
+        EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20, preprocess="hsnet")[0]
 
 
 def test_missing_data_root_names_path_and_command(tmp_path):
     with pytest.raises(MissingDataError, match=r"nowhere.*hmrepro download coco"):
-        EpisodeDataset("coco", tmp_path / "nowhere", [], img_size=20)
+        EpisodeDataset("coco", tmp_path / "nowhere", [], img_size=20, preprocess="hsnet")
     with pytest.raises(MissingDataError, match=r"COCO2014.*hmrepro download coco"):
-        EpisodeDataset("coco", tmp_path, [], img_size=20)
+        EpisodeDataset("coco", tmp_path, [], img_size=20, preprocess="hsnet")

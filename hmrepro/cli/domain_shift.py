@@ -11,6 +11,7 @@ import typer
 
 from .common import DataRootOption, ShotOption, SplitsOption, console
 from .eval import FoldChoice, print_table
+from .progress import RichProgress
 from .train import _model_name
 
 
@@ -51,23 +52,25 @@ def domain_shift(
 
     The paper gives no episode lists or image size; hmrepro's choice (also written into each record): queries are
     the entries of the PASCAL-5i val lists of all four folds whose class is a test class (817/292/438/321 entries),
-    supports are drawn from the same class, 1000 episodes per fold with the HSNet protocol (NumPy seeded once with
-    0), images at the checkpoint's training size (400 for HSNet), PASCAL's 255 ignored. Records have
+    supports are drawn from the same class, 1000 episodes per fold with the model's protocol (HSNet's: NumPy seeded
+    once with 0), images at the checkpoint's training size (400 for HSNet) with the model's own preprocessing (VAT's
+    for vat*), PASCAL's 255 ignored. Records have
     kind 'domain-shift' and benchmark 'coco2pascal'; `hmrepro table 4` reads them.
 
     Example: [bold]hmrepro domain-shift hsnet-hm --fold all --weights runs/hsnet-hm_resnet50_coco_fold{fold}[/]
 
     Example (authors' weights, 5-shot): [bold]hmrepro domain-shift hsnet-hm --fold all --shot 5 --weights official[/]
     """
-    from ..data.domain_shift import evaluate_domain_shift
+    from ..engine.evaluate import evaluate_domain_shift
 
     if weights == "random":
         console.print("[yellow]note:[/] records of random weights (origin 'random') never show in `hmrepro table 4`")
-    records = evaluate_domain_shift(
-        model, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size, data_root=data_root,
-        splits=splits, results_dir=None if no_record else results, device=device, bsz=bsz, workers=workers,
-        episodes=episodes, pretrained=pretrained, progress=progress, log=console.print,
-    )  # fmt: skip
+    with RichProgress(progress) as bars:
+        records = evaluate_domain_shift(
+            model, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size, data_root=data_root,
+            splits=splits, results_dir=None if no_record else results, device=device, bsz=bsz, workers=workers,
+            episodes=episodes, pretrained=pretrained, progress=bars,
+        )  # fmt: skip
     print_table(records, f"{model} ({backbone}) COCO-20i → PASCAL, {shot}-shot", to_stderr=as_json)
     if not no_record:
         console.print(f"records: {', '.join(r['path'] for r in records)}", soft_wrap=True)

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .common import BenchmarkName, DataRootOption, ShotOption, SplitsOption, console
+from .progress import RichProgress
 from .train import _model_name
 
 
@@ -84,12 +85,13 @@ def eval_command(
 
     if weights == "official" and backbone not in ("resnet50", "resnet101"):
         console.print("[yellow]note:[/] the authors released ResNet-50/101 checkpoints only")
-    records = evaluate(
-        model, benchmark.value, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size,
-        original_size=original_size, data_root=data_root, splits=splits, results_dir=None if no_record else results,
-        device=device, bsz=bsz, workers=workers, episodes=episodes, pretrained=pretrained, amp=amp,
-        progress=progress, log=console.print,
-    )  # fmt: skip
+    with RichProgress(progress) as bars:
+        records = evaluate(
+            model, benchmark.value, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size,
+            original_size=original_size, data_root=data_root, splits=splits, results_dir=None if no_record else results,
+            device=device, bsz=bsz, workers=workers, episodes=episodes, pretrained=pretrained, amp=amp,
+            progress=bars,
+        )  # fmt: skip
     print_table(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", to_stderr=as_json)
     if not no_record:
         console.print(f"records: {', '.join(r['path'] for r in records)}")

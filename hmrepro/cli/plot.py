@@ -51,7 +51,11 @@ def episodes(
     model: Optional[str] = typer.Option(None, "--model", "-m", callback=_model_name, help="Also draw this model's prediction (hsnet, hsnet-hm, ...).", show_default=False),
     weights: str = typer.Option("random", "--weights", "-w", help="With --model: a checkpoint file, a run folder, 'official' or 'random'."),
     backbone: str = typer.Option("resnet50", "--backbone", help="resnet50, resnet101 or vgg16."),
-    img_size: int = typer.Option(400, "--img-size", min=16, help="Image side in pixels."),
+    img_size: Optional[int] = typer.Option(
+        None, "--img-size", min=16, show_default=False,
+        help="Image side in pixels [default: with --model the size hmrepro eval uses (the checkpoint's, else the "
+        "recipe's), else 400].",
+    ),  # fmt: skip
     device: Optional[str] = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ..."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."),
     output: Path = typer.Option(Path("episodes.png"), "--output", "-o", help="Image file (.png, .pdf or .svg)."),
@@ -68,5 +72,6 @@ def episodes(
     path = plot_episodes(
         benchmark.value, fold, shot, output, count=count, start=start, img_size=img_size, data_root=data_root,
         splits=splits, model=model, weights=weights, backbone=backbone, device=device, pretrained=pretrained,
+        log=console.print,
     )  # fmt: skip
     console.print(f"wrote {path}", soft_wrap=True)

@@ -50,7 +50,6 @@ def quickstart(
     """
     from ..data.synthetic import make_synthetic
     from ..engine.evaluate import evaluate
-    from .eval import EvalProgress
     from ..engine.records import now_iso
     from ..engine.runs import read_metrics
     from ..engine.train import build_config, train
@@ -91,7 +90,7 @@ def quickstart(
 
     console.print("3/3 evaluating both on the fixed test episodes (1-shot)")
     for row in rows:
-        with EvalProgress(progress) as bars:
+        with RichProgress(progress, log_prefix="    ") as bars:
             record = evaluate(
                 row["model"], BENCHMARK, 0, 1, weights=str(row["run_dir"]), data_root=root, splits=splits,
                 results_dir=results, device="cpu", workers=workers, progress=bars,

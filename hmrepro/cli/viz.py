@@ -55,14 +55,13 @@ def features(
     from ..paths import resolve_data_root
     from ..reporting.figures import plot_support_features
 
-    try:
-        eps = test_episodes(benchmark.value, fold, 1, splits=SplitFolder(splits))
-    except ValueError as err:
-        raise HmreproError(str(err)) from None
+    eps = test_episodes(benchmark.value, fold, 1, splits=SplitFolder(splits))
     if episode >= len(eps):
         raise HmreproError(f"--episode {episode} is out of range: {benchmark.value} fold {fold} has {len(eps)} "
                            f"test episodes (0..{len(eps) - 1})")  # fmt: skip
-    dataset = EpisodeDataset(get_benchmark(benchmark.value), resolve_data_root(data_root), [eps[episode]], img_size=img_size)
+    # the backbones are HSNet's (ImageNet, torchvision preprocessing): the support is loaded as HSNet loads it
+    dataset = EpisodeDataset(get_benchmark(benchmark.value), resolve_data_root(data_root), [eps[episode]],
+                             img_size=img_size, preprocess="hsnet")  # fmt: skip
     item = dataset[0]
     support = Path(eps[episode].supports[0]).name
     title = (f"{benchmark.value} fold {fold} episode {episode} support {support}: {backbone.value} tap {layer}, "

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import CorruptFileError, MissingDataError
+from ..errors import CorruptFileError, InvalidInputError, MissingDataError
 from .episodes import Episode, EpisodePool, evaluation_episodes
 from .splits import SplitFolder
 
@@ -260,7 +260,7 @@ def test_episodes(
     """
     bench = get_benchmark(benchmark)
     if protocol == "asnet" and benchmark == "fss":
-        raise ValueError("the asnet protocol has no FSS-1000 episodes (the authors' ASNet code has no FSS loader)")
+        raise InvalidInputError("the asnet protocol has no FSS-1000 episodes (the authors' ASNet code has no FSS loader)")
     pool = bench.pool(splits or SplitFolder(), split, fold)
     return evaluation_episodes(pool, shot, bench.test_episodes, protocol=protocol, seed=seed)
 

@@ -25,10 +25,11 @@ class EpisodeDataset(Dataset):
     ``support_masks`` [K,S,S], ``support_ignores`` [K,S,S], ``class_id``, ``query_name``, ``support_names``,
     ``org_query_imsize`` (W, H).
 
-    ``image_transform`` may be replaced (e.g. by a training augmentation that takes and returns a PIL image
-    and mask); by default it is the resize + normalisation of ``preprocess`` ('hsnet' or 'vat', see
-    :mod:`hmrepro.data.preprocessing`), which also chooses how masks are resized. VAT's preprocessing resizes
-    every mask and refuses ``original_size``.
+    ``preprocess`` is the model's preprocessing ('hsnet' or 'vat', see :mod:`hmrepro.data.preprocessing`) and has
+    no default: it chooses how images and masks are resized, and a model loaded with another family's
+    preprocessing gives wrong numbers, not an error. ``transform`` may replace its image transform (e.g. a
+    training augmentation that takes and returns a PIL image and mask); by default it is the resize +
+    normalisation of ``preprocess``. VAT's preprocessing resizes every mask and refuses ``original_size``.
     """
 
     def __init__(
@@ -39,7 +40,8 @@ class EpisodeDataset(Dataset):
         img_size: int = 400,
         original_size: bool = False,
         transform: Callable | None = None,
-        preprocess: str = "hsnet",
+        *,
+        preprocess: str,
     ):
         self.benchmark = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
         self.data_root = self.benchmark.require(data_root)

@@ -27,6 +27,8 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
+from ..errors import InvalidInputError
+
 PROTOCOLS = ("hsnet", "asnet")
 
 
@@ -95,7 +97,7 @@ class EpisodePool:
             class_id = int(_pick(rng, self.class_ids))
             candidates = self.classwise.get(class_id) or []
             if not candidates:
-                raise ValueError(f"{self.benchmark}: class {class_id} has no images in the split list")
+                raise InvalidInputError(f"{self.benchmark}: class {class_id} has no images in the split list")
             query = _pick(rng, candidates)
         else:
             query, class_id = self.queries[idx % len(self.queries)]
@@ -108,7 +110,7 @@ class EpisodePool:
         else:
             candidates = self.classwise[class_id]
         if all(c == query for c in candidates):
-            raise ValueError(
+            raise InvalidInputError(
                 f"{self.benchmark}: class {class_id} has no image besides the query {query!r} to use as support"
             )
         supports: list[str] = []
@@ -126,7 +128,7 @@ def _rngs(protocol: str, n: int, seed: int) -> Iterable[np.random.RandomState]:
     if protocol == "asnet":
         # ASNet reseeds with the episode index (the seed argument is ignored by the authors' code too)
         return (np.random.RandomState(idx) for idx in range(n))
-    raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    raise InvalidInputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 
 def evaluation_episodes(

@@ -6,7 +6,10 @@ loop, images at the recipe's size (400), the query mask resized with nearest nei
 ``original_size``, logits upsampled to the query's original size and scored against the unresized mask (batch 1,
 as the authors). The recipe's ``preprocess`` picks how images and masks are resized (``hsnet``: torchvision on
 PIL; ``vat``: OpenCV at 473/417 px, always at the network resolution: ``original_size`` is refused). K-shot
-predictions are the model's ``predict_nshot`` vote. Metrics: :class:`~hmrepro.engine.metrics.FewShotMeter`.
+predictions are the model's ``predict_nshot`` vote. Metrics: :class:`~hmrepro.engine.metrics.FewShotMeter`. The
+episodes run through :func:`hmrepro.engine.runner.run_episodes`, as those of ``domain-shift`` (an episode source of
+the same evaluation: :func:`evaluate_domain_shift`) and of ``viz episodes`` (:func:`figure_episodes`) do.
+The engine prints nothing: progress and log lines go to a :class:`~hmrepro.engine.progress.Progress`.
 
 Weights (``weights`` argument): a checkpoint file, a run folder (its ``best_model.pt``), either with ``{fold}``
 in the path to evaluate several folds, ``random`` (untrained learner, seed 0) or ``official`` (the authors'
@@ -16,17 +19,23 @@ checkpoint, resolved by ``hmrepro.acquisition.checkpoints.resolve_official_weigh
 from __future__ import annotations
 
 import importlib
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from ..data.benchmarks import get_benchmark, test_episodes
-from ..data.dataset import EpisodeDataset
+from ..data.domain_shift import (
+    DOMAIN_SHIFT_BENCHMARK,
+    EPISODE_SOURCE,
+    VOC_CLASSES,
+    domain_shift_class_ids,
+    domain_shift_episodes,
+    domain_shift_pool,
+)
+from ..data.episodes import Episode
 from ..data.preprocessing import get_preprocessing, preprocess_of
 from ..data.splits import PACKAGED_SPLITS, SplitFolder, sha256_file
 from ..errors import HmreproError
@@ -35,11 +44,23 @@ from ..paths import resolve_data_root
 from . import runs
 from .checkpoints import load_checkpoint
 from .distributed import resolve_device
-from .metrics import FewShotMeter
+from .progress import Progress, Silent
 from .records import git_commit, now_iso, record_protocol_fields, versions, write_record
 from .recipes import resolve as resolve_recipe
+from .runner import EpisodePlan, EpisodePrediction, run_episodes
 
-__all__ = ["WeightsSource", "eval_settings", "evaluate", "folds_of", "resolve_weights"]
+__all__ = [
+    "EpisodeFigure",
+    "FoldEpisodes",
+    "WeightsSource",
+    "eval_settings",
+    "evaluate",
+    "evaluate_domain_shift",
+    "figure_episodes",
+    "fold_plan",
+    "folds_of",
+    "resolve_weights",
+]
 
 
 @dataclass(frozen=True)
@@ -118,71 +139,17 @@ def resolve_weights(
     )  # fmt: skip
 
 
-def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+@dataclass(frozen=True)
+class FoldEpisodes:
+    """One fold's episodes for the common evaluation, and what its record says about them."""
 
-    from ..cli.common import console
-
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console, disable=not enabled,
-    )  # fmt: skip
-
-
-@torch.no_grad()
-def evaluate_fold(
-    model,
-    benchmark: str,
-    fold: int,
-    shot: int,
-    *,
-    protocol: str,
-    img_size: int,
-    original_size: bool,
-    data_root: Path,
-    splits: SplitFolder,
-    device: torch.device,
-    bsz: int = 1,
-    workers: int = 0,
-    episodes: int | None = None,
-    amp: bool = False,
-    on_batch: Callable[[int, float], None] | None = None,
-    preprocess: str = "hsnet",
-) -> dict:
-    """mIoU and FB-IoU of ``model`` on one fold's fixed episodes; also the episode count and seconds per episode."""
-    bench = get_benchmark(benchmark)
-    try:
-        eps = test_episodes(benchmark, fold, shot, protocol=protocol, split="test", splits=splits)
-    except ValueError as err:  # e.g. the asnet protocol has no FSS-1000 episodes
-        raise HmreproError(str(err)) from None
-    if episodes:
-        eps = eps[:episodes]
-    np.random.seed(0)
-    torch.manual_seed(0)
-    dataset = EpisodeDataset(bench, data_root, eps, img_size=img_size, original_size=original_size, preprocess=preprocess)
-    loader = DataLoader(
-        dataset, batch_size=1 if original_size else bsz, shuffle=False, num_workers=workers,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(0),
-    )  # fmt: skip
-    meter = FewShotMeter(bench.num_classes(splits), bench.class_ids(fold, "test", splits))
-    model.eval()
-    start = time.perf_counter()
-    for batch in loader:
-        q = batch["query_img"].to(device, non_blocking=True)
-        s_imgs = batch["support_imgs"].to(device, non_blocking=True)
-        s_masks = batch["support_masks"].to(device, non_blocking=True)
-        gt = batch["query_mask"]
-        output_size = tuple(gt.shape[-2:]) if original_size else None
-        ctx = torch.autocast(device.type, dtype=torch.bfloat16) if amp else torch.autocast(device.type, enabled=False)
-        with ctx:
-            pred = model.predict_nshot(q, s_imgs, s_masks, output_size=output_size)
-        meter.update(pred.cpu(), gt, batch["class_id"], batch["query_ignore"])
-        if on_batch is not None:
-            miou = meter.compute()[0]
-            on_batch(q.shape[0], miou)
-    seconds = time.perf_counter() - start
-    miou, fb_iou = meter.compute()
-    return {"miou": miou, "fb_iou": fb_iou, "episodes": meter.episodes, "secs_per_episode": seconds / max(meter.episodes, 1)}
+    benchmark: str  # where the images and masks come from
+    episodes: list[Episode]  # the full fixed set (``episodes=N`` keeps the first N)
+    nclass: int  # the class axis of the metric
+    class_ids: list[int]  # the classes mIoU averages over
+    task: str  # the progress task's description
+    name: str  # the fold as the log line names it
+    fields: dict = field(default_factory=dict)  # record fields of this episode source
 
 
 def eval_settings(model_name: str, benchmark: str, *, preprocess: str | None = None, original_size: bool = False) -> dict:
@@ -252,6 +219,124 @@ def provenance(
     }
 
 
+@dataclass(frozen=True)
+class _Evaluation:
+    """What every fold of one evaluation shares."""
+
+    kind: str  # the records' kind
+    record_benchmark: str  # the records' benchmark
+    model_name: str
+    backbone: str
+    trained_on: str  # the benchmark whose weights are resolved and whose model is built
+    shot: int
+    recipe: dict  # eval_settings(model_name, trained_on): protocol, preprocess, img_size
+    weights: str
+    img_size: Optional[int]
+    original_size: bool
+    bsz: int
+    workers: int
+    episodes: Optional[int]
+    pretrained: bool
+    amp: bool
+
+
+def fold_plan(recipe: dict, source: WeightsSource, img_size: int | None, original_size: bool, log) -> EpisodePlan:
+    """The plan a fold runs with: the recipe's protocol and preprocessing, at ``img_size``, else the size the
+    checkpoint trained at, else the recipe's size."""
+    size = int(img_size or source.trained_img_size or recipe["img_size"])
+    if not img_size and size != recipe["img_size"]:
+        log(f"image size {size}: the size {source.path} was trained at (the recipe's is {recipe['img_size']})")
+    return EpisodePlan(recipe["protocol"], recipe["preprocess"], size, original_size)
+
+
+def _evaluate_folds(
+    job: _Evaluation,
+    folds: Sequence[int],
+    episodes_of: Callable[[int], FoldEpisodes],
+    *,
+    data_root: Path,
+    splits: SplitFolder,
+    results_dir: str | Path | None,
+    device: str | None,
+    progress: Progress | bool | None,
+    log: Callable[[str], None] | None,
+) -> list[dict]:
+    """The common evaluation: per fold, its weights, its model, its episodes through the runner, one record."""
+    progress = _progress_of(progress)
+    device, log = resolve_device(device), log or progress.log
+    sources = [
+        resolve_weights(job.weights, job.model_name, job.backbone, job.trained_on, f, multi_fold=len(folds) > 1,
+                        data_root=data_root)
+        for f in folds
+    ]  # fmt: skip
+    records = []
+    for f, source in zip(folds, sources):
+        record = _evaluate_fold(
+            job, f, episodes_of(f), source, data_root=data_root, splits=splits, device=device, progress=progress, log=log
+        )
+        if results_dir is not None:
+            record["path"] = str(write_record(record, Path(results_dir)))
+        records.append(record)
+    return records
+
+
+def _evaluate_fold(
+    job: _Evaluation,
+    f: int,
+    fold: FoldEpisodes,
+    source: WeightsSource,
+    *,
+    data_root: Path,
+    splits: SplitFolder,
+    device: torch.device,
+    progress: Progress,
+    log: Callable[[str], None],
+) -> dict:
+    """One fold: the model with the weights of ``source``, its plan, the runner over ``fold``'s episodes, the record."""
+    model = load_model(source, job.model_name, job.backbone, job.trained_on, pretrained=job.pretrained, device=device, log=log)
+    if source.trained_benchmark and source.trained_benchmark != job.trained_on:
+        log(f"note: {source.path} was trained on {source.trained_benchmark}, not {job.trained_on}")
+    plan = fold_plan(job.recipe, source, job.img_size, job.original_size, log)
+    eps = fold.episodes[: job.episodes] if job.episodes else fold.episodes
+    task = progress.start(fold.task, len(eps))
+    result = run_episodes(
+        model, eps, benchmark=get_benchmark(fold.benchmark), plan=plan, nclass=fold.nclass, class_ids=fold.class_ids,
+        data_root=data_root, device=device, bsz=job.bsz, workers=job.workers, amp=job.amp,
+        on_batch=lambda batch, _, meter: progress.advance(task, len(batch["class_id"]), f"mIoU {meter.compute()[0]:5.1f}"),
+    )  # fmt: skip
+    progress.finish(task)
+    log(
+        f"{fold.name}: mIoU {result.miou:.1f}, FB-IoU {result.fb_iou:.1f} over {result.episodes} episodes "
+        f"({result.secs_per_episode * 1000:.0f} ms/episode)"
+    )
+    return {
+        "kind": job.kind,
+        "model": job.model_name,
+        "masking": model.masking.name,
+        "backbone": job.backbone,
+        "benchmark": job.record_benchmark,
+        "fold": f,
+        "shot": job.shot,
+        **result.metrics(),
+        **fold.fields,
+        "protocol": plan.protocol,
+        "preprocess": plan.preprocess,
+        "img_size": plan.img_size,
+        "original_size": plan.original_size,
+        **provenance(source, pretrained=job.pretrained, device=device, data_root=data_root, splits=splits),
+        "bsz": 1 if plan.original_size else job.bsz,
+        **record_protocol_fields(
+            amp=job.amp, episodes=result.episodes, total_episodes=len(fold.episodes), img_size=plan.img_size,
+            default_img_size=job.recipe["img_size"], original_size=plan.original_size,
+        ),
+    }
+
+
+def _progress_of(progress: Progress | bool | None) -> Progress:
+    """``progress`` when it is a reporter; ``None``/``True``/``False``: no reports (the engine draws nothing)."""
+    return Silent() if progress is None or isinstance(progress, bool) else progress
+
+
 def evaluate(
     model_name: str,
     benchmark: str,
@@ -271,73 +356,152 @@ def evaluate(
     episodes: int | None = None,
     pretrained: bool = True,
     amp: bool = False,
-    progress: bool = True,
+    progress: Progress | bool | None = None,
     log: Callable[[str], None] | None = None,
     preprocess: str | None = None,
 ) -> list[dict]:
     """Evaluate ``model_name`` on every fold of ``fold`` ('all' or a number); returns the result records.
 
     Each record is written to ``results_dir`` (unless it is None) with :func:`write_record`; the written path is
-    in the returned record under ``path``.
+    in the returned record under ``path``. ``progress`` (:class:`~hmrepro.engine.progress.Progress`) gets a task
+    per fold and, unless ``log`` is given, the notes and the result line of each fold.
     """
-    log = log or (lambda msg: None)
     folds = folds_of(benchmark, fold)
     recipe = eval_settings(model_name, benchmark, preprocess=preprocess, original_size=original_size)
-    protocol, preprocess = recipe["protocol"], recipe["preprocess"]
-    bsz = int(bsz or recipe.get("eval_bsz", 1))
-    dev = resolve_device(device)
+    split_folder = SplitFolder(splits)
+    bench = get_benchmark(benchmark)
+
+    def episodes_of(f: int) -> FoldEpisodes:
+        eps = test_episodes(benchmark, f, shot, protocol=recipe["protocol"], split="test", splits=split_folder)
+        return FoldEpisodes(
+            benchmark, eps, bench.num_classes(split_folder), bench.class_ids(f, "test", split_folder),
+            task=f"{model_name} {benchmark} fold {f} {shot}-shot", name=f"fold {f}",
+        )  # fmt: skip
+
+    job = _Evaluation(
+        "eval", benchmark, model_name, backbone, benchmark, shot, recipe, weights, img_size, original_size,
+        int(bsz or recipe.get("eval_bsz", 1)), workers, episodes, pretrained, amp,
+    )  # fmt: skip
+    return _evaluate_folds(
+        job, folds, episodes_of, data_root=resolve_data_root(data_root), splits=split_folder, results_dir=results_dir,
+        device=device, progress=progress, log=log,
+    )  # fmt: skip
+
+
+def evaluate_domain_shift(
+    model_name: str,
+    fold: str | int,
+    shot: int,
+    *,
+    weights: str,
+    backbone: str = "resnet50",
+    img_size: int | None = None,
+    data_root: str | Path | None = None,
+    splits: str | Path | None = None,
+    results_dir: str | Path | None = "results",
+    device: str | None = None,
+    bsz: int = 1,
+    workers: int = 0,
+    episodes: int | None = None,
+    pretrained: bool = True,
+    amp: bool = False,
+    progress: Progress | bool | None = None,
+    log: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Evaluate the COCO-20i model(s) ``weights`` on PASCAL, one record (``kind='domain-shift'``) per fold.
+
+    The common evaluation with the episodes of :mod:`hmrepro.data.domain_shift`: ``weights`` is resolved as by
+    :func:`evaluate` for COCO-20i (a checkpoint, a run folder, ``{fold}`` in the path for several folds,
+    ``random``, ``official``), the model is built and preprocessed as on COCO-20i (its COCO recipe), and tested on
+    the fold's PASCAL test classes. ``episodes`` keeps only the first N of the 1000 fixed episodes (quick checks).
+    """
+    folds = folds_of("coco", fold)
+    recipe = eval_settings(model_name, "coco")
     split_folder = SplitFolder(splits)
     root = resolve_data_root(data_root)
-    sources = [
-        resolve_weights(weights, model_name, backbone, benchmark, f, multi_fold=len(folds) > 1, data_root=root)
-        for f in folds
-    ]
-    records = []
-    with _progress(progress) as bar:
-        for f, source in zip(folds, sources):
-            try:
-                n_total = len(test_episodes(benchmark, f, shot, protocol=protocol, splits=split_folder))
-            except ValueError as err:  # e.g. the asnet protocol has no FSS-1000 episodes
-                raise HmreproError(str(err)) from None
-            model = load_model(source, model_name, backbone, benchmark, pretrained=pretrained, device=dev, log=log)
-            size = int(img_size or source.trained_img_size or recipe["img_size"])
-            if not img_size and size != recipe["img_size"]:
-                log(f"image size {size}: the size {source.path} was trained at (the recipe's is {recipe['img_size']})")
-            n = min(episodes, n_total) if episodes else n_total
-            task = bar.add_task(f"{model_name} {benchmark} fold {f} {shot}-shot", total=n, info="")
-            result = evaluate_fold(
-                model, benchmark, f, shot, protocol=protocol, img_size=size, original_size=original_size,
-                data_root=root, splits=split_folder, device=dev, bsz=bsz, workers=workers, episodes=episodes, amp=amp,
-                on_batch=lambda k, miou: bar.update(task, advance=k, info=f"mIoU {miou:5.1f}"), preprocess=preprocess,
-            )  # fmt: skip
-            record = {
-                "kind": "eval",
-                "model": model_name,
-                "masking": model.masking.name,
-                "backbone": backbone,
-                "benchmark": benchmark,
-                "fold": f,
-                "shot": shot,
-                **result,
-                "protocol": protocol,
-                "preprocess": preprocess,
-                "img_size": size,
-                "original_size": original_size,
-                **provenance(source, pretrained=pretrained, device=dev, data_root=root, splits=split_folder),
-                "bsz": 1 if original_size else bsz,
-                **record_protocol_fields(
-                    amp=amp, episodes=result["episodes"], total_episodes=n_total, img_size=size,
-                    default_img_size=recipe["img_size"], original_size=original_size,
-                ),
-            }
-            if results_dir is not None:
-                record["path"] = str(write_record(record, Path(results_dir)))
-            records.append(record)
-            log(
-                f"fold {f}: mIoU {result['miou']:.1f}, FB-IoU {result['fb_iou']:.1f} over {result['episodes']} "
-                f"episodes ({result['secs_per_episode'] * 1000:.0f} ms/episode)"
-            )
-    return records
+    get_benchmark("pascal").require(root)  # before any download of official weights
+
+    def episodes_of(f: int) -> FoldEpisodes:
+        classes = domain_shift_class_ids(f)
+        names = [VOC_CLASSES[c] for c in classes]
+        fields = {
+            "trained_on": "coco",
+            "tested_on": "pascal",
+            "test_classes": names,
+            "test_class_ids": classes,
+            "episode_source": EPISODE_SOURCE,
+            "episode_pool_size": len(domain_shift_pool(f, split_folder)),
+        }
+        eps = domain_shift_episodes(f, shot, split_folder, protocol=recipe["protocol"])
+        return FoldEpisodes(
+            "pascal", eps, get_benchmark("pascal").num_classes(), classes,
+            task=f"{model_name} COCO→PASCAL fold {f} {shot}-shot", name=f"fold {f} ({', '.join(names)})", fields=fields,
+        )  # fmt: skip
+
+    job = _Evaluation(
+        "domain-shift", DOMAIN_SHIFT_BENCHMARK, model_name, backbone, "coco", shot, recipe, weights, img_size, False,
+        bsz, workers, episodes, pretrained, amp,
+    )  # fmt: skip
+    return _evaluate_folds(
+        job, folds, episodes_of, data_root=root, splits=split_folder, results_dir=results_dir,
+        device=device, progress=progress, log=log,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EpisodeFigure:
+    """Episodes to draw, the plan they were loaded with and, with a model, its predictions."""
+
+    plan: EpisodePlan
+    episodes: list[Episode]
+    predictions: Optional[list[EpisodePrediction]] = None
+
+
+def figure_episodes(
+    benchmark: str,
+    fold: int,
+    shot: int,
+    *,
+    start: int = 0,
+    count: int = 4,
+    model_name: str | None = None,
+    weights: str = "random",
+    backbone: str = "resnet50",
+    img_size: int | None = None,
+    data_root: str | Path | None = None,
+    splits: str | Path | None = None,
+    device: str | None = None,
+    pretrained: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> EpisodeFigure:
+    """Test episodes ``start .. start+count-1`` of ``benchmark``/``fold``/``shot`` and, given ``model_name``
+    (``weights`` as for :func:`evaluate`), the model's prediction of each, by the evaluation's own runner and
+    plan. Without a model: the HSNet protocol and preprocessing at ``img_size`` (default 400)."""
+    split_folder = SplitFolder(splits)
+    root = resolve_data_root(data_root)
+    if model_name is None:
+        plan = EpisodePlan("hsnet", "hsnet", int(img_size or 400))
+        return EpisodeFigure(plan, _episode_slice(benchmark, fold, shot, plan, split_folder, start, count))
+    log = log or (lambda msg: None)
+    recipe = eval_settings(model_name, benchmark)
+    source = resolve_weights(weights, model_name, backbone, benchmark, fold, multi_fold=False, data_root=root)
+    plan = fold_plan(recipe, source, img_size, False, log)
+    eps = _episode_slice(benchmark, fold, shot, plan, split_folder, start, count)
+    dev = resolve_device(device)
+    model = load_model(source, model_name, backbone, benchmark, pretrained=pretrained, device=dev, log=log)
+    bench = get_benchmark(benchmark)
+    result = run_episodes(
+        model, eps, benchmark=bench, plan=plan, nclass=bench.num_classes(split_folder),
+        class_ids=bench.class_ids(fold, "test", split_folder), data_root=root, device=dev, keep_predictions=True,
+    )  # fmt: skip
+    return EpisodeFigure(plan, eps, result.predictions)
+
+
+def _episode_slice(benchmark, fold, shot, plan: EpisodePlan, splits: SplitFolder, start: int, count: int) -> list[Episode]:
+    eps = test_episodes(benchmark, fold, shot, protocol=plan.protocol, splits=splits)[start : start + count]
+    if not eps:
+        raise HmreproError(f"no episodes from {start}: the fold has fewer")
+    return eps
 
 
 def mean_row(records: Sequence[dict]) -> dict:

@@ -13,7 +13,7 @@ matplotlib is imported lazily with the non-interactive Agg backend, so no displa
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..errors import HmreproError
 
@@ -138,7 +138,7 @@ def plot_episodes(
     *,
     count: int = 4,
     start: int = 0,
-    img_size: int = 400,
+    img_size: int | None = None,
     data_root: str | Path | None = None,
     splits: str | Path | None = None,
     model: str | None = None,
@@ -147,47 +147,29 @@ def plot_episodes(
     device: str | None = "cpu",
     pretrained: bool = True,
     dpi: int = 120,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Draw episodes ``start .. start+count-1`` of the fixed test episodes of ``benchmark``/``fold``/``shot``.
 
     Columns: the supports (mask in green), the query with its ground truth (blue) and, when ``model`` is given
-    (``weights`` as for ``hmrepro eval``), its prediction (red) with the episode's foreground IoU.
+    (``weights`` as for ``hmrepro eval``), its prediction (red) with the episode's foreground IoU, both from the
+    evaluation's runner (:func:`hmrepro.engine.evaluate.figure_episodes`). Images are loaded with the model's
+    preprocessing at ``img_size`` (default: the evaluation's size; without a model HSNet's at 400 px).
     """
-    import torch
-
-    from ..data.benchmarks import get_benchmark, test_episodes
+    from ..data.benchmarks import get_benchmark
     from ..data.dataset import EpisodeDataset
-    from ..data.splits import SplitFolder
+    from ..engine.evaluate import figure_episodes
     from ..paths import resolve_data_root
 
-    split_folder = SplitFolder(splits)
-    root = resolve_data_root(data_root)
-    protocol = "hsnet"
-    net = None
-    if model is not None:
-        from .. import create_model
-        from ..engine.checkpoints import load_checkpoint
-        from ..engine.distributed import resolve_device
-        from ..engine.evaluate import resolve_weights
-        from ..engine.recipes import resolve as resolve_recipe
-
-        protocol = resolve_recipe(model, benchmark).get("protocol", "hsnet")
-        dev = resolve_device(device)
-        source = resolve_weights(weights or "random", model, backbone, benchmark, fold, multi_fold=False, data_root=root)
-        torch.manual_seed(0)
-        net = create_model(model, backbone=backbone, pretrained=pretrained if source.path is None else False,
-                           benchmark=source.trained_benchmark or benchmark)  # fmt: skip
-        if source.path is not None:
-            load_checkpoint(source.path, net)
-        net.to(dev).eval()
-    try:
-        eps = test_episodes(benchmark, fold, shot, protocol=protocol, splits=split_folder)[start : start + count]
-    except ValueError as err:
-        raise HmreproError(str(err)) from None
-    if not eps:
-        raise HmreproError(f"no episodes from {start}: the fold has fewer")
-    dataset = EpisodeDataset(get_benchmark(benchmark), root, eps, img_size=img_size)
-    ncols = shot + 1 + (net is not None)
+    figure = figure_episodes(
+        benchmark, fold, shot, start=start, count=count, model_name=model, weights=weights or "random",
+        backbone=backbone, img_size=img_size, data_root=data_root, splits=splits, device=device,
+        pretrained=pretrained, log=log,
+    )  # fmt: skip
+    plan, eps = figure.plan, figure.episodes
+    dataset = EpisodeDataset(get_benchmark(benchmark), resolve_data_root(data_root), eps, img_size=plan.img_size,
+                             preprocess=plan.preprocess)  # fmt: skip
+    ncols = shot + 1 + (figure.predictions is not None)
     plt = _pyplot()
     fig, axes = plt.subplots(len(eps), ncols, figsize=(1.9 * ncols, 2.0 * len(eps)), squeeze=False)
     for row, episode in enumerate(eps):
@@ -195,18 +177,11 @@ def plot_episodes(
         for k in range(shot):
             _overlay(axes[row][k], item["support_imgs"][k], item["support_masks"][k], (0.1, 0.9, 0.1),
                      f"support {k + 1}: {Path(episode.supports[k]).name}")  # fmt: skip
-        gt = item["query_mask"]
-        _overlay(axes[row][shot], item["query_img"], gt, (0.1, 0.3, 1.0),
+        _overlay(axes[row][shot], item["query_img"], item["query_mask"], (0.1, 0.3, 1.0),
                  f"query {start + row} (class {episode.class_id}): GT")  # fmt: skip
-        if net is not None:
-            with torch.no_grad():
-                pred = net.predict_nshot(item["query_img"][None].to(dev), item["support_imgs"][None].to(dev),
-                                         item["support_masks"][None].to(dev))[0].cpu()  # fmt: skip
-            valid = item["query_ignore"] == 0
-            inter = float(((pred == 1) & (gt == 1) & valid).sum())
-            union = float((((pred == 1) | (gt == 1)) & valid).sum())
-            iou = 100.0 * inter / union if union else float("nan")
-            _overlay(axes[row][shot + 1], item["query_img"], pred, (1.0, 0.1, 0.1), f"{model}: IoU {iou:.1f}")
+        if figure.predictions is not None:
+            pred = figure.predictions[row]
+            _overlay(axes[row][shot + 1], item["query_img"], pred.mask, (1.0, 0.1, 0.1), f"{model}: IoU {pred.iou:.1f}")
     fig.suptitle(f"{benchmark} fold {fold}, {shot}-shot episodes {start}..{start + len(eps) - 1}", fontsize=9)
     fig.tight_layout()
     output = Path(output).expanduser()

@@ -1,0 +1,219 @@
+"""The episode runner: the one piece of code that turns few-shot episodes into mIoU and FB-IoU.
+
+``hmrepro eval``, ``hmrepro domain-shift``, ``viz episodes`` and the validation inside training all go through
+:func:`run_loader`; :func:`run_episodes` is the evaluation's entry point (it seeds, builds the loader with the
+model's :class:`EpisodePlan` and runs it).
+
+- The episodes are loaded by :class:`~hmrepro.data.dataset.EpisodeDataset` with the plan's preprocessing (there is
+  no default: a model is always loaded as its authors load it).
+- ``predict`` turns a batch into a 0/1 query mask and the raw outputs: :func:`kshot_vote` (the authors' K-shot
+  vote, ``model.predict_nshot``; the evaluation) or :func:`one_shot_logits` (one forward pass of the first support
+  and the argmax of its logits; the validation inside training, whose hook computes the loss from the logits).
+- Metrics are accumulated by :class:`~hmrepro.engine.metrics.FewShotMeter`.
+
+The runner prints nothing; callers follow it through ``on_batch``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from ..data.benchmarks import Benchmark
+from ..data.dataset import EpisodeDataset
+from ..data.episodes import Episode
+from ..models.interface import Outputs, logits_of
+from .metrics import FewShotMeter, intersection_union
+
+__all__ = [
+    "EpisodePlan",
+    "EpisodePrediction",
+    "EpisodeResult",
+    "episode_loader",
+    "kshot_vote",
+    "one_shot_logits",
+    "run_episodes",
+    "run_loader",
+]
+
+# predict(model, batch on the device, output_size or None) -> (0/1 query masks [B, H, W], the model's outputs)
+Predict = Callable[[torch.nn.Module, dict, Optional[tuple]], tuple[torch.Tensor, Any]]
+# on_batch(batch on the device, the model's outputs, the meter after this batch)
+BatchHook = Callable[[dict, Any, FewShotMeter], None]
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    """How one model sees its episodes: the episode protocol, the preprocessing, the image side, and whether the
+    query masks keep their original size (logits upsampled to it, batch 1, as the authors)."""
+
+    protocol: str
+    preprocess: str
+    img_size: int
+    original_size: bool = False
+
+
+@dataclass(frozen=True)
+class EpisodePrediction:
+    """One episode's predicted query mask [H, W] and its foreground IoU in % (nan when neither the prediction nor
+    the ground truth has a foreground pixel)."""
+
+    mask: torch.Tensor
+    iou: float
+
+
+@dataclass(frozen=True)
+class EpisodeResult:
+    """What a run of episodes measured; ``predictions`` only when asked for (``keep_predictions``)."""
+
+    miou: float
+    fb_iou: float
+    episodes: int
+    secs_per_episode: float
+    predictions: Optional[list[EpisodePrediction]] = None
+
+    def metrics(self) -> dict:
+        """The record fields: ``miou``, ``fb_iou``, ``episodes``, ``secs_per_episode``."""
+        return {"miou": self.miou, "fb_iou": self.fb_iou, "episodes": self.episodes, "secs_per_episode": self.secs_per_episode}
+
+
+def kshot_vote(model, batch: dict, output_size: Optional[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation's prediction: the authors' K-shot vote (``model.predict_nshot``); outputs = the masks."""
+    pred = model.predict_nshot(batch["query_img"], batch["support_imgs"], batch["support_masks"], output_size=output_size)
+    return pred, pred
+
+
+def one_shot_logits(model, batch: dict, output_size: Optional[tuple] = None) -> tuple[torch.Tensor, Outputs]:
+    """The validation's prediction: one forward pass with the first support and the argmax of its logits.
+
+    Outputs: the model's outputs with the logits in fp32 (what ``model.compute_objective(outputs, batch)`` takes).
+    """
+    outputs = model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0])
+    logits = logits_of(outputs).float()
+    outputs = logits if isinstance(outputs, torch.Tensor) else {**outputs, "logits": logits}
+    return logits.argmax(dim=1), outputs
+
+
+def episode_loader(
+    benchmark: Benchmark,
+    data_root: Path,
+    episodes: Sequence[Episode],
+    plan: EpisodePlan,
+    *,
+    device: torch.device,
+    bsz: int = 1,
+    workers: int = 0,
+    persistent_workers: bool = False,
+) -> DataLoader:
+    """A loader over ``episodes`` in order, preprocessed by ``plan`` (batch 1 with ``original_size``)."""
+    dataset = EpisodeDataset(
+        benchmark, data_root, episodes, img_size=plan.img_size, original_size=plan.original_size,
+        preprocess=plan.preprocess,
+    )  # fmt: skip
+    return DataLoader(
+        dataset, batch_size=1 if plan.original_size else bsz, shuffle=False, num_workers=workers,
+        pin_memory=device.type == "cuda", persistent_workers=persistent_workers and workers > 0,
+        generator=torch.Generator().manual_seed(0),  # never touch the global torch RNG
+    )  # fmt: skip
+
+
+def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+    """The batch's tensors on ``device``; the query image channels-last when asked."""
+    moved = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if channels_last and key == "query_img":
+                value = value.contiguous(memory_format=torch.channels_last)
+        moved[key] = value
+    return moved
+
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if amp else torch.autocast(device.type, enabled=False)
+
+
+def _episode_predictions(pred: torch.Tensor, batch: dict) -> list[EpisodePrediction]:
+    inter, union = intersection_union(pred, batch["query_mask"], batch["query_ignore"])
+    return [
+        EpisodePrediction(mask, 100.0 * float(i) / float(u) if u else math.nan)
+        for mask, i, u in zip(pred, inter[1].tolist(), union[1].tolist())
+    ]
+
+
+@torch.no_grad()
+def run_loader(
+    model,
+    loader,
+    meter: FewShotMeter,
+    *,
+    device: torch.device,
+    amp: bool = False,
+    predict: Predict = kshot_vote,
+    on_batch: Optional[BatchHook] = None,
+    reduce: Optional[Callable[[FewShotMeter], None]] = None,
+    channels_last: bool = False,
+    keep_predictions: bool = False,
+) -> EpisodeResult:
+    """Run ``model`` (in eval mode; its train/eval mode is restored) over every batch of ``loader``.
+
+    Each batch goes to ``device`` (all its tensors; the masks are scored where the loader left them), ``predict`` runs under bf16 autocast when ``amp``, the 0/1
+    masks update ``meter``, then ``on_batch(batch, outputs, meter)`` is called. After the loop ``reduce(meter)``
+    may combine the counts of several processes before mIoU and FB-IoU are computed. The caller seeds (or not).
+    """
+    was_training = model.training
+    model.eval()
+    predictions: Optional[list[EpisodePrediction]] = [] if keep_predictions else None
+    original_size = bool(getattr(loader.dataset, "original_size", False))  # score at each query's own size
+    start = time.perf_counter()
+    for host_batch in loader:  # scored on the host, where the masks already are
+        batch = _to_device(host_batch, device, channels_last)
+        gt = host_batch["query_mask"]
+        with _autocast(device, amp):
+            pred, outputs = predict(model, batch, tuple(gt.shape[-2:]) if original_size else None)
+        pred = pred.cpu()
+        meter.update(pred, gt, host_batch["class_id"], host_batch["query_ignore"])
+        if predictions is not None:
+            predictions.extend(_episode_predictions(pred, host_batch))
+        if on_batch is not None:
+            on_batch(batch, outputs, meter)
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    if reduce is not None:
+        reduce(meter)
+    miou, fb_iou = meter.compute()
+    return EpisodeResult(miou, fb_iou, meter.episodes, seconds / max(meter.episodes, 1), predictions)
+
+
+def run_episodes(
+    model,
+    episodes: Sequence[Episode],
+    *,
+    benchmark: Benchmark,
+    plan: EpisodePlan,
+    nclass: int,
+    class_ids: Sequence[int],
+    data_root: Path,
+    device: torch.device,
+    bsz: int = 1,
+    workers: int = 0,
+    amp: bool = False,
+    on_batch: Optional[BatchHook] = None,
+    keep_predictions: bool = False,
+) -> EpisodeResult:
+    """The authors' evaluation of ``model`` on ``episodes``: NumPy and torch seeded with 0, the K-shot vote,
+    mIoU over ``class_ids`` (a class axis of ``nclass``) and FB-IoU."""
+    np.random.seed(0)
+    torch.manual_seed(0)
+    loader = episode_loader(benchmark, data_root, episodes, plan, device=device, bsz=bsz, workers=workers)
+    return run_loader(
+        model, loader, FewShotMeter(nclass, class_ids), device=device, amp=amp, on_batch=on_batch,
+        keep_predictions=keep_predictions,
+    )  # fmt: skip
