@@ -114,8 +114,6 @@ def build_config(model: str, benchmark: str, fold: int, overrides: Mapping[str, 
     values = resolve_recipe(model, benchmark, {**given, "model": model, "benchmark": benchmark, "fold": int(fold)})
     if benchmark == "fss" and int(fold) != 0:
         raise HmreproError("FSS-1000 has a single split: use --fold 0")
-    if benchmark == "fss" and values["protocol"] == "asnet":
-        raise HmreproError(f"{model} cannot train on FSS-1000: the authors' ASNet code has no FSS-1000 episodes")
     return _from_values(values)
 
 
