@@ -43,6 +43,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import CorruptFileError, HmreproError, MissingDataError
+from ..filemode import as_if_opened
 from ..models.cards import ModelCard, list_cards
 
 __all__ = [
@@ -364,6 +365,7 @@ def save_checkpoint(
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
+            as_if_opened(handle.fileno())  # mkstemp creates 0600
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import HmreproError
+from ..filemode import as_if_opened
 
 RECORD_FIELDS = (
     "model",
@@ -101,6 +102,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
+            as_if_opened(f.fileno())  # mkstemp creates 0600
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
