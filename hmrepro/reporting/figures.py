@@ -98,11 +98,7 @@ def plot_training_profile(
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    output = Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=dpi)
-    plt.close(fig)
-    return output
+    return _save(plt, fig, output, dpi)
 
 
 def _pyplot():
@@ -112,6 +108,15 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt, fig, output: str | Path, dpi: int, **savefig) -> Path:
+    """Write ``fig`` to ``output`` (its folder created; the format from its suffix) and close it."""
+    output = Path(output).expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=dpi, **savefig)
+    plt.close(fig)
+    return output
 
 
 def _overlay(ax, img, mask, color, title: str) -> None:
@@ -184,11 +189,7 @@ def plot_episodes(
             _overlay(axes[row][shot + 1], item["query_img"], pred.mask, (1.0, 0.1, 0.1), f"{model}: IoU {pred.iou:.1f}")
     fig.suptitle(f"{benchmark} fold {fold}, {shot}-shot episodes {start}..{start + len(eps) - 1}", fontsize=9)
     fig.tight_layout()
-    output = Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=dpi)
-    plt.close(fig)
-    return output
+    return _save(plt, fig, output, dpi)
 
 
 def plot_support_features(
@@ -241,8 +242,4 @@ def plot_support_features(
     fig.colorbar(shown, ax=list(axes[1:]), fraction=0.025, pad=0.02)
     fig.suptitle(title or f"{backbone_name} tap {layer} of 0..{n_taps - 1} ({channels} × {h} × {w}), channel 0"
                  f"{'' if pretrained else ' [random weights]'}", fontsize=9)  # fmt: skip
-    output = Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return output
+    return _save(plt, fig, output, dpi, bbox_inches="tight")
