@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import pickle
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -112,12 +113,10 @@ def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") ->
     placeholders: list[str] = []
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as err:
+        raise CorruptFileError(f"cannot read checkpoint {path}: {err.strerror or err}") from None
     except Exception as err:
-        refusal = CorruptFileError(
-            f"cannot read checkpoint {path} with torch.load(weights_only=True) ({type(err).__name__}: {err}); "
-            "files that pickle arbitrary objects (e.g. some Lightning checkpoints) must be converted first"
-        )
-        obj, placeholders = _read_lightning_with_placeholders(path, map_location, refusal)
+        obj, placeholders = _read_lightning_with_placeholders(path, map_location, err)
 
     if isinstance(obj, Mapping) and obj.get("format") == FORMAT:
         version = obj.get("format_version")
@@ -197,29 +196,44 @@ def _placeholder_class(full_name: str) -> type:
     return type(short, (PicklePlaceholder,), {"pickled_name": full_name, "__module__": __name__})
 
 
-def _read_lightning_with_placeholders(path: Path, map_location: Any, refusal: CorruptFileError) -> tuple[Any, list]:
-    """Read ``path`` with its refused globals replaced by placeholders; only a Lightning checkpoint is accepted."""
+def _asks_to_run_code(path: Path, names: list[str]) -> CorruptFileError:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return CorruptFileError(
+        f"checkpoint {path} asks to run code when loaded (it refers to {shown}); hmrepro will not load it. "
+        "Use weights from a source you trust (hmrepro download checkpoints)."
+    )
+
+
+def _refused_globals(err: Exception) -> list[str]:
+    """The globals torch's ``weights_only`` unpickler named when it refused a file (legacy format included)."""
+    return re.findall(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else []
+
+
+def _read_lightning_with_placeholders(path: Path, map_location: Any, err: Exception) -> tuple[Any, list]:
+    """Read ``path`` with its refused globals replaced by placeholders; only a Lightning checkpoint is accepted.
+
+    A placeholder stores its arguments and runs nothing, so even a pickle that calls ``os.system`` is read
+    harmlessly here; anything but a Lightning checkpoint with a plain-tensor state dict is then refused.
+    """
     try:
         names = list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
-    except Exception as err:  # not a zip checkpoint (garbage, legacy format): the original refusal stands
-        raise refusal from err
+    except Exception:  # not a zip checkpoint (garbage, truncated, legacy format)
+        names = None
+    if not names and _refused_globals(err):  # the legacy format: no placeholders, refused outright
+        raise _asks_to_run_code(path, _refused_globals(err)) from None
     if not names:
-        raise refusal
+        raise CorruptFileError(
+            f"cannot read checkpoint {path}: it is not a PyTorch checkpoint hmrepro can read safely (truncated, "
+            "another format, or the legacy non-zip format); fetch or save it again"
+        ) from None
     substitutes = [(_placeholder_class(name), name) for name in names]
     try:
         with torch.serialization.safe_globals(substitutes):
             obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise CorruptFileError(
-            f"{refusal} Reading it with placeholders for {', '.join(names)} failed too ({type(err).__name__}: "
-            f"{err}); load it where those classes exist and save its state_dict alone "
-            "(torch.save(torch.load(path, weights_only=False)['state_dict'], ...))"
-        ) from err
+    except Exception:
+        raise _asks_to_run_code(path, names) from None
     if not _is_lightning(obj):
-        raise CorruptFileError(
-            f"{refusal} (it pickles {', '.join(names)}; only PyTorch-Lightning checkpoints whose state_dict holds "
-            "plain tensors are read with placeholders for such objects)"
-        )
+        raise _asks_to_run_code(path, names)
     return obj, names
 
 
