@@ -130,7 +130,7 @@ def test_preprocessing_registry():
 def test_eval_and_train_pick_each_models_preprocessing(model, benchmark, protocol, preprocess, img_size):
     settings = eval_settings(model, benchmark)
     assert (settings["protocol"], settings["preprocess"], settings["img_size"]) == (protocol, preprocess, img_size)
-    assert build_config(model, benchmark, 0)["preprocess"] == preprocess
+    assert build_config(model, benchmark, 0).preprocess == preprocess
 
 
 def test_original_size_is_refused_for_vat(synthetic_root):

@@ -50,6 +50,7 @@ from . import distributed, runs
 from .checkpoints import read_checkpoint, save_checkpoint
 from .metrics import FewShotMeter
 from .progress import Progress, Silent
+from .runner import EpisodePlan, episode_loader, one_shot_logits, run_loader
 from .train_config import TrainConfig, build_config, resume_config
 
 __all__ = ["TrainingInterrupted", "build_config", "resume_config", "train"]
@@ -481,11 +482,12 @@ def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progres
     train_set = TrainEpisodes(bench, data_root, cfg.img_size, train_tf, cfg.seed, preprocess=cfg.preprocess)
     sampler = EpochBatches()
     train_loader = _loader(train_set, d, cfg.workers, batch_sampler=sampler)
-    val_set = EpisodeDataset(
-        bench, data_root, distributed.shard(val_episodes, d.rank, d.world_size), img_size=cfg.img_size, preprocess=cfg.preprocess
-    )
-    val_loader = _loader(val_set, d, cfg.workers, batch_size=cfg.val_bsz, shuffle=False)
-    probe = _to(default_collate([val_set[0]]), d.device, False)  # also fails early when the data is not there
+    val_loader = episode_loader(
+        bench, data_root, distributed.shard(val_episodes, d.rank, d.world_size),
+        EpisodePlan(cfg.protocol, cfg.preprocess, cfg.img_size), device=d.device, bsz=cfg.val_bsz, workers=cfg.workers,
+        persistent_workers=True,
+    )  # fmt: skip
+    probe = _to(default_collate([val_loader.dataset[0]]), d.device, False)  # also fails early when the data is not there
 
     run_dir = _run_folder(cfg, d, resume)
     cfg = replace(cfg, out=str(run_dir))
@@ -610,37 +612,37 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
     return stats, time.perf_counter() - t0, seen
 
 
-@torch.no_grad()
 def validate_epoch(run: Run, progress: Progress) -> dict:
-    """1-shot forward + argmax on this process's validation episodes; counts summed over processes."""
+    """1-shot forward + argmax on this process's validation episodes (the episode runner); counts and loss summed
+    over processes."""
     model, d = run.model, run.d
     meter = FewShotMeter(run.bench.num_classes(run.splits), run.bench.class_ids(run.config.fold, "val", run.splits))
     task = progress.start(f"validate {run.state.epoch}", total=run.val_total)
-    model.eval()
     loss_sum = torch.zeros(1, dtype=torch.float64)
+
+    def add_loss(batch: dict, outputs, _meter) -> None:
+        n = logits_of(outputs).shape[0]
+        loss_sum.add_(model.compute_objective(outputs, batch).item() * n)
+        progress.advance(task, n * d.world_size)
+
+    def sum_over_processes(tensor: torch.Tensor) -> torch.Tensor:
+        return distributed.all_reduce_sum(tensor.to(d.device), d).cpu()
+
     start = time.perf_counter()
-    for batch in run.val_loader:
-        b = _to(batch, d.device, run.channels_last)
-        with autocast(d.device, run.config.bf16):
-            outputs = forward_1shot(model, b)
-        outputs = fp32(outputs)
-        logits = logits_of(outputs)
-        loss_sum += model.compute_objective(outputs, b).item() * logits.shape[0]
-        meter.update(logits.argmax(dim=1), b["query_mask"], b["class_id"], b["query_ignore"])
-        progress.advance(task, logits.shape[0] * d.world_size)
-    meter.all_reduce(lambda t: distributed.all_reduce_sum(t.to(d.device), d).cpu())
-    loss_sum = distributed.all_reduce_sum(loss_sum.to(d.device), d).cpu()
-    miou, fb_iou = meter.compute()
-    model.train()
-    progress.finish(task)
+    result = run_loader(
+        model, run.val_loader, meter, device=d.device, amp=run.config.bf16, predict=one_shot_logits,
+        on_batch=add_loss, reduce=lambda m: m.all_reduce(sum_over_processes), channels_last=run.channels_last,
+    )  # fmt: skip
+    total_loss = sum_over_processes(loss_sum)
     seconds = time.perf_counter() - start
+    progress.finish(task)
     return {
-        "val_loss": float(loss_sum.item() / max(meter.episodes, 1)),
-        "val_miou": miou,
-        "val_fb_iou": fb_iou,
-        "val_episodes": meter.episodes,
+        "val_loss": float(total_loss.item() / max(result.episodes, 1)),
+        "val_miou": result.miou,
+        "val_fb_iou": result.fb_iou,
+        "val_episodes": result.episodes,
         "val_secs": seconds,
-        "val_episodes_per_s": meter.episodes / max(seconds, 1e-9),
+        "val_episodes_per_s": result.episodes / max(seconds, 1e-9),
     }
 
 
