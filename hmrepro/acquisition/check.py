@@ -1,4 +1,4 @@
-"""``hmrepro prepare --check``: is every image and mask that the split lists name on disk, and readable?"""
+"""``hmrepro prepare --check``: is every image and mask the split lists name on disk, readable and valid?"""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
-
-from ..data.benchmarks import get_benchmark
+from ..data.benchmarks import Benchmark, check_mask_size, get_benchmark, load_image, open_image
 from ..data.splits import SplitFolder
+from ..engine.progress import Progress, Silent
+from ..errors import HmreproError
 
 FETCH_COMMANDS = {
     "pascal": "hmrepro download pascal && hmrepro prepare pascal",
@@ -24,8 +24,8 @@ class LayoutReport:
     data_root: Path
     referenced: int = 0  # files (images + masks) the split lists name
     missing: list[str] = field(default_factory=list)  # posix paths relative to data_root
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
-    sampled: int = 0
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, problem): undecodable or invalid
+    sampled: int = 0  # files decoded and validated
 
     @property
     def ok(self) -> bool:
@@ -54,32 +54,59 @@ class _DirCache:
         return name in listing
 
 
-def _decodes(path: Path) -> str | None:
+def _check_pair(bench: Benchmark, data_root: Path, image_rel: str, mask_rel: str) -> list[tuple[str, str]]:
+    """Decode one image and its mask the way the readers do: [(relative path, problem)], empty when both are fine.
+
+    The mask is validated as on read (kind, bit depth, values that are classes) and against its image's size.
+    """
+    problems: list[tuple[str, str]] = []
+    image = None
     try:
-        with Image.open(path) as img:
-            img.load()
-        return None
-    except Exception as err:  # PIL raises many types for truncated or foreign files
-        return str(err) or type(err).__name__
+        image = load_image(data_root / image_rel, bench.name)
+    except HmreproError as err:
+        problems.append((image_rel, str(err)))
+    mask_path = data_root / mask_rel
+    try:
+        with open_image(mask_path, bench.name) as img:
+            arr = bench.decode_mask(img, mask_path, data_root)
+        if image is not None:
+            check_mask_size(mask_path, arr.shape, image, bench.name, data_root)
+    except HmreproError as err:
+        problems.append((mask_rel, str(err)))
+    return problems
 
 
-def check_layout(benchmark: str, data_root: Path, splits: SplitFolder | None = None, *, sample: int = 16) -> LayoutReport:
-    """Check the files every split list of ``benchmark`` names below ``data_root``; decode ``sample`` of them."""
+def _sample(pairs: list, sample: int) -> list:
+    step = max(1, len(pairs) // sample)
+    return pairs[::step][:sample]
+
+
+def check_layout(benchmark: str, data_root: Path, splits: SplitFolder | None = None, *, sample: int = 16,
+                 full: bool = False, progress: Progress | None = None) -> LayoutReport:
+    """Check the files every split list of ``benchmark`` names below ``data_root``.
+
+    Every named file must exist; then ``sample`` (image, mask) pairs spread over the lists are decoded and
+    validated (mask kind, values, size against the image), or every pair with ``full=True``. ``progress``
+    (see :mod:`hmrepro.engine.progress`) hears about the decoding; nothing here prints.
+    """
     bench = get_benchmark(benchmark)
     data_root = Path(data_root)
     report = LayoutReport(benchmark, data_root)
     cache = _DirCache(data_root)
-    present: list[str] = []
+    pairs: list[tuple[str, str]] = []
     for image, mask in bench.referenced_files(splits or SplitFolder()):
-        for rel in (image, mask):
-            rel = os.path.normpath(rel).replace(os.sep, "/")
-            report.referenced += 1
-            (present if cache.exists(rel) else report.missing).append(rel)
-    if present and sample > 0:
-        step = max(1, len(present) // sample)
-        for rel in present[::step][:sample]:
-            problem = _decodes(data_root / rel)
-            report.sampled += 1
-            if problem:
-                report.unreadable.append((rel, problem))
+        rels = [os.path.normpath(rel).replace(os.sep, "/") for rel in (image, mask)]
+        report.referenced += 2
+        missing = [rel for rel in rels if not cache.exists(rel)]
+        report.missing.extend(missing)
+        if not missing:
+            pairs.append((rels[0], rels[1]))
+    todo = pairs if full else (_sample(pairs, sample) if sample > 0 else [])
+    progress = progress or Silent()
+    task = progress.start(f"decoding {len(todo)} image/mask pairs", total=len(todo))
+    for image_rel, mask_rel in todo:
+        report.unreadable.extend(_check_pair(bench, data_root, image_rel, mask_rel))
+        report.sampled += 2
+        progress.advance(task)
+    progress.finish(task)
     return report

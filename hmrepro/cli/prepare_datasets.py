@@ -24,6 +24,7 @@ from ..acquisition.steps import PrepareContext
 from ..data.splits import SplitFolder
 from ..paths import resolve_data_root
 from .common import BenchmarkName, DataRootOption, SplitsOption, console
+from .progress import RichProgress
 
 SHOW_MISSING = 10
 NAMES = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "fss": "FSS-1000"}
@@ -34,14 +35,16 @@ ForceOption = typer.Option(False, "--force", help="Extract and place again even 
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
-def report_check(benchmark: str, data_root: Path, splits: Optional[Path]) -> bool:
-    """Print the layout check of ``benchmark``; True if complete."""
-    report = check_layout(benchmark, data_root, SplitFolder(splits))
+def report_check(benchmark: str, data_root: Path, splits: Optional[Path], full: bool = False) -> bool:
+    """Print the layout check of ``benchmark`` (every file decoded and validated with ``full``); True if complete."""
+    with RichProgress(enabled=full) as progress:
+        report = check_layout(benchmark, data_root, SplitFolder(splits), full=full, progress=progress)
     name = NAMES[benchmark]
     if report.ok:
+        decoded = f"all {report.sampled} decode" if full else f"{report.sampled} sampled files decode"
         console.print(
             f"[green]{name} layout OK[/] in {data_root}: all {report.referenced} images and masks named by the split "
-            f"lists exist; {report.sampled} sampled files decode."
+            f"lists exist; {decoded} and the masks are valid (values, size)."
         )
         return True
     console.print(f"[bold red]{name} layout incomplete[/] in {data_root} ({report.referenced} files named by the split lists)")
@@ -52,14 +55,18 @@ def report_check(benchmark: str, data_root: Path, splits: Optional[Path]) -> boo
         console.print(f"first {min(SHOW_MISSING, len(report.missing))}:", highlight=False)
         for p in report.missing[:SHOW_MISSING]:
             console.print(f"  {p}", highlight=False, soft_wrap=True)
-    for p, why in report.unreadable:
-        console.print(f"  unreadable: {p} ({why})", highlight=False, soft_wrap=True)
+    if report.unreadable:
+        console.print(f"{len(report.unreadable)} of {report.sampled} decoded files are unreadable or invalid:", highlight=False)
+    for _, why in report.unreadable[:SHOW_MISSING * 2]:
+        console.print(f"  {why}", highlight=False, soft_wrap=True)
+    if len(report.unreadable) > SHOW_MISSING * 2:
+        console.print(f"  … and {len(report.unreadable) - SHOW_MISSING * 2} more", highlight=False)
     console.print(f"fetch them with: [bold]{report.fetch_command()}[/]", highlight=False, soft_wrap=True)
     return False
 
 
-def _check_or_exit(benchmark: str, data_root: Path, splits: Optional[Path]) -> None:
-    if not report_check(benchmark, data_root, splits):
+def _check_or_exit(benchmark: str, data_root: Path, splits: Optional[Path], full: bool = False) -> None:
+    if not report_check(benchmark, data_root, splits, full):
         raise typer.Exit(1)
 
 
@@ -163,12 +170,22 @@ def prepare_group(
     ),
     data_root: Optional[Path] = DataRootOption,
     splits: Optional[Path] = SplitsOption,
+    full: bool = typer.Option(
+        False, "--full", help="With --check: decode and validate every image and mask, not a sample (slow: minutes for COCO)."
+    ),
 ) -> None:
     """Prepare datasets in the layout the readers expect, or check one.
 
-    Example: [bold]hmrepro prepare --check pascal --data-root ~/data[/]
+    The check looks for every file the split lists name, then decodes a sample of image/mask pairs and validates
+    the masks (single-channel, values that are classes of the benchmark, the size of their image); --full does
+    so for every pair.
+
+    Example: [bold]hmrepro prepare --check pascal --data-root ~/data[/]   (everything: [bold]hmrepro prepare --check pascal --full[/])
     """
     if check is None:
+        if full:
+            console.print("[bold red]error:[/] --full goes with --check BENCHMARK (e.g. hmrepro prepare --check pascal --full)")
+            raise typer.Exit(2)
         if ctx.invoked_subcommand is None:
             console.print(ctx.get_help())
             raise typer.Exit(0)
@@ -176,5 +193,5 @@ def prepare_group(
     if ctx.invoked_subcommand is not None:
         console.print("[bold red]error:[/] use either --check BENCHMARK or a command, not both")
         raise typer.Exit(2)
-    _check_or_exit(check.value, resolve_data_root(data_root), splits)
+    _check_or_exit(check.value, resolve_data_root(data_root), splits, full)
     raise typer.Exit(0)

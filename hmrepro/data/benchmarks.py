@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import CorruptFileError, InvalidInputError, MissingDataError
+from ..errors import CorruptFileError, HmreproError, InvalidInputError, MissingDataError
 from .episodes import Episode, EpisodePool, evaluation_episodes
 from .splits import SplitFolder
 
@@ -35,23 +35,89 @@ _FETCH_HINT = {
 }
 
 
-def _open(path: Path, benchmark: str) -> Image.Image:
-    if not path.is_file():
+def _check_hint(benchmark: str, data_root: Path | None) -> str:
+    root = f" --data-root {data_root}" if data_root is not None else ""
+    return f"`hmrepro prepare --check {benchmark}{root}`"
+
+
+def open_image(path: Path, benchmark: str) -> Image.Image:
+    """The decoded image file at ``path``; every failure is one :class:`HmreproError` naming the file."""
+    if not path.exists():
         raise MissingDataError(
             f"{path} does not exist. Is --data-root right? Fetch the {benchmark} data with "
             f"`{_FETCH_HINT[benchmark]}`, or make the synthetic benchmark with `hmrepro prepare synthetic`."
         )
+    if not path.is_file():
+        raise CorruptFileError(f"{path} is a folder (or another non-file), not an image; remove it and run "
+                               f"`{_FETCH_HINT[benchmark]}` to put the file back")
     try:
         img = Image.open(path)
         img.load()
         return img
+    except PermissionError:
+        raise HmreproError(f"cannot read {path}: permission denied; make it readable (chmod a+r {path})") from None
     except Exception as err:  # PIL raises many types for truncated or foreign files
         raise CorruptFileError(f"cannot read image {path}: {err}. Delete it and fetch it again.") from err
 
 
+# -- mask validation ---------------------------------------------------------------------------------
+
+_SINGLE_CHANNEL = ("L", "P")  # 8-bit class indices (PASCAL's SegmentationClassAug is 'P', COCO's are 'L')
+_WIDE = ("I;16", "I;16L", "I;16B", "I")  # 16/32-bit integers: accepted only if every value is a class
+
+
+def _mask_array(img: Image.Image, path: Path, benchmark: str, valid: str, data_root: Path | None) -> np.ndarray:
+    """The class indices of a PASCAL/COCO mask as an integer array (no value wrapped); a wrong kind is refused."""
+    if img.mode in _SINGLE_CHANNEL:
+        return np.asarray(img, dtype=np.uint8)
+    if img.mode in _WIDE:
+        return np.asarray(img).astype(np.int64)  # checked against the classes before it becomes uint8
+    raise CorruptFileError(
+        f"mask {path} is not a single-channel 8-bit image (mode {img.mode}, {len(img.getbands())} channel(s)); "
+        f"{benchmark} masks are single-channel "
+        f"8-bit PNGs of class indices ({valid}). Replace it with the dataset's mask and check with "
+        f"{_check_hint(benchmark, data_root)}"
+    )
+
+
+def _check_values(arr: np.ndarray, allowed: np.ndarray, path: Path, benchmark: str, valid: str,
+                  data_root: Path | None) -> None:
+    """Refuse a mask with a value that is no class of ``benchmark`` (``allowed``: a 256-entry lookup table)."""
+    if arr.size == 0:
+        raise CorruptFileError(f"mask {path} has no pixels; replace it and check with {_check_hint(benchmark, data_root)}")
+    if arr.dtype == np.uint8 and allowed[arr].all():
+        return
+    low, high = int(arr.min()), int(arr.max())
+    if low >= 0 and high < 256 and allowed[arr.astype(np.uint8)].all():
+        return
+    bad = np.unique(arr[(arr < 0) | (arr > 255)]) if (low < 0 or high > 255) else np.unique(arr[~allowed[arr]])
+    shown = ", ".join(str(int(v)) for v in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+    raise CorruptFileError(
+        f"mask {path} has the value(s) {shown}, which are no {benchmark} class (valid: {valid}); replace it with "
+        f"the dataset's mask and check the data with {_check_hint(benchmark, data_root)}"
+    )
+
+
+def _allowed(values) -> np.ndarray:
+    table = np.zeros(256, dtype=bool)
+    table[list(values)] = True
+    return table
+
+
+def check_mask_size(mask_path: Path, mask_shape: tuple[int, ...], image: Image.Image, benchmark: str,
+                    data_root: Path | None = None) -> None:
+    """Refuse a mask whose size is not its image's (errors name the mask and both sizes)."""
+    if tuple(mask_shape) != (image.height, image.width):
+        raise CorruptFileError(
+            f"mask {mask_path} is {mask_shape[1]}x{mask_shape[0]} (width x height) but its image is "
+            f"{image.width}x{image.height}: the layout is broken; replace the mask and check the data with "
+            f"{_check_hint(benchmark, data_root)}"
+        )
+
+
 def load_image(path: Path, benchmark: str) -> Image.Image:
     """The RGB image at ``path`` (errors name the file and the command that fetches it)."""
-    return _open(path, benchmark).convert("RGB")
+    return open_image(path, benchmark).convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -117,10 +183,30 @@ class Benchmark:
         return ("trn", "val")
 
     # -- masks ---------------------------------------------------------------------------------
+    valid_values: ClassVar[str] = ""  # the mask values that are classes, in words (for messages)
+
+    def allowed_values(self) -> np.ndarray:
+        """A 256-entry lookup table: True for a mask value that is a class (or the ignore label)."""
+        raise NotImplementedError
+
     def read_mask(self, data_root: Path, name: str) -> torch.Tensor:
-        """The raw mask as stored (uint8 tensor [H, W])."""
-        img = _open(self.mask_path(data_root, name), self.name)
-        return torch.from_numpy(np.array(img, dtype=np.uint8))
+        """The raw mask as stored (uint8 tensor [H, W]); a mask of another kind or with values that are no
+        class of the benchmark raises :class:`CorruptFileError` naming the file, the value and the fix."""
+        path = self.mask_path(data_root, name)
+        return torch.from_numpy(self.decode_mask(open_image(path, self.name), path, data_root))
+
+    def decode_mask(self, img: Image.Image, path: Path, data_root: Path | None = None) -> np.ndarray:
+        """The validated uint8 array [H, W] of the mask image ``img`` read from ``path``."""
+        arr = _mask_array(img, path, self.name, self.valid_values, data_root)
+        _check_values(arr, self.allowed_values(), path, self.name, self.valid_values, data_root)
+        return np.array(arr, dtype=np.uint8)  # a writable copy
+
+    def load_pair(self, data_root: Path, name: str) -> tuple[Image.Image, torch.Tensor]:
+        """The RGB image and the validated raw mask of ``name``; a mask whose size is not its image's is refused."""
+        image = load_image(self.image_path(data_root, name), self.name)
+        raw = self.read_mask(data_root, name)
+        check_mask_size(self.mask_path(data_root, name), tuple(raw.shape), image, self.name, data_root)
+        return image, raw
 
     def binarize(self, raw: torch.Tensor, class_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         """0/1 float mask of ``class_id`` and the ignore map (or None) from a (resized) raw mask."""
@@ -129,13 +215,17 @@ class Benchmark:
 
     def validate(self, fold: int, split: str) -> None:
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+            raise InvalidInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
         if not 0 <= fold < 4:
-            raise ValueError(f"unknown fold {fold!r} for {self.name}; choose 0, 1, 2 or 3")
+            raise InvalidInputError(f"unknown fold {fold!r} for {self.name}; choose 0, 1, 2 or 3")
 
 
 class Pascal(Benchmark):
     top_folder = "VOC2012"
+    valid_values = "0 background, 1..20 the VOC classes, 255 boundary"
+
+    def allowed_values(self) -> np.ndarray:
+        return _allowed([*range(self.nclass + 1), 255])
 
     def class_ids(self, fold: int, split: str, splits: SplitFolder | None = None) -> list[int]:
         per_fold = self.nclass // self.nfolds
@@ -164,6 +254,10 @@ class Pascal(Benchmark):
 
 class Coco(Benchmark):
     top_folder = "COCO2014"
+    valid_values = "0 background, 1..80 = 1 + the class index"
+
+    def allowed_values(self) -> np.ndarray:
+        return _allowed(range(self.nclass + 1))
 
     def class_ids(self, fold: int, split: str, splits: SplitFolder | None = None) -> list[int]:
         per_fold = self.nclass // self.nfolds
@@ -221,9 +315,17 @@ class Fss(Benchmark):
     def mask_path(self, data_root: Path, name: str) -> Path:
         return Path(data_root) / "FSS-1000" / (name[: -len(".jpg")] + ".png")
 
-    def read_mask(self, data_root: Path, name: str) -> torch.Tensor:
-        img = _open(self.mask_path(data_root, name), self.name).convert("L")
-        return torch.from_numpy(np.array(img, dtype=np.uint8))
+    valid_values = "grey levels 0..255, >= 128 is foreground"
+
+    def decode_mask(self, img: Image.Image, path: Path, data_root: Path | None = None) -> np.ndarray:
+        # the authors: Image.open(mask).convert('L'), then >= 128 is foreground; any 8-bit image mode converts.
+        # A 16/32-bit or float mask has no such grey level: converting would clip it, so it is refused.
+        if img.mode in (*_WIDE, "F"):
+            raise CorruptFileError(
+                f"mask {path} is a 16/32-bit image (mode {img.mode}); FSS-1000 masks are 8-bit (grey levels, >= 128 is "
+                f"foreground). Replace it with the dataset's mask and check with {_check_hint(self.name, data_root)}"
+            )
+        return np.array(img.convert("L"), dtype=np.uint8)
 
     def binarize(self, raw: torch.Tensor, class_id: int) -> tuple[torch.Tensor, torch.Tensor | None]:
         return (raw >= 128).float(), None
@@ -240,7 +342,7 @@ def get_benchmark(name: str) -> Benchmark:
     try:
         return BENCHMARKS[name]
     except KeyError:
-        raise ValueError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}") from None
+        raise InvalidInputError(f"unknown benchmark {name!r}; choose one of {', '.join(BENCHMARKS)}") from None
 
 
 def test_episodes(

@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from .benchmarks import Benchmark, get_benchmark, load_image
+from .benchmarks import Benchmark, get_benchmark
 from .episodes import Episode
 from .preprocessing import get_preprocessing
 
@@ -59,13 +59,7 @@ class EpisodeDataset(Dataset):
         return len(self.episodes)
 
     def _load(self, name: str, class_id: int, resize: bool):
-        image = load_image(self.benchmark.image_path(self.data_root, name), self.benchmark.name)
-        raw = self.benchmark.read_mask(self.data_root, name)
-        if raw.shape != (image.height, image.width):
-            raise ValueError(
-                f"mask {self.benchmark.mask_path(self.data_root, name)} is {tuple(raw.shape)} but its image is "
-                f"{(image.height, image.width)}: the layout is broken; run `hmrepro prepare --check {self.benchmark.name}`"
-            )
+        image, raw = self.benchmark.load_pair(self.data_root, name)  # validated: values, kind, size
         if resize:
             raw = self.resize_mask(raw, (self.img_size, self.img_size))
         mask, ignore = self.benchmark.binarize(raw, class_id)
