@@ -100,6 +100,8 @@ class EpisodePool:
                 raise InvalidInputError(f"{self.benchmark}: class {class_id} has no images in the split list")
             query = _pick(rng, candidates)
         else:
+            if not self.queries:
+                raise InvalidInputError(f"{self.benchmark}: the split lists name no query image for these classes")
             query, class_id = self.queries[idx % len(self.queries)]
         return Episode(query, self._supports(rng, query, class_id, shot), class_id)
 

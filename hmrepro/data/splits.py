@@ -11,12 +11,33 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 from pathlib import Path
 
-from ..errors import CorruptFileError, MissingDataError
+from ..errors import CorruptFileError, HmreproError, InvalidInputError, MissingDataError
 
 PACKAGED_SPLITS = Path(__file__).resolve().parent / "splits"
 CHECKSUM_FILE = "SHA256SUMS"
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+_RESTORE = "restore it (reinstall hmrepro, or rerun `hmrepro prepare synthetic` for the synthetic lists)"
+
+
+def _read_text(path: Path, what: str) -> str:
+    """The text of ``path``; a folder, an unreadable or a non-UTF-8 file is one error naming it."""
+    if path.is_dir():
+        raise CorruptFileError(f"{what} {path} is a folder, not a file; {_RESTORE}")
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise MissingDataError(f"{what} {path} does not exist; {_RESTORE}") from None
+    except PermissionError:
+        raise HmreproError(f"cannot read {what} {path}: permission denied; make it readable (chmod a+r {path})") from None
+    except UnicodeDecodeError:
+        raise CorruptFileError(f"{what} {path} is not a text file; {_RESTORE}") from None
+    except OSError as err:
+        raise HmreproError(f"cannot read {what} {path}: {err.strerror or err}") from None
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -60,10 +81,14 @@ def _read_sums(root: Path, stamp) -> dict[str, str]:
             f"(`hmrepro prepare synthetic` writes one, the packaged lists have one)"
         )
     sums = {}
-    for line in sums_file.read_text().splitlines():
+    for number, line in enumerate(_read_text(sums_file, "checksum file").splitlines(), start=1):
         if line.strip():
-            digest, name = line.split(maxsplit=1)
-            sums[name.strip().removeprefix("./")] = digest
+            parts = line.split(maxsplit=1)
+            if len(parts) != 2 or not _SHA256.fullmatch(parts[0]):
+                raise CorruptFileError(
+                    f"{sums_file} line {number} is not '<sha256>  <file>' (found {line[:60]!r}); {_RESTORE}"
+                )
+            sums[parts[1].strip().removeprefix("./")] = parts[0].lower()
     return sums
 
 
@@ -74,12 +99,17 @@ def _verified(path: Path, root: Path) -> Path:
 @functools.lru_cache(maxsize=1024)
 def _verify(path: Path, root: Path, stamp, sums_stamp) -> Path:
     rel = path.relative_to(root).as_posix()
+    if path.is_dir():
+        raise CorruptFileError(f"split list {path} is a folder, not a file; {_RESTORE}")
     if stamp is None or not path.is_file():
         raise MissingDataError(f"split list {path} does not exist (expected inside the splits folder {root})")
     expected = _expected_sums(root).get(rel)
     if expected is None:
         raise CorruptFileError(f"split list {path} is not listed in {root / CHECKSUM_FILE}")
-    actual = sha256_file(path)
+    try:
+        actual = sha256_file(path)
+    except PermissionError:
+        raise HmreproError(f"cannot read split list {path}: permission denied; make it readable (chmod a+r {path})") from None
     if actual != expected:
         raise CorruptFileError(
             f"split list {path} has sha256 {actual}, but {root / CHECKSUM_FILE} expects {expected}: "
@@ -93,6 +123,8 @@ class SplitFolder:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root).expanduser().resolve() if root else PACKAGED_SPLITS
+        if self.root.exists() and not self.root.is_dir():
+            raise InvalidInputError(f"--splits {self.root} is a file, not a folder (pass --splits DIR with the split lists)")
         if not self.root.is_dir():
             raise MissingDataError(f"splits folder {self.root} does not exist (pass --splits DIR with the split lists)")
 
@@ -101,24 +133,49 @@ class SplitFolder:
 
     def pascal(self, split: str, fold: int) -> list[tuple[str, int]]:
         """``[(image_id, class_id 0..19), ...]`` in file order."""
-        lines = self.path(f"pascal/{split}_fold{fold}.txt").read_text().splitlines()
+        path = self.path(f"pascal/{split}_fold{fold}.txt")
         out = []
-        for line in lines:
+        for number, line in enumerate(_read_text(path, "split list").splitlines(), start=1):
             if line:
-                img, cls = line.split("__")
-                out.append((img, int(cls) - 1))
-        return out
+                out.append(_pascal_line(line, path, number))
+        return _not_empty(out, path)
 
     def coco(self, split: str, fold: int) -> dict[int, list[str]]:
         """``{class_id 0..79: ["train2014/COCO_train2014_000000xxxxxx.jpg", ...]}`` in file order."""
-        data = json.loads(self.path(f"coco/{split}_fold{fold}.json").read_text())
-        image_dir = data["image_dir"]
-        return {
-            int(c): [f"{image_dir}/COCO_{image_dir}_{int(i):012d}.jpg" for i in ids]
-            for c, ids in data["classes"].items()
-        }
+        path = self.path(f"coco/{split}_fold{fold}.json")
+        try:
+            data = json.loads(_read_text(path, "split list"))
+            image_dir = data["image_dir"]
+            classes = {
+                int(c): [f"{image_dir}/COCO_{image_dir}_{int(i):012d}.jpg" for i in ids]
+                for c, ids in data["classes"].items()
+            }
+        except json.JSONDecodeError as err:
+            raise CorruptFileError(f"split list {path} is not valid JSON (line {err.lineno}: {err.msg}); {_RESTORE}") from None
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise CorruptFileError(
+                f"split list {path} is not a COCO split list ({{'image_dir': ..., 'classes': {{class: [ids]}}}}); {_RESTORE}"
+            ) from None
+        return _not_empty(classes, path)
 
     def fss(self, split: str) -> list[str]:
         """FSS-1000 class folder names of ``split`` (trn/val/test), sorted as the authors sort them."""
-        text = self.path(f"fss/{split}.txt").read_text()
-        return sorted(line.strip("\r") for line in text.splitlines() if line.strip("\r"))
+        path = self.path(f"fss/{split}.txt")
+        text = _read_text(path, "split list")
+        return _not_empty(sorted(line.strip("\r") for line in text.splitlines() if line.strip("\r")), path)
+
+
+def _pascal_line(line: str, path: Path, number: int) -> tuple[str, int]:
+    """``<image id>__<class 1..20>`` as (image id, class 0..19); anything else names the file and line."""
+    img, sep, cls = line.strip("\r").rpartition("__")
+    if not sep or not img or not cls.isdigit():
+        raise CorruptFileError(
+            f"split list {path} line {number} is not '<image id>__<class>' (found {line[:60]!r}); {_RESTORE}"
+        )
+    return img, int(cls) - 1
+
+
+def _not_empty(items, path: Path):
+    if not items:
+        raise CorruptFileError(f"split list {path} is empty: it names no image or class; {_RESTORE}")
+    return items
