@@ -9,10 +9,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
-
-from ..data.benchmarks import test_episodes
-from ..data.splits import SplitFolder
 from .common import BenchmarkName, FoldOption, ShotOption, SplitsOption, console, fail
 
 
@@ -48,6 +44,11 @@ def episodes(
 
     Example: [bold]hmrepro episodes --benchmark pascal --fold 0 --shot 5 --json > episodes.json[/]
     """
+    from rich.table import Table
+
+    from ..data.benchmarks import test_episodes
+    from ..data.splits import SplitFolder
+
     try:
         eps = test_episodes(
             benchmark.value, fold, shot, protocol=protocol.value, split=split.value, splits=SplitFolder(splits), seed=seed
