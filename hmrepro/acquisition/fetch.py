@@ -12,15 +12,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..errors import MissingDataError
+from ..errors import HmreproError, MissingDataError
 from .diskspace import ensure_free_space, human
 from .errors import ChecksumError, DownloadError, PermanentHTTPError
 from .gdrive import GDrive
 from .http import fetch_url, part_path
+from ..locks import exclusive_lock, lock_path_for
 from .lock import LockFile
 from .registry import Candidate, Source
 from .retry import RetryPolicy
-from .verify import Expected, fetch_verified, verify_file
+from .verify import Expected, fetch_verified, require_readable_file, verify_file
 
 DOWNLOADS = "downloads"
 LOCAL_ORIGIN = "local"
@@ -106,6 +107,17 @@ def is_verified(source: Source, path: Path, lock: LockFile, *, rehash: bool = Tr
     return True
 
 
+def check_from_dirs(from_dirs) -> tuple[Path, ...]:
+    """The ``--from`` folders, each of which must be an existing folder (never silently fall back to the network)."""
+    folders = tuple(Path(folder).expanduser() for folder in from_dirs)
+    for folder in folders:
+        if folder.is_file():
+            raise HmreproError(f"--from {folder} is a file; pass the folder that holds it (--from {folder.parent})")
+        if not folder.is_dir():
+            raise MissingDataError(f"--from {folder} does not exist; pass the folder that holds the downloaded files")
+    return folders
+
+
 def find_local(source: Source, from_dirs) -> list[tuple[Path, bool]]:
     """Files in ``from_dirs`` named as the source accepts: ``(path, is_primary_name)``, primary names first."""
     found = []
@@ -170,9 +182,23 @@ def _space_needed(source: Source, dest: Path) -> int:
 
 
 def acquire(source: Source, data_root: Path, lock: LockFile, opts: FetchOptions | None = None) -> Acquired:
-    """Make ``source`` present and verified at :func:`destination`; download only what is missing or corrupt."""
+    """Make ``source`` present and verified at :func:`destination`; download only what is missing or corrupt.
+
+    One process at a time works on a destination: a second download of the same file (into the same data root)
+    waits for the first under ``<dest>.lock``, then finds the file present and verified. A verified file is
+    therefore never rewritten while another process reads or pins it, and no two writers share a ``.part``.
+    """
     opts = opts or FetchOptions()
     dest = destination(source, data_root)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_path_for(dest), wait=True, holder_info=f"hmrepro download of {source.filename}",
+                        subject=f"{dest}", on_wait=opts.say):
+        lock.reload()  # the other process may have downloaded and pinned it meanwhile
+        return _acquire_locked(source, dest, lock, opts)
+
+
+def _acquire_locked(source: Source, dest: Path, lock: LockFile, opts: FetchOptions) -> Acquired:
+    require_readable_file(dest)  # a folder or an unreadable file is not "corrupt": fetching again would not help
     if dest.exists() or dest.is_symlink():
         if is_verified(source, dest, lock):
             return Acquired(source, dest, "present", lock.entry(source.name).get("origin"))
@@ -220,6 +246,7 @@ def require_verified(source: Source, data_root: Path, lock: LockFile, fetch_comm
     dest = destination(source, data_root)
     if not dest.exists():
         raise MissingDataError(f"{dest} is missing. Fetch it with `{fetch_command}` (or add --from DIR if you have it).")
+    require_readable_file(dest)
     if not is_verified(source, dest, lock):
         size = human(dest.stat().st_size)
         raise ChecksumError(

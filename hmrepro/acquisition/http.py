@@ -92,8 +92,14 @@ def transfer_once(url: str, part: Path, *, size: int | None = None, timeout: flo
                                              console=console, completed=offset) as advance:
             while True:
                 try:
-                    block = resp.read(CHUNK)
+                    # read1: what has arrived (up to CHUNK), so a stall loses no byte already received; every
+                    # block is in the .part file before the next read, and a resume continues after it
+                    block = resp.read1(CHUNK)
                 except (http.client.IncompleteRead, ConnectionError, socket.timeout) as err:
+                    partial = getattr(err, "partial", b"")
+                    if partial:
+                        f.write(partial)
+                        received += len(partial)
                     raise TransientError(f"connection dropped after {offset + received} bytes ({err})") from None
                 if not block:
                     break

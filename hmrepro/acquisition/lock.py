@@ -4,6 +4,9 @@ Most Google-Drive files have no published checksum. The first successful downloa
 its sha256 per origin (the Drive id or URL it came from: mirrors may legitimately differ); every later
 download from that origin, and the file on disk, is verified against it. The lock also stamps each
 verified file with its size and mtime so that a complete, verified file is not hashed again.
+
+Every change is a read-modify-write under an exclusive lock on ``<lock file>.lock`` (:mod:`hmrepro.locks`): the
+file is read again, changed and written atomically, so two downloads into one data root never lose a pin.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import time
 from pathlib import Path
 
 from ..errors import HmreproError
+from ..filemode import as_if_opened
+from ..locks import exclusive_lock, lock_path_for
 
 LOCK_NAME = ".hmrepro-lock.json"
 VERSION = 1
@@ -32,25 +37,52 @@ class LockFile:
         return cls(Path(data_root) / LOCK_NAME)
 
     def _load(self) -> dict:
-        if not self.path.is_file():
+        if not self.path.exists():
             return {"version": VERSION, "files": {}}
+        broken = "fix it or delete it (pinned checksums are then re-pinned on the next download)"
         try:
             data = json.loads(self.path.read_text())
-        except json.JSONDecodeError as err:
-            raise HmreproError(
-                f"lock file {self.path} is not valid JSON ({err}); fix it or delete it (pinned checksums are then "
-                "re-pinned on the next download)"
-            ) from None
-        data.setdefault("files", {})
+        except IsADirectoryError:
+            raise HmreproError(f"lock file {self.path} is a folder, not a file; remove it") from None
+        except PermissionError:
+            raise HmreproError(f"cannot read the lock file {self.path}: permission denied; make it readable") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise HmreproError(f"lock file {self.path} is not valid JSON ({err}); {broken}") from None
+        if not isinstance(data, dict) or not isinstance(data.setdefault("files", {}), dict):
+            raise HmreproError(f"lock file {self.path} is not an hmrepro lock file; {broken}")
         return data
 
-    def save(self) -> None:
+    def reload(self) -> None:
+        """Read the file again (another process may have changed it)."""
+        self.data = self._load()
+
+    def _guard(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        return exclusive_lock(lock_path_for(self.path), wait=True, holder_info=f"updating {self.path.name}")
+
+    def update(self, change) -> None:
+        """Under the lock: read the file again, apply ``change(data)``, write it atomically."""
+        with self._guard():
+            self.data = self._load()
+            change(self.data)
+            self._write()
+
+    def save(self) -> None:
+        """Write the data held in memory (under the lock)."""
+        with self._guard():
+            self._write()
+
+    def _write(self) -> None:
         fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, self.path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                as_if_opened(f.fileno())
+                json.dump(self.data, f, indent=1, sort_keys=True)
+                f.write("\n")
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     # -- pinned checksums -------------------------------------------------------------------------
     def entry(self, key: str) -> dict:
@@ -75,25 +107,29 @@ class LockFile:
     def record(self, key: str, path: Path, digests: dict[str, str], origin: str | None) -> None:
         """Stamp ``path`` as verified and pin its sha256 for ``origin`` (kept if already pinned)."""
         st = Path(path).stat()
-        e = self.data["files"].setdefault(key, {})
-        e.update(
-            path=str(path),
-            size=st.st_size,
-            mtime_ns=st.st_mtime_ns,
-            sha256=digests["sha256"],
-            verified_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )
-        if "md5" in digests:
-            e["md5"] = digests["md5"]
-        if origin:
-            e["origin"] = origin
-            e.setdefault("origins", {}).setdefault(origin, digests["sha256"])
-        self.save()
+
+        def change(data: dict) -> None:
+            e = data["files"].setdefault(key, {})
+            e.update(
+                path=str(path),
+                size=st.st_size,
+                mtime_ns=st.st_mtime_ns,
+                sha256=digests["sha256"],
+                verified_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            )
+            if "md5" in digests:
+                e["md5"] = digests["md5"]
+            if origin:
+                e["origin"] = origin
+                e.setdefault("origins", {}).setdefault(origin, digests["sha256"])
+
+        self.update(change)
 
     def forget(self, key: str) -> None:
         """Drop the stamp of ``key`` (its file was found corrupt); pinned origins stay."""
-        e = self.data["files"].get(key)
-        if e:
+
+        def change(data: dict) -> None:
             for k in ("size", "mtime_ns", "sha256", "md5", "verified_at"):
-                e.pop(k, None)
-            self.save()
+                data["files"].get(key, {}).pop(k, None)
+
+        self.update(change)

@@ -134,11 +134,22 @@ def registry_path() -> Path:
 def load_registry(path: str | os.PathLike | None = None) -> Registry:
     """Read the registry (the packaged ``sources.toml`` unless ``path`` or ``$HMREPRO_SOURCES`` says otherwise)."""
     origin = Path(path).expanduser() if path else registry_path()
+    what = "sources registry" + (" ($HMREPRO_SOURCES)" if not path and os.environ.get("HMREPRO_SOURCES") else "")
     try:
-        data = tomllib.loads(origin.read_text())
+        data = tomllib.loads(origin.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise HmreproError(f"sources registry {origin} does not exist (check $HMREPRO_SOURCES)") from None
+        raise HmreproError(f"{what} {origin} does not exist; point it at a TOML file or unset it") from None
+    except IsADirectoryError:
+        raise HmreproError(f"{what} {origin} is a folder; point it at a TOML file such as {PACKAGED_REGISTRY}") from None
+    except PermissionError:
+        raise HmreproError(f"cannot read the {what} {origin}: permission denied; make it readable") from None
+    except UnicodeDecodeError:
+        raise HmreproError(f"{what} {origin} is not a text file; point it at a TOML file such as {PACKAGED_REGISTRY}") from None
     except tomllib.TOMLDecodeError as err:
-        raise HmreproError(f"sources registry {origin} is not valid TOML: {err}") from None
+        raise HmreproError(f"{what} {origin} is not valid TOML: {err}") from None
+    except OSError as err:
+        raise HmreproError(f"cannot read the {what} {origin}: {err.strerror or err}") from None
+    if not isinstance(data.get("sources", {}), dict):
+        raise HmreproError(f"{what} {origin} has no [sources.<name>] tables; see {PACKAGED_REGISTRY}")
     tables = data.get("sources", {})
     return Registry({name: _parse(name, table, origin) for name, table in tables.items()}, origin)

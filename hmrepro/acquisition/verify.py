@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import HmreproError
 from .errors import ChecksumError
 
 CHUNK = 1 << 20
@@ -86,12 +88,23 @@ def zip_problem(path: Path, expected: Expected) -> str | None:
     return f"{path} is not a zip archive{hint}"
 
 
+def require_readable_file(path: Path) -> None:
+    """A folder in place of the file, or a file this user cannot read, is no checksum problem: say what it is."""
+    if path.is_dir():
+        raise HmreproError(f"{path} is a folder, not a file; move it away (hmrepro puts the downloaded file there)")
+    if path.exists() and not os.access(path, os.R_OK):
+        raise HmreproError(
+            f"cannot read {path}: permission denied; make it readable (chmod u+r {path}); the file itself may be fine"
+        )
+
+
 def verify_file(path: Path, expected: Expected, progress=None) -> dict[str, str]:
     """Check ``path`` against ``expected``; return its digests. Raises :class:`ChecksumError` naming the mismatch.
 
     The cheap checks (size, zip structure, expected member) run before the file is hashed.
     """
     path = Path(path)
+    require_readable_file(path)
     for check in (size_problem(path, expected), zip_problem(path, expected), member_problem(path, expected.expect_member)):
         if check:
             raise ChecksumError(check)

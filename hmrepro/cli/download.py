@@ -16,7 +16,7 @@ from rich.table import Table
 
 from ..acquisition.checkpoints import MODELS, checkpoint_root, download_checkpoints, index_path
 from ..acquisition.diskspace import human
-from ..acquisition.fetch import FetchOptions, acquire, destination
+from ..acquisition.fetch import FetchOptions, acquire, check_from_dirs, destination
 from ..acquisition.gdrive import GDrive
 from ..acquisition.lock import LockFile
 from ..acquisition.registry import Registry, Source, load_registry
@@ -25,7 +25,14 @@ from ..paths import resolve_data_root
 from .common import BenchmarkName, DataRootOption, console
 
 app = typer.Typer(
-    help="Download datasets, ImageNet backbones and the authors' checkpoints: resumable, retried, verified.",
+    help="Download datasets, ImageNet backbones and the authors' checkpoints: resumable, retried, verified.\n\n"
+    "Download sources can be overridden (private mirrors, offline tests): HMREPRO_SOURCES=FILE.toml replaces the "
+    "packaged registry of files, URLs, Drive ids and checksums (hmrepro/acquisition/sources.toml is the template); "
+    "HMREPRO_GDRIVE_URL='http://host/uc?id={id}' (and HMREPRO_GDRIVE_FOLDER_URL for folders) replaces Google "
+    "Drive's address. Checksums are verified either way. Two downloads of one file into one data root do not "
+    "collide: the second waits for the first.\n\n"
+    "Example: [bold]hmrepro download pascal --data-root ~/data[/]   (mirror: [bold]HMREPRO_SOURCES=~/mirror.toml "
+    "hmrepro download fss[/])",
     no_args_is_help=True,
 )
 
@@ -48,7 +55,7 @@ def _options(from_: Optional[List[Path]], retries: int, delay: float, timeout: f
         timeout=timeout,
         progress=not quiet,
         gdrive=GDrive.from_env(quiet=quiet),
-        from_dirs=tuple(Path(p).expanduser() for p in (from_ or ())),
+        from_dirs=check_from_dirs(from_ or ()),
         log=lambda msg: console.print(f"[yellow]{msg}[/]", highlight=False),
         console=console,
     )
@@ -227,7 +234,7 @@ def checkpoints(
     opts = _options(None, retries, retry_delay, timeout, quiet)
     entries = download_checkpoints(
         model.value, benchmark=benchmark.value if benchmark else None, data_root=root, opts=opts,
-        from_dirs=tuple(Path(p).expanduser() for p in (from_ or ())),
+        from_dirs=check_from_dirs(from_ or ()),
     )
     if entries:
         _print_entries(entries, checkpoint_root(root))
