@@ -42,10 +42,10 @@ def test_errors(tmp_path):
 
 def test_episodes_png_with_a_prediction(synthetic_root, tmp_path):
     out = tmp_path / "episodes.png"
-    args = ["plot", "episodes", "-b", "pascal", "--fold", "1", "--shot", "2", "-n", "2", "--model", "hsnet-hm",
+    args = ["viz", "episodes", "-b", "pascal", "--fold", "1", "--shot", "2", "-n", "2", "--model", "hsnet-hm",
             "--no-pretrained", "--img-size", "48", "--data-root", str(synthetic_root),
             "--splits", str(synthetic_root / "splits"), "-o", str(out)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert runner.invoke(app, ["plot", "episodes", "-b", "pascal", "--model", "nonet"]).exit_code == 2
+    assert runner.invoke(app, ["viz", "episodes", "-b", "pascal", "--model", "nonet"]).exit_code == 2

@@ -45,10 +45,10 @@ def test_episode_dataset_has_no_default_preprocessing(synthetic_root):
     [
         ["eval", "vat-hm", "-b", "pascal", "--episodes", "1", "--no-record", "--no-progress"],
         ["domain-shift", "vat", "--episodes", "1", "--no-record", "--no-progress"],
-        ["plot", "episodes", "-b", "pascal", "-n", "1", "--model", "vat-hm"],
+        ["viz", "episodes", "-b", "pascal", "-n", "1", "--model", "vat-hm"],
         ["viz", "episodes", "-b", "fss", "-n", "1", "--model", "vat"],
     ],
-    ids=["eval", "domain-shift", "plot-episodes", "viz-episodes"],
+    ids=["eval", "domain-shift", "viz-episodes-pascal", "viz-episodes-fss"],
 )
 def test_every_evaluation_path_loads_vat_episodes_with_vat_preprocessing(
     command, preprocessings, synthetic_root, tmp_path

@@ -11,21 +11,15 @@ from typing import Optional
 import typer
 
 from ..models.cards import list_cards
-from .common import console
+from .common import check_backbone, check_device, console
 
 BenchFamily = Enum("BenchFamily", {card.family: card.family for card in list_cards()}, type=str)
 
 
-def _device(value: Optional[str]) -> Optional[str]:
-    if value is not None and value.split(":", 1)[0] not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"{value!r} is not cpu, cuda or cuda:N")
-    return value
-
-
 def bench_command(
     model: BenchFamily = typer.Option(BenchFamily.hsnet, "--model", "-m", help="Model family: its FM variant (e.g. hsnet) is timed against its HM variant (hsnet-hm)."),
-    backbone: str = typer.Option("resnet50", "--backbone", help="resnet50, resnet101 or vgg16."),
-    device: Optional[str] = typer.Option(None, "--device", callback=_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
+    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
+    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side in pixels [default: the family's COCO-20i size, 400; VAT 417].", show_default=False),
     runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per model; the median is reported."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per model."),

@@ -46,3 +46,37 @@ def fail(message: str, code: int = 1) -> None:
 
 def optional_path(value: Optional[Path]) -> Optional[Path]:
     return value.expanduser() if value is not None else None
+
+
+# --- validated values: a wrong one is a usage error (exit 2) that lists the allowed values ---------------
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def check_backbone(value: Optional[str]) -> Optional[str]:
+    """``--backbone``: one of the backbones every model family is built on."""
+    from ..models.cards import ALL_BACKBONES
+
+    if value is not None and value not in ALL_BACKBONES:
+        raise typer.BadParameter(f"{value!r} is not a backbone; choose one of {', '.join(ALL_BACKBONES)}")
+    return value
+
+
+def check_device(value: Optional[str]) -> Optional[str]:
+    """``--device``: cpu, cuda, cuda:N or auto (whether CUDA is there is checked when the device is opened)."""
+    if value is None:
+        return value
+    kind, _, index = value.partition(":")
+    if value in ("cpu", "cuda", "auto") or (kind == "cuda" and index.isdigit()):
+        return value
+    raise typer.BadParameter(f"{value!r} is not a device; choose one of cpu, cuda, cuda:N (N = 0, 1, ...), auto")
+
+
+def check_figure_path(value: Optional[Path]) -> Optional[Path]:
+    """``--output`` of a figure: its suffix names the format."""
+    if value is not None and value.suffix.lower() not in FIGURE_SUFFIXES:
+        raise typer.BadParameter(
+            f"{str(value)!r}: unsupported figure format {value.suffix or '(no suffix)'!r}; "
+            f"name the file with one of {', '.join(FIGURE_SUFFIXES)}"
+        )
+    return value.expanduser() if value is not None else value

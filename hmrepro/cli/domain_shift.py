@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .common import DataRootOption, ShotOption, SplitsOption, console
+from .common import check_backbone, check_device, DataRootOption, ShotOption, SplitsOption, console
 from .eval import FoldChoice, print_table
 from .progress import RichProgress
 from .train import _model_name
@@ -26,7 +26,7 @@ def domain_shift(
     ),  # fmt: skip
     fold: FoldChoice = typer.Option(FoldChoice.f0, "--fold", "-f", help="COCO-20i fold of the model, or all (the paper's mean)."),
     shot: int = ShotOption,
-    backbone: str = typer.Option("resnet50", "--backbone", help="resnet50, resnet101 or vgg16."),
+    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
     img_size: Optional[int] = typer.Option(
         None, "--img-size", min=16,
         help="Image side [default: the size the checkpoint trained at, else the model's COCO recipe (400 for HSNet)].",
@@ -35,7 +35,7 @@ def domain_shift(
     episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="Only the first N of the 1000 fixed episodes (quick checks) [default: all].", show_default=False),
     bsz: int = typer.Option(1, "--bsz", min=1, help="Batch size (1 as the authors)."),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the result records."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not write result records."),

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import BenchmarkName, DataRootOption, ShotOption, SplitsOption, console
+from .common import check_backbone, check_device, BenchmarkName, DataRootOption, ShotOption, SplitsOption, console
 from .progress import RichProgress
 from .train import _model_name
 
@@ -54,7 +54,7 @@ def eval_command(
         help="A checkpoint file, a run folder (its best_model.pt), 'random' (untrained learner) or 'official' "
         "(the authors' checkpoint). With --fold all put {fold} in the path: runs/hsnet-hm_fold{fold}.",
     ),  # fmt: skip
-    backbone: str = typer.Option("resnet50", "--backbone", help="resnet50, resnet101 or vgg16."),
+    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: recipe, 400].", show_default=False),
     original_size: bool = typer.Option(
         False, "--original-size", help="Upsample the logits to each query's original size and score the unresized mask (batch 1)."
@@ -62,7 +62,7 @@ def eval_command(
     episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="Only the first N of the fixed episodes (quick checks) [default: all].", show_default=False),
     bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Batch size [default: recipe, 1 as the authors].", show_default=False),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random (checkpoints bring their own)."),
     amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (faster on GPUs; the authors evaluate in fp32)."),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the result records."),

@@ -8,7 +8,10 @@ from typing import List, Optional
 
 import typer
 
-from .common import BenchmarkName, DataRootOption, FoldOption, ShotOption, SplitsOption, console
+from .common import (
+    BenchmarkName, DataRootOption, FoldOption, ShotOption, SplitsOption, check_backbone, check_device, check_figure_path,
+    console,
+)  # fmt: skip
 from .train import _model_name
 
 app = typer.Typer(help="Figures from run folders.\n\nExample: [bold]hmrepro plot training-profile runs/hsnet_* runs/hsnet-hm_*[/]", no_args_is_help=True)
@@ -25,7 +28,7 @@ class ProfileMetric(str, Enum):
 @app.command("training-profile")
 def training_profile(
     run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run folders written by `hmrepro train`.", show_default=False),
-    output: Path = typer.Option(Path("training_profile.png"), "--output", "-o", help="Image file (.png, .pdf or .svg)."),
+    output: Path = typer.Option(Path("training_profile.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."),
     metric: ProfileMetric = typer.Option(ProfileMetric.val_miou, "--metric", help="What to plot per epoch."),
     title: Optional[str] = typer.Option(None, "--title", help="Figure title [default: names the metric].", show_default=False),
 ) -> None:
@@ -41,7 +44,6 @@ def training_profile(
     console.print(f"wrote {path}", soft_wrap=True)
 
 
-@app.command("episodes")
 def episodes(
     benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark."),
     fold: int = FoldOption,
@@ -50,22 +52,22 @@ def episodes(
     start: int = typer.Option(0, "--start", min=0, help="Index of the first episode."),
     model: Optional[str] = typer.Option(None, "--model", "-m", callback=_model_name, help="Also draw this model's prediction (hsnet, hsnet-hm, ...).", show_default=False),
     weights: str = typer.Option("random", "--weights", "-w", help="With --model: a checkpoint file, a run folder, 'official' or 'random'."),
-    backbone: str = typer.Option("resnet50", "--backbone", help="resnet50, resnet101 or vgg16."),
+    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
     img_size: Optional[int] = typer.Option(
         None, "--img-size", min=16, show_default=False,
         help="Image side in pixels [default: with --model the size hmrepro eval uses (the checkpoint's, else the "
         "recipe's), else 400].",
     ),  # fmt: skip
-    device: Optional[str] = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1 ..."),
+    device: Optional[str] = typer.Option("cpu", "--device", callback=check_device, help="cpu, cuda, cuda:1 ..."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."),
-    output: Path = typer.Option(Path("episodes.png"), "--output", "-o", help="Image file (.png, .pdf or .svg)."),
+    output: Path = typer.Option(Path("episodes.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."),
     data_root: Optional[Path] = DataRootOption,
     splits: Optional[Path] = SplitsOption,
 ) -> None:
     """Draw fixed test episodes: supports with their masks, the query with its ground truth and, with --model,
     the model's prediction and IoU (qualitative results as HM Figs. 1 and 5).
 
-    Example: [bold]hmrepro plot episodes -b pascal --fold 0 --shot 1 -n 6 --model hsnet-hm --weights official -o fig5.png[/]
+    Example: [bold]hmrepro viz episodes -b pascal --fold 0 --shot 1 -n 6 --model hsnet-hm --weights official -o fig5.png[/]
     """
     from ..reporting.figures import plot_episodes
 

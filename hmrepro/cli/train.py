@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .common import BenchmarkName, DataRootOption, SplitsOption, console
+from .common import BenchmarkName, DataRootOption, SplitsOption, check_backbone, check_device, console
 from .progress import RichProgress
 
 
@@ -33,7 +33,7 @@ def train(
     ),
     benchmark: Optional[BenchmarkName] = typer.Option(None, "--benchmark", "-b", help="Benchmark.", show_default=False),
     fold: Optional[int] = typer.Option(None, "--fold", "-f", min=0, max=3, help="Fold (0-3) [default: 0].", show_default=False),
-    backbone: Optional[str] = typer.Option(None, "--backbone", help="resnet50, resnet101 or vgg16 [default: resnet50].", show_default=False),
+    backbone: Optional[str] = typer.Option(None, "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16 [default: resnet50].", show_default=False),
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and their HM variants, VAT's 300 (COCO: 400)].", show_default=False),
     bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Global batch size, all processes together [default: recipe].", show_default=False),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate [default: recipe].", show_default=False),
@@ -55,7 +55,7 @@ def train(
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=0, help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500].", show_default=False),
     epoch_iterations: Optional[int] = typer.Option(None, "--epoch-iterations", min=0, help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole training split, the authors') [default: 0].", show_default=False),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped (mid-epoch too).", show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars [default: on]."),
     print_config: bool = typer.Option(False, "--print-config", help="Print the effective configuration (recipe, flags, derived values) as JSON and exit without touching data."),
 ) -> None:

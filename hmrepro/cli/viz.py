@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from . import plot
-from .common import BenchmarkName, DataRootOption, FoldOption, SplitsOption, console
+from .common import BenchmarkName, DataRootOption, FoldOption, SplitsOption, check_figure_path, console
 
 app = typer.Typer(
     help="Qualitative figures: episodes with predictions and FM/IM/HM support features.\n\n"
@@ -17,7 +17,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-# the same command as `hmrepro plot episodes` (one implementation, two names)
+# the one episodes figure command (its function lives in plot.py, beside the other figure commands)
 app.command("episodes")(plot.episodes)
 
 
@@ -37,7 +37,7 @@ def features(
     episode: int = typer.Option(0, "--episode", min=0, help="Test episode (1-shot) whose support is drawn."),
     img_size: int = typer.Option(400, "--img-size", min=16, help="Image side in pixels."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet weights (else random)."),
-    output: Path = typer.Option(Path("features.png"), "--output", "-o", help="Image file (.png, .pdf or .svg)."),
+    output: Path = typer.Option(Path("features.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."),
     data_root: Optional[Path] = DataRootOption,
     splits: Optional[Path] = SplitsOption,
 ) -> None:
