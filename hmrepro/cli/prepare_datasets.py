@@ -13,7 +13,6 @@ from typing import Optional
 
 import typer
 
-from ..acquisition.check import check_layout
 from ..acquisition.lock import LockFile
 from ..acquisition.parallel import default_workers
 from ..acquisition.prepare_coco import prepare_coco
@@ -37,6 +36,8 @@ QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 def report_check(benchmark: str, data_root: Path, splits: Optional[Path], full: bool = False) -> bool:
     """Print the layout check of ``benchmark`` (every file decoded and validated with ``full``); True if complete."""
+    from ..acquisition.check import check_layout  # imports torch (through data.benchmarks): not at start-up
+
     with RichProgress(enabled=full) as progress:
         report = check_layout(benchmark, data_root, SplitFolder(splits), full=full, progress=progress)
     name = NAMES[benchmark]
