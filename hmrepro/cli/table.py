@@ -86,6 +86,7 @@ def table(
         frame = compare_table(number, results_dir=results_dir)
     except HmreproError as err:
         fail(str(err))
+    _warn_skipped(frame)
     if output is None and fmt is TableFormat.rich:
         print_rich(build_view(frame, number, compare_claimed))
         return
@@ -101,10 +102,17 @@ def _show_records(number: int, results_dir: Optional[Path], fmt: TableFormat, ou
         listing = record_listing(number, results_dir=results_dir)
     except HmreproError as err:
         fail(str(err))
+    _warn_skipped(listing)
     if output is None and fmt is TableFormat.rich:
         print_rich(build_records_view(listing, number))
         return
     _write(render_records(listing, number, fmt.value), number, fmt, output)
+
+
+def _warn_skipped(frame) -> None:
+    """One line on stderr per record file the table could not use (stdout stays the table)."""
+    for line in frame.attrs.get("skipped_records", []):
+        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
 def _write(text: str, number: int, fmt: TableFormat, output: Optional[Path]) -> None:

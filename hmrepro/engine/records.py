@@ -154,16 +154,43 @@ def write_record(record: dict, results_dir: Path) -> Path:
     raise RuntimeError(f"could not find a free record name for {stem} in {results_dir}")
 
 
-def read_records(results_dir: Path) -> Iterator[dict]:
-    """Every record below ``results_dir`` (files that are not valid records are skipped)."""
+_CORE_FIELDS = ("model", "benchmark", "miou")
+
+
+def read_records(results_dir: Path, problems: list[str] | None = None) -> Iterator[dict]:
+    """Every record below ``results_dir``.
+
+    A file that cannot be read, is not JSON, or is a record without its core fields is skipped; with
+    ``problems``, one line naming each such file and why is appended to it (JSON files of other kinds, e.g. a
+    run's ``config.json``, are passed over without a word).
+    """
     for path in sorted(Path(results_dir).rglob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if isinstance(record, dict) and all(f in record for f in ("model", "benchmark", "miou")):
+        record, problem = _read_record(path)
+        if problem and problems is not None:
+            problems.append(f"skipped {path}: {problem}")
+        if record is not None:
             record.setdefault("path", str(path))
             yield record
+
+
+def _read_record(path: Path) -> tuple[dict | None, str | None]:
+    """(record, None), (None, why it is skipped) or (None, None) for a JSON file that is no record at all."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except PermissionError:
+        return None, "permission denied (make it readable)"
+    except IsADirectoryError:
+        return None, None  # a folder named *.json: rglob walks into it
+    except OSError as err:
+        return None, f"cannot be read ({err.strerror or err})"
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return None, f"is not valid JSON ({err}); a truncated record: rerun the evaluation or delete the file"
+    if not isinstance(data, dict) or not any(f in data for f in _CORE_FIELDS):
+        return None, None
+    missing = [f for f in _CORE_FIELDS if f not in data]
+    if missing:
+        return None, f"is a result record without {', '.join(missing)}"
+    return data, None
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -80,12 +80,15 @@ def write_config(run_dir: Path, config: dict) -> None:
 
 def read_config(run_dir: Path) -> dict:
     path = Path(run_dir) / CONFIG
-    if not path.is_file():
+    if not path.exists():
         raise RunError(f"{run_dir} is not a run folder: it has no {CONFIG} (pass the folder `hmrepro train` wrote)")
     try:
-        return json.loads(path.read_text())
+        config = json.loads(_read_run_file(path))
     except json.JSONDecodeError as err:
-        raise RunError(f"{path} is not valid JSON ({err})") from err
+        raise RunError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise RunError(f"{path} is not a run configuration (a JSON object)")
+    return config
 
 
 def write_metrics(run_dir: Path, history: Iterable[dict]) -> None:
@@ -93,12 +96,55 @@ def write_metrics(run_dir: Path, history: Iterable[dict]) -> None:
     atomic_write_text(Path(run_dir) / METRICS, text)
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The per-epoch rows of a run (the training curve), oldest first."""
+def read_metrics(run_dir: Path, problems: list[str] | None = None) -> list[dict]:
+    """The per-epoch rows of a run (the training curve), oldest first.
+
+    A torn last line (a run killed while the file was written by an older hmrepro, or a file cut short) is
+    dropped, with one line saying so appended to ``problems``; a bad line before the last is a :class:`RunError`
+    naming the file and the line (``last.pt`` holds the history: `hmrepro train --resume` rewrites the file).
+    """
     path = Path(run_dir) / METRICS
-    if not path.is_file():
+    if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = _read_run_file(path).splitlines()
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        row = _metrics_row(line)
+        if row is not None:
+            rows.append(row)
+        elif all(not rest.strip() for rest in lines[number:]):
+            if problems is not None:
+                problems.append(f"{path} line {number} is cut short (a torn last line); ignored it")
+        else:
+            raise RunError(
+                f"{path} line {number} is not a JSON object of epoch metrics; it is rewritten from last.pt by "
+                f"`hmrepro train --resume {run_dir}`, or delete the line"
+            )
+    return rows
+
+
+def _metrics_row(line: str) -> dict | None:
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return row if isinstance(row, dict) else None
+
+
+def _read_run_file(path: Path) -> str:
+    """The text of a run file; a folder in its place or an unreadable file is one :class:`RunError` naming it."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except IsADirectoryError:
+        raise RunError(f"{path} is a folder, not a file; move it away") from None
+    except PermissionError:
+        raise RunError(f"cannot read {path}: permission denied; make it readable") from None
+    except UnicodeDecodeError:
+        raise RunError(f"{path} is not a text file (corrupt); move it away") from None
+    except OSError as err:
+        raise RunError(f"cannot read {path}: {err.strerror or err}") from None
 
 
 def best_weights(run_dir: Path) -> Path:
@@ -135,7 +181,7 @@ def device_description(device) -> dict:
 def start_session(run_dir: Path, device, world_size: int, resumed: bool) -> dict:
     """Add a session (start time, device, versions) to run.json and return the whole record."""
     path = Path(run_dir) / RUN_INFO
-    info = json.loads(path.read_text()) if path.is_file() else {"sessions": []}
+    info = _read_run_info(path)
     info.update(device_description(device))
     info["versions"] = versions()
     info["git_commit"] = git_commit()
@@ -145,6 +191,18 @@ def start_session(run_dir: Path, device, world_size: int, resumed: bool) -> dict
         {"started": now_iso(), "resumed": resumed, "device": str(device), "world_size": world_size, "wall_seconds": 0.0}
     )
     atomic_write_text(path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return info
+
+
+def _read_run_info(path: Path) -> dict:
+    if not path.exists():
+        return {"sessions": []}
+    try:
+        info = json.loads(_read_run_file(path))
+    except json.JSONDecodeError as err:
+        raise RunError(f"{path} is not valid JSON ({err}); move it away to start a fresh session record") from None
+    if not isinstance(info, dict) or not isinstance(info.setdefault("sessions", []), list):
+        raise RunError(f"{path} is not a run record; move it away to start a fresh session record")
     return info
 
 

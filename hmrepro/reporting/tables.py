@@ -53,6 +53,7 @@ LISTING_COLUMNS = (
 SINGLE_SPLIT_BENCHMARKS = {"fss"}
 DOMAIN_SHIFT_TABLE = 4
 BENCH_TABLE = 7
+SKIPPED = "skipped_records"  # frame.attrs[SKIPPED]: one line per record file that could not be used, and why
 
 
 def record_kind(table: int) -> str:
@@ -170,16 +171,19 @@ def compare_table(
     every claimed column, then ``verified_*`` and ``reproduced_*`` for fold0..fold3, miou and fb_iou, the flags
     ``verified_applicable`` / ``reproduced_applicable``, the counts ``verified_records`` / ``reproduced_records``
     (matching records of any protocol), and for Table 7 ``measured_secs_per_image`` and ``measured_overhead_pct``
-    (relative to the table's first row, HSNet-FM).
+    (relative to the table's first row, HSNet-FM). ``frame.attrs["skipped_records"]`` lists, one line per file,
+    the record files below ``results_dir`` that could not be read (for the caller to show).
     """
     claimed = load_claimed(table, claimed_folder)
-    records = _records(results_dir, records)
+    problems: list[str] = []
+    records = _records(results_dir, records, problems)
     rows = [_compare_row(row, records, original_size) for _, row in claimed.iterrows()]
     frame = pd.concat([claimed, pd.DataFrame(rows, index=claimed.index)], axis=1)
     if table == BENCH_TABLE:
         reference = frame["measured_secs_per_image"].iloc[0]
         frame["measured_overhead_pct"] = (frame["measured_secs_per_image"] / reference - 1.0) * 100.0
         frame.loc[frame.index[0], "measured_overhead_pct"] = math.nan
+    frame.attrs[SKIPPED] = problems
     return frame
 
 
@@ -193,9 +197,11 @@ def record_listing(
 ) -> pd.DataFrame:
     """Every record that belongs to a row of ``table``, one line per (row, record), with the cell it fills
     (``cell``, e.g. ``verified fold0``) or the reasons it fills none (``reason``, e.g. ``20 of 1000 episodes;
-    bf16``). Columns: ``LISTING_COLUMNS``; rows in the table's order, then fold, newest first."""
+    bf16``). Columns: ``LISTING_COLUMNS``; rows in the table's order, then fold, newest first;
+    ``frame.attrs["skipped_records"]`` as in :func:`compare_table`."""
     claimed = load_claimed(table, claimed_folder)
-    records = _records(results_dir, records)
+    problems: list[str] = []
+    records = _records(results_dir, records, problems)
     lines = []
     for _, row in claimed.iterrows():
         if not takes_records(row):
@@ -208,7 +214,9 @@ def record_listing(
             reason = "" if cell else "; ".join(why_not_shown(row, record, original_size=original_size))
             lines.append(_listing_line(row, record, cell, reason))
     frame = pd.DataFrame(lines, columns=list(LISTING_COLUMNS))
-    return frame.astype({column: "Int64" for column in ("shot", "fold", "episodes", "img_size")})
+    frame = frame.astype({column: "Int64" for column in ("shot", "fold", "episodes", "img_size")})
+    frame.attrs[SKIPPED] = problems
+    return frame
 
 
 def why_not_shown(row: pd.Series, record: dict, *, original_size: bool = False) -> list[str]:
@@ -244,10 +252,10 @@ def _listing_line(row: pd.Series, record: dict, cell: str, reason: str) -> dict:
     }
 
 
-def _records(results_dir: Path | None, records: list[dict] | None) -> list[dict]:
+def _records(results_dir: Path | None, records: list[dict] | None, problems: list[str]) -> list[dict]:
     if records is not None:
         return records
-    return list(read_records(results_dir)) if results_dir is not None else []
+    return list(read_records(results_dir, problems)) if results_dir is not None else []
 
 
 def _compare_row(row: pd.Series, records: list[dict], original_size: bool) -> dict:
