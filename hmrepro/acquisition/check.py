@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.benchmarks import Benchmark, check_mask_size, get_benchmark, load_image, open_image
 from ..data.splits import SplitFolder
 from ..engine.progress import Progress, Silent
-from ..errors import HmreproError
+from ..errors import HmreproError, InvalidInputError
 
 FETCH_COMMANDS = {
     "pascal": "hmrepro download pascal && hmrepro prepare pascal",
@@ -91,6 +91,8 @@ def check_layout(benchmark: str, data_root: Path, splits: SplitFolder | None = N
     """
     bench = get_benchmark(benchmark)
     data_root = Path(data_root)
+    if data_root.exists() and not data_root.is_dir():
+        raise InvalidInputError(f"data root {data_root} is a file, not a folder; pass --data-root DIR")
     report = LayoutReport(benchmark, data_root)
     cache = _DirCache(data_root)
     pairs: list[tuple[str, str]] = []

@@ -148,12 +148,18 @@ class Benchmark:
     def require(self, data_root: str | Path) -> Path:
         """``data_root`` if it holds this benchmark's folder, else an error naming it and the fix."""
         root = Path(data_root).expanduser()
+        if root.exists() and not root.is_dir():
+            raise InvalidInputError(f"data root {root} is a file, not a folder; pass --data-root (or set HMREPRO_DATA) "
+                                    f"to the folder holding {self.top_folder}/")
         if not root.is_dir():
             raise MissingDataError(
                 f"data root {root} does not exist. Pass --data-root (or set HMREPRO_DATA) to the folder holding "
                 f"{self.top_folder}/, or fetch it with `{_FETCH_HINT[self.name]} --data-root {root}`; "
                 f"for a no-download try-out: `hmrepro prepare synthetic`."
             )
+        if (root / self.top_folder).exists() and not (root / self.top_folder).is_dir():
+            raise CorruptFileError(f"{root / self.top_folder} is a file, not the {self.name} folder; move it away and "
+                                   f"run `{_FETCH_HINT[self.name]} --data-root {root}`")
         if not (root / self.top_folder).is_dir():
             raise MissingDataError(
                 f"{root / self.top_folder} does not exist: the data root {root} has no {self.name} data. "
