@@ -72,13 +72,15 @@ _WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.\nOrigina
 def unwrap_worker_error(err: BaseException) -> Optional[str]:
     """The original message of an exception torch re-raised from a DataLoader worker, else ``None``.
 
-    torch re-raises ``X`` as ``X("Caught X in DataLoader worker process N.\\nOriginal Traceback …")``; the
-    traceback's last line is ``module.X: message`` (the message may span several lines)."""
+    torch re-raises ``X`` as ``X("Caught X in DataLoader worker process N.\\nOriginal Traceback …")``. After
+    the frames of the last traceback (a chained exception prints its cause's traceback first) comes
+    ``module.X: message`` (the message may span several lines)."""
     text = str(err.args[0]) if err.args and isinstance(err.args[0], str) else ""
     match = _WORKER.match(text)
     if not match:
         return None
-    lines = text[match.end() :].rstrip("\n").split("\n")
+    last = text[match.end() :].rsplit("\nTraceback (most recent call last):\n", 1)[-1]
+    lines = last.rstrip("\n").split("\n")
     first = next((i for i, line in enumerate(lines) if line and not line.startswith(" ")), len(lines) - 1)
     head, _, message = "\n".join(lines[first:]).partition(": ")
     return message.strip() if message.strip() else head.strip()
@@ -89,7 +91,7 @@ def unwrap_worker_error(err: BaseException) -> Optional[str]:
 _OS_WORDS = {
     errno.EACCES: ("permission denied", "choose a location you may write to (or read from), or change its permissions"),
     errno.EPERM: ("operation not permitted", "choose another location, or change its permissions"),
-    errno.ENOENT: ("does not exist", "check the path, or create the folder first"),
+    errno.ENOENT: ("does not exist (or cannot be created there)", "check the path, or choose a folder you can write to"),
     errno.EISDIR: ("is a folder where a file is needed", "give a file name (e.g. inside that folder)"),
     errno.ENOTDIR: ("has a file where a folder is needed (a part of the path is a regular file)", "choose another path, or move that file away"),
     errno.EEXIST: ("exists already", "choose another name, or remove it first"),
@@ -104,8 +106,11 @@ _OS_WORDS = {
 def describe_os_error(err: OSError) -> str:
     """One line: the path, what went wrong in words, the fix; e.g.
     ``/data/out.json: is a folder where a file is needed; give a file name (e.g. inside that folder)``."""
-    words = _OS_WORDS.get(err.errno or -1)
+    code = err.errno or -1
     path = err.filename
+    if code == errno.EEXIST and path is not None and os.path.exists(path) and not os.path.isdir(path):
+        code = errno.ENOTDIR  # mkdir(parents=True) of a folder where a regular file is
+    words = _OS_WORDS.get(code)
     where = f"{os.fsdecode(path)}" if path is not None else ""
     if err.filename2 is not None:
         where += f" → {os.fsdecode(err.filename2)}"
@@ -147,7 +152,7 @@ def _print_line(message: str) -> None:
 
 def _interrupted(err: KeyboardInterrupt) -> int:
     if isinstance(err, Terminated):
-        _print_line("terminated (SIGTERM); nothing was left half-written")
+        _print_line("terminated (SIGTERM)")
         return 128 + signal.SIGTERM
     _print_line("interrupted")
     return 128 + signal.SIGINT
