@@ -18,8 +18,10 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..errors import CorruptFileError, MissingDataError
+from ..errors import CorruptFileError, InvalidInputError, MissingDataError
+from ..locks import exclusive_lock, lock_path_for
 from ..models.cards import list_cards, published_checkpoints
+from ..engine.records import atomic_write_text
 from ..paths import default_data_root
 from .errors import ChecksumError, DownloadError
 from .extract import extract
@@ -140,9 +142,7 @@ def load_index(root: Path) -> dict:
 def save_index(root: Path, index: dict) -> None:
     path = index_path(root)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 
 def index_folder(root: Path, folder: Path, source: Source | None, lock: LockFile, *, models=(), benchmarks=(),
@@ -284,14 +284,26 @@ def fallbacks(registry: Registry, primary: Source, model: str, benchmark: str | 
 def download_checkpoints(model: str, *, benchmark: str | None = None, data_root: Path | None = None,
                          registry: Registry | None = None, opts: FetchOptions | None = None,
                          from_dirs=()) -> list[CheckpointEntry]:
-    """Fetch (or take from ``from_dirs``) the published weights of ``model`` and record them in the index."""
+    """Fetch (or take from ``from_dirs``) the published weights of ``model`` and record them in the index.
+
+    One process at a time fetches into a checkpoint folder and rewrites its index (``checkpoints.lock``); a
+    second one waits, then finds the verified files in place.
+    """
     if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+        raise InvalidInputError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     registry = registry or load_registry()
     opts = opts or FetchOptions()
     data_root = Path(data_root or default_data_root()).expanduser()
     root = checkpoint_root(data_root)
-    lock = LockFile.for_data_root(data_root)
+    root.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(lock_path_for(root), wait=True, holder_info=f"hmrepro download checkpoints --model {model}",
+                        subject=str(root), on_wait=opts.say):
+        lock = LockFile.for_data_root(data_root)
+        return _download_locked(model, benchmark, registry, opts, root, lock, from_dirs)
+
+
+def _download_locked(model: str, benchmark: str | None, registry: Registry, opts: FetchOptions, root: Path,
+                     lock: LockFile, from_dirs) -> list[CheckpointEntry]:
     bench = (benchmark,) if benchmark else ()
     entries: list[CheckpointEntry] = []
     if from_dirs:
