@@ -139,9 +139,13 @@ def _usage_line(err) -> str:
 
 
 def _print_error(message: str, label: str = "error") -> None:
+    """``error: message`` on one line (click, for one, lists choices on lines of their own)."""
+    from rich.markup import escape
+
     from .common import console
 
-    console.print(f"[bold red]{label}:[/] {message}", highlight=False, soft_wrap=True, markup=True, emoji=False)
+    message = " ".join(message.split())
+    console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True, emoji=False)
 
 
 def _print_line(message: str) -> None:
