@@ -137,3 +137,34 @@ def test_channels_last_backbone_gives_the_same_logits():
         model.backbone.to(memory_format=torch.channels_last)
         out = model(q.contiguous(memory_format=torch.channels_last), s, m)
     assert torch.allclose(ref, out, atol=1e-4)
+
+
+def test_parameters_without_gradient_are_frozen_and_the_rng_is_untouched():
+    from hmrepro.engine.train import freeze_gradientless
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.used = torch.nn.Conv2d(3, 2, 1)
+            self.unused = torch.nn.Linear(2, 2)
+            self.dropout = torch.nn.Dropout(0.5)
+            self.norm = torch.nn.BatchNorm2d(2)
+
+        def forward(self, query_img, support_img, support_mask):
+            return self.norm(self.dropout(self.used(query_img)))
+
+        def compute_objective(self, outputs, batch):
+            return torch.nn.functional.cross_entropy(outputs, batch["query_mask"])
+
+    model = TwoHeads().train()
+    batch = {
+        "query_img": torch.randn(2, 3, 4, 4), "support_imgs": torch.randn(2, 1, 3, 4, 4),
+        "support_masks": torch.ones(2, 1, 4, 4), "query_mask": torch.ones(2, 4, 4, dtype=torch.long),
+    }  # fmt: skip
+    stats = model.norm.running_mean.clone()
+    rng = torch.get_rng_state()
+    assert freeze_gradientless(model, batch) == ["unused.weight", "unused.bias"]
+    assert not model.unused.weight.requires_grad and model.used.weight.requires_grad
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(torch.get_rng_state(), rng)  # the probe's dropout drew from a copy of the RNG
+    assert torch.equal(model.norm.running_mean, stats)  # and its BatchNorm update was undone
