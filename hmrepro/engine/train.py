@@ -325,8 +325,8 @@ def backbone_fingerprint(model) -> str:
 class EpochStats:
     """Running training loss and mIoU of the current epoch (summable over processes, saved in checkpoints)."""
 
-    def __init__(self, nclass: int, class_ids: Sequence[int]):
-        self.meter = FewShotMeter(nclass, class_ids)
+    def __init__(self, meter: FewShotMeter):
+        self.meter = meter
         self.loss_sum = 0.0
         self.count = 0
 
@@ -384,19 +384,51 @@ class RunState:
 
 
 @dataclass
+class TrainData:
+    """The episodes and loaders of a run: the training pool and its loader, this process's validation shard."""
+
+    bench: Any
+    splits: SplitFolder
+    data_root: Path
+    pool: Any
+    train_loader: DataLoader
+    sampler: EpochBatches
+    val_loader: DataLoader
+    val_total: int  # validation episodes of all processes together
+    probe: dict  # one validation episode on the device (finds the gradient-less parameters)
+
+
+def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
+    """Training pool and loader, validation loader over this process's shard; fails early when data is missing."""
+    bench = get_benchmark(cfg.benchmark)
+    splits = SplitFolder(cfg.splits)
+    data_root = resolve_data_root(cfg.data_root)
+    val_episodes = test_episodes(cfg.benchmark, cfg.fold, 1, protocol=cfg.protocol, split="val", splits=splits)
+    if cfg.val_episodes > 0:
+        val_episodes = val_episodes[: cfg.val_episodes]
+    train_tf = train_transform(cfg.augment, cfg.preprocess, cfg.img_size)
+    train_set = TrainEpisodes(bench, data_root, cfg.img_size, train_tf, cfg.seed, preprocess=cfg.preprocess)
+    sampler = EpochBatches()
+    val_loader = episode_loader(
+        bench, data_root, distributed.shard(val_episodes, d.rank, d.world_size),
+        EpisodePlan(cfg.protocol, cfg.preprocess, cfg.img_size), device=d.device, bsz=cfg.val_bsz, workers=cfg.workers,
+        persistent_workers=True,
+    )  # fmt: skip
+    probe = _to(default_collate([val_loader.dataset[0]]), d.device, False)
+    return TrainData(
+        bench, splits, data_root, bench.pool(splits, "trn", cfg.fold), _loader(train_set, d, cfg.workers, batch_sampler=sampler),
+        sampler, val_loader, len(val_episodes), probe,
+    )  # fmt: skip
+
+
+@dataclass
 class Run:
     """A training run set up and ready to step: configuration, data, model, optimizer, state."""
 
     config: TrainConfig
     d: distributed.Dist
     run_dir: Path
-    bench: Any
-    splits: SplitFolder
-    pool: Any
-    train_loader: DataLoader
-    sampler: EpochBatches
-    val_loader: DataLoader
-    val_total: int
+    data: TrainData
     model: torch.nn.Module
     ddp_model: torch.nn.Module
     optimizer: torch.optim.Optimizer
@@ -408,8 +440,10 @@ class Run:
     def main(self) -> bool:
         return self.d.is_main
 
-    def train_class_meter_args(self) -> tuple[int, list[int]]:
-        return self.bench.num_classes(self.splits), self.bench.class_ids(self.config.fold, "trn", self.splits)
+    def meter(self, split: str) -> FewShotMeter:
+        """An empty meter over the fold's ``split`` ('trn' or 'val') classes."""
+        bench, splits = self.data.bench, self.data.splits
+        return FewShotMeter(bench.num_classes(splits), bench.class_ids(self.config.fold, split, splits))
 
     def save_last(self, epoch_stats: dict | None) -> None:
         cfg = self.config
@@ -470,34 +504,16 @@ def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progres
     cfg = config.derived(d.device.type)
     set_numerics(cfg.deterministic, cfg.tf32, d.device)
     seed_everything(cfg.seed)
-
-    bench = get_benchmark(cfg.benchmark)
-    splits = SplitFolder(cfg.splits)
-    data_root = resolve_data_root(cfg.data_root)
-    pool = bench.pool(splits, "trn", cfg.fold)
-    val_episodes = test_episodes(cfg.benchmark, cfg.fold, 1, protocol=cfg.protocol, split="val", splits=splits)
-    if cfg.val_episodes > 0:
-        val_episodes = val_episodes[: cfg.val_episodes]
-    train_tf = train_transform(cfg.augment, cfg.preprocess, cfg.img_size)
-    train_set = TrainEpisodes(bench, data_root, cfg.img_size, train_tf, cfg.seed, preprocess=cfg.preprocess)
-    sampler = EpochBatches()
-    train_loader = _loader(train_set, d, cfg.workers, batch_sampler=sampler)
-    val_loader = episode_loader(
-        bench, data_root, distributed.shard(val_episodes, d.rank, d.world_size),
-        EpisodePlan(cfg.protocol, cfg.preprocess, cfg.img_size), device=d.device, bsz=cfg.val_bsz, workers=cfg.workers,
-        persistent_workers=True,
-    )  # fmt: skip
-    probe = _to(default_collate([val_loader.dataset[0]]), d.device, False)  # also fails early when the data is not there
-
+    data = build_data(cfg, d)
     run_dir = _run_folder(cfg, d, resume)
     cfg = replace(cfg, out=str(run_dir))
 
     channels_last = d.device.type == "cuda"
-    model = _build_model(cfg, bench, data_root, pool, progress).to(d.device)
+    model = _build_model(cfg, data.bench, data.data_root, data.pool, progress).to(d.device)
     if channels_last:
         model.backbone.to(memory_format=torch.channels_last)
     model.train()
-    frozen = freeze_gradientless(model, probe)
+    frozen = freeze_gradientless(model, data.probe)
     if frozen:
         progress.log(
             f"{len(frozen)} parameter tensors never receive a gradient ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}): "
@@ -506,16 +522,7 @@ def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progres
     fingerprint = backbone_fingerprint(model)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, params, float(cfg.lr), float(cfg.weight_decay))
-
-    state = RunState()
-    last = run_dir / runs.LAST
-    if resume and last.is_file():
-        ckpt = _load_last(last, model, optimizer, fingerprint)
-        state = RunState(**{k: ckpt.extra[k] for k in RunState.__dataclass_fields__ if k in ckpt.extra})
-        set_rng_state(ckpt.extra["rng"])
-        progress.log(f"resuming {run_dir} at epoch {state.epoch}, iteration {state.step} of the epoch")
-    elif resume:
-        progress.log(f"{run_dir} has no checkpoint yet: starting from the beginning")
+    state = _restore(run_dir, model, optimizer, fingerprint, progress) if resume else RunState()
     if state.done and cfg.epochs > state.epoch and not state.early_stopped:
         state.done = False
 
@@ -524,14 +531,24 @@ def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progres
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[d.device.index] if d.device.type == "cuda" else None, broadcast_buffers=False
         )
-    run = Run(
-        cfg, d, run_dir, bench, splits, pool, train_loader, sampler, val_loader, len(val_episodes), model, ddp_model,
-        optimizer, fingerprint, state, channels_last,
-    )  # fmt: skip
+    run = Run(cfg, d, run_dir, data, model, ddp_model, optimizer, fingerprint, state, channels_last)
     if d.is_main:
         runs.write_config(run_dir, run.saved_config())
     distributed.barrier(d)
     return run
+
+
+def _restore(run_dir: Path, model, optimizer, fingerprint: str, progress: Progress) -> RunState:
+    """The state of ``last.pt`` (weights, optimizer and RNG restored too), or a fresh one if there is none yet."""
+    last = run_dir / runs.LAST
+    if not last.is_file():
+        progress.log(f"{run_dir} has no checkpoint yet: starting from the beginning")
+        return RunState()
+    ckpt = _load_last(last, model, optimizer, fingerprint)
+    state = RunState(**{k: ckpt.extra[k] for k in RunState.__dataclass_fields__ if k in ckpt.extra})
+    set_rng_state(ckpt.extra["rng"])
+    progress.log(f"resuming {run_dir} at epoch {state.epoch}, iteration {state.step} of the epoch")
+    return state
 
 
 class _Session:
@@ -557,23 +574,23 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
     """The rest of the current epoch; returns its statistics, seconds and episodes seen (all processes)."""
     cfg, d, state = run.config, run.d, run.state
     epoch = state.epoch
-    episodes = training_episodes(run.pool, cfg.shot, cfg.seed, epoch)
+    episodes = training_episodes(run.data.pool, cfg.shot, cfg.seed, epoch)
     batches = global_batches(len(episodes), cfg.bsz, d.world_size)
     if cfg.epoch_iterations > 0:
         batches = batches[: cfg.epoch_iterations]
     if not batches:
         raise HmreproError(f"the training split has {len(episodes)} episodes: fewer than the {d.world_size} processes")
     start_step = state.step
-    run.sampler.batches = [
+    run.data.sampler.batches = [
         [(epoch, i, episodes[i]) for i in distributed.shard(list(b), d.rank, d.world_size)] for b in batches[start_step:]
     ]
-    stats = EpochStats(*run.train_class_meter_args())
+    stats = EpochStats(run.meter("trn"))
     if state.epoch_stats is not None and start_step > 0 and run.main:
         stats.load(state.epoch_stats)  # the summed counts live on rank 0 only, so the next sum is right
     task = progress.start(f"epoch {epoch}", total=batches[-1].stop, completed=batches[start_step].start)
     every = cfg.checkpoint_every
     t0, seen = time.perf_counter(), 0
-    for step, batch in enumerate(run.train_loader, start=start_step):
+    for step, batch in enumerate(run.data.train_loader, start=start_step):
         # randomness inside the model (VAT's dropout) is a pure function of (seed, rank, iteration), so a resumed
         # run draws what an uninterrupted one does, whatever the number of processes
         torch.manual_seed(iteration_seed(cfg.seed, d.rank, state.global_iter))
@@ -616,8 +633,8 @@ def validate_epoch(run: Run, progress: Progress) -> dict:
     """1-shot forward + argmax on this process's validation episodes (the episode runner); counts and loss summed
     over processes."""
     model, d = run.model, run.d
-    meter = FewShotMeter(run.bench.num_classes(run.splits), run.bench.class_ids(run.config.fold, "val", run.splits))
-    task = progress.start(f"validate {run.state.epoch}", total=run.val_total)
+    meter = run.meter("val")
+    task = progress.start(f"validate {run.state.epoch}", total=run.data.val_total)
     loss_sum = torch.zeros(1, dtype=torch.float64)
 
     def add_loss(batch: dict, outputs, _meter) -> None:
@@ -630,7 +647,7 @@ def validate_epoch(run: Run, progress: Progress) -> dict:
 
     start = time.perf_counter()
     result = run_loader(
-        model, run.val_loader, meter, device=d.device, amp=run.config.bf16, predict=one_shot_logits,
+        model, run.data.val_loader, meter, device=d.device, amp=run.config.bf16, predict=one_shot_logits,
         on_batch=add_loss, reduce=lambda m: m.all_reduce(sum_over_processes), channels_last=run.channels_last,
     )  # fmt: skip
     total_loss = sum_over_processes(loss_sum)
