@@ -15,9 +15,6 @@ import typer
 
 from ..acquisition.lock import LockFile
 from ..acquisition.parallel import default_workers
-from ..acquisition.prepare_coco import prepare_coco
-from ..acquisition.prepare_fss import prepare_fss
-from ..acquisition.prepare_pascal import prepare_pascal
 from ..acquisition.registry import load_registry
 from ..acquisition.steps import PrepareContext
 from ..data.splits import SplitFolder
@@ -113,6 +110,8 @@ def pascal(
     if check:
         _check_or_exit("pascal", ctx.data_root, splits)
         return
+    from ..acquisition.prepare_pascal import prepare_pascal  # numpy, PIL: not at start-up
+
     lines = prepare_pascal(ctx, load_registry(), from_sbd=from_sbd)
     _finish(lines, "pascal", ctx.data_root, splits)
 
@@ -140,6 +139,8 @@ def coco(
     if check:
         _check_or_exit("coco", ctx.data_root, splits)
         return
+    from ..acquisition.prepare_coco import prepare_coco  # numpy, PIL: not at start-up
+
     lines = prepare_coco(ctx, load_registry(), from_json=from_json)
     _finish(lines, "coco", ctx.data_root, splits)
 
@@ -159,6 +160,8 @@ def fss(
     if check:
         _check_or_exit("fss", ctx.data_root, splits)
         return
+    from ..acquisition.prepare_fss import prepare_fss
+
     lines = prepare_fss(ctx, load_registry())
     _finish(lines, "fss", ctx.data_root, splits)
 
