@@ -106,8 +106,8 @@ def _register_root(application) -> None:
     def root(
         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
         debug: bool = typer.Option(
-            False, "--debug", callback=_debug, is_eager=True, envvar="HMREPRO_DEBUG",
-            help="Show the Python traceback of an error (also: HMREPRO_DEBUG=1).",
+            False, "--debug", callback=_debug, is_eager=True,
+            help="Show the Python traceback of an error (also: the environment variable HMREPRO_DEBUG=1).",
         ),  # fmt: skip
     ) -> None:
         """Reproduce, verify and extend HM: Hybrid Masking for Few-Shot Segmentation (ECCV 2022).
