@@ -92,3 +92,20 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synthetic_root, t
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "finished" and len(info["sessions"]) >= 3
     assert not list(run.glob(".*.tmp"))
+
+
+def test_a_second_resume_of_a_live_run_is_refused_naming_the_holders_pid(synthetic_root, tmp_path):
+    import os
+
+    from engine_helpers import tiny_config
+    from hmrepro.engine import runs
+    from hmrepro.locks import exclusive_lock
+
+    run = tmp_path / "live"
+    run.mkdir()
+    runs.write_config(run, tiny_config("hsnet", synthetic_root, run).as_dict())
+    with exclusive_lock(run / "run.lock", wait=False, holder_info=f"hmrepro train --resume {run}"):
+        proc = subprocess.run(_resume_args(run), env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"PID {os.getpid()}" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (run / "last.pt").exists()  # the refused process trained nothing

@@ -29,7 +29,7 @@ import os
 import random
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -44,6 +44,7 @@ from ..data.episodes import training_episodes
 from ..data.preprocessing import train_transform
 from ..data.splits import SplitFolder
 from ..errors import HmreproError
+from ..locks import exclusive_lock
 from ..models.interface import logits_of
 from ..paths import resolve_data_root
 from . import distributed, runs
@@ -457,7 +458,11 @@ class Run:
         return {**self.config.as_dict(), "world_size": self.d.world_size}
 
 
-def _run_folder(cfg: TrainConfig, d: distributed.Dist, resume: bool) -> Path:
+RUN_LOCK = "run.lock"  # in the run folder: held by the process that trains into it
+
+
+def _run_folder(cfg: TrainConfig, d: distributed.Dist, resume: bool, hold: ExitStack) -> Path:
+    """The run folder, created and locked for this run (rank 0 holds the lock until ``hold`` closes)."""
     run_dir = Path(cfg.out) if cfg.out else runs.default_run_dir(cfg.model, cfg.backbone, cfg.benchmark, cfg.fold)
     run_dir = Path(distributed.broadcast_object(str(run_dir), d))
     if d.is_main:
@@ -467,6 +472,12 @@ def _run_folder(cfg: TrainConfig, d: distributed.Dist, resume: bool) -> Path:
                 f"`hmrepro train --resume {run_dir}` or choose another --out"
             )
         run_dir.mkdir(parents=True, exist_ok=True)
+        hold.enter_context(
+            exclusive_lock(
+                run_dir / RUN_LOCK, wait=False, subject=f"run folder {run_dir}",
+                holder_info=f"hmrepro train {'--resume ' if resume else ''}{run_dir}",
+            )
+        )  # fmt: skip
         for stale in run_dir.glob(".*.tmp"):  # partial writes of a killed run
             stale.unlink(missing_ok=True)
     return run_dir
@@ -499,13 +510,14 @@ def _build_model(cfg: TrainConfig, bench, data_root: Path, pool, progress: Progr
     return model
 
 
-def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progress: Progress) -> Run:
-    """Everything before the first step: data, run folder, model, optimizer, and the resumed state."""
+def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progress: Progress, hold: ExitStack) -> Run:
+    """Everything before the first step: data, run folder (locked while ``hold`` is open), model, optimizer, and the
+    resumed state."""
     cfg = config.derived(d.device.type)
     set_numerics(cfg.deterministic, cfg.tf32, d.device)
     seed_everything(cfg.seed)
     data = build_data(cfg, d)
-    run_dir = _run_folder(cfg, d, resume)
+    run_dir = _run_folder(cfg, d, resume, hold)
     cfg = replace(cfg, out=str(run_dir))
 
     channels_last = d.device.type == "cuda"
@@ -704,8 +716,9 @@ def train(config: TrainConfig, *, resume: bool = False, progress: Progress | Non
     d = distributed.setup(config.device)
     try:
         reporter = (progress or Silent()) if d.is_main else Silent()
-        run = setup_run(config, d, resume=resume, progress=reporter)
-        _train_loop(run, reporter, resumed=resume)
+        with ExitStack() as hold:
+            run = setup_run(config, d, resume=resume, progress=reporter, hold=hold)
+            _train_loop(run, reporter, resumed=resume)
         return run.run_dir
     finally:
         distributed.teardown()
