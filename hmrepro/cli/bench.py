@@ -11,7 +11,7 @@ from typing import Optional
 import typer
 
 from ..models.cards import list_cards
-from .common import check_backbone, check_device, console
+from .common import check_backbone, check_device, console, report_saved
 
 BenchFamily = Enum("BenchFamily", {card.family: card.family for card in list_cards()}, type=str)
 
@@ -55,8 +55,7 @@ def bench_command(
 
     Console(stderr=as_json).print(table)
     console.print(f"HM overhead: {overhead_pct(records):+.1f}%  (the paper: 0.27 → 0.34 s, +25.9%)")
-    if not no_record:
-        console.print(f"records: {', '.join(r['path'] for r in records)}", soft_wrap=True)
     if as_json:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    report_saved(records, no_record)

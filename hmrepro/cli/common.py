@@ -80,3 +80,18 @@ def check_figure_path(value: Optional[Path]) -> Optional[Path]:
             f"name the file with one of {', '.join(FIGURE_SUFFIXES)}"
         )
     return value.expanduser() if value is not None else value
+
+
+def report_saved(records: list[dict], no_record: bool) -> None:
+    """Say where the records went; a record that could not be saved (its numbers are already printed) is an
+    error: one line each, exit status 1."""
+    if no_record:
+        return
+    saved = [r["path"] for r in records if "path" in r]
+    if saved:
+        console.print(f"records: {', '.join(saved)}", soft_wrap=True, highlight=False)
+    failures = sorted({r["save_error"] for r in records if "save_error" in r})
+    for failure in failures:
+        console.print(f"[bold red]error:[/] {failure}; the numbers above were not saved", highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)

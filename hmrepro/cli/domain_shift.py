@@ -9,7 +9,7 @@ from typing import Optional
 
 import typer
 
-from .common import check_backbone, check_device, DataRootOption, ShotOption, SplitsOption, console
+from .common import check_backbone, check_device, DataRootOption, ShotOption, SplitsOption, console, report_saved
 from .eval import FoldChoice, print_table
 from .progress import RichProgress
 from .train import _model_name
@@ -72,8 +72,7 @@ def domain_shift(
             episodes=episodes, pretrained=pretrained, progress=bars,
         )  # fmt: skip
     print_table(records, f"{model} ({backbone}) COCO-20i → PASCAL, {shot}-shot", to_stderr=as_json)
-    if not no_record:
-        console.print(f"records: {', '.join(r['path'] for r in records)}", soft_wrap=True)
     if as_json:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    report_saved(records, no_record)

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import check_backbone, check_device, BenchmarkName, DataRootOption, ShotOption, SplitsOption, console
+from .common import check_backbone, check_device, BenchmarkName, DataRootOption, ShotOption, SplitsOption, console, report_saved
 from .progress import RichProgress
 from .train import _model_name
 
@@ -93,8 +93,7 @@ def eval_command(
             progress=bars,
         )  # fmt: skip
     print_table(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", to_stderr=as_json)
-    if not no_record:
-        console.print(f"records: {', '.join(r['path'] for r in records)}")
     if as_json:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
+    report_saved(records, no_record)

@@ -74,7 +74,7 @@ def bench(
     from ..errors import HmreproError
     from . import runs as run_info
     from .distributed import resolve_device
-    from .records import git_commit, now_iso, versions, write_record
+    from .records import ensure_writable_dir, git_commit, now_iso, save_records, versions
 
     log = log or (lambda msg: None)
     if family not in BENCH_FAMILIES:
@@ -82,6 +82,8 @@ def bench(
     if runs < 1 or warmup < 0:
         raise HmreproError("--runs must be at least 1 and --warmup at least 0")
     dev = resolve_device(device)
+    if results_dir is not None:
+        ensure_writable_dir(Path(results_dir))
     names = BENCH_FAMILIES[family]
     img_size = img_size or eval_plan(family, BENCH_BENCHMARK).img_size
     models = []
@@ -139,9 +141,8 @@ def bench(
             "torch_threads": info["torch_threads"],
             "date": date,
         }
-        if results_dir is not None:
-            record["path"] = str(write_record(record, Path(results_dir)))
         records.append(record)
+    save_records(records, None if results_dir is None else Path(results_dir))
     fm, hm = (r["secs_per_image"] for r in records)
     log(f"{names[0]}: {fm:.4f} s/image, {names[1]}: {hm:.4f} s/image, HM overhead {(hm / fm - 1) * 100:+.1f}%")
     return records

@@ -45,7 +45,7 @@ from . import runs
 from .checkpoints import load_checkpoint
 from .distributed import resolve_device
 from .progress import Progress, Silent
-from .records import git_commit, now_iso, record_protocol_fields, versions, write_record
+from .records import ensure_writable_dir, git_commit, now_iso, record_protocol_fields, save_records, versions
 from .recipes import resolve as resolve_recipe
 from .runner import EpisodePlan, EpisodePrediction, run_episodes
 
@@ -264,6 +264,8 @@ def _evaluate_folds(
     """The common evaluation: per fold, its weights, its model, its episodes through the runner, one record."""
     progress = _progress_of(progress)
     device, log = resolve_device(device), log or progress.log
+    if results_dir is not None:
+        ensure_writable_dir(Path(results_dir))
     sources = [
         resolve_weights(job.weights, job.model_name, job.backbone, job.trained_on, f, multi_fold=len(folds) > 1,
                         data_root=data_root)
@@ -274,9 +276,7 @@ def _evaluate_folds(
         record = _evaluate_fold(
             job, f, episodes_of(f), source, data_root=data_root, splits=splits, device=device, progress=progress, log=log
         )
-        if results_dir is not None:
-            record["path"] = str(write_record(record, Path(results_dir)))
-        records.append(record)
+        records += save_records([record], None if results_dir is None else Path(results_dir))
     return records
 
 

@@ -112,6 +112,40 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def ensure_writable_dir(path: Path, option: str = "--results") -> Path:
+    """Create ``path`` if needed and prove it takes a new file; raise a one-line ``HmreproError`` naming it if not.
+
+    Called before long work starts, so an unwritable output location fails in a second, not after an hour.
+    """
+    from ..errors import HmreproError
+
+    path = Path(path).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".hmrepro-write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except FileExistsError:
+        raise HmreproError(f"{option} {path}: a file stands where the folder should be; pass a folder") from None
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise HmreproError(f"{option} {path}: cannot write there ({reason}); pass a writable folder with {option}") from None
+    return path
+
+
+def save_records(records: list[dict], results_dir: Path | None) -> list[dict]:
+    """Write each record (its ``path`` is added); a record that cannot be written gets ``save_error`` instead, so
+    the numbers already computed are never lost: the caller shows them and the error."""
+    if results_dir is None:
+        return records
+    for record in records:
+        try:
+            record["path"] = str(write_record(record, Path(results_dir)))
+        except OSError as err:
+            record["save_error"] = f"could not write a record to {results_dir}: {err.strerror or err}"
+    return records
+
+
 def write_record(record: dict, results_dir: Path) -> Path:
     """Write ``record`` as a new file in ``results_dir`` and return its path; never overwrites a record.
 
