@@ -124,7 +124,12 @@ def test_episodes_with_a_missing_splits_folder_names_it(capsys):
 
 def test_table_output_under_a_regular_file_names_the_file(a_file, capsys):
     code = run(["table", "1", "--format", "csv", "-o", str(a_file / "t.csv")])
-    one_error_line(capsys, code, 1, str(a_file), "file where a folder is needed")
+    one_error_line(capsys, code, 1, f"{a_file}: is a regular file, not a folder")
+
+
+def test_a_path_under_a_regular_file_names_that_file(a_file, capsys):
+    code = run(["table", "1", "--format", "csv", "-o", str(a_file / "sub" / "t.csv")])
+    one_error_line(capsys, code, 1, f"{a_file / 'sub'}: {a_file} is a regular file, not a folder")
 
 
 def test_table_output_that_is_a_folder_says_a_file_is_needed(tmp_path, capsys):

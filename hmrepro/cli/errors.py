@@ -118,7 +118,20 @@ def describe_os_error(err: OSError) -> str:
         what = err.strerror or str(err)
         return f"{where}: {what}" if where else what
     what, fix = words
+    blocker = _file_in_the_way(path) if code == errno.ENOTDIR and path is not None else None
+    if blocker is not None:
+        what = "is a regular file, not a folder" if blocker == os.path.abspath(os.fsdecode(path)) else f"{blocker} is a regular file, not a folder"
     return f"{where}: {what}; {fix}" if where else f"{what} ({err.strerror or err}); {fix}"
+
+
+def _file_in_the_way(path) -> Optional[str]:
+    """The first part of ``path`` that is a regular file where a folder is needed, if any."""
+    parts = os.path.abspath(os.fsdecode(path)).split(os.sep)
+    for n in range(2, len(parts) + 1):
+        prefix = os.sep.join(parts[:n])
+        if os.path.isfile(prefix):
+            return prefix
+    return None
 
 
 # --- the boundary -----------------------------------------------------------------------------------------
