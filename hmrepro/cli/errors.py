@@ -120,7 +120,8 @@ def describe_os_error(err: OSError) -> str:
     what, fix = words
     blocker = _file_in_the_way(path) if code == errno.ENOTDIR and path is not None else None
     if blocker is not None:
-        what = "is a regular file, not a folder" if blocker == os.path.abspath(os.fsdecode(path)) else f"{blocker} is a regular file, not a folder"
+        itself = blocker == os.path.abspath(os.fsdecode(path))
+        what = f"{'' if itself else blocker + ' '}is a regular file, not a folder"
     return f"{where}: {what}; {fix}" if where else f"{what} ({err.strerror or err}); {fix}"
 
 
