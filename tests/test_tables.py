@@ -345,3 +345,9 @@ def test_bench_records_fill_table_7(tmp_path):
     assert list(frame["measured_secs_per_image"]) == [0.2, 0.25]
     text = _invoke("7", "--results", str(tmp_path), "--format", "markdown").stdout
     assert "| 0.250 | 25.0 (-0.9) |" in text
+
+
+def test_the_cli_knows_the_same_tables_as_the_claimed_numbers():
+    from hmrepro.cli import table as table_cli
+
+    assert table_cli.TABLE_NUMBERS == TABLE_NUMBERS  # the CLI keeps a pandas-free copy for a fast refusal
