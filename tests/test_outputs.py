@@ -66,3 +66,8 @@ def test_ensure_writable_dir_names_the_path_and_the_fix(tmp_path, make):
     with pytest.raises(HmreproError, match="--results"):
         records.ensure_writable_dir(target)
     assert records.ensure_writable_dir(tmp_path / "new" / "deep").is_dir()
+
+
+def test_viz_episodes_weights_without_a_model_is_a_usage_error(tmp_path, capsys):
+    code, output = _hmrepro(["viz", "episodes", "-b", "fss", "--weights", str(tmp_path / "w.pt")], capsys)
+    assert code == 2 and "--weights needs --model" in output and "Traceback" not in output

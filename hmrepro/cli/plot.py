@@ -51,7 +51,7 @@ def episodes(
     count: int = typer.Option(4, "--count", "-n", min=1, max=32, help="Episodes to draw."),
     start: int = typer.Option(0, "--start", min=0, help="Index of the first episode."),
     model: Optional[str] = typer.Option(None, "--model", "-m", callback=_model_name, help="Also draw this model's prediction (hsnet, hsnet-hm, ...).", show_default=False),
-    weights: str = typer.Option("random", "--weights", "-w", help="With --model: a checkpoint file, a run folder, 'official' or 'random'."),
+    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="With --model: a checkpoint file, a run folder, 'official' or 'random' [default: random].", show_default=False),
     backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
     img_size: Optional[int] = typer.Option(
         None, "--img-size", min=16, show_default=False,
@@ -71,9 +71,11 @@ def episodes(
     """
     from ..reporting.figures import plot_episodes
 
+    if weights is not None and model is None:
+        raise typer.BadParameter("--weights needs --model: name the model the weights belong to", param_hint="--weights")
     path = plot_episodes(
         benchmark.value, fold, shot, output, count=count, start=start, img_size=img_size, data_root=data_root,
-        splits=splits, model=model, weights=weights, backbone=backbone, device=device, pretrained=pretrained,
+        splits=splits, model=model, weights=weights or "random", backbone=backbone, device=device, pretrained=pretrained,
         log=console.print,
     )  # fmt: skip
     console.print(f"wrote {path}", soft_wrap=True)
