@@ -14,6 +14,7 @@ except ModuleNotFoundError:  # Python 3.10
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..textfile import read_text
 from ..errors import HmreproError
 
 PACKAGED_REGISTRY = Path(__file__).resolve().parent / "sources.toml"
@@ -135,20 +136,11 @@ def load_registry(path: str | os.PathLike | None = None) -> Registry:
     """Read the registry (the packaged ``sources.toml`` unless ``path`` or ``$HMREPRO_SOURCES`` says otherwise)."""
     origin = Path(path).expanduser() if path else registry_path()
     what = "sources registry" + (" ($HMREPRO_SOURCES)" if not path and os.environ.get("HMREPRO_SOURCES") else "")
+    text = read_text(origin, what, f"point it at a TOML file such as {PACKAGED_REGISTRY}, or unset it")
     try:
-        data = tomllib.loads(origin.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HmreproError(f"{what} {origin} does not exist; point it at a TOML file or unset it") from None
-    except IsADirectoryError:
-        raise HmreproError(f"{what} {origin} is a folder; point it at a TOML file such as {PACKAGED_REGISTRY}") from None
-    except PermissionError:
-        raise HmreproError(f"cannot read the {what} {origin}: permission denied; make it readable") from None
-    except UnicodeDecodeError:
-        raise HmreproError(f"{what} {origin} is not a text file; point it at a TOML file such as {PACKAGED_REGISTRY}") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise HmreproError(f"{what} {origin} is not valid TOML: {err}") from None
-    except OSError as err:
-        raise HmreproError(f"cannot read the {what} {origin}: {err.strerror or err}") from None
     if not isinstance(data.get("sources", {}), dict):
         raise HmreproError(f"{what} {origin} has no [sources.<name>] tables; see {PACKAGED_REGISTRY}")
     tables = data.get("sources", {})

@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+from ..textfile import read_text
 from ..errors import CorruptFileError, HmreproError, InvalidInputError, MissingDataError
 
 PACKAGED_SPLITS = Path(__file__).resolve().parent / "splits"
@@ -25,19 +26,9 @@ _RESTORE = "restore it (reinstall hmrepro, or rerun `hmrepro prepare synthetic` 
 
 
 def _read_text(path: Path, what: str) -> str:
-    """The text of ``path``; a folder, an unreadable or a non-UTF-8 file is one error naming it."""
-    if path.is_dir():
-        raise CorruptFileError(f"{what} {path} is a folder, not a file; {_RESTORE}")
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MissingDataError(f"{what} {path} does not exist; {_RESTORE}") from None
-    except PermissionError:
-        raise HmreproError(f"cannot read {what} {path}: permission denied; make it readable (chmod a+r {path})") from None
-    except UnicodeDecodeError:
-        raise CorruptFileError(f"{what} {path} is not a text file; {_RESTORE}") from None
-    except OSError as err:
-        raise HmreproError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    """The text of a split list or checksum file; a missing one is :class:`MissingDataError`, a broken one
+    :class:`CorruptFileError`, each naming it."""
+    return read_text(path, what, _RESTORE, error=CorruptFileError, missing=MissingDataError)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -24,6 +24,7 @@ from typing import Any, Iterable
 
 from ..errors import HmreproError
 from ..paths import hmrepro_home
+from ..textfile import read_text
 from .records import atomic_write_text, git_commit, now_iso, versions
 
 CONFIG = "config.json"
@@ -135,16 +136,7 @@ def _metrics_row(line: str) -> dict | None:
 
 def _read_run_file(path: Path) -> str:
     """The text of a run file; a folder in its place or an unreadable file is one :class:`RunError` naming it."""
-    try:
-        return path.read_text(encoding="utf-8")
-    except IsADirectoryError:
-        raise RunError(f"{path} is a folder, not a file; move it away") from None
-    except PermissionError:
-        raise RunError(f"cannot read {path}: permission denied; make it readable") from None
-    except UnicodeDecodeError:
-        raise RunError(f"{path} is not a text file (corrupt); move it away") from None
-    except OSError as err:
-        raise RunError(f"cannot read {path}: {err.strerror or err}") from None
+    return read_text(path, "run file", "move it away, or pass the folder `hmrepro train` wrote", error=RunError)
 
 
 def best_weights(run_dir: Path) -> Path:
