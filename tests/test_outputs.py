@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 
 import pytest
 from engine_helpers import synthetic_args
@@ -71,3 +72,14 @@ def test_ensure_writable_dir_names_the_path_and_the_fix(tmp_path, make):
 def test_viz_episodes_weights_without_a_model_is_a_usage_error(tmp_path, capsys):
     code, output = _hmrepro(["viz", "episodes", "-b", "fss", "--weights", str(tmp_path / "w.pt")], capsys)
     assert code == 2 and "--weights needs --model" in output and "Traceback" not in output
+
+
+def test_plot_training_profile_warns_about_a_torn_last_metrics_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [{"epoch": e, "val_miou": 10.0 + e, "train_loss": 1.0 - 0.1 * e} for e in range(3)]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (run / "metrics.jsonl").write_text(text + '{"epoch": 3, "val_mi')  # killed while writing
+    code, output = _hmrepro(["plot", "training-profile", str(run), "-o", str(tmp_path / "curve.png")], capsys)
+    assert code == 0, output
+    assert "warning" in output and "metrics.jsonl" in output and (tmp_path / "curve.png").is_file()

@@ -40,7 +40,8 @@ def training_profile(
     """
     from ..reporting.figures import plot_training_profile
 
-    path = plot_training_profile(run_dirs, output, metric=metric.value, title=title)
+    warn = lambda msg: console.print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)  # noqa: E731
+    path = plot_training_profile(run_dirs, output, metric=metric.value, title=title, log=warn)
     console.print(f"wrote {path}", soft_wrap=True)
 
 

@@ -84,7 +84,10 @@ def quickstart(
         with RichProgress(progress, log_prefix="    ") as reporter:
             run_dir = train(config, progress=reporter)
         train_secs = time.perf_counter() - t0
-        metrics = read_metrics(run_dir)
+        problems: list[str] = []
+        metrics = read_metrics(run_dir, problems)
+        for problem in problems:
+            console.print(f"    [yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
         best = max(metrics, key=lambda r: r["val_miou"])
         rows.append({"model": model, "run_dir": run_dir, "train_secs": train_secs, "best": best, "metrics": metrics})
 

@@ -39,14 +39,15 @@ class TrainingProfile:
         return self.values[self.epochs.index(self.best_epoch)] if self.best_epoch in self.epochs else None
 
 
-def read_training_profile(run_dir: str | Path, metric: str = "val_miou") -> TrainingProfile:
-    """The per-epoch ``metric`` of ``run_dir`` (an error naming the folder when it has no finished epoch)."""
+def read_training_profile(run_dir: str | Path, metric: str = "val_miou", problems: list[str] | None = None) -> TrainingProfile:
+    """The per-epoch ``metric`` of ``run_dir`` (an error naming the folder when it has no finished epoch); a torn
+    last line of its ``metrics.jsonl`` is dropped and said in ``problems``."""
     from ..engine import runs
 
     run_dir = Path(run_dir).expanduser()
     if not run_dir.is_dir():
         raise HmreproError(f"{run_dir} is not a folder (pass run folders written by `hmrepro train`)")
-    rows = [r for r in runs.read_metrics(run_dir) if metric in r and r.get(metric) is not None]
+    rows = [r for r in runs.read_metrics(run_dir, problems) if metric in r and r.get(metric) is not None]
     if not rows:
         raise HmreproError(
             f"{run_dir} has no {runs.METRICS} rows with {metric} (no epoch finished yet, or not a run folder)"
@@ -71,15 +72,19 @@ def plot_training_profile(
     metric: str = "val_miou",
     title: str | None = None,
     dpi: int = 150,
+    log: Callable[[str], None] | None = None,
 ) -> Path:
     """Plot ``metric`` per epoch of every run in ``run_dirs`` into ``output`` (PNG, PDF or SVG by its suffix).
 
     The best epoch of each run (highest val mIoU, the checkpoint ``best_model.pt`` holds) is marked with a star
-    and its value given in the legend.
+    and its value given in the legend. Problems met while reading (a torn last line) go to ``log``.
     """
     if metric not in PROFILE_METRICS:
         raise HmreproError(f"unknown metric {metric!r}; choose one of {', '.join(PROFILE_METRICS)}")
-    profiles = [read_training_profile(d, metric) for d in run_dirs]
+    problems: list[str] = []
+    profiles = [read_training_profile(d, metric, problems) for d in run_dirs]
+    for problem in problems:
+        (log or (lambda msg: None))(problem)
     if not profiles:
         raise HmreproError("no run folders given")
     plt = _pyplot()
