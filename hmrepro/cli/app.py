@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import re
-import sys
 from typing import Optional, Sequence
 
 from .. import __version__
