@@ -130,11 +130,12 @@ def resolve_weights(
     from .origins import origin_of
 
     ckpt = read_checkpoint(path)
-    origin = origin_of(ckpt, sha256_file(path), data_root)
+    digest = sha256_file(path)  # read once: a checkpoint can be hundreds of MB
+    origin = origin_of(ckpt, digest, data_root)
     config = ckpt.metadata.get("config") or {}
     trained = int(config["img_size"]) if origin == "own" and config.get("img_size") else None
     return WeightsSource(
-        path, origin, run_dir=run_dir, sha256=sha256_file(path), trained_img_size=trained,
+        path, origin, run_dir=run_dir, sha256=digest, trained_img_size=trained,
         trained_benchmark=config.get("benchmark") if origin == "own" else None,
     )  # fmt: skip
 
