@@ -41,9 +41,14 @@ __all__ = [
     "BACKBONES",
     "BackboneWeightsMissingError",
     "FrozenBackbone",
+    "FrozenDilatedResNet",
     "FrozenResNet",
+    "FrozenDilatedResNet",
+    "FrozenStagedVGG16BN",
     "FrozenVGG16",
     "build_backbone",
+    "build_dilated_backbone",
+    "build_dilated_resnet",
     "imagenet_weights_path",
     "load_imagenet_state_dict",
 ]
@@ -77,6 +82,11 @@ BACKBONES: dict[str, BackboneSpec] = {
     "vgg16": BackboneSpec(
         build=lambda: torchvision.models.vgg16(weights=None),
         weights_url=torchvision.models.VGG16_Weights.IMAGENET1K_V1.url,
+        legacy_filenames=(),
+    ),
+    "vgg16_bn": BackboneSpec(  # PFENet / BAM / MCE / CRCNet: VGG-16 with BatchNorm
+        build=lambda: torchvision.models.vgg16_bn(weights=None),
+        weights_url=torchvision.models.VGG16_BN_Weights.IMAGENET1K_V1.url,
         legacy_filenames=(),
     ),
 }
@@ -243,3 +253,143 @@ def build_backbone(name: str = "resnet50", pretrained: bool = True, tap_layer1: 
     if pretrained:
         net.load_state_dict(load_imagenet_state_dict(name), strict=True)
     return FrozenVGG16(net) if name == "vgg16" else FrozenResNet(net, tap_layer1=tap_layer1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dilated ResNet (DeepLab / CaNet / PFENet style): whole-layer outputs at 1/8 of the input
+# ---------------------------------------------------------------------------------------------------------------
+
+RESNET_LAYER_CHANNELS = {"layer1": 256, "layer2": 512, "layer3": 1024, "layer4": 2048}
+"""Output channels of each torchvision ResNet-50/101 layer."""
+
+
+def dilate_layer(layer: nn.Sequential, dilation: int) -> None:
+    """Give every block of a torchvision ResNet ``layer`` stride 1 and ``dilation`` (padding ``dilation``) in its
+    3×3 conv, and its downsample stride 1: *all* blocks are dilated, as CaNet/PFENet do (torchvision's
+    ``replace_stride_with_dilation`` leaves the first block of a layer at the previous dilation)."""
+    for block in layer:
+        block.conv2.stride, block.conv2.dilation, block.conv2.padding = (1, 1), (dilation, dilation), (dilation, dilation)
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
+
+
+class FrozenDilatedResNet(FrozenBackbone):
+    """A frozen ResNet whose layer3 (dilation 2) and layer4 (dilation 4) keep the 1/8 resolution of layer2;
+    :meth:`taps` returns the post-ReLU outputs of ``feature_layers`` (e.g. ``("layer2", "layer3")``), in order.
+
+    Layers after the last feature layer are kept (their weights stay in the state dict) but never run."""
+
+    LAYERS = ("layer1", "layer2", "layer3", "layer4")
+
+    def __init__(self, net: torchvision.models.ResNet, feature_layers: tuple[str, ...] = ("layer2", "layer3")) -> None:
+        unknown = [name for name in feature_layers if name not in self.LAYERS]
+        if unknown or not feature_layers:
+            raise ValueError(f"feature_layers must be names among {self.LAYERS}, not {tuple(feature_layers)}")
+        super().__init__(net)
+        dilate_layer(self.layer3, 2)
+        dilate_layer(self.layer4, 4)
+        self.feature_layers = tuple(sorted(feature_layers, key=self.LAYERS.index))
+        self.channels = tuple(RESNET_LAYER_CHANNELS[name] for name in self.feature_layers)
+        self.stage_tap_counts = (0, 0, 0)  # no HSNet-style correlation stages
+
+    def taps(self, img: Tensor) -> list[Tensor]:
+        feat = self.maxpool(self.relu(self.bn1(self.conv1(img))))
+        out = []
+        for name in self.LAYERS[: self.LAYERS.index(self.feature_layers[-1]) + 1]:
+            feat = getattr(self, name)(feat)
+            if name in self.feature_layers:
+                out.append(feat)
+        return out
+
+
+def build_dilated_resnet(
+    name: str = "resnet50", pretrained: bool = True, feature_layers: tuple[str, ...] = ("layer2", "layer3")
+) -> FrozenDilatedResNet:
+    """A frozen dilated ``resnet50``/``resnet101`` (torchvision v1.5 layout, IMAGENET1K_V1 weights when
+    ``pretrained``) giving the outputs of ``feature_layers`` at 1/8 of the input (CRCNet's Siamese encoder)."""
+    if name not in ("resnet50", "resnet101"):
+        raise ValueError(f"the dilated backbone needs resnet50 or resnet101, not {name!r}")
+    net = _spec(name).build()
+    if pretrained:
+        net.load_state_dict(load_imagenet_state_dict(name), strict=True)
+    return FrozenDilatedResNet(net, feature_layers)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Dilated stage backbones (PFENet lineage: PFENet, BAM, CRCNet, MCE)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _dilate(layer: nn.Sequential, dilation: int) -> None:
+    """PFENet's rule: every bottleneck's 3x3 conv gets ``dilation`` (padding = dilation, stride 1) and every
+    shortcut stride 1. Unlike torchvision's ``replace_stride_with_dilation``, the first block is dilated too."""
+    for block in layer:
+        block.conv2.dilation, block.conv2.padding, block.conv2.stride = (dilation,) * 2, (dilation,) * 2, (1, 1)
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)
+
+
+class FrozenDilatedResNet(FrozenBackbone):
+    """A ResNet at output stride 8 (layer3 dilation 2, layer4 dilation 4, PFENet's rule), whose features are the
+    post-ReLU outputs of whole stages: :meth:`mid` gives (layer2, layer3), ``self.layer4`` the last stage."""
+
+    def __init__(self, net: torchvision.models.ResNet) -> None:
+        super().__init__(net)
+        _dilate(self.layer3, 2)
+        _dilate(self.layer4, 4)
+        self.channels = (512, 1024, 2048)
+
+    def mid(self, img: Tensor) -> tuple[Tensor, Tensor]:
+        """(layer2, layer3) outputs of a batch of normalised images."""
+        feat = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(img)))))
+        layer2 = self.layer2(feat)
+        return layer2, self.layer3(layer2)
+
+    def taps(self, img: Tensor) -> list[Tensor]:
+        """[layer2, layer3, layer4] (post-ReLU stage outputs)."""
+        layer2, layer3 = self.mid(img)
+        return [layer2, layer3, self.layer4(layer3)]
+
+
+class FrozenStagedVGG16BN(FrozenBackbone):
+    """torchvision ``vgg16_bn`` cut into PFENet's stages (``features`` 0-6, 7-13, 14-23, 24-33, 34-42; the last
+    max-pool is dropped). :meth:`mid` gives (layer2, layer3) with layer2 resized (bilinear, align_corners=True)
+    to layer3's size, as PFENet does, so every stage has the same spatial size."""
+
+    STAGES = ((0, 7), (7, 14), (14, 24), (24, 34), (34, 43))
+
+    def __init__(self, net: torchvision.models.VGG) -> None:
+        super().__init__(net)
+        self.channels = (256, 512, 512)
+
+    def _run(self, feat: Tensor, stage: int) -> Tensor:
+        start, stop = self.STAGES[stage]
+        for module in self.features[start:stop]:
+            feat = module(feat)
+        return feat
+
+    def mid(self, img: Tensor) -> tuple[Tensor, Tensor]:
+        feat = self._run(self._run(img, 0), 1)
+        layer2 = self._run(feat, 2)
+        layer3 = self._run(layer2, 3)
+        layer2 = F.interpolate(layer2, layer3.shape[-2:], mode="bilinear", align_corners=True)
+        return layer2, layer3
+
+    def layer4(self, feat: Tensor) -> Tensor:
+        return self._run(feat, 4)
+
+    def taps(self, img: Tensor) -> list[Tensor]:
+        layer2, layer3 = self.mid(img)
+        return [layer2, layer3, self.layer4(layer3)]
+
+
+def build_dilated_backbone(name: str = "resnet50", pretrained: bool = True) -> FrozenBackbone:
+    """A frozen stage backbone of the PFENet lineage: dilated ``resnet50`` / ``resnet101`` (output stride 8), or
+    ``vgg16`` meaning torchvision's ``vgg16_bn`` (what PFENet and BAM use); ImageNet ``IMAGENET1K_V1`` weights."""
+    weights = "vgg16_bn" if name == "vgg16" else name
+    if weights not in ("resnet50", "resnet101", "vgg16_bn"):
+        raise ValueError(f"unknown backbone {name!r}; choose one of resnet50, resnet101, vgg16")
+    net = _spec(weights).build()
+    if pretrained:
+        net.load_state_dict(load_imagenet_state_dict(weights), strict=True)
+    return FrozenStagedVGG16BN(net) if weights == "vgg16_bn" else FrozenDilatedResNet(net)
