@@ -43,7 +43,6 @@ __all__ = [
     "FrozenBackbone",
     "FrozenDilatedResNet",
     "FrozenResNet",
-    "FrozenDilatedResNet",
     "FrozenStagedVGG16BN",
     "FrozenVGG16",
     "build_backbone",
@@ -320,41 +319,12 @@ def build_dilated_resnet(
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _dilate(layer: nn.Sequential, dilation: int) -> None:
-    """PFENet's rule: every bottleneck's 3x3 conv gets ``dilation`` (padding = dilation, stride 1) and every
-    shortcut stride 1. Unlike torchvision's ``replace_stride_with_dilation``, the first block is dilated too."""
-    for block in layer:
-        block.conv2.dilation, block.conv2.padding, block.conv2.stride = (dilation,) * 2, (dilation,) * 2, (1, 1)
-        if block.downsample is not None:
-            block.downsample[0].stride = (1, 1)
-
-
-class FrozenDilatedResNet(FrozenBackbone):
-    """A ResNet at output stride 8 (layer3 dilation 2, layer4 dilation 4, PFENet's rule), whose features are the
-    post-ReLU outputs of whole stages: :meth:`mid` gives (layer2, layer3), ``self.layer4`` the last stage."""
-
-    def __init__(self, net: torchvision.models.ResNet) -> None:
-        super().__init__(net)
-        _dilate(self.layer3, 2)
-        _dilate(self.layer4, 4)
-        self.channels = (512, 1024, 2048)
-
-    def mid(self, img: Tensor) -> tuple[Tensor, Tensor]:
-        """(layer2, layer3) outputs of a batch of normalised images."""
-        feat = self.layer1(self.maxpool(self.relu(self.bn1(self.conv1(img)))))
-        layer2 = self.layer2(feat)
-        return layer2, self.layer3(layer2)
-
-    def taps(self, img: Tensor) -> list[Tensor]:
-        """[layer2, layer3, layer4] (post-ReLU stage outputs)."""
-        layer2, layer3 = self.mid(img)
-        return [layer2, layer3, self.layer4(layer3)]
-
-
 class FrozenStagedVGG16BN(FrozenBackbone):
     """torchvision ``vgg16_bn`` cut into PFENet's stages (``features`` 0-6, 7-13, 14-23, 24-33, 34-42; the last
     max-pool is dropped). :meth:`mid` gives (layer2, layer3) with layer2 resized (bilinear, align_corners=True)
     to layer3's size, as PFENet does, so every stage has the same spatial size."""
+
+    feature_layers = ("layer2", "layer3")
 
     STAGES = ((0, 7), (7, 14), (14, 24), (24, 34), (34, 43))
 
@@ -368,28 +338,29 @@ class FrozenStagedVGG16BN(FrozenBackbone):
             feat = module(feat)
         return feat
 
-    def mid(self, img: Tensor) -> tuple[Tensor, Tensor]:
+    def taps(self, img: Tensor) -> list[Tensor]:
+        """[layer2, layer3] (layer2 resized to layer3's size), like ``FrozenDilatedResNet(feature_layers=
+        ("layer2", "layer3"))``; :meth:`layer4` runs the last stage on (a masked) layer3."""
         feat = self._run(self._run(img, 0), 1)
         layer2 = self._run(feat, 2)
         layer3 = self._run(layer2, 3)
         layer2 = F.interpolate(layer2, layer3.shape[-2:], mode="bilinear", align_corners=True)
-        return layer2, layer3
+        return [layer2, layer3]
 
     def layer4(self, feat: Tensor) -> Tensor:
         return self._run(feat, 4)
 
-    def taps(self, img: Tensor) -> list[Tensor]:
-        layer2, layer3 = self.mid(img)
-        return [layer2, layer3, self.layer4(layer3)]
-
 
 def build_dilated_backbone(name: str = "resnet50", pretrained: bool = True) -> FrozenBackbone:
-    """A frozen stage backbone of the PFENet lineage: dilated ``resnet50`` / ``resnet101`` (output stride 8), or
+    """A frozen stage backbone of the PFENet lineage whose ``taps`` are [layer2, layer3] and whose ``layer4`` runs
+    the last stage: dilated ``resnet50`` / ``resnet101`` (output stride 8, :class:`FrozenDilatedResNet`), or
     ``vgg16`` meaning torchvision's ``vgg16_bn`` (what PFENet and BAM use); ImageNet ``IMAGENET1K_V1`` weights."""
     weights = "vgg16_bn" if name == "vgg16" else name
     if weights not in ("resnet50", "resnet101", "vgg16_bn"):
         raise ValueError(f"unknown backbone {name!r}; choose one of resnet50, resnet101, vgg16")
+    if weights != "vgg16_bn":
+        return build_dilated_resnet(name, pretrained, feature_layers=("layer2", "layer3"))
     net = _spec(weights).build()
     if pretrained:
         net.load_state_dict(load_imagenet_state_dict(weights), strict=True)
-    return FrozenStagedVGG16BN(net) if weights == "vgg16_bn" else FrozenDilatedResNet(net)
+    return FrozenStagedVGG16BN(net)
