@@ -51,6 +51,7 @@ def build_app():
     from . import plot as plot_cmd
     from . import prepare as prepare_cmd
     from . import quickstart as quickstart_cmd
+    from . import sweep as sweep_cmd
     from . import table as table_cmd
     from . import train as train_cmd
     from . import viz as viz_cmd
@@ -81,6 +82,7 @@ def build_app():
     application.add_typer(download_cmd.app, name="download")
     application.add_typer(plot_cmd.app, name="plot")
     application.add_typer(viz_cmd.app, name="viz")
+    application.add_typer(sweep_cmd.app, name="sweep")
     _register_root(application)
     return application
 
