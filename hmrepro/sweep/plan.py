@@ -45,6 +45,7 @@ __all__ = [
     "current_command",
     "dependents",
     "parse_key_values",
+    "process_argv",
     "run_folder_name",
 ]
 
@@ -151,6 +152,16 @@ def current_command(job: Job) -> tuple[str, ...]:
     if job.kind == "train" and job.run_dir and is_run_dir(Path(job.run_dir)) and "--out" in command:
         command[command.index("--out")] = "--resume"
     return tuple(command)
+
+
+def process_argv(command: Sequence[str], *, gpus: int = 1, python: str = "python") -> list[str]:
+    """The process that runs a plan command: ``python -m hmrepro …``; a training on several GPUs under torchrun
+    (``python -m torch.distributed.run --standalone --nproc_per_node G -m hmrepro train …``, one DDP process per
+    GPU; ``--bsz`` stays the global batch)."""
+    rest = list(command[1:]) if command and command[0] == "hmrepro" else list(command)
+    if gpus > 1 and rest[:1] == ["train"]:
+        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "hmrepro", *rest]
+    return [python, "-m", "hmrepro", *rest]
 
 
 def dependents(jobs: Sequence[Job]) -> dict[str, list[str]]:

@@ -1,0 +1,349 @@
+"""``hmrepro sweep plan|run|status table N``: the jobs a table needs, run here or on SLURM, and where they stand."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .common import DataRootOption, SplitsOption, console, fail
+
+app = typer.Typer(
+    help="Reproduce a whole table: the trainings, evaluations, downloads and timings its empty cells need, run on "
+    "this machine or submitted to SLURM through submitit, resumable at any point.\n\n"
+    "Example: [bold]hmrepro sweep plan table 2 --backbone resnet50[/], then [bold]hmrepro sweep run table 2 "
+    "--launcher slurm --gpus-per-job 4 --partition gpu[/] and [bold]hmrepro sweep status table 2[/]",
+    no_args_is_help=True,
+)
+
+TABLE_NUMBERS = tuple(range(1, 8))  # the HM paper's; other papers' numbers are checked by their claimed tables
+CELLS = ("verified", "reproduced")
+
+
+class Target(str, Enum):
+    table = "table"
+
+
+class Launcher(str, Enum):
+    local = "local"
+    slurm = "slurm"
+
+
+TargetArgument = typer.Argument(..., metavar="table", help="What to fill: a table of the paper.", show_default=False)
+NumberArgument = typer.Argument(..., metavar="N", min=1, help="Table number (the HM paper: 1-7).", show_default=False)
+PaperOption = typer.Option("hm", "--paper", help="Whose claimed tables: hm, or another paper's under recipes/claimed/<paper>/.")
+BackboneOption = typer.Option(None, "--backbone", help="Only rows of this backbone (repeatable) [default: every backbone of the table].", show_default=False)
+SeedsOption = typer.Option("0", "--seeds", help="Training seeds, comma-separated: one training run per seed (e.g. 0,1,2).")
+CellsOption = typer.Option("verified,reproduced", "--cells", help="Which cells: verified (official checkpoints), reproduced (own training), or both.")
+ResultsOption = typer.Option(Path("results"), "--results", envvar="HMREPRO_RESULTS", help="Folder of the result records (read and written).")
+SweepDirOption = typer.Option(
+    None, "--sweep-dir", help="Folder of the sweep's run folders, logs and SLURM files [default: sweeps/<paper>-table<N>].", show_default=False
+)
+TrainOverrideOption = typer.Option(
+    None, "--train-override", metavar="KEY=VALUE",
+    help="A training setting for every run, after the row's own overrides, e.g. patience=100, amp=bf16, workers=8 "
+    "(repeatable; KEY is a `hmrepro train` option; true/false for switches) [default: none].", show_default=False,
+)  # fmt: skip
+EvalOverrideOption = typer.Option(
+    None, "--eval-override", metavar="KEY=VALUE",
+    help="An evaluation setting for every eval/domain-shift, e.g. workers=4 (repeatable; KEY is a `hmrepro eval` option) [default: none].",
+    show_default=False,
+)  # fmt: skip
+JsonOption = typer.Option(False, "--json", help="Print the jobs as JSON on stdout.")
+
+
+def _spec(number, paper, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override):
+    from ..errors import HmreproError
+    from ..sweep.plan import SweepSpec, parse_key_values
+
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{seeds!r} is not a comma-separated list of integers (e.g. 0,1,2)", param_hint="--seeds") from None
+    cell_list = tuple(c.strip() for c in cells.split(",") if c.strip())
+    wrong = [c for c in cell_list if c not in CELLS]
+    if wrong or not cell_list:
+        raise typer.BadParameter(f"{cells!r}: choose among {', '.join(CELLS)} (comma-separated)", param_hint="--cells")
+    if not seed_list:
+        raise typer.BadParameter("give at least one seed", param_hint="--seeds")
+    try:
+        train_pairs = parse_key_values(train_override or [], "--train-override")
+        eval_pairs = parse_key_values(eval_override or [], "--eval-override")
+    except HmreproError as err:
+        raise typer.BadParameter(str(err)) from None
+    sweep_dir = (sweep_dir or Path("sweeps") / f"{paper}-table{number}").expanduser().resolve()
+    return SweepSpec(
+        table=number, paper=paper, backbones=tuple(backbone or ()), seeds=seed_list, cells=cell_list,
+        results=results.expanduser().resolve(), sweep_dir=sweep_dir,
+        data_root=data_root.expanduser().resolve() if data_root else None,
+        splits=splits.expanduser().resolve() if splits else None,
+        train_overrides=train_pairs, eval_overrides=eval_pairs,
+    )  # fmt: skip
+
+
+def _plan(spec):
+    from ..errors import HmreproError
+    from ..sweep.plan import build_plan
+
+    if spec.paper == "hm" and spec.table not in TABLE_NUMBERS:
+        raise typer.BadParameter(f"the HM paper has no table {spec.table}; choose one of 1-7", param_hint="N")
+    try:
+        return build_plan(spec)
+    except HmreproError as err:
+        fail(str(err))
+
+
+def _summary(jobs) -> str:
+    from collections import Counter
+
+    counts = Counter((job.kind, job.state) for job in jobs)
+    kinds = dict.fromkeys(job.kind for job in jobs)
+    parts = []
+    for kind in kinds:
+        total = sum(n for (k, _), n in counts.items() if k == kind)
+        parts.append(f"{kind} {counts[(kind, 'done')]}/{total} done")
+    return ", ".join(parts) if parts else "no jobs (no row of this table is run by its authors with an hmrepro model)"
+
+
+@app.command("plan")
+def plan(
+    target: Target = TargetArgument,
+    number: int = NumberArgument,
+    paper: str = PaperOption,
+    backbone: Optional[List[str]] = BackboneOption,
+    seeds: str = SeedsOption,
+    cells: str = CellsOption,
+    results: Path = ResultsOption,
+    sweep_dir: Optional[Path] = SweepDirOption,
+    data_root: Optional[Path] = DataRootOption,
+    splits: Optional[Path] = SplitsOption,
+    train_override: Optional[List[str]] = TrainOverrideOption,
+    eval_override: Optional[List[str]] = EvalOverrideOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """List the jobs that the empty cells of table N need, and which are done.
+
+    Trainings (model x backbone x fold x seed, with the row's recipe and overrides, baselines too) and their 1- and
+    5-shot evaluations (domain-shift for Table 4); checkpoint downloads and the verified evaluations; bench for
+    Table 7. A job whose record fills its cell is done; a training whose folder holds last.pt resumes. Nothing runs.
+
+    Example: [bold]hmrepro sweep plan table 2 --json > plan.json[/]
+
+    Example: [bold]hmrepro sweep plan table 1 --backbone resnet50 --cells reproduced --seeds 0,1,2[/]
+    """
+    from rich.table import Table
+
+    spec = _spec(number, paper, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
+    jobs = _plan(spec)
+    if as_json:
+        typer.echo(json.dumps([job.as_dict() for job in jobs], indent=2))
+        return
+    view = Table(title=f"sweep of table {number} ({paper}): {spec.sweep_dir}")
+    for column in ("job", "kind", "state", "needs", "note"):
+        view.add_column(column)
+    for job in jobs:
+        view.add_row(job.id, job.kind, job.state, ", ".join(job.depends_on), job.note)
+    console.print(view)
+    console.print(_summary(jobs), highlight=False)
+
+
+@app.command("run")
+def run(
+    target: Target = TargetArgument,
+    number: int = NumberArgument,
+    launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="local: this machine, in dependency order; slurm: submit through submitit."),
+    paper: str = PaperOption,
+    backbone: Optional[List[str]] = BackboneOption,
+    seeds: str = SeedsOption,
+    cells: str = CellsOption,
+    results: Path = ResultsOption,
+    sweep_dir: Optional[Path] = SweepDirOption,
+    data_root: Optional[Path] = DataRootOption,
+    splits: Optional[Path] = SplitsOption,
+    train_override: Optional[List[str]] = TrainOverrideOption,
+    eval_override: Optional[List[str]] = EvalOverrideOption,
+    parallel: str = typer.Option("auto", "--parallel", help="local: jobs at a time; auto = one per visible GPU (one without a GPU)."),
+    gpus_per_job: int = typer.Option(1, "--gpus-per-job", min=1, help="slurm: GPUs of each training job (one node, torchrun DDP; --bsz stays global)."),
+    cpus_per_gpu: int = typer.Option(8, "--cpus-per-gpu", min=1, help="slurm: CPU cores per GPU (DataLoader workers)."),
+    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: partition [default: the cluster's].", show_default=False),
+    account: Optional[str] = typer.Option(None, "--account", help="slurm: account to charge [default: yours].", show_default=False),
+    qos: Optional[str] = typer.Option(None, "--qos", help="slurm: quality of service [default: the cluster's].", show_default=False),
+    constraint: Optional[str] = typer.Option(None, "--constraint", help="slurm: node features, e.g. a100 [default: none].", show_default=False),
+    mem: Optional[str] = typer.Option(None, "--mem", help="slurm: memory per node, e.g. 64G [default: the cluster's].", show_default=False),
+    time_min: int = typer.Option(24 * 60, "--time", min=10, help="slurm: time limit of a training job in minutes; it requeues itself and resumes when it runs out."),
+    eval_time_min: int = typer.Option(4 * 60, "--eval-time", min=10, help="slurm: time limit of the other jobs in minutes."),
+    max_requeues: int = typer.Option(20, "--max-requeues", min=0, help="slurm: time-outs after which a training is given up."),
+    setup: Optional[List[str]] = typer.Option(None, "--setup", help="slurm: shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable) [default: none].", show_default=False),
+    slurm_arg: Optional[List[str]] = typer.Option(None, "--slurm-arg", metavar="KEY=VALUE", help="slurm: any other sbatch option, e.g. mail-type=END (repeatable) [default: none].", show_default=False),
+) -> None:
+    """Run the jobs of table N that are not done: here, or submitted to SLURM.
+
+    local: in dependency order, one job at a time or one per visible GPU; logs in SWEEP/logs/. A failed job blocks
+    only the jobs that need it. Ctrl-C stops the running jobs cleanly (a training saves last.pt); run the same command
+    again to continue: done jobs are skipped and stopped trainings resume.
+
+    slurm: one job per training on --gpus-per-job GPUs under torchrun, requeued with its checkpoint when it reaches
+    --time or is preempted; evaluations as job arrays after their training (afterok); logs in SWEEP/slurm/. Run it
+    again after anything went wrong: jobs still queued or running are left alone, only the missing ones are submitted.
+
+    Example: [bold]hmrepro sweep run table 3 --launcher local --data-root ~/data[/]
+
+    Example: [bold]hmrepro sweep run table 2 --launcher slurm --gpus-per-job 4 --partition gpu --time 1440 --setup 'source ~/hm/.venv/bin/activate'[/]
+    """
+    from ..errors import HmreproError
+    from ..sweep.folder import SweepFolder
+    from ..sweep.plan import parse_key_values
+
+    spec = _spec(number, paper, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
+    try:
+        extra = parse_key_values(slurm_arg or [], "--slurm-arg")
+    except HmreproError as err:
+        raise typer.BadParameter(str(err), param_hint="--slurm-arg") from None
+    slots = _slots(parallel) if launcher is Launcher.local else []
+    jobs = _plan(spec)
+    folder = SweepFolder(spec.sweep_dir)
+    todo = [job for job in jobs if job.state != "done"]
+    console.print(f"table {number}: {_summary(jobs)}; {len(todo)} job(s) to run; sweep folder {spec.sweep_dir}", highlight=False)
+    if not todo:
+        return
+    if launcher is Launcher.local:
+        _run_local(todo, jobs, folder, slots)
+        return
+    from ..sweep.slurm import SlurmOptions
+
+    options = SlurmOptions(
+        gpus_per_job=gpus_per_job, cpus_per_gpu=cpus_per_gpu, partition=partition, account=account, qos=qos,
+        constraint=constraint, mem=mem, train_time_min=time_min, eval_time_min=eval_time_min,
+        max_requeues=max_requeues, setup=tuple(setup or ()), extra=extra,
+    )  # fmt: skip
+    _run_slurm(jobs, folder, options)
+
+
+def _slots(parallel: str) -> list:
+    from ..sweep.local import visible_gpus
+
+    gpus = visible_gpus()
+    if parallel == "auto":
+        return list(gpus) or [None]
+    if not parallel.isdigit() or int(parallel) < 1:
+        raise typer.BadParameter(f"{parallel!r}: give auto or a number of jobs at a time (1, 2, ...)", param_hint="--parallel")
+    count = int(parallel)
+    return [gpus[i % len(gpus)] for i in range(count)] if gpus else [None] * count
+
+
+def _run_local(todo, jobs, folder, slots) -> None:
+    from ..sweep.local import LocalEvent, run_local
+
+    position = {job.id: i + 1 for i, job in enumerate(todo)}
+
+    def show(event: LocalEvent) -> None:
+        tag = f"[{position[event.job.id]}/{len(todo)}] {event.job.id}"
+        if event.what == "start":
+            console.print(f"{tag}: started{f' on GPU {event.gpu}' if event.gpu is not None else ''}", highlight=False)
+        elif event.what == "blocked":
+            console.print(f"[yellow]{tag}: not run[/]: a job it needs failed", highlight=False)
+        elif event.returncode == 0:
+            console.print(f"[green]{tag}: done[/] in {event.seconds:.0f} s", highlight=False)
+        else:
+            console.print(f"[red]{tag}: failed[/] (exit {event.returncode}); log {folder.log_path(event.job.id)}", highlight=False)
+
+    outcome = run_local(jobs, folder, gpus=slots, on_event=show)
+    bad = [job_id for job_id, state in outcome.items() if state != "done"]
+    if bad:
+        console.print(f"[red]{len(bad)} job(s) not done[/]; see `hmrepro sweep status`, fix, and run the same command again", highlight=False)
+        raise typer.Exit(1)
+    console.print(f"[green]all {len(outcome)} job(s) done[/]", highlight=False)
+
+
+def _run_slurm(jobs, folder, options) -> None:
+    from ..errors import HmreproError
+    from ..sweep.slurm import SlurmEvent, submit_plan
+
+    def show(event: SlurmEvent) -> None:
+        if event.what == "submitted":
+            console.print(f"{event.job.id}: submitted as SLURM job {event.slurm_id}", highlight=False)
+        elif event.what == "in-flight":
+            console.print(f"{event.job.id}: already {event.state.lower()} as SLURM job {event.slurm_id}", highlight=False)
+        elif event.what == "cancelled":
+            console.print(f"{event.job.id}: cancelled SLURM job {event.slurm_id} (its dependency is submitted anew)", highlight=False)
+        else:
+            console.print(f"[yellow]{event.job.id}: not submitted[/]: a job it needs was not submitted", highlight=False)
+
+    try:
+        submitted = submit_plan(jobs, folder, options, on_event=show)
+    except HmreproError as err:
+        fail(str(err))
+    console.print(f"{len(submitted)} job(s) queued or running; follow them with `hmrepro sweep status`", highlight=False)
+
+
+@app.command("status")
+def status(
+    target: Target = TargetArgument,
+    number: int = NumberArgument,
+    paper: str = PaperOption,
+    backbone: Optional[List[str]] = BackboneOption,
+    seeds: str = SeedsOption,
+    cells: str = CellsOption,
+    results: Path = ResultsOption,
+    sweep_dir: Optional[Path] = SweepDirOption,
+    data_root: Optional[Path] = DataRootOption,
+    splits: Optional[Path] = SplitsOption,
+    train_override: Optional[List[str]] = TrainOverrideOption,
+    eval_override: Optional[List[str]] = EvalOverrideOption,
+    show_table: bool = typer.Option(True, "--table/--no-table", help="Also show the table with the cells filled so far."),
+    as_json: bool = JsonOption,
+) -> None:
+    """Where each job of table N stands: done, running, queued, failed (with its log's last lines), blocked or
+    pending; read from the records, the run folders, the local launcher's files and SLURM (sacct through submitit).
+    Then the table itself, with the cells filled so far.
+
+    Example: [bold]hmrepro sweep status table 2[/]   (same --paper/--backbone/--seeds/--cells/--results/--sweep-dir as the run)
+    """
+    from rich.table import Table
+
+    from ..sweep.folder import SweepFolder
+    from ..sweep.status import job_statuses
+
+    spec = _spec(number, paper, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
+    jobs = _plan(spec)
+    statuses = job_statuses(jobs, SweepFolder(spec.sweep_dir))
+    if as_json:
+        typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
+        return
+    view = Table(title=f"sweep of table {number} ({paper}): {spec.sweep_dir}")
+    for column in ("job", "state", "where", "note"):
+        view.add_column(column)
+    for s in statuses:
+        if s.state != "done":
+            view.add_row(s.job.id, s.state, s.where, s.job.note)
+    console.print(view)
+    from collections import Counter
+
+    counts = Counter(s.state for s in statuses)
+    console.print(", ".join(f"{n} {state}" for state, n in counts.items()), highlight=False)
+    cells_total = sum(len(s.job.cells) for s in statuses if s.job.kind in ("eval", "domain-shift", "bench"))
+    cells_done = sum(len(s.job.cells) for s in statuses if s.job.kind in ("eval", "domain-shift", "bench") and s.state == "done")
+    console.print(f"cells filled: {cells_done} of {cells_total}", highlight=False)
+    for s in statuses:
+        if s.state == "failed" and s.tail:
+            console.print(f"[red]{s.job.id}[/] ({s.log}):", highlight=False)
+            for line in s.tail:
+                console.print(f"    {line}", highlight=False, markup=False)
+    if show_table:
+        _show_table(spec)
+
+
+def _show_table(spec) -> None:
+    from ..errors import HmreproError
+    from ..reporting.render import build_view, print_rich
+    from ..reporting.tables import compare_table
+
+    try:
+        frame = compare_table(spec.table, results_dir=spec.results if spec.results.is_dir() else None, claimed_folder=spec.claimed_folder)
+    except (HmreproError, TypeError) as err:
+        console.print(f"[yellow]table not shown:[/] {err}", highlight=False)
+        return
+    print_rich(build_view(frame, spec.table, True))
