@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 
 import torch
 
+from .bam import bam_image_transform, bam_resize_mask
 from .transforms import image_transform, resize_mask, resize_mask_cv2, vat_image_transform
 
 __all__ = ["PREPROCESSINGS", "Preprocessing", "get_preprocessing", "preprocess_of", "train_transform"]
@@ -43,6 +44,11 @@ PREPROCESSINGS: dict[str, Preprocessing] = {
     "vat": Preprocessing(
         "vat", vat_image_transform, resize_mask_cv2, False,
         "cv2.resize INTER_LINEAR on uint8 (no antialiasing), Albumentations Normalize; cv2 INTER_NEAREST masks",
+    ),  # fmt: skip
+    "bam": Preprocessing(
+        "bam", bam_image_transform, bam_resize_mask, False,
+        "BAM/PFENet: aspect kept, longer side to S (sides floored to x8), top-left on an S x S canvas (zeros; masks "
+        "255), cv2 INTER_LINEAR / INTER_NEAREST; scored at the original label by the bam protocol",
     ),  # fmt: skip
 }
 

@@ -59,7 +59,7 @@ RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
 RECIPE_TABLE_KEYS = ("name", "models")  # the [recipe] table; evaluation facts live in the model cards
 OPTIMIZERS = ("adam", "adamw")
 AUGMENTS = ("none", "cats")
-PREPROCESSINGS = ("hsnet", "vat")  # image/mask preprocessing (hmrepro.data.preprocessing)
+PREPROCESSINGS = ("hsnet", "vat", "bam")  # image/mask preprocessing (hmrepro.data.preprocessing)
 
 
 class RecipeError(HmreproError):

@@ -1,0 +1,194 @@
+"""BAM's evaluation protocol (Lang et al., CVPR 2022, ``chunbolang/BAM`` ``test.py``), which MCE's numbers follow.
+
+Episodes. BAM's test script seeds NumPy with 123 and draws five evaluation seeds (``np.random.randint(0, 1000,
+5)``); for each seed it calls ``setup_seed(seed)`` (Python ``random``, NumPy and torch seeded) and runs 1000
+episodes: the query list is walked in order (``shuffle=False``, batch 1), as many passes as needed, and each query's
+``__getitem__`` draws with Python's ``random``: the class among the fold's classes present in the query (ascending),
+then ``shot`` supports among that class's images, never the query, never twice the same (the first draw of each
+support is always redrawn, as the authors' ``while`` loop does). The DataLoader's 8 workers (BAM's ``workers: 8``)
+each reseed ``random`` with ``base_seed + worker_id``, where ``base_seed`` is drawn from torch's generator when
+each pass starts; worker ``w`` loads the queries ``w, w + 8, ...`` of a pass. :func:`bam_episodes` replays exactly
+that, so the episodes depend only on the query list, the seed and the worker count.
+
+The query list here is the benchmark's test pool of hmrepro's split lists (queries in order, each image once with
+the fold classes it is listed with); BAM's own list (VOC2012 val filtered by its 2·32·32-pixel rule) is not
+shipped, so the images differ from BAM's while the sampling is BAM's (see the README's MCE section).
+
+Images (:func:`bam_resize`): aspect kept, the longer side to ``size`` (both sides floored to a multiple of 8), put
+in the top-left corner of a ``size``×``size`` canvas of zeros (before normalisation); masks by nearest with 255 on
+the canvas. Scoring: logits upsampled (bilinear, align_corners=True) to the square of the original label's longer
+side and compared with the original label (the padding is ignored), i.e. the top-left crop at the label's size.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .episodes import Episode, EpisodePool
+
+__all__ = [
+    "BAM_EPISODES",
+    "BAM_SEED",
+    "BAM_SEEDS",
+    "BAM_WORKERS",
+    "BamImageTransform",
+    "BamPool",
+    "bam_episodes",
+    "bam_image_transform",
+    "bam_logits_to_label",
+    "bam_resize_mask",
+    "bam_new_size",
+    "bam_seeds",
+]
+
+BAM_SEED = 123
+"""``val_manual_seed`` of BAM's ``test.py``: the NumPy seed that draws the evaluation seeds."""
+BAM_SEEDS = 5
+"""``val_num``: evaluation runs, one per drawn seed."""
+BAM_EPISODES = 1000
+"""``test_num``: episodes per run (PASCAL-5i and COCO-20i)."""
+BAM_WORKERS = 8
+"""``workers`` of BAM's configs: DataLoader worker processes, each with its own Python ``random`` stream."""
+
+
+def bam_seeds(count: int = BAM_SEEDS, seed: int = BAM_SEED) -> list[int]:
+    """The evaluation seeds of BAM's ``test.py``: ``np.random.seed(123); np.random.randint(0, 1000, 5)``."""
+    return [int(s) for s in np.random.RandomState(seed).randint(0, 1000, count)]
+
+
+@dataclass(frozen=True)
+class BamPool:
+    """BAM's view of a test split: the queries in order, the fold classes of each, the images of each class."""
+
+    queries: tuple[str, ...]
+    query_classes: dict[str, tuple[int, ...]]
+    classwise: dict[int, tuple[str, ...]]
+
+    @classmethod
+    def from_pool(cls, pool: EpisodePool) -> "BamPool":
+        """From an :class:`EpisodePool` of a test split: each image once, in list order, with its listed classes."""
+        classes: dict[str, list[int]] = {}
+        if pool.kind == "indexed":
+            for name, class_id in pool.queries:
+                classes.setdefault(name, []).append(class_id)
+        else:  # class_uniform (COCO): the images of the fold classes, in sorted order
+            for class_id in pool.class_ids:
+                for name in pool.classwise.get(class_id, []):
+                    classes.setdefault(name, []).append(class_id)
+            classes = dict(sorted(classes.items()))
+        classwise = {c: tuple(names) for c, names in pool.classwise.items() if c in pool.class_ids}
+        return cls(tuple(classes), {n: tuple(sorted(set(c))) for n, c in classes.items()}, classwise)
+
+    def draw(self, rng: random.Random, index: int, shot: int) -> Episode:
+        """Query ``index``'s episode, consuming ``rng`` as BAM's ``SemData.__getitem__`` does."""
+        query = self.queries[index]
+        present = self.query_classes[query]
+        class_id = present[rng.randint(1, len(present)) - 1]
+        candidates = self.classwise[class_id]
+        if len(set(candidates) - {query}) < shot:
+            raise ValueError(f"class {class_id} has fewer than {shot} images besides the query {query!r}")
+        chosen: list[int] = []
+        for _ in range(shot):
+            index_ = rng.randint(1, len(candidates)) - 1  # drawn and always redrawn: the authors' loop
+            support = query
+            while support == query or index_ in chosen:
+                index_ = rng.randint(1, len(candidates)) - 1
+                support = candidates[index_]
+            chosen.append(index_)
+        return Episode(query, tuple(candidates[i] for i in chosen), int(class_id))
+
+
+def bam_episodes(
+    pool: BamPool, shot: int, seed: int, episodes: int = BAM_EPISODES, workers: int = BAM_WORKERS
+) -> list[Episode]:
+    """The ``episodes`` episodes of one BAM evaluation run with ``seed`` (see the module docstring)."""
+    import torch  # only for its generator: BAM's per-pass worker seeds come from torch's default generator
+
+    count = len(pool.queries)
+    if count < 2:
+        raise ValueError("the bam protocol needs at least two query images")
+    generator = torch.Generator().manual_seed(int(seed))
+    main_rng = random.Random(int(seed))  # setup_seed(seed): the main process's stream (workers=0)
+    passes = math.ceil(episodes / (count - 1))  # BAM's db_epoch
+    drawn: list[Episode] = []
+    for _ in range(passes):
+        base_seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+        rngs = [random.Random(base_seed + w) for w in range(workers)] if workers else [main_rng]
+        for index in range(count):
+            if len(drawn) == episodes:
+                return drawn
+            drawn.append(pool.draw(rngs[index % len(rngs)], index, shot))
+    return drawn
+
+
+def bam_new_size(height: int, width: int, size: int) -> tuple[int, int]:
+    """BAM's ``find_new_hw``: the longer side to ``size``, the other scaled (truncated); each floored to a multiple of 8."""
+    if height >= width:
+        new_h, new_w = size, int(width * (size / height))
+    else:
+        new_h, new_w = int(height * (size / width)), size
+    return (new_h // 8) * 8, (new_w // 8) * 8
+
+
+def seed_episode_lists(pool: BamPool, shot: int, seeds: Sequence[int], episodes: int = BAM_EPISODES,
+                       workers: int = BAM_WORKERS) -> list[tuple[int, list[Episode]]]:
+    """(seed, episodes) of every run."""
+    return [(int(s), bam_episodes(pool, shot, s, episodes, workers)) for s in seeds]
+
+
+class BamImageTransform:
+    """PIL RGB image → [3, S, S] float tensor as BAM's ``Resize`` + ``ToTensor`` + ``Normalize`` make it: float32
+    RGB, ``cv2.resize`` INTER_LINEAR to :func:`bam_new_size`, top-left on a canvas of zeros, ``(x - 255·mean) /
+    (255·std)`` (so the canvas is the normalised black, not the mean colour). A class so that workers can pickle it."""
+
+    def __init__(self, img_size: int):
+        self.img_size = int(img_size)
+
+    def __call__(self, img) -> "torch.Tensor":
+        import cv2
+        import torch
+        from PIL import Image
+
+        from .transforms import IMAGENET_MEAN, IMAGENET_STD
+
+        arr = np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.float32)
+        new_h, new_w = bam_new_size(arr.shape[0], arr.shape[1], self.img_size)
+        canvas = np.zeros((self.img_size, self.img_size, 3), dtype=np.float32)
+        canvas[:new_h, :new_w] = cv2.resize(arr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        canvas = (canvas - 255.0 * np.array(IMAGENET_MEAN, np.float32)) / (255.0 * np.array(IMAGENET_STD, np.float32))
+        return torch.from_numpy(np.ascontiguousarray(canvas.transpose(2, 0, 1)))
+
+    def __repr__(self) -> str:
+        return f"BamImageTransform(img_size={self.img_size})"
+
+
+def bam_image_transform(img_size: int) -> BamImageTransform:
+    """BAM's image preprocessing at side ``img_size`` (473)."""
+    return BamImageTransform(img_size)
+
+
+def bam_resize_mask(mask: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
+    """BAM's mask resize: cv2 INTER_NEAREST to :func:`bam_new_size`, top-left on a canvas of 255 (ignored)."""
+    import cv2
+    import torch
+
+    arr = mask.cpu().numpy().astype(np.float32)
+    new_h, new_w = bam_new_size(arr.shape[0], arr.shape[1], int(size[0]))
+    canvas = np.full((int(size[0]), int(size[1])), 255.0, dtype=np.float32)
+    canvas[:new_h, :new_w] = cv2.resize(arr, (new_w, new_h), interpolation=cv2.INTER_NEAREST)
+    return torch.from_numpy(canvas)
+
+
+def bam_logits_to_label(logits: "torch.Tensor", label_size: Sequence[int]) -> "torch.Tensor":
+    """BAM's ``ori_resize`` scoring: logits [B, 2, S, S] upsampled (bilinear, align_corners=True) to the square of
+    the label's longer side, then the top-left ``label_size`` (H, W) crop — the part not padded with 255."""
+    import torch.nn.functional as F
+
+    height, width = int(label_size[0]), int(label_size[1])
+    side = max(height, width)
+    return F.interpolate(logits, (side, side), mode="bilinear", align_corners=True)[..., :height, :width]

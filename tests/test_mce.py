@@ -1,0 +1,208 @@
+"""MCE (../shared/specs/mce.md): shapes, K-shot averaging, masking modes, fused attention, the prior, BAM's protocol.
+
+Random backbones, tiny images (65 px → 9×9 tokens); one module-scoped model per mode."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hmrepro.data.bam import BamPool, bam_episodes, bam_logits_to_label, bam_new_size, bam_resize_mask, bam_seeds
+from hmrepro.models.masking import hybrid_replace, mask_features
+from hmrepro.models.mce import MCE, CrossImageEncoder, binary_key_mask, mean_similarity_prior
+
+SIZE = 65
+
+
+@pytest.fixture(scope="module")
+def mce_hm():
+    torch.manual_seed(0)
+    return MCE(backbone="resnet50", masking="hm", pretrained=False).eval()
+
+
+def _episode(bsz=2, shots=1, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    query = torch.randn(bsz, 3, SIZE, SIZE, generator=g)
+    supports = torch.randn(bsz, shots, 3, SIZE, SIZE, generator=g)
+    masks = torch.zeros(bsz, shots, SIZE, SIZE)
+    masks[..., 10:50, 15:45] = 1.0
+    return query, supports, masks
+
+
+def test_forward_backward_and_5shot(mce_hm):
+    query, supports, masks = _episode()
+    mce_hm.train()
+    logits = mce_hm(query, supports[:, 0], masks[:, 0])
+    assert logits.shape == (2, 2, SIZE, SIZE)
+    loss = mce_hm.compute_objective(logits, {"query_mask": masks[:, 0], "query_ignore": torch.zeros_like(masks[:, 0])})
+    loss.backward()
+    learnable = [p for n, p in mce_hm.named_parameters() if p.requires_grad]
+    assert all(not n.startswith("backbone.") for n, p in mce_hm.named_parameters() if p.requires_grad)
+    assert all(p.grad is not None for p in learnable)
+    mce_hm.zero_grad(set_to_none=True)
+    mce_hm.eval()
+    _, supports5, masks5 = _episode(shots=5)
+    pred = mce_hm.predict_nshot(query, supports5, masks5)
+    assert pred.shape == (2, SIZE, SIZE) and pred.dtype == torch.int64
+
+
+def test_one_shot_prediction_is_the_forward_argmax(mce_hm):
+    query, supports, masks = _episode()
+    with torch.no_grad():
+        expected = mce_hm(query, supports[:, 0], masks[:, 0]).argmax(1)
+    assert torch.equal(mce_hm.predict_nshot(query, supports, masks), expected)
+
+
+def test_kshot_averages_features_not_votes(mce_hm):
+    """Five copies of one support give the 1-shot logits (feature means of equal shots are the shot's features)."""
+    query, supports, masks = _episode(bsz=1)
+    with torch.no_grad():
+        one = mce_hm.logits(query, supports, masks)
+        five = mce_hm.logits(query, supports.expand(-1, 5, -1, -1, -1), masks.expand(-1, 5, -1, -1))
+    torch.testing.assert_close(five, one, atol=1e-4, rtol=1e-4)
+
+
+def test_all_background_support_gives_finite_logits(mce_hm):
+    query, supports, _ = _episode()
+    with torch.no_grad():
+        logits = mce_hm(query, supports[:, 0], torch.zeros(2, SIZE, SIZE))
+    assert torch.isfinite(logits).all()
+
+
+def test_every_masking_mode_loads_the_same_state_dict(mce_hm):
+    state = mce_hm.state_dict()
+    for mode in ("none", "im", "hm-add", "hm-reverse", "fm"):
+        model = MCE(backbone="resnet50", masking=mode, pretrained=False)
+        model.load_state_dict(state, strict=True)
+
+
+def test_hm_support_features_are_fm_where_fm_is_positive_else_im(mce_hm):
+    _, supports, masks = _episode()
+    image, mask = supports[:, 0], masks[:, 0]
+    with torch.no_grad():
+        taps, _ = mce_hm.support_features(image, mask)
+        s2, s3 = mce_hm.backbone.taps(image)
+        m = F.interpolate(mask[:, None], s3.shape[-2:], mode="bilinear", align_corners=True)
+        plain = [s2, s3, mce_hm.backbone.layer4(s3 * m)]  # PFENet: layer 4 of the masked layer-3 output
+        i2, i3 = mce_hm.backbone.taps(image * mask[:, None])
+        masked = [i2, i3, mce_hm.backbone.layer4(i3)]
+    expected = hybrid_replace(mask_features(plain, mask), masked)
+    for got, want in zip(taps, expected):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_attention_equals_explicit_masked_softmax():
+    torch.manual_seed(1)
+    encoder = CrossImageEncoder(in_channels=12, dim=16, heads=4)
+    query, support = torch.randn(2, 12, 3, 4), torch.randn(2, 12, 3, 4)
+    keys = torch.zeros(2, 12, dtype=torch.bool)
+    keys[0, :5] = True
+    keys[1, 7:] = True
+    fused = encoder.attend(query, support, keys)
+    tokens = lambda f, proj: proj(f.flatten(2).transpose(1, 2)).view(2, 12, 3, 4, 4).permute(2, 0, 3, 1, 4)  # noqa: E731
+    s_q, s_k, s_v = tokens(support, encoder.support_proj)
+    q_q, q_k, q_v = tokens(query, encoder.query_proj)
+    scores = s_q @ s_k.transpose(-1, -2) / math.sqrt(4)
+    scores = scores.masked_fill(~keys[:, None, None, :], float("-inf"))
+    support_branch = scores.softmax(-1) @ q_v
+    query_branch = (q_q @ q_k.transpose(-1, -2) / math.sqrt(4)).softmax(-1) @ (s_v * keys[:, None, :, None])
+    for got, want in ((fused["support"], support_branch), (fused["query"], query_branch)):
+        torch.testing.assert_close(got, want.transpose(1, 2).flatten(2), atol=1e-5, rtol=1e-5)
+
+
+def test_key_mask_fallbacks():
+    m = torch.tensor([[0.0, 0.6, 0.2], [0.0, 0.3, 0.1], [0.0, 0.0, 0.0]])
+    assert binary_key_mask(m).tolist() == [[False, True, False], [False, True, True], [True, True, True]]
+
+
+def test_mean_similarity_prior_equals_numpy():
+    g = torch.Generator().manual_seed(2)
+    query, support = torch.randn(2, 5, 3, 3, generator=g), torch.randn(2, 5, 3, 3, generator=g).relu()
+    q, s = query.flatten(2).numpy().astype(np.float64), support.flatten(2).numpy().astype(np.float64)
+    for b in range(2):
+        cos = np.array([[q[b, :, i] @ s[b, :, j] / (np.linalg.norm(s[b, :, j]) * np.linalg.norm(q[b, :, i]) + 1e-7)
+                         for i in range(9)] for j in range(9)])
+        mean = cos.mean(0)
+        want = (mean - mean.min()) / (mean.max() - mean.min() + 1e-7)
+        got = mean_similarity_prior(query, support)[b, 0].flatten().numpy()
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# -- BAM's protocol -----------------------------------------------------------------------------------------------
+
+
+def test_bam_seeds_are_those_of_bams_test_script():
+    np.random.seed(123)  # BAM test.py: setup_seed(val_manual_seed); seed_array = np.random.randint(0, 1000, val_num)
+    assert bam_seeds() == [int(s) for s in np.random.randint(0, 1000, 5)]
+
+
+class _BamSemData(torch.utils.data.Dataset):
+    """BAM's ``SemData.__getitem__``, restated literally for its random draws (no pixels)."""
+
+    def __init__(self, data_list, image_classes, sub_class_file_list, shot):
+        self.data_list, self.image_classes, self.sub_class_file_list, self.shot = (
+            data_list, image_classes, sub_class_file_list, shot)
+
+    def __len__(self):
+        return len(self.data_list)
+
+    def __getitem__(self, index):
+        image_path = self.data_list[index]
+        label_class = list(self.image_classes[image_path])
+        class_chosen = label_class[random.randint(1, len(label_class)) - 1]
+        file_class_chosen = self.sub_class_file_list[class_chosen]
+        num_file = len(file_class_chosen)
+        support_image_path_list, support_idx_list = [], []
+        for k in range(self.shot):
+            support_idx = random.randint(1, num_file) - 1
+            support_image_path = image_path
+            while (support_image_path == image_path) or support_idx in support_idx_list:
+                support_idx = random.randint(1, num_file) - 1
+                support_image_path = file_class_chosen[support_idx]
+            support_idx_list.append(support_idx)
+            support_image_path_list.append(support_image_path)
+        return image_path, "|".join(support_image_path_list), class_chosen
+
+
+def _bam_test_loop(dataset, seed, workers, test_num=30):
+    """BAM test.py ``validate``: setup_seed, db_epoch passes of a sequential batch-1 loader, stop at test_num."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, num_workers=workers)
+    db_epoch = math.ceil(test_num / (len(loader) - 1))
+    episodes, iter_num = [], 0
+    for _ in range(db_epoch):
+        for query, supports, class_id in loader:
+            if iter_num >= test_num:
+                break
+            iter_num += 1
+            episodes.append((query[0], tuple(supports[0].split("|")), int(class_id[0])))
+    return episodes
+
+
+@pytest.mark.parametrize("workers, shot", [(0, 1), (2, 5)])
+def test_bam_episodes_replay_bams_sampling_loop(workers, shot):
+    images = [f"img{i:02d}" for i in range(16)]  # 8 images per class; even images hold two classes
+    image_classes = {name: (1 + i % 2, 3) if i % 2 == 0 else (1 + i % 2,) for i, name in enumerate(images)}
+    classwise = {c: tuple(n for n in images if c in image_classes[n]) for c in (1, 2, 3)}
+    pool = BamPool(tuple(images), image_classes, classwise)
+    theirs = _bam_test_loop(_BamSemData(images, image_classes, classwise, shot), seed=217, workers=workers)
+    ours = bam_episodes(pool, shot, seed=217, episodes=30, workers=workers)
+    assert [tuple(e) for e in ours] == theirs
+
+
+def test_bam_resize_and_scoring_geometry():
+    assert bam_new_size(375, 500, 473) == (352, 472)
+    assert bam_new_size(500, 333, 473) == (472, 312)
+    mask = torch.ones(375, 500)
+    resized = bam_resize_mask(mask, (473, 473))
+    assert resized.shape == (473, 473)
+    assert (resized[:352, :472] == 1).all() and (resized[352:] == 255).all() and (resized[:, 472:] == 255).all()
+    logits = torch.randn(1, 2, 473, 473)
+    assert bam_logits_to_label(logits, (375, 500)).shape == (1, 2, 375, 500)
