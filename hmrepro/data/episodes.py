@@ -128,8 +128,9 @@ def _rngs(protocol: str, n: int, seed: int) -> Iterable[np.random.RandomState]:
         rng = np.random.RandomState(seed)
         return (rng for _ in range(n))
     if protocol == "asnet":
-        # ASNet reseeds with the episode index (the seed argument is ignored by the authors' code too)
-        return (np.random.RandomState(idx) for idx in range(n))
+        # ASNet reseeds with the episode index (the authors' code ignores the seed); another seed (another draw of
+        # the same protocol, ``hmrepro eval --episode-seed``) reseeds with (seed, index)
+        return (np.random.RandomState(idx if not seed else [seed, idx]) for idx in range(n))
     raise InvalidInputError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
 
 

@@ -18,7 +18,9 @@ checkpoint, resolved by ``hmrepro.acquisition.checkpoints.resolve_official_weigh
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -45,7 +47,7 @@ from . import runs
 from .checkpoints import load_checkpoint
 from .distributed import resolve_device
 from .progress import Progress, Silent
-from .records import ensure_writable_dir, git_commit, now_iso, record_protocol_fields, save_records, versions
+from .records import PER_EPISODE, ensure_writable_dir, git_commit, now_iso, record_protocol_fields, save_records, versions
 from .recipes import resolve as resolve_recipe
 from .runner import EpisodePlan, EpisodePrediction, run_episodes
 
@@ -73,6 +75,7 @@ class WeightsSource:
     sha256: Optional[str] = None
     trained_img_size: Optional[int] = None  # our own runs: the image size they trained at
     trained_benchmark: Optional[str] = None  # our own runs: the benchmark they trained on (VAT's decoder differs)
+    trained_seed: Optional[int] = None  # our own runs: the training --seed
 
 
 def folds_of(benchmark: str, fold: str | int) -> list[int]:
@@ -137,6 +140,7 @@ def resolve_weights(
     return WeightsSource(
         path, origin, run_dir=run_dir, sha256=digest, trained_img_size=trained,
         trained_benchmark=config.get("benchmark") if origin == "own" else None,
+        trained_seed=int(config["seed"]) if origin == "own" and config.get("seed") is not None else None,
     )  # fmt: skip
 
 
@@ -239,6 +243,7 @@ class _Evaluation:
     episodes: Optional[int]
     pretrained: bool
     amp: bool
+    episode_seed: int = 0  # the draw of the protocol's episodes (0: the protocol's own)
 
 
 def fold_plan(recipe: dict, source: WeightsSource, img_size: int | None, original_size: bool, log) -> EpisodePlan:
@@ -311,6 +316,8 @@ def _evaluate_fold(
         f"({result.secs_per_episode * 1000:.0f} ms/episode)"
     )
     return {
+        **episode_fields(eps, fold.class_ids, job.episode_seed, source),
+        PER_EPISODE: result.per_episode,
         "kind": job.kind,
         "model": job.model_name,
         "masking": model.masking.name,
@@ -330,6 +337,18 @@ def _evaluate_fold(
             amp=job.amp, episodes=result.episodes, total_episodes=len(fold.episodes), img_size=plan.img_size,
             default_img_size=job.recipe["img_size"], original_size=plan.original_size,
         ),
+    }
+
+
+def episode_fields(episodes: Sequence[Episode], class_ids: Sequence[int], episode_seed: int, source: WeightsSource) -> dict:
+    """The record fields that say which episodes were drawn and scored (what ``hmrepro compare`` pairs by) and
+    which training seed produced the weights."""
+    listing = json.dumps([e.to_json() for e in episodes], separators=(",", ":")).encode()
+    return {
+        "episodes_sha256": hashlib.sha256(listing).hexdigest(),
+        "eval_class_ids": [int(c) for c in class_ids],
+        "episode_seed": int(episode_seed),
+        "train_seed": source.trained_seed,
     }
 
 
@@ -360,12 +379,14 @@ def evaluate(
     progress: Progress | bool | None = None,
     log: Callable[[str], None] | None = None,
     preprocess: str | None = None,
+    episode_seed: int = 0,
 ) -> list[dict]:
     """Evaluate ``model_name`` on every fold of ``fold`` ('all' or a number); returns the result records.
 
     Each record is written to ``results_dir`` (unless it is None) with :func:`write_record`; the written path is
     in the returned record under ``path``. ``progress`` (:class:`~hmrepro.engine.progress.Progress`) gets a task
-    per fold and, unless ``log`` is given, the notes and the result line of each fold.
+    per fold and, unless ``log`` is given, the notes and the result line of each fold. ``episode_seed`` other than
+    0 draws another set of episodes by the same protocol (its records say so and fill no table cell).
     """
     folds = folds_of(benchmark, fold)
     recipe = eval_settings(model_name, benchmark, preprocess=preprocess, original_size=original_size)
@@ -373,7 +394,9 @@ def evaluate(
     bench = get_benchmark(benchmark)
 
     def episodes_of(f: int) -> FoldEpisodes:
-        eps = test_episodes(benchmark, f, shot, protocol=recipe["protocol"], split="test", splits=split_folder)
+        eps = test_episodes(
+            benchmark, f, shot, protocol=recipe["protocol"], split="test", splits=split_folder, seed=episode_seed
+        )
         return FoldEpisodes(
             benchmark, eps, bench.num_classes(split_folder), bench.class_ids(f, "test", split_folder),
             task=f"{model_name} {benchmark} fold {f} {shot}-shot", name=f"fold {f}",
@@ -381,7 +404,7 @@ def evaluate(
 
     job = _Evaluation(
         "eval", benchmark, model_name, backbone, benchmark, shot, recipe, weights, img_size, original_size,
-        int(bsz or recipe.get("eval_bsz", 1)), workers, episodes, pretrained, amp,
+        int(bsz or recipe.get("eval_bsz", 1)), workers, episodes, pretrained, amp, episode_seed=episode_seed,
     )  # fmt: skip
     return _evaluate_folds(
         job, folds, episodes_of, data_root=resolve_data_root(data_root), splits=split_folder, results_dir=results_dir,

@@ -72,6 +72,10 @@ class FewShotMeter:
         if ignore is not None and ignore.numel() == 0:
             ignore = None
         inter, union = intersection_union(pred.detach().cpu(), gt.detach().cpu(), None if ignore is None else ignore.detach().cpu())
+        self.add_counts(inter, union, class_id)
+
+    def add_counts(self, inter: torch.Tensor, union: torch.Tensor, class_id: torch.Tensor | Sequence[int] | int) -> None:
+        """Add per-episode counts of :func:`intersection_union` ([2, B] each) for the episodes' ``class_id`` [B]."""
         class_id = torch.as_tensor(class_id, dtype=torch.long).reshape(-1).cpu()
         if class_id.numel() != inter.shape[1]:
             raise ValueError(f"{class_id.numel()} class ids for a batch of {inter.shape[1]} episodes")

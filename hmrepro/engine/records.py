@@ -7,6 +7,12 @@ recognised by its sha256; 'own' = an hmrepro training run; 'external' = any othe
 weights), git_commit, versions, device, date, secs_per_episode; optional extras (preprocess, kind: 'eval' | 'bench' |
 'domain-shift', run_dir, ...).
 
+Per-episode results (:mod:`hmrepro.engine.per_episode`): a record given ``per_episode`` (the runner's table) is
+written with a compressed NumPy file beside it, ``<record stem>.episodes.npz`` (written first, atomically; the
+record names it in ``per_episode_file`` with its ``per_episode_sha256``); :func:`read_episodes` reads it back as a
+DataFrame. A sidecar keeps the JSON records small and readable (tables parse every record) while the integer
+columns stay exact; it is loaded without pickle.
+
 What protocol a record followed (:func:`record_protocol_fields`, merged into every eval and domain-shift record):
 ``precision`` ('fp32' | 'bf16'; ``amp`` kept as a boolean for older readers), ``full_episode_set`` and
 ``total_episodes``, ``img_size`` and the model's ``default_img_size``, ``original_size``. One function,
@@ -56,6 +62,8 @@ ORIGINS = ("official", "own", "external", "random")
 PRECISIONS = ("fp32", "bf16")
 FULL_PRECISION = "fp32"
 DOMAIN_SHIFT_TRAINED_ON = "coco"  # domain-shift records whose trained_on is missing: COCO-20i models tested on PASCAL
+PER_EPISODE = "per_episode"  # a record's in-memory per-episode table, written beside it (never into the JSON)
+EPISODES_SUFFIX = ".episodes.npz"
 
 
 def git_commit(cwd: Path | None = None) -> str | None:
@@ -136,13 +144,13 @@ def ensure_writable_dir(path: Path, option: str = "--results") -> Path:
 def save_records(records: list[dict], results_dir: Path | None) -> list[dict]:
     """Write each record (its ``path`` is added); a record that cannot be written gets ``save_error`` instead, so
     the numbers already computed are never lost: the caller shows them and the error."""
-    if results_dir is None:
-        return records
     for record in records:
         try:
-            record["path"] = str(write_record(record, Path(results_dir)))
+            if results_dir is not None:
+                record["path"] = str(write_record(record, Path(results_dir)))
         except OSError as err:
             record["save_error"] = f"could not write a record to {results_dir}: {err.strerror or err}"
+        record.pop(PER_EPISODE, None)  # on disk beside the record; the returned records stay plain JSON
     return records
 
 
@@ -159,6 +167,7 @@ def write_record(record: dict, results_dir: Path) -> Path:
     if record["origin"] not in ORIGINS:
         raise ValueError(f"origin {record['origin']!r} is not one of {', '.join(ORIGINS)}")
     record = {"precision": precision_of(record), **record}
+    per_episode = record.pop(PER_EPISODE, None)
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
     stem = "_".join(
@@ -183,9 +192,78 @@ def write_record(record: dict, results_dir: Path) -> Path:
         except FileExistsError:
             continue
         os.close(fd)
+        if per_episode is not None:
+            record.update(_write_per_episode(path, per_episode, record.get("eval_class_ids")))
+            text = json.dumps(record, indent=2, sort_keys=True) + "\n"
         atomic_write_text(path, text)
         return path
     raise RuntimeError(f"could not find a free record name for {stem} in {results_dir}")
+
+
+def _write_per_episode(record_path: Path, table: dict, class_ids) -> dict:
+    """Write ``table`` beside ``record_path`` (atomically) and return the record fields that name it."""
+    import numpy as np
+
+    from .per_episode import sha256_bytes, table_bytes
+
+    if class_ids is None:  # the classes the episodes touch (records give eval_class_ids)
+        class_ids = sorted({int(c) for c in np.asarray(table["class_id"]).tolist()})
+    data = table_bytes(table, class_ids)
+    sidecar = record_path.with_name(record_path.name[: -len(".json")] + EPISODES_SUFFIX)
+    fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=f".{sidecar.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            as_if_opened(f.fileno())
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, sidecar)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return {"per_episode_file": sidecar.name, "per_episode_sha256": sha256_bytes(data)}
+
+
+def read_episode_table(record_path: Path) -> tuple[dict, dict, "np.ndarray"]:
+    """(record, per-episode table as numpy columns, the classes mIoU averages over) of the record at
+    ``record_path``; a one-line ``HmreproError`` when the record has no per-episode results or they do not match."""
+    from .per_episode import load_table, sha256_bytes
+
+    record_path = Path(record_path)
+    record, problem = _read_record(record_path)
+    if record is None:
+        raise HmreproError(f"{record_path}: {problem or 'is not a result record'}")
+    name = record.get("per_episode_file")
+    if not name:
+        raise HmreproError(
+            f"{record_path}: the record has no per-episode results (written before hmrepro recorded them); "
+            "evaluate again to get them"
+        )
+    sidecar = record_path.parent / name
+    try:
+        data = sidecar.read_bytes()
+    except OSError as err:
+        raise HmreproError(f"{sidecar}: cannot be read ({err.strerror or err}); keep it next to {record_path.name}") from None
+    if record.get("per_episode_sha256") and sha256_bytes(data) != record["per_episode_sha256"]:
+        raise HmreproError(f"{sidecar}: its sha256 is not the one {record_path.name} names; it belongs to another record")
+    try:
+        table, class_ids = load_table(sidecar)
+    except (ValueError, OSError) as err:
+        raise HmreproError(f"{sidecar}: not a per-episode file ({err}); evaluate again") from None
+    record.setdefault("path", str(record_path))
+    return record, table, class_ids
+
+
+def read_episodes(record_path: Path):
+    """The per-episode results of a record as a pandas DataFrame with exactly the columns ``episode, class_id,
+    fg_inter, fg_union, bg_inter, bg_union, query_fg_fraction, support_fg_fraction`` (see
+    :mod:`hmrepro.engine.per_episode`)."""
+    import pandas as pd
+
+    from .per_episode import EPISODE_COLUMNS
+
+    _, table, _ = read_episode_table(record_path)
+    return pd.DataFrame({c: table[c] for c in EPISODE_COLUMNS}, columns=list(EPISODE_COLUMNS))
 
 
 _CORE_FIELDS = ("model", "benchmark", "miou")
@@ -283,12 +361,14 @@ def default_img_size(model: str, benchmark: str) -> int:
 def protocol_deviations(record: dict, *, original_size_wanted: bool = False) -> list[str]:
     """Why ``record`` is not of the full protocol, in short words (empty: it is).
 
-    The full protocol: every episode of the fold (``full_episode_set``), the model's default image size for the
+    The full protocol: every episode of the fold (``full_episode_set``) of the protocol's own draw (no
+    ``episode_seed`` other than 0), the model's default image size for the
     benchmark it was trained on (:func:`default_img_size`; the record's ``default_img_size`` when the model is
     unknown to this hmrepro), fp32, and scored at network resolution — or at the original image size when
     ``original_size_wanted``.
     """
-    reasons = [_episode_deviation(record), _precision_deviation(record), _size_deviation(record)]
+    reasons = [_episode_deviation(record), _episode_seed_deviation(record), _precision_deviation(record)]
+    reasons.append(_size_deviation(record))
     reasons.append(_original_size_deviation(record, original_size_wanted))
     return [reason for reason in reasons if reason]
 
@@ -307,6 +387,12 @@ def _episode_deviation(record: dict) -> str | None:
     if "full_episode_set" in record:
         return f"{episodes} episodes, not the full set"
     return f"{episodes} episodes, full set not recorded"
+
+
+def _episode_seed_deviation(record: dict) -> str | None:
+    """Another draw of the protocol's episodes (``hmrepro eval --episode-seed S``) never fills the protocol's cell."""
+    seed = _as_int(record.get("episode_seed"))
+    return None if not seed else f"episode seed {seed}"
 
 
 def _precision_deviation(record: dict) -> str | None:

@@ -31,6 +31,7 @@ from ..data.dataset import EpisodeDataset
 from ..data.episodes import Episode
 from ..models.interface import Outputs, logits_of
 from .metrics import FewShotMeter, intersection_union
+from .per_episode import EpisodeTable, batch_rows, concat
 
 __all__ = [
     "EpisodePlan",
@@ -71,13 +72,17 @@ class EpisodePrediction:
 
 @dataclass(frozen=True)
 class EpisodeResult:
-    """What a run of episodes measured; ``predictions`` only when asked for (``keep_predictions``)."""
+    """What a run of episodes measured; ``predictions`` only when asked for (``keep_predictions``).
+
+    ``per_episode``: every episode's counts and object sizes (:mod:`hmrepro.engine.per_episode`, always recorded;
+    this process's episodes only when ``reduce`` combined several processes)."""
 
     miou: float
     fb_iou: float
     episodes: int
     secs_per_episode: float
     predictions: Optional[list[EpisodePrediction]] = None
+    per_episode: Optional[EpisodeTable] = None
 
     def metrics(self) -> dict:
         """The record fields: ``miou``, ``fb_iou``, ``episodes``, ``secs_per_episode``."""
@@ -140,8 +145,7 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16) if amp else torch.autocast(device.type, enabled=False)
 
 
-def _episode_predictions(pred: torch.Tensor, batch: dict) -> list[EpisodePrediction]:
-    inter, union = intersection_union(pred, batch["query_mask"], batch["query_ignore"])
+def _episode_predictions(pred: torch.Tensor, inter: torch.Tensor, union: torch.Tensor) -> list[EpisodePrediction]:
     return [
         EpisodePrediction(mask, 100.0 * float(i) / float(u) if u else math.nan)
         for mask, i, u in zip(pred, inter[1].tolist(), union[1].tolist())
@@ -171,6 +175,7 @@ def run_loader(
     was_training = model.training
     model.eval()
     predictions: Optional[list[EpisodePrediction]] = [] if keep_predictions else None
+    rows, scored = [], 0  # per-episode rows of each batch, episodes scored so far
     original_size = bool(getattr(loader.dataset, "original_size", False))  # score at each query's own size
     start = time.perf_counter()
     for host_batch in loader:  # scored on the host, where the masks already are
@@ -179,9 +184,12 @@ def run_loader(
         with _autocast(device, amp):
             pred, outputs = predict(model, batch, tuple(gt.shape[-2:]) if original_size else None)
         pred = pred.cpu()
-        meter.update(pred, gt, host_batch["class_id"], host_batch["query_ignore"])
+        inter, union = intersection_union(pred, gt, host_batch["query_ignore"])
+        rows.append(batch_rows(scored, inter, union, host_batch))
+        scored += inter.shape[1]
+        meter.add_counts(inter, union, host_batch["class_id"])
         if predictions is not None:
-            predictions.extend(_episode_predictions(pred, host_batch))
+            predictions.extend(_episode_predictions(pred, inter, union))
         if on_batch is not None:
             on_batch(batch, outputs, meter)
     seconds = time.perf_counter() - start
@@ -189,7 +197,7 @@ def run_loader(
     if reduce is not None:
         reduce(meter)
     miou, fb_iou = meter.compute()
-    return EpisodeResult(miou, fb_iou, meter.episodes, seconds / max(meter.episodes, 1), predictions)
+    return EpisodeResult(miou, fb_iou, meter.episodes, seconds / max(meter.episodes, 1), predictions, concat(rows))
 
 
 def run_episodes(
