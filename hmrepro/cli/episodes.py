@@ -15,6 +15,7 @@ from .common import BenchmarkName, FoldOption, ShotOption, SplitsOption, console
 class Protocol(str, Enum):
     hsnet = "hsnet"
     asnet = "asnet"
+    bam = "bam"
 
 
 class EvalSplit(str, Enum):
@@ -27,7 +28,8 @@ def episodes(
     fold: int = FoldOption,
     shot: int = ShotOption,
     protocol: Protocol = typer.Option(
-        Protocol.hsnet, "--protocol", help="Episode sampler: hsnet (HSNet, HM, VAT) or asnet (reseeded per episode)."
+        Protocol.hsnet, "--protocol",
+        help="Episode sampler: hsnet (HSNet, HM, VAT), asnet (reseeded per episode) or bam (MCE: BAM's 5 seeds x 1000).",
     ),
     split: EvalSplit = typer.Option(
         EvalSplit.test, "--split", help="test, or val (the validation episodes of training; differs for FSS-1000 only)."
@@ -49,6 +51,9 @@ def episodes(
     from ..data.benchmarks import test_episodes
     from ..data.splits import SplitFolder
 
+    if protocol is Protocol.bam:
+        _bam_episodes(benchmark.value, fold, shot, SplitFolder(splits), as_json, limit)
+        return
     try:
         eps = test_episodes(
             benchmark.value, fold, shot, protocol=protocol.value, split=split.value, splits=SplitFolder(splits), seed=seed

@@ -46,7 +46,7 @@ PREPROCESSINGS: dict[str, Preprocessing] = {
         "cv2.resize INTER_LINEAR on uint8 (no antialiasing), Albumentations Normalize; cv2 INTER_NEAREST masks",
     ),  # fmt: skip
     "bam": Preprocessing(
-        "bam", bam_image_transform, bam_resize_mask, False,
+        "bam", bam_image_transform, bam_resize_mask, True,
         "BAM/PFENet: aspect kept, longer side to S (sides floored to x8), top-left on an S x S canvas (zeros; masks "
         "255), cv2 INTER_LINEAR / INTER_NEAREST; scored at the original label by the bam protocol",
     ),  # fmt: skip

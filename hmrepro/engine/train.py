@@ -251,7 +251,13 @@ def _to(batch: dict, device: torch.device, channels_last: bool) -> dict:
 
 
 def forward_1shot(model, batch: dict):
-    """The 1-shot training/validation forward pass of any family: query, first support and its mask."""
+    """The 1-shot training/validation forward pass of any family: query, first support and its mask.
+
+    A model whose ``takes_query_mask`` is true (CRCNet: its support branch is conditioned on the query's mask)
+    also gets ``query_mask=`` while it trains, inside the (DDP) forward so that every gradient is synchronised."""
+    inner = getattr(model, "module", model)
+    if getattr(inner, "takes_query_mask", False) and inner.training:
+        return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0], query_mask=batch["query_mask"])
     return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0])
 
 
