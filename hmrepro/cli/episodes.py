@@ -77,3 +77,29 @@ def episodes(
     Console().print(table)
     if len(shown) < len(eps):
         console.print(f"… {len(eps) - len(shown)} more (use --limit 0 or --json for all)")
+
+
+def _bam_episodes(benchmark: str, fold: int, shot: int, splits, as_json: bool, limit: int) -> None:
+    """BAM's five evaluation runs: JSON ``{"protocol": "bam", "seeds": [...], "runs": {seed: episodes}}``."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..data.bam import bam_test_episodes
+
+    try:
+        runs = bam_test_episodes(benchmark, fold, shot, splits)
+    except ValueError as err:
+        fail(str(err), code=2)
+    if as_json:
+        listing = {str(seed): [e.to_json() for e in eps] for seed, eps in runs}
+        json.dump({"protocol": "bam", "seeds": [seed for seed, _ in runs], "runs": listing}, sys.stdout)
+        sys.stdout.write("\n")
+        return
+    for seed, eps in runs:
+        table = Table(title=f"{benchmark} fold {fold}, {shot}-shot, protocol bam, seed {seed}: {len(eps)} episodes")
+        for col, justify in (("#", "right"), ("query", "left"), ("supports", "left"), ("class", "right")):
+            table.add_column(col, justify=justify)
+        shown = eps if limit == 0 else eps[:limit]
+        for i, e in enumerate(shown):
+            table.add_row(str(i), e.query, ", ".join(e.supports), str(e.class_id))
+        Console().print(table)

@@ -44,6 +44,7 @@ __all__ = [
     "bam_resize_mask",
     "bam_new_size",
     "bam_seeds",
+    "bam_test_episodes",
 ]
 
 BAM_SEED = 123
@@ -192,3 +193,17 @@ def bam_logits_to_label(logits: "torch.Tensor", label_size: Sequence[int]) -> "t
     height, width = int(label_size[0]), int(label_size[1])
     side = max(height, width)
     return F.interpolate(logits, (side, side), mode="bilinear", align_corners=True)[..., :height, :width]
+
+
+def bam_test_episodes(
+    benchmark: str, fold: int, shot: int, splits=None, seeds: Sequence[int] | None = None,
+    episodes: int = BAM_EPISODES, workers: int = BAM_WORKERS,
+) -> list[tuple[int, list[Episode]]]:
+    """(seed, episodes) of each of BAM's evaluation runs on ``benchmark``/``fold`` (no image is read)."""
+    from .benchmarks import get_benchmark
+    from .splits import SplitFolder
+
+    if benchmark not in ("pascal", "coco"):
+        raise ValueError(f"the bam protocol covers pascal and coco (BAM's benchmarks), not {benchmark!r}")
+    pool = BamPool.from_pool(get_benchmark(benchmark).pool(splits or SplitFolder(), "test", fold))
+    return seed_episode_lists(pool, shot, bam_seeds() if seeds is None else seeds, episodes, workers)
