@@ -1,0 +1,355 @@
+"""CRCNet (Liu, Zhang, Lin, Liu, IJCV 2022; the extension of CRNet, CVPR 2020) with the HM paper's masking modes.
+
+hmrepro's reconstruction from the paper (``../shared/specs/crcnet.md``; no code of CRCNet or CRNet is public).
+Every choice the paper leaves open is a constructor argument whose default is the spec's proposal ([G#] of the
+spec, listed in the README's CRCNet section); the blocks are in :mod:`.crcnet_modules`.
+
+1-shot, query branch: a frozen dilated ResNet gives layer2 ‖ layer3 at 1/8 [G2–G4]; a shared embedding conv
+gives E_q, E_s; the cross-reference gate gives G_q, G_s (mask-free); the conditional module (global: masked
+average pooling; local: masked attention) conditions E_q on the support's features and mask, C_q; the mask
+refinement module runs T = 10 times on [G_q ‖ C_q] → query logits. In training (``model.train()``) the support
+branch runs as well, conditioned on the *query* image and mask (``query_mask=``), and the co-occurrence sub-head
+predicts both images from G_q, G_s; :meth:`CRCNet.compute_objective` adds the four losses.
+
+Masking (spec §12): the support mask acts in the masked average pooling and in the local attention (mode
+``none`` = the published CRCNet). The other modes replace only the features those two operations read, E_s^cond =
+Emb(mode(X_s, X_s^IM, M_s)) with :mod:`.masking`; the cross-reference module and the branch's own prediction keep
+the plain features, so no ground truth reaches the support's own loss.
+
+K-shot (:meth:`CRCNet.predict_nshot`, ``kshot``): ``finetune-fusion`` (default) / ``finetune`` fine-tune a copy of
+the head on pairs of supports per episode (§4.6, [G22]) and predict with every support (probabilities averaged)
+or the first one; ``fusion`` averages K 1-shot predictions (Table 4's baseline). ``scales`` (default (1.0,);
+(0.75, 1, 1.25) for the paper's multi-scale testing [G21]) averages the probabilities over rescaled inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .backbone import build_dilated_resnet
+from .crcnet_modules import (
+    WIDTH,
+    CoOccurrenceHead,
+    CrossReference,
+    Embedding,
+    GlobalConditional,
+    LocalConditional,
+    MaskRefinement,
+    resize_mask,
+)
+from .interface import Batch, Outputs, logits_of
+from .masking import get_masking_mode, mask_image
+
+__all__ = ["CRCNet", "KSHOT_MODES", "ignore_cross_entropy"]
+
+BACKBONES = ("resnet50", "resnet101")
+KSHOT_MODES = ("finetune-fusion", "finetune", "fusion")
+IGNORE = 255
+
+
+def ignore_cross_entropy(logits: Tensor, mask: Tensor, ignore: Optional[Tensor] = None) -> Tensor:
+    """Cross-entropy of logits [B, 2, H, W] against the 0/1 ``mask`` [B, H, W], mean over the pixels that
+    ``ignore`` (1 = ignore, e.g. PASCAL's 255 boundary) leaves; 0 (with a gradient) when every pixel is ignored."""
+    target = mask.long()
+    if ignore is not None:
+        target = target.masked_fill(ignore.bool(), IGNORE)
+    total = F.cross_entropy(logits, target, ignore_index=IGNORE, reduction="sum")
+    return total / (target != IGNORE).sum().clamp(min=1)
+
+
+def _upsample(logits: Tensor, size) -> Tensor:
+    return F.interpolate(logits, tuple(size), mode="bilinear", align_corners=True)
+
+
+class CRCNet(nn.Module):
+    """CRCNet on a frozen dilated ``backbone`` (resnet50, resnet101) with support masking ``masking``.
+
+    Ablation switches (the paper's tables): ``cross_reference`` / ``conditional`` (Table 1), ``feature_layers``
+    (Table 2 multi-level: ``("layer3",)`` is the single-level row; [G2] ``("layer3", "layer4")``), ``mask_refine``
+    (Table 2), ``global_conditional`` / ``local_conditional`` (Table 3), ``gate`` (Table 6), ``local_mask``
+    (Table 7, [G11]). Others: ``refine_steps`` T, ``mrm_gradient`` [G13], ``dropout`` [G6], ``aux_weight`` λ,
+    ``map_eps`` (MAP epsilon), and the inference options ``scales``, ``kshot``, ``finetune_*`` [G21, G22].
+    """
+
+    takes_query_mask = True
+    """The trainer passes ``query_mask=`` to the forward in training (the support branch is conditioned on it)."""
+
+    def __init__(
+        self,
+        backbone: str = "resnet50",
+        masking: str = "none",
+        pretrained: bool = True,
+        *,
+        feature_layers: Sequence[str] = ("layer2", "layer3"),
+        cross_reference: bool = True,
+        conditional: bool = True,
+        global_conditional: bool = True,
+        local_conditional: bool = True,
+        gate: str = "sigmoid",
+        local_mask: str = "multiply",
+        mask_refine: bool = True,
+        refine_steps: int = 10,
+        mrm_gradient: str = "truncated",
+        dropout: float = 0.5,
+        aux_weight: float = 0.1,
+        map_eps: float = 5e-4,
+        scales: Sequence[float] = (1.0,),
+        kshot: str = "finetune-fusion",
+        finetune_steps: int = 50,
+        finetune_lr: float = 0.0025,
+        finetune_momentum: float = 0.9,
+        finetune_weight_decay: float = 5e-4,
+        finetune_embedding: bool = False,
+        finetune_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"CRCNet supports the backbones {BACKBONES}, not {backbone!r}")
+        if not (cross_reference or conditional):
+            raise ValueError("CRCNet needs the cross-reference module, the conditional module, or both")
+        if conditional and not (global_conditional or local_conditional):
+            global_conditional = local_conditional = False  # Table 3, first row: no conditioning branch at all
+        self.backbone_name = backbone
+        self.masking = get_masking_mode(masking)
+        self.backbone = build_dilated_resnet(backbone, pretrained=pretrained, feature_layers=tuple(feature_layers))
+        self.embedding = Embedding(sum(self.backbone.channels))
+        self.embedding_dropout = nn.Dropout2d(dropout)
+        self.cross_reference = CrossReference(gate=gate) if cross_reference else None
+        self.co_occurrence = CoOccurrenceHead() if cross_reference else None
+        self.global_conditional = GlobalConditional(dropout=dropout, eps=map_eps) if conditional and global_conditional else None
+        self.local_conditional = LocalConditional(mask_mode=local_mask) if conditional and local_conditional else None
+        # the MRM reads [G ‖ C^g ‖ C^l] (G = E without the cross-reference module, Table 1 row 1)
+        refine_in = WIDTH * (1 + int(self.global_conditional is not None) + int(self.local_conditional is not None))
+        self.refine = MaskRefinement(refine_in, steps=refine_steps, use_cache=mask_refine, gradient=mrm_gradient)
+        self.aux_weight = aux_weight
+        self.set_inference(scales=scales, kshot=kshot)
+        self.finetune = dict(steps=finetune_steps, lr=finetune_lr, momentum=finetune_momentum,
+                             weight_decay=finetune_weight_decay, embedding=finetune_embedding, seed=finetune_seed)  # fmt: skip
+
+    def set_inference(self, scales: Optional[Sequence[float]] = None, kshot: Optional[str] = None) -> None:
+        """Choose the test-time scales and the K-shot method (``finetune-fusion`` | ``finetune`` | ``fusion``)."""
+        if scales is not None:
+            if not scales or any(s <= 0 for s in scales):
+                raise ValueError(f"scales must be positive numbers, not {tuple(scales)}")
+            self.scales = tuple(float(s) for s in scales)
+        if kshot is not None:
+            if kshot not in KSHOT_MODES:
+                raise ValueError(f"kshot must be one of {KSHOT_MODES}, not {kshot!r}")
+            self.kshot = kshot
+
+    # -- features -----------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def features(self, images: Tensor) -> list[Tensor]:
+        """The frozen encoder's levels (layer2, layer3 by default) of a batch of normalised images."""
+        return self.backbone.taps(images)
+
+    def conditioning_levels(self, levels: list[Tensor], image: Tensor, mask: Tensor) -> list[Tensor]:
+        """The levels the conditioning reads, by the masking mode: plain (``none``), or ``mode(X, X^IM, M)``
+        (:mod:`.masking`; the IM pass runs only for the modes that need it)."""
+        if not self.masking.needs_masked_image_taps:
+            return self.masking.apply(levels, None, mask.to(levels[0].dtype))
+        masked_levels = self.features(mask_image(image, mask))
+        return self.masking.apply(levels, masked_levels, mask.to(levels[0].dtype))
+
+    def embed(self, levels: list[Tensor]) -> Tensor:
+        return self.embedding_dropout(self.embedding(levels))
+
+    # -- the network --------------------------------------------------------------------------------------------
+
+    def condition(self, target: Tensor, conditioning: Tensor, mask: Tensor) -> list[Tensor]:
+        """[C^g, C^l] of ``target`` conditioned on ``conditioning`` and its resized ``mask`` [B, 1, h, w]."""
+        parts = []
+        if self.global_conditional is not None:
+            parts.append(self.global_conditional(target, conditioning, mask))
+        if self.local_conditional is not None:
+            parts.append(self.local_conditional(target, conditioning, mask))
+        return parts
+
+    def branch(self, reinforced: Tensor, target: Tensor, conditioning: Tensor, mask: Tensor) -> Tensor:
+        """Low-resolution logits of one branch: MRM([G ‖ C]) (G = E without the cross-reference module)."""
+        return self.refine(torch.cat([reinforced] + self.condition(target, conditioning, mask), dim=1))
+
+    def reinforce(self, query: Tensor, support: Tensor) -> tuple[Tensor, Tensor]:
+        if self.cross_reference is None:
+            return query, support
+        return self.cross_reference(query, support)
+
+    def forward(
+        self,
+        query_img: Tensor,
+        support_img: Tensor,
+        support_mask: Tensor,
+        query_mask: Optional[Tensor] = None,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Outputs:
+        """1-shot: images [B, 3, H, W], support mask [B, H, W] → query logits [B, 2, H, W] (eval mode), resized
+        (bilinear, align_corners=True) to the support size or ``output_size``.
+
+        In training mode it returns a dict: ``logits`` (query), ``query_aux_logits`` and ``support_aux_logits``
+        (the co-occurrence head) and, when ``query_mask`` is given, ``support_logits`` (the support branch
+        conditioned on the query), all at the input size.
+        """
+        size = support_img.shape[-2:] if output_size is None else output_size
+        batch = query_img.shape[0]
+        levels = self.features(torch.cat([query_img, support_img]))
+        query_levels, support_levels = [x[:batch] for x in levels], [x[batch:] for x in levels]
+        support_cond = self.conditioning_levels(support_levels, support_img, support_mask)
+        query_cond = None
+        if self.training and query_mask is not None:
+            query_cond = self.conditioning_levels(query_levels, query_img, query_mask)
+        return self.decode(query_levels, support_levels, support_cond, support_mask, query_cond, query_mask, size)
+
+    def decode(
+        self,
+        query_levels: list[Tensor],
+        support_levels: list[Tensor],
+        support_cond: list[Tensor],
+        support_mask: Tensor,
+        query_cond: Optional[list[Tensor]] = None,
+        query_mask: Optional[Tensor] = None,
+        size: Sequence[int] = (),
+    ) -> Outputs:
+        """Everything after the frozen encoder (see :meth:`forward`); ``*_cond`` are :meth:`conditioning_levels`.
+        The support branch runs in training mode when ``query_cond`` and ``query_mask`` are given."""
+        e_query, e_support = self.embed(query_levels), self.embed(support_levels)
+        g_query, g_support = self.reinforce(e_query, e_support)
+        low = e_query.shape[-2:]
+        support_key = self._conditioning_embedding(support_cond, e_support)
+        logits = _upsample(self.branch(g_query, e_query, support_key, resize_mask(support_mask, low)), size)
+        if not self.training:
+            return logits
+        outputs = {"logits": logits}
+        if self.co_occurrence is not None:
+            outputs["query_aux_logits"] = _upsample(self.co_occurrence(g_query), size)
+            outputs["support_aux_logits"] = _upsample(self.co_occurrence(g_support), size)
+        if query_cond is not None and query_mask is not None:
+            query_key = self._conditioning_embedding(query_cond, e_query)
+            outputs["support_logits"] = _upsample(self.branch(g_support, e_support, query_key, resize_mask(query_mask, low)), size)
+        return outputs
+
+    def _conditioning_embedding(self, cond_levels: list[Tensor], plain: Tensor) -> Tensor:
+        """E^cond: the plain embedding for mode ``none`` (the same tensor), else the embedding of the masked levels
+        (same weights)."""
+        return plain if self.masking.name == "none" else self.embed(cond_levels)
+
+    # -- training -----------------------------------------------------------------------------------------------
+
+    def compute_objective(self, outputs: Outputs, batch: Batch) -> Tensor:
+        """L = L_QM + L_SM + λ (L_QMsub + L_SMsub) (paper Eqs. 4–5, λ = ``aux_weight``), 2-class cross-entropy at the
+        input size with the batch's ignore pixels (PASCAL 255) left out [G14, G15]. Terms whose outputs are absent
+        are left out: the validation loss (eval-mode outputs) is L_QM only."""
+        query_ignore = batch.get("query_ignore")
+        loss = ignore_cross_entropy(logits_of(outputs), batch["query_mask"], query_ignore)
+        if isinstance(outputs, Tensor):
+            return loss
+        support_mask = batch["support_masks"][:, 0]
+        support_ignore = batch["support_ignores"][:, 0] if "support_ignores" in batch else None
+        if "support_logits" in outputs:
+            loss = loss + ignore_cross_entropy(outputs["support_logits"], support_mask, support_ignore)
+        if "query_aux_logits" in outputs:
+            aux = ignore_cross_entropy(outputs["query_aux_logits"], batch["query_mask"], query_ignore)
+            aux = aux + ignore_cross_entropy(outputs["support_aux_logits"], support_mask, support_ignore)
+            loss = loss + self.aux_weight * aux
+        return loss
+
+    # -- inference ----------------------------------------------------------------------------------------------
+
+    def query_probability(self, query_img: Tensor, support_img: Tensor, support_mask: Tensor, size) -> Tensor:
+        """Foreground-and-background probabilities [B, 2, *size] of the query, averaged over :attr:`scales`."""
+        total = None
+        for scale in self.scales:
+            q, s, m = _rescale(query_img, support_img, support_mask, scale)
+            probs = torch.softmax(_upsample(self(q, s, m), size).float(), dim=1)
+            total = probs if total is None else total + probs
+        return total / len(self.scales)
+
+    def predict_nshot(
+        self,
+        query_img: Tensor,
+        support_imgs: Tensor,
+        support_masks: Tensor,
+        output_size: Optional[Sequence[int]] = None,
+    ) -> Tensor:
+        """0/1 query mask [B, H, W] (int64) of a K-shot episode (supports [B, K, 3, H, W], masks [B, K, H, W]).
+
+        ``fusion`` (and any 1-shot episode): the probabilities of the K 1-shot predictions are averaged.
+        ``finetune-fusion`` / ``finetune``: per episode, a copy of the model is fine-tuned on pairs of its supports
+        (:meth:`finetuned`), then predicts with every support (averaged) / the first one. The model itself is never
+        changed. Multi-scale (:attr:`scales`) applies to the predictions.
+        """
+        size = tuple(support_imgs.shape[-2:] if output_size is None else output_size)
+        shots = support_imgs.shape[1]
+        if self.kshot == "fusion" or shots < 2:
+            return self._fused(self, query_img, support_imgs, support_masks, size, range(shots))
+        predictions = []
+        for b in range(query_img.shape[0]):  # one fine-tuned copy per episode
+            tuned = self.finetuned(support_imgs[b], support_masks[b])
+            used = range(shots) if self.kshot == "finetune-fusion" else range(1)
+            with torch.no_grad():
+                predictions.append(
+                    self._fused(tuned, query_img[b : b + 1], support_imgs[b : b + 1], support_masks[b : b + 1], size, used)
+                )
+        return torch.cat(predictions)
+
+    @staticmethod
+    @torch.no_grad()
+    def _fused(model: "CRCNet", query_img, support_imgs, support_masks, size, shots) -> Tensor:
+        was_training = model.training
+        model.eval()
+        probs = sum(model.query_probability(query_img, support_imgs[:, k], support_masks[:, k], size) for k in shots)
+        model.train(was_training)
+        return probs.argmax(dim=1)
+
+    def finetuned(self, support_imgs: Tensor, support_masks: Tensor) -> "CRCNet":
+        """A copy of the model fine-tuned on one episode's supports [K, 3, H, W], masks [K, H, W] (paper §4.6).
+
+        The copy shares the frozen backbone, whose levels (plain and, by the masking mode, masked) are computed
+        once; the embedding conv stays frozen unless ``finetune_embedding`` [G5]. Everything after it is trained
+        for ``finetune_steps`` SGD steps (the training lr, momentum and weight decay [G22]) at the base scale, each
+        step on one random unordered pair of distinct supports, both predicted (the training loss, all four
+        terms), dropout on. Works under ``torch.no_grad`` and ``torch.inference_mode`` (the runner's): gradients are
+        switched on and the inputs cloned into normal tensors.
+        """
+        with torch.inference_mode(False), torch.enable_grad():
+            tuned = copy.deepcopy(self, memo={id(self.backbone): self.backbone})  # normal tensors, not inference ones
+            tuned.embedding.requires_grad_(bool(self.finetune["embedding"]))
+            images, masks = support_imgs.clone(), support_masks.clone().float()
+            levels = [x.clone() for x in self.features(images)]
+            cond = [x.clone() for x in self.conditioning_levels(levels, images, masks)]
+            params = [p for p in tuned.parameters() if p.requires_grad]
+            optimizer = torch.optim.SGD(params, lr=self.finetune["lr"], momentum=self.finetune["momentum"],
+                                        weight_decay=self.finetune["weight_decay"])  # fmt: skip
+            generator = torch.Generator().manual_seed(self.finetune["seed"])
+            tuned.train()
+            for _ in range(self.finetune["steps"]):
+                a, b = torch.randperm(images.shape[0], generator=generator)[:2].tolist()
+                pick = lambda xs, i: [x[i : i + 1] for x in xs]  # noqa: E731
+                outputs = tuned.decode(pick(levels, a), pick(levels, b), pick(cond, b), masks[b : b + 1],
+                                       pick(cond, a), masks[a : a + 1], images.shape[-2:])  # fmt: skip
+                pair = {"query_mask": masks[a : a + 1], "support_masks": masks[b : b + 1, None]}
+                loss = tuned.compute_objective(outputs, pair)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            tuned.eval()
+        return tuned
+
+
+def _rescale(query_img: Tensor, support_img: Tensor, support_mask: Tensor, scale: float):
+    """Both images (bilinear) and the support mask (nearest) resized to ``scale`` × their size (rounded)."""
+    if scale == 1.0:
+        return query_img, support_img, support_mask
+    size = [max(1, round(d * scale)) for d in support_img.shape[-2:]]
+    mask = F.interpolate(support_mask.unsqueeze(1).float(), size, mode="nearest").squeeze(1)
+    qsize = [max(1, round(d * scale)) for d in query_img.shape[-2:]]
+    return (
+        F.interpolate(query_img, qsize, mode="bilinear", align_corners=True),
+        F.interpolate(support_img, size, mode="bilinear", align_corners=True),
+        mask,
+    )
