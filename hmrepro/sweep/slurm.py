@@ -91,17 +91,18 @@ class CommandJob:
 class TrainingJob(submitit.helpers.Checkpointable):
     """A training run on ``gpus`` GPUs that survives time limits and preemption (see the module docstring)."""
 
-    def __init__(self, job_id: str, command: Sequence[str], run_dir: str, gpus: int) -> None:
+    def __init__(self, job_id: str, command: Sequence[str], run_dir: str, gpus: int, python: str | None = None) -> None:
         self.job_id = job_id
         self.command = tuple(command)
         self.run_dir = run_dir
         self.gpus = int(gpus)
+        self.python = python  # the interpreter on the node [default: the one running the job]
         self._process: subprocess.Popen | None = None
 
     def argv(self, python: str | None = None) -> list[str]:
         """The process to start now: the run is resumed when its folder holds one."""
         job = Job(id=self.job_id, kind="train", command=self.command, run_dir=self.run_dir)
-        return process_argv(current_command(job), gpus=self.gpus, python=python or sys.executable)
+        return process_argv(current_command(job), gpus=self.gpus, python=python or self.python or sys.executable)
 
     def __call__(self) -> int:
         argv = self.argv()
