@@ -38,7 +38,7 @@ def train(
     bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Global batch size, all processes together [default: recipe].", show_default=False),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate [default: recipe].", show_default=False),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side in pixels [default: recipe, 400].", show_default=False),
-    augment: Optional[str] = typer.Option(None, "--augment", help="none or cats [default: recipe].", show_default=False),
+    augment: Optional[str] = typer.Option(None, "--augment", help="none, cats (image colours) or geometric (scale/rotate/blur/flip/crop of image and masks) [default: recipe].", show_default=False),
     patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe early (0: never, the authors') [default: recipe, 0].", show_default=False),
     val_episodes: Optional[int] = typer.Option(None, "--val-episodes", min=0, help="Validate on the first N of the fixed episodes (0: all, the authors' 1000) [default: recipe].", show_default=False),
     val_bsz: Optional[int] = typer.Option(None, "--val-bsz", min=1, help="Validation batch size [default: recipe].", show_default=False),

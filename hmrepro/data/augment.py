@@ -134,7 +134,7 @@ def cats_augment(img: Image.Image, rng: np.random.Generator, p: float = PROBABIL
     return out
 
 
-AUGMENTATIONS = ("none", "cats")
+AUGMENTATIONS = ("none", "cats", "geometric")
 
 
 class CatsAugment:
@@ -153,10 +153,15 @@ class CatsAugment:
         return self.base(cats_augment(img, self.rng, self.p))
 
 
-def build_train_transform(augment: str, img_size: int):
-    """The training image transform of recipe value ``augment`` ('none' or 'cats')."""
+def build_train_transform(augment: str, img_size: int, geometric=None):
+    """The training transform of recipe value ``augment``: 'none' or 'cats' (image only), or 'geometric' (image
+    and masks, :class:`hmrepro.data.geometric.GeometricAugment` with ``geometric`` parameters)."""
     if augment == "none":
         return image_transform(img_size)
     if augment == "cats":
         return CatsAugment(img_size)
+    if augment == "geometric":
+        from .geometric import GeometricAugment
+
+        return GeometricAugment(img_size, geometric)
     raise ValueError(f"unknown augmentation {augment!r}; choose one of {', '.join(AUGMENTATIONS)}")

@@ -30,6 +30,11 @@ class EpisodeDataset(Dataset):
     preprocessing gives wrong numbers, not an error. ``transform`` may replace its image transform (e.g. a
     training augmentation that takes and returns a PIL image and mask); by default it is the resize +
     normalisation of ``preprocess``. VAT's preprocessing resizes every mask and refuses ``original_size``.
+
+    A ``transform`` with a ``pair(image, label)`` method (the geometric training augmentation,
+    :class:`hmrepro.data.geometric.GeometricAugment`) gets each image with its label map at the original size
+    (0 background, 1 the class, 255 ignore) and returns the image tensor and the label map at the training size;
+    its 255 pixels (PASCAL boundaries, padding) become ``*_ignore``. Training only: it refuses ``original_size``.
     """
 
     def __init__(
@@ -54,6 +59,9 @@ class EpisodeDataset(Dataset):
         self.preprocess = pre.name
         self.resize_mask = pre.resize_mask
         self.transform = transform or pre.image_transform(img_size)
+        self.pairs = hasattr(self.transform, "pair")
+        if original_size and self.pairs:
+            raise ValueError("a transform of image and mask (geometric augmentation) is for training, not original-size evaluation")
 
     def __len__(self) -> int:
         return len(self.episodes)
@@ -67,8 +75,34 @@ class EpisodeDataset(Dataset):
             ignore = torch.zeros_like(mask)
         return image, mask, ignore
 
+    def _load_pair(self, name: str, class_id: int):
+        """Image and mask transformed together (``transform.pair``): image tensor, mask, ignore, original (W, H)."""
+        from .geometric import label_map, split_label
+
+        image, raw = self.benchmark.load_pair(self.data_root, name)
+        img, label = self.transform.pair(image, label_map(*self.benchmark.binarize(raw, class_id)))
+        return (img, *split_label(label), (image.width, image.height))
+
+    def _paired_item(self, episode: Episode) -> dict:
+        q_img, q_mask, q_ignore, q_size = self._load_pair(episode.query, episode.class_id)
+        supports = [self._load_pair(name, episode.class_id) for name in episode.supports]
+        return {
+            "query_img": q_img,
+            "query_mask": q_mask,
+            "query_ignore": q_ignore,
+            "support_imgs": torch.stack([s[0] for s in supports]),
+            "support_masks": torch.stack([s[1] for s in supports]),
+            "support_ignores": torch.stack([s[2] for s in supports]),
+            "class_id": torch.tensor(episode.class_id),
+            "query_name": episode.query,
+            "support_names": list(episode.supports),
+            "org_query_imsize": torch.tensor(q_size),
+        }
+
     def __getitem__(self, idx: int) -> dict:
         episode = self.episodes[idx]
+        if self.pairs:
+            return self._paired_item(episode)
         q_img, q_mask, q_ignore = self._load(episode.query, episode.class_id, resize=not self.original_size)
         s_imgs, s_masks, s_ignores = [], [], []
         for name in episode.supports:

@@ -68,12 +68,15 @@ def preprocess_of(config: Mapping) -> str:
     return name
 
 
-def train_transform(augment: str, preprocess: str, img_size: int):
-    """The training image transform: the recipe's augmentation followed by ``preprocess``'s resize + normalisation."""
+def train_transform(augment: str, preprocess: str, img_size: int, geometric=None):
+    """The training image transform: the recipe's augmentation followed by ``preprocess``'s resize + normalisation.
+
+    ``augment='geometric'`` (:mod:`hmrepro.data.geometric`, parameters ``geometric``) transforms image and masks
+    together and ends with its own crop and normalisation (the PFENet/BAM pipeline), whatever ``preprocess``."""
     from .augment import build_train_transform
 
-    transform = build_train_transform(augment, img_size)
-    if preprocess == "hsnet":
+    transform = build_train_transform(augment, img_size, geometric)
+    if preprocess == "hsnet" or hasattr(transform, "pair"):
         return transform
     base = get_preprocessing(preprocess).image_transform(img_size)
     if hasattr(transform, "base"):  # CatsAugment: augmentation on the PIL image, then the base transform

@@ -55,10 +55,27 @@ RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
     "val_bsz": int,
     "eval_bsz": int,
     "shot": int,
+    # SGD and the learning-rate schedule (hmrepro.engine.schedules)
+    "momentum": (int, float),
+    "lr_schedule": str,
+    "poly_power": (int, float),
+    # augment = "geometric" (hmrepro.data.geometric)
+    "scale_range": list,
+    "scale_mode": str,
+    "rotate_range": list,
+    "rotate_p": (int, float),
+    "blur_p": (int, float),
+    "blur_kernel": int,
+    "flip_p": (int, float),
+    "crop_keep": (int, float),
+    "pad_label": int,
+    # BAM's training-image rule (hmrepro.data.training_filter)
+    "exclude_novel_images": bool,
+    "min_class_pixels": int,
 }
 RECIPE_TABLE_KEYS = ("name", "models")  # the [recipe] table; evaluation facts live in the model cards
-OPTIMIZERS = ("adam", "adamw")
-AUGMENTS = ("none", "cats")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+AUGMENTS = ("none", "cats", "geometric")
 PREPROCESSINGS = ("hsnet", "vat", "bam")  # image/mask preprocessing (hmrepro.data.preprocessing)
 
 
@@ -92,7 +109,7 @@ def _check_section(section: Any, where: str) -> dict:
             continue  # nested tables (benchmark.<b> under model.<m>) are handled by the caller
         if key not in RECIPE_KEYS:
             raise RecipeError(f"{where}: unknown key {key!r}; known keys: {', '.join(RECIPE_KEYS)}")
-        if isinstance(value, bool) or not isinstance(value, RECIPE_KEYS[key]):
+        if (isinstance(value, bool) and RECIPE_KEYS[key] is not bool) or not isinstance(value, RECIPE_KEYS[key]):
             raise RecipeError(f"{where}: {key} = {value!r} has the wrong type")
         out[key] = value
     return out
@@ -199,4 +216,17 @@ def resolve(
             raise RecipeError(f"{key} must be at least 1 (got {config[key]})")
     if float(config["lr"]) <= 0:
         raise RecipeError(f"lr must be positive (got {config['lr']})")
+    _check_training_extras(config, recipe["_path"])
     return config
+
+
+def _check_training_extras(config: Mapping[str, Any], path: str) -> None:
+    """The schedule and geometric-augmentation keys, checked where they are read (the error names the file)."""
+    from ..data.geometric import GeometricParams
+    from .schedules import check_schedule
+
+    try:
+        check_schedule(config.get("lr_schedule", "constant"), config.get("poly_power", 0.9))
+        GeometricParams.from_config(config)
+    except (HmreproError, ValueError) as err:
+        raise RecipeError(f"{path} (or a flag): {err}") from None

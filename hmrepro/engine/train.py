@@ -41,13 +41,15 @@ from torch.utils.data import DataLoader, default_collate
 from ..data.benchmarks import get_benchmark, test_episodes
 from ..data.dataset import EpisodeDataset
 from ..data.episodes import training_episodes
+from ..data.geometric import GeometricParams
 from ..data.preprocessing import train_transform
 from ..data.splits import SplitFolder
+from ..data.training_filter import filter_training_pool
 from ..errors import HmreproError
 from ..locks import exclusive_lock
 from ..models.interface import logits_of
 from ..paths import resolve_data_root
-from . import distributed, runs
+from . import distributed, runs, schedules
 from .checkpoints import read_checkpoint, save_checkpoint
 from .metrics import FewShotMeter
 from .progress import Progress, Silent
@@ -130,12 +132,18 @@ def iteration_seed(seed: int, rank: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, rank, iteration]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def build_optimizer(name: str, params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float):
+def build_optimizer(name: str, params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float, momentum: float = 0.9):
+    """Adam/AdamW (the HM families) or SGD with momentum (CRCNet, MCE: PFENet/BAM's ``torch.optim.SGD``)."""
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    raise HmreproError(f"unknown optimizer {name!r}; choose adam or adamw")
+        optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    elif name == "adamw":
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    elif name == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    else:
+        raise HmreproError(f"unknown optimizer {name!r}; choose adam, adamw or sgd")
+    schedules.set_base_lr(optimizer, lr)
+    return optimizer
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -413,7 +421,7 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
     val_episodes = test_episodes(cfg.benchmark, cfg.fold, 1, protocol=cfg.protocol, split="val", splits=splits)
     if cfg.val_episodes > 0:
         val_episodes = val_episodes[: cfg.val_episodes]
-    train_tf = train_transform(cfg.augment, cfg.preprocess, cfg.img_size)
+    train_tf = train_transform(cfg.augment, cfg.preprocess, cfg.img_size, GeometricParams.from_config(cfg.as_dict()))
     train_set = TrainEpisodes(bench, data_root, cfg.img_size, train_tf, cfg.seed, preprocess=cfg.preprocess)
     sampler = EpochBatches()
     val_loader = episode_loader(
@@ -422,8 +430,12 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
         persistent_workers=True,
     )  # fmt: skip
     probe = _to(default_collate([val_loader.dataset[0]]), d.device, False)
+    pool = filter_training_pool(
+        bench.pool(splits, "trn", cfg.fold), bench, data_root, bench.class_ids(cfg.fold, "trn", splits),
+        exclude_novel_images=cfg.exclude_novel_images, min_class_pixels=cfg.min_class_pixels,
+    )  # fmt: skip
     return TrainData(
-        bench, splits, data_root, bench.pool(splits, "trn", cfg.fold), _loader(train_set, d, cfg.workers, batch_sampler=sampler),
+        bench, splits, data_root, pool, _loader(train_set, d, cfg.workers, batch_sampler=sampler),
         sampler, val_loader, len(val_episodes), probe,
     )  # fmt: skip
 
@@ -539,7 +551,7 @@ def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progres
         )
     fingerprint = backbone_fingerprint(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = build_optimizer(cfg.optimizer, params, float(cfg.lr), float(cfg.weight_decay))
+    optimizer = build_optimizer(cfg.optimizer, params, float(cfg.lr), float(cfg.weight_decay), float(cfg.momentum))
     state = _restore(run_dir, model, optimizer, fingerprint, progress) if resume else RunState()
     if state.done and cfg.epochs > state.epoch and not state.early_stopped:
         state.done = False
@@ -621,6 +633,8 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
         scale = distributed.loss_scale(n_local, n_global, d.world_size)
         run.optimizer.zero_grad(set_to_none=True)
         (loss * scale if scale != 1.0 else loss).backward()
+        factor = schedules.lr_factor(cfg.lr_schedule, state.global_iter + 1, cfg.epochs * len(batches), cfg.poly_power)
+        schedules.apply_schedule(run.optimizer, factor)
         run.optimizer.step()
 
         stats.add(loss.item(), logits_of(outputs), b)

@@ -49,6 +49,23 @@ class TrainConfig:
     protocol: str
     preprocess: str
     recipe: str = ""
+    # recipe keys of the SGD/poly families (CRCNet, MCE); the defaults keep the HM families' behaviour
+    momentum: float = 0.9  # SGD only
+    lr_schedule: str = "constant"  # 'constant' | 'poly' (hmrepro.engine.schedules)
+    poly_power: float = 0.9
+    # augment = 'geometric' (hmrepro.data.geometric.GeometricParams: the defaults are PFENet/BAM's pipeline)
+    scale_range: tuple = (0.9, 1.1)
+    scale_mode: str = "image"  # 'image': factor of the image's own size (PFENet); 'square': s·img_size square (CaNet)
+    rotate_range: tuple = (-10.0, 10.0)
+    rotate_p: float = 0.5
+    blur_p: float = 0.5
+    blur_kernel: int = 5
+    flip_p: float = 0.5
+    crop_keep: float = 0.85  # re-draw a crop that keeps less than this share of the foreground (0: never)
+    pad_label: int = 255  # label of padded pixels: 255 ignored by the loss and the metric, 0 background
+    # BAM's training-image rule (hmrepro.data.training_filter)
+    exclude_novel_images: bool = False
+    min_class_pixels: int = 0  # BAM: 2 * 32 * 32
     # the run
     backbone: str = "resnet50"
     pretrained: bool = True
@@ -66,6 +83,8 @@ class TrainConfig:
     out: str | None = None
 
     def __post_init__(self) -> None:
+        for key in ("scale_range", "rotate_range"):  # JSON and TOML give lists; keep the dataclass hashable
+            object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
         if self.precision not in PRECISIONS:
             raise HmreproError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)} (use --amp bf16 or --amp fp32)")
 
@@ -138,6 +157,11 @@ def resume_config(run_dir, overrides: Mapping[str, Any] | None = None) -> TrainC
     for key, value in (overrides or {}).items():
         if value is None:
             continue
+        if key == "epochs" and saved.lr_schedule == "poly" and int(value) != saved.epochs:
+            raise HmreproError(
+                f"--resume {run_dir}: the run's poly learning-rate schedule decays over its {saved.epochs} epochs; "
+                f"--epochs {value} would bend the curve mid-run. Resume without --epochs, or start a new run."
+            )
         if key in RESUMABLE_CHANGES:
             changes[key] = value
         elif str(getattr(saved, key, None)) != str(value):

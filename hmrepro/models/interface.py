@@ -25,6 +25,8 @@ from .masking import MaskingMode
 
 __all__ = ["Backbone", "Batch", "FewShotModel", "Outputs", "logits_of", "pixel_cross_entropy"]
 
+IGNORE_INDEX = 255  # the target value of ignored pixels (PASCAL's void label, the augmentation's padding)
+
 Outputs = Union[Tensor, Mapping[str, Any]]
 """What a model's forward returns: the logits, or a dict with the logits under ``"logits"``."""
 
@@ -64,11 +66,19 @@ def logits_of(outputs: Outputs) -> Tensor:
     return outputs["logits"]
 
 
-def pixel_cross_entropy(logits: Tensor, query_mask: Tensor) -> Tensor:
-    """Cross-entropy of logits [B, 2, H, W] against the 0/1 mask [B, H, W], mean over all pixels (HSNet's loss).
+def pixel_cross_entropy(logits: Tensor, query_mask: Tensor, ignore: Optional[Tensor] = None) -> Tensor:
+    """Cross-entropy of logits [B, 2, H, W] against the 0/1 mask [B, H, W], mean over the pixels that count.
 
-    No ignore index: PASCAL's 255 (boundary) pixels must be background in ``query_mask``, as the authors' loaders
-    make them for training.
+    Without ``ignore`` (HSNet, VAT, ASNet): every pixel counts, so PASCAL's 255 (boundary) pixels are background,
+    as the authors' loaders make them for training. With ``ignore`` (a 0/1 map like ``batch["query_ignore"]``;
+    CRCNet, MCE: ``ignore_index=255`` in their lineage) the marked pixels (boundaries, the geometric
+    augmentation's padding) are left out of the loss and of the mean.
     """
     bsz = logits.shape[0]
-    return F.cross_entropy(logits.reshape(bsz, 2, -1), query_mask.reshape(bsz, -1).long())
+    target = query_mask.reshape(bsz, -1).long()
+    if ignore is None:
+        return F.cross_entropy(logits.reshape(bsz, 2, -1), target)
+    target = target.masked_fill(ignore.reshape(bsz, -1) > 0, IGNORE_INDEX)
+    if not bool((target != IGNORE_INDEX).any()):  # nothing counts: a zero loss that keeps the graph, not NaN
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.reshape(bsz, 2, -1), target, ignore_index=IGNORE_INDEX)
