@@ -10,8 +10,10 @@ Matches the authors' ``HypercorrSqueezeNetwork`` (HSNet ``model/hsnet.py``; HSNe
   output to ``output_size`` when one is given (the authors' ``use_original_imgsize`` evaluation);
 - ``compute_objective(outputs, batch)`` is their cross-entropy over all pixels on ``batch["query_mask"]``;
 - ``predict_nshot`` is their K-shot vote. Unlike the authors, who call the 1-shot model once per shot and so
-  recompute the query features K times, it computes the query taps once and runs all supports (and, for IM/HM,
-  the input-masked supports) through the backbone in one batch. Same result, less work.
+  recompute the query features K times, it computes the query taps once, then runs one shot at a time (support
+  pass, correlation, learner) as the authors do: the same numbers bit for bit, less work, and the peak memory of
+  one shot (batching all K shots through the correlation and the learner would hold K times the largest
+  correlation, K × 4 × 2500² floats at 400 px, and is slower on a CPU).
 
 The masking mode (``fm`` = HSNet, ``im``, ``hm`` = HSNet-HM, ``hm-add``, ``hm-reverse``) does not change the
 parameters, so every mode loads every HSNet checkpoint of the same backbone.
@@ -95,14 +97,18 @@ class HSNet(nn.Module):
     ) -> Tensor:
         """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote; supports [B, K, 3, H, W], masks [B, K, H, W].
 
-        Every shot is a 1-shot prediction; see :func:`kshot_vote`. With K = 1 this is the 1-shot argmax.
+        Every shot is a 1-shot prediction; see :func:`kshot_vote`. With K = 1 this is the 1-shot argmax. The query
+        taps are computed once; each shot's support pass, correlation and learner run on their own, one shot at a
+        time, so peak memory is that of a 1-shot forward whatever K, and every shot's logits are bit for bit those
+        of ``forward`` on that shot.
         """
-        bsz, shots = support_imgs.shape[:2]
         size = support_imgs.shape[-2:] if output_size is None else output_size
-        query_taps = [tap.repeat_interleave(shots, dim=0) for tap in self.query_taps(query_img)]
-        support_taps = self.support_taps(support_imgs.flatten(0, 1), support_masks.flatten(0, 1))
-        logits = self.logits_from_taps(query_taps, support_taps, size)
-        return kshot_vote(logits.argmax(dim=1).view(bsz, shots, *logits.shape[-2:]))
+        query_taps = self.query_taps(query_img)
+        shot_predictions = []
+        for shot in range(support_imgs.shape[1]):
+            support_taps = self.support_taps(support_imgs[:, shot], support_masks[:, shot])
+            shot_predictions.append(self.logits_from_taps(query_taps, support_taps, size).argmax(dim=1))
+        return kshot_vote(torch.stack(shot_predictions, dim=1))
 
     # -- training -----------------------------------------------------------------------------------------------
 

@@ -53,11 +53,17 @@ Taps = list[Tensor]
 
 
 def mask_features(taps: Sequence[Tensor], mask: Tensor) -> Taps:
-    """FM: each tap [B, C, h, w] × ``mask`` [B, H, W] resized bilinearly (align_corners=True) to h × w."""
+    """FM: each tap [B, C, h, w] × ``mask`` [B, H, W] resized bilinearly (align_corners=True) to h × w.
+
+    The mask is resized once per tap size and dtype (a stage's taps share theirs), not once per tap."""
+    resized: dict[tuple, Tensor] = {}
     masked = []
     for tap in taps:
-        resized = F.interpolate(mask.unsqueeze(1).to(tap.dtype), tap.shape[-2:], mode="bilinear", align_corners=True)
-        masked.append(tap * resized)
+        key = (*tap.shape[-2:], tap.dtype)
+        if key not in resized:
+            plane = mask.unsqueeze(1).to(tap.dtype)
+            resized[key] = F.interpolate(plane, tap.shape[-2:], mode="bilinear", align_corners=True)
+        masked.append(tap * resized[key])
     return masked
 
 
