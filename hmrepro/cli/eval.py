@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .common import check_backbone, check_device, BenchmarkName, DataRootOption, ShotOption, SplitsOption, console, report_saved
+from .episodes import Protocol
 from .progress import RichProgress
 from .train import _model_name
 
@@ -60,6 +61,11 @@ def eval_command(
         False, "--original-size", help="Upsample the logits to each query's original size and score the unresized mask (batch 1)."
     ),
     episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="Only the first N of the fixed episodes (quick checks) [default: all].", show_default=False),
+    episode_seed: int = typer.Option(
+        0, "--episode-seed", min=0,
+        help="Another draw of the protocol's episodes (0: the authors' own). Records say so and fill no table cell; "
+        "evaluate seeds 1, 2, ... to see how much a fold's mIoU moves with the draw alone.",
+    ),  # fmt: skip
     bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Batch size [default: recipe, 1 as the authors].", show_default=False),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
@@ -71,6 +77,13 @@ def eval_command(
     data_root: Optional[Path] = DataRootOption,
     splits: Optional[Path] = SplitsOption,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    protocol: Optional[Protocol] = typer.Option(
+        None, "--protocol",
+        help="Episode protocol [default: the model's card: hsnet for HSNet/VAT, asnet, bam for MCE]. bam: BAM's 5 seeds "
+        "x 1000 episodes, aspect-kept 473 canvas, scored at the original label; hsnet on an MCE model: the HM models' "
+        "episodes with the square resize (like-for-like tables).",
+        show_default=False,
+    ),
 ) -> None:
     """Evaluate MODEL as the authors do: fixed episodes (seed 0), K-shot vote, mIoU and FB-IoU per fold.
 
@@ -80,6 +93,8 @@ def eval_command(
     Example: [bold]hmrepro eval hsnet-hm --benchmark pascal --fold all --shot 5 --weights runs/hsnet-hm_pascal_fold{fold}[/]
 
     Example (authors' weights, original-size masks): [bold]hmrepro eval hsnet-hm -b coco --fold 0 --weights official --original-size[/]
+
+    Example (MCE, BAM's protocol: 5 seeds, each kept in the record): [bold]hmrepro eval mce-hm -b pascal --protocol bam --weights runs/mce-hm_pascal_fold0[/]
     """
     from ..engine.evaluate import evaluate
 
@@ -90,7 +105,7 @@ def eval_command(
             model, benchmark.value, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size,
             original_size=original_size, data_root=data_root, splits=splits, results_dir=None if no_record else results,
             device=device, bsz=bsz, workers=workers, episodes=episodes, pretrained=pretrained, amp=amp,
-            progress=bars,
+            progress=bars, episode_seed=episode_seed, protocol=protocol.value if protocol else None,
         )  # fmt: skip
     print_table(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", to_stderr=as_json)
     if as_json:

@@ -21,13 +21,14 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..data.bam import bam_test_episodes
 from ..data.benchmarks import get_benchmark, test_episodes
 from ..data.domain_shift import (
     DOMAIN_SHIFT_BENCHMARK,
@@ -49,6 +50,7 @@ from .distributed import resolve_device
 from .progress import Progress, Silent
 from .records import PER_EPISODE, ensure_writable_dir, git_commit, now_iso, record_protocol_fields, save_records, versions
 from .recipes import resolve as resolve_recipe
+from .bam_eval import run_bam
 from .runner import EpisodePlan, EpisodePrediction, run_episodes
 
 __all__ = [
@@ -157,13 +159,33 @@ class FoldEpisodes:
     fields: dict = field(default_factory=dict)  # record fields of this episode source
 
 
-def eval_settings(model_name: str, benchmark: str, *, preprocess: str | None = None, original_size: bool = False) -> dict:
+def protocol_preprocess(protocol: str, default: str) -> str:
+    """The preprocessing that goes with an episode protocol chosen on the command line: ``bam`` has its own (the
+    aspect-kept 473 canvas); another protocol for a model whose card says ``bam`` takes the square PIL resize."""
+    if protocol == "bam":
+        return "bam"
+    return "hsnet" if default == "bam" else default
+
+
+def bam_runs(fold: FoldEpisodes, limit: int | None) -> list[tuple[int, list[Episode]]]:
+    """The (seed, episodes) runs of a ``bam`` fold (its episodes are the runs one after the other; ``limit`` keeps
+    the first episodes of each run)."""
+    seeds = fold.fields["bam_seeds"]
+    size = len(fold.episodes) // len(seeds)
+    return [(seed, fold.episodes[i * size : (i + 1) * size][:limit] if limit else fold.episodes[i * size : (i + 1) * size])
+            for i, seed in enumerate(seeds)]
+
+
+def eval_settings(
+    model_name: str, benchmark: str, *, preprocess: str | None = None, original_size: bool = False,
+    protocol: str | None = None,
+) -> dict:
     """The recipe of ``model_name`` on ``benchmark`` with the ``protocol`` (episodes) and ``preprocess`` (image and
     mask preprocessing, :mod:`hmrepro.data.preprocessing`) the evaluation uses; ``preprocess`` overrides the recipe's.
     Refuses ``original_size`` for a preprocessing that resizes every mask (VAT's)."""
     recipe = resolve_recipe(model_name, benchmark)
-    recipe["protocol"] = recipe.get("protocol", "hsnet")
-    recipe["preprocess"] = preprocess or preprocess_of(recipe)
+    recipe["protocol"] = protocol or recipe.get("protocol", "hsnet")
+    recipe["preprocess"] = preprocess or protocol_preprocess(recipe["protocol"], preprocess_of(recipe))
     if original_size and benchmark not in ORIGINAL_SIZE_BENCHMARKS:
         raise HmreproError(
             f"--original-size is not possible on {benchmark}: its authors' loader resizes every mask with the image "
@@ -304,12 +326,24 @@ def _evaluate_fold(
         log(f"note: {source.path} was trained on {source.trained_benchmark}, not {job.trained_on}")
     plan = fold_plan(job.recipe, source, job.img_size, job.original_size, log)
     eps = fold.episodes[: job.episodes] if job.episodes else fold.episodes
+    runs = bam_runs(fold, job.episodes) if plan.protocol == "bam" else None
+    if runs is not None:
+        eps = [e for _, run in runs for e in run]
     task = progress.start(fold.task, len(eps))
-    result = run_episodes(
-        model, eps, benchmark=get_benchmark(fold.benchmark), plan=plan, nclass=fold.nclass, class_ids=fold.class_ids,
-        data_root=data_root, device=device, bsz=job.bsz, workers=job.workers, amp=job.amp,
-        on_batch=lambda batch, _, meter: progress.advance(task, len(batch["class_id"]), f"mIoU {meter.compute()[0]:5.1f}"),
-    )  # fmt: skip
+    advance = lambda batch, _, meter: progress.advance(task, len(batch["class_id"]), f"mIoU {meter.compute()[0]:5.1f}")  # noqa: E731
+    if runs is not None:  # BAM: one run per seed, the mean kept as the fold's numbers, each run in the record
+        result, per_run = run_bam(
+            model, runs, benchmark=get_benchmark(fold.benchmark), plan=plan, nclass=fold.nclass,
+            class_ids=fold.class_ids, data_root=data_root, device=device, workers=job.workers, amp=job.amp,
+            on_batch=advance,
+        )  # fmt: skip
+        fold = replace(fold, fields={**fold.fields, "bam_runs": per_run})
+    else:
+        result = run_episodes(
+            model, eps, benchmark=get_benchmark(fold.benchmark), plan=plan, nclass=fold.nclass,
+            class_ids=fold.class_ids, data_root=data_root, device=device, bsz=job.bsz, workers=job.workers,
+            amp=job.amp, on_batch=advance,
+        )  # fmt: skip
     progress.finish(task)
     log(
         f"{fold.name}: mIoU {result.miou:.1f}, FB-IoU {result.fb_iou:.1f} over {result.episodes} episodes "
@@ -380,6 +414,7 @@ def evaluate(
     log: Callable[[str], None] | None = None,
     preprocess: str | None = None,
     episode_seed: int = 0,
+    protocol: str | None = None,
 ) -> list[dict]:
     """Evaluate ``model_name`` on every fold of ``fold`` ('all' or a number); returns the result records.
 
@@ -389,11 +424,18 @@ def evaluate(
     0 draws another set of episodes by the same protocol (its records say so and fill no table cell).
     """
     folds = folds_of(benchmark, fold)
-    recipe = eval_settings(model_name, benchmark, preprocess=preprocess, original_size=original_size)
+    recipe = eval_settings(model_name, benchmark, preprocess=preprocess, original_size=original_size, protocol=protocol)
     split_folder = SplitFolder(splits)
     bench = get_benchmark(benchmark)
 
     def episodes_of(f: int) -> FoldEpisodes:
+        if recipe["protocol"] == "bam":  # BAM's five seeds x 1000 episodes, one run after the other
+            runs = bam_test_episodes(benchmark, f, shot, split_folder)
+            return FoldEpisodes(
+                benchmark, [e for _, run in runs for e in run], bench.num_classes(split_folder),
+                bench.class_ids(f, "test", split_folder), task=f"{model_name} {benchmark} fold {f} {shot}-shot (bam)",
+                name=f"fold {f}", fields={"bam_seeds": [seed for seed, _ in runs]},
+            )  # fmt: skip
         eps = test_episodes(
             benchmark, f, shot, protocol=recipe["protocol"], split="test", splits=split_folder, seed=episode_seed
         )

@@ -1,0 +1,78 @@
+"""BAM's evaluation (``chunbolang/BAM`` ``test.py``), the default of MCE: one run of the runner per seed.
+
+Each run is seeded with its seed (BAM's ``setup_seed``), loads its episodes with the ``bam`` preprocessing (aspect
+kept, 473 canvas) and keeps each query label at its original size; the logits are upsampled to the square of the
+label's longer side and cropped to the label (:func:`predict_on_label`), so the canvas padding is never scored and
+255 is ignored. The fold's mIoU and FB-IoU are the means over the runs (BAM's ``Mean_mIoU``); every run's numbers
+are kept in the record (``bam_runs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..data.benchmarks import Benchmark
+from ..data.episodes import Episode
+from .metrics import FewShotMeter
+from .per_episode import concat
+from .runner import BatchHook, EpisodePlan, EpisodeResult, episode_loader, run_loader
+
+__all__ = ["predict_on_label", "run_bam"]
+
+
+def predict_on_label(model, batch: dict, output_size: Optional[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+    """BAM's ``ori_resize`` scoring: the K-shot prediction at the square of the label's longer side, cropped to the
+    label's (H, W) — the top-left part of the canvas the image was put on."""
+    height, width = (int(v) for v in output_size)
+    side = max(height, width)
+    pred = model.predict_nshot(batch["query_img"], batch["support_imgs"], batch["support_masks"], output_size=(side, side))
+    pred = pred[:, :height, :width]
+    return pred, pred
+
+
+def run_bam(
+    model,
+    runs: Sequence[tuple[int, Sequence[Episode]]],
+    *,
+    benchmark: Benchmark,
+    plan: EpisodePlan,
+    nclass: int,
+    class_ids: Sequence[int],
+    data_root: Path,
+    device: torch.device,
+    workers: int = 0,
+    amp: bool = False,
+    on_batch: Optional[BatchHook] = None,
+) -> tuple[EpisodeResult, list[dict]]:
+    """The mean result over BAM's runs (``runs``: (seed, episodes)) and each run's ``seed``, ``miou``, ``fb_iou``."""
+    scoring = replace(plan, original_size=True)
+    results = []
+    for seed, episodes in runs:
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        loader = episode_loader(benchmark, data_root, episodes, scoring, device=device, bsz=1, workers=workers)
+        results.append(
+            run_loader(model, loader, FewShotMeter(nclass, class_ids), device=device, amp=amp, predict=predict_on_label,
+                       on_batch=on_batch)
+        )  # fmt: skip
+    total = sum(r.episodes for r in results)
+    tables = [r.per_episode for r in results]
+    combined = replace(
+        results[0],
+        miou=float(np.mean([r.miou for r in results])),
+        fb_iou=float(np.mean([r.fb_iou for r in results])),
+        episodes=total,
+        secs_per_episode=sum(r.secs_per_episode * r.episodes for r in results) / max(total, 1),
+        predictions=None,
+        per_episode=concat(tables) if all(t is not None for t in tables) else None,
+    )
+    per_run = [
+        {"seed": int(seed), "miou": r.miou, "fb_iou": r.fb_iou, "episodes": r.episodes}
+        for (seed, _), r in zip(runs, results)
+    ]
+    return combined, per_run
