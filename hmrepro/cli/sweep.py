@@ -35,6 +35,7 @@ class Launcher(str, Enum):
 TargetArgument = typer.Argument(..., metavar="table", help="What to fill: a table of the paper.", show_default=False)
 NumberArgument = typer.Argument(..., metavar="N", min=1, help="Table number (the HM paper: 1-7).", show_default=False)
 PaperOption = typer.Option("hm", "--paper", help="Whose claimed tables: hm, or another paper's under recipes/claimed/<paper>/.")
+ModelOption = typer.Option(None, "--model", help="Only rows of this model, e.g. hsnet-hm, with their baselines (repeatable) [default: every row].", show_default=False)
 BackboneOption = typer.Option(None, "--backbone", help="Only rows of this backbone (repeatable) [default: every backbone of the table].", show_default=False)
 SeedsOption = typer.Option("0", "--seeds", help="Training seeds, comma-separated: one training run per seed (e.g. 0,1,2).")
 CellsOption = typer.Option("verified,reproduced", "--cells", help="Which cells: verified (official checkpoints), reproduced (own training), or both.")
@@ -55,7 +56,7 @@ EvalOverrideOption = typer.Option(
 JsonOption = typer.Option(False, "--json", help="Print the jobs as JSON on stdout.")
 
 
-def _spec(number, paper, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override):
+def _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override):
     from ..errors import HmreproError
     from ..sweep.plan import SweepSpec, parse_key_values
 
@@ -76,7 +77,7 @@ def _spec(number, paper, backbone, seeds, cells, results, sweep_dir, data_root, 
         raise typer.BadParameter(str(err)) from None
     sweep_dir = (sweep_dir or Path("sweeps") / f"{paper}-table{number}").expanduser().resolve()
     return SweepSpec(
-        table=number, paper=paper, backbones=tuple(backbone or ()), seeds=seed_list, cells=cell_list,
+        table=number, paper=paper, models=tuple(model or ()), backbones=tuple(backbone or ()), seeds=seed_list, cells=cell_list,
         results=results.expanduser().resolve(), sweep_dir=sweep_dir,
         data_root=data_root.expanduser().resolve() if data_root else None,
         splits=splits.expanduser().resolve() if splits else None,
@@ -113,6 +114,7 @@ def plan(
     target: Target = TargetArgument,
     number: int = NumberArgument,
     paper: str = PaperOption,
+    model: Optional[List[str]] = ModelOption,
     backbone: Optional[List[str]] = BackboneOption,
     seeds: str = SeedsOption,
     cells: str = CellsOption,
@@ -136,7 +138,7 @@ def plan(
     """
     from rich.table import Table
 
-    spec = _spec(number, paper, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
+    spec = _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
     jobs = _plan(spec)
     if as_json:
         typer.echo(json.dumps([job.as_dict() for job in jobs], indent=2))
@@ -156,6 +158,7 @@ def run(
     number: int = NumberArgument,
     launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="local: this machine, in dependency order; slurm: submit through submitit."),
     paper: str = PaperOption,
+    model: Optional[List[str]] = ModelOption,
     backbone: Optional[List[str]] = BackboneOption,
     seeds: str = SeedsOption,
     cells: str = CellsOption,
@@ -197,7 +200,7 @@ def run(
     from ..sweep.folder import SweepFolder
     from ..sweep.plan import parse_key_values
 
-    spec = _spec(number, paper, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
+    spec = _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
     try:
         extra = parse_key_values(slurm_arg or [], "--slurm-arg")
     except HmreproError as err:
@@ -284,6 +287,7 @@ def status(
     target: Target = TargetArgument,
     number: int = NumberArgument,
     paper: str = PaperOption,
+    model: Optional[List[str]] = ModelOption,
     backbone: Optional[List[str]] = BackboneOption,
     seeds: str = SeedsOption,
     cells: str = CellsOption,
@@ -307,7 +311,7 @@ def status(
     from ..sweep.folder import SweepFolder
     from ..sweep.status import job_statuses
 
-    spec = _spec(number, paper, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
+    spec = _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
     jobs = _plan(spec)
     statuses = job_statuses(jobs, SweepFolder(spec.sweep_dir))
     if as_json:

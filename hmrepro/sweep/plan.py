@@ -67,6 +67,7 @@ class SweepSpec:
     results: Path
     paper: str = "hm"
     backbones: tuple[str, ...] = ()  # empty: every backbone of the table
+    models: tuple[str, ...] = ()  # empty: every row; else the rows of these models (with their baselines)
     seeds: tuple[int, ...] = (0,)
     cells: tuple[str, ...] = CELL_KINDS
     data_root: Path | None = None
@@ -238,6 +239,8 @@ class _Builder:
         from ..reporting.tables import BENCH_TABLE, takes_records
 
         if not takes_records(row) or (self.spec.backbones and row["backbone"] and row["backbone"] not in self.spec.backbones):
+            return
+        if self.spec.models and row["model"] not in self.spec.models:
             return
         if int(row["table"]) == BENCH_TABLE:
             self._bench(row)
