@@ -345,3 +345,36 @@ def test_sweep_run_slurm_without_sbatch_says_where_to_run_it(tmp_path, monkeypat
     monkeypatch.setenv("PATH", str(tmp_path))
     code = run(["sweep", "run", "table", "7", "--launcher", "slurm", "--sweep-dir", str(tmp_path / "s"), "--results", str(tmp_path / "r")])
     assert code == 1 and "login node" in capsys.readouterr().err
+
+
+def test_status_reads_local_attempts_and_slurm_states_and_shows_a_failed_jobs_last_log_lines(tmp_path):
+    from hmrepro.sweep.status import job_statuses, slurm_log
+
+    spec = _spec(tmp_path, 3, backbones=("resnet50",), cells=("reproduced",))
+    jobs = build_plan(spec)
+    folder = SweepFolder(spec.sweep_dir)
+    ids = {job.id: job for job in jobs}
+    hm_train, hm_eval = "train_hsnet-hm_resnet50_fss_fold0_seed0", "eval_hsnet-hm_resnet50_fss_fold0_5shot_seed0"
+    folder.start_attempt(hm_train, 1, ["python"], None)
+    folder.end_attempt(hm_train, 1)
+    folder.logs.mkdir(parents=True)
+    folder.log_path(hm_train).write_text("starting\nTraceback ...\nerror: out of memory\n")
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)  # a process that is gone
+    folder.start_attempt("train_hsnet_resnet50_fss_fold0_seed0", pid, ["python"], None)  # no exit status: killed
+    folder.add_submissions({"train_vat-hm_resnet50_fss_fold0_seed0": {"slurm_id": "41"}, "train_vat_resnet50_fss_fold0_seed0": {"slurm_id": "42"},
+                            "eval_vat-hm_resnet50_fss_fold0_1shot_seed0": {"slurm_id": "43_0"}})  # fmt: skip
+    log = slurm_log(folder, "42")
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch 3 ...\nslurmstepd: error: *** JOB 42 CANCELLED DUE TO TIME LIMIT ***\n")
+    states = {"41": "RUNNING", "42": "TIMEOUT", "43_0": "PENDING"}
+    status = {s.job.id: s for s in job_statuses(jobs, folder, slurm_state_of=states.get)}
+    assert status[hm_train].state == "failed" and status[hm_train].tail[-1] == "error: out of memory"
+    assert status[hm_eval].state == "blocked"
+    assert status["train_hsnet_resnet50_fss_fold0_seed0"].state == "failed" and "killed" in status["train_hsnet_resnet50_fss_fold0_seed0"].where
+    assert status["train_vat-hm_resnet50_fss_fold0_seed0"].state == "running"
+    assert status["train_vat_resnet50_fss_fold0_seed0"].state == "failed" and "TIME LIMIT" in status["train_vat_resnet50_fss_fold0_seed0"].tail[-1]
+    assert status["eval_vat-hm_resnet50_fss_fold0_1shot_seed0"].state == "queued"
+    assert len(ids) == len(status)
