@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .claimed import FOLD_COLUMNS, TABLE_CAPTIONS
-from .tables import BENCH_TABLE, LISTING_COLUMNS
+from ..papers import Paper, get_paper
+from .claimed import FOLD_COLUMNS
+from .tables import LISTING_COLUMNS, record_kind
 
 FORMATS = ("rich", "markdown", "csv", "latex")
 NO_RECORD = "—"
@@ -88,10 +89,16 @@ class TableView:
 # ---------------------------------------------------------------- building the view
 
 
+def paper_of(frame: pd.DataFrame) -> Paper:
+    """The paper of a compared table or listing (``frame.attrs['paper']``, set by the reporting functions)."""
+    return get_paper(frame.attrs.get("paper", "hm"))
+
+
 def build_view(frame: pd.DataFrame, table: int, compare: bool = False) -> TableView:
     """The text cells of a compared table: the summary layout, or the comparison layout when ``compare``."""
-    title = f"Table {table}: {TABLE_CAPTIONS[table]}"
-    if table == BENCH_TABLE:
+    paper = paper_of(frame)
+    title = f"{_paper_prefix(paper)}{paper.table_label(table)}: {paper.captions[table]}"
+    if record_kind(table, paper.key) == "bench":
         return _bench_view(frame, title)
     values = value_columns(frame)
     lead = ["Backbone", "Method", "Source", "Shot"]
@@ -99,7 +106,7 @@ def build_view(frame: pd.DataFrame, table: int, compare: bool = False) -> TableV
         headers = [*lead, "Values", *(VALUE_HEADERS[c] for c in values), "Note"]
     else:
         headers = [*lead, *(VALUE_HEADERS[c] for c in values), "Verified mIoU", "Reproduced mIoU", "Note"]
-    view = TableView(title=title, headers=headers)
+    view = TableView(title=title, headers=headers, legend=_legend(paper))
     view.numeric_columns = {i for i, h in enumerate(headers) if h in VALUE_HEADERS.values() or h.endswith("mIoU")}
     for position, (_, row) in enumerate(frame.iterrows()):
         note = _note_marker(row["note"], view.notes)
@@ -127,7 +134,18 @@ def value_columns(frame: pd.DataFrame) -> list[str]:
 def source_cell(row: pd.Series) -> str:
     if row["source"] == "quoted":
         return f"quoted [{row['ref']}]" if row["ref"] else "quoted"
-    return "HM"
+    return get_paper(row.get("paper") or "hm").label
+
+
+def _paper_prefix(paper: Paper) -> str:
+    """``CRCNet `` before another paper's table title (the HM paper's titles stay as they were)."""
+    return "" if paper.key == "hm" else f"{paper.label} "
+
+
+def _legend(paper: Paper) -> str:
+    if paper.key == "hm":
+        return LEGEND
+    return LEGEND.replace("HM = run by the HM authors", f"{paper.label} = run by the {paper.label} authors")
 
 
 def format_claimed(value: float, digits: int = 1) -> str:
@@ -144,7 +162,7 @@ def measured_cell(row: pd.Series, prefix: str, column: str) -> str:
 def summary_cell(row: pd.Series, prefix: str) -> str:
     """The mean mIoU of ``prefix`` for the summary layout; how many folds exist when the mean is incomplete."""
     if not row[f"{prefix}_applicable"]:
-        return NOT_APPLICABLE if row["source"] == "hm" and row["model"] else ""
+        return NOT_APPLICABLE if row["source"] != "quoted" and row["model"] else ""
     if not _missing(row[f"{prefix}_miou"]):
         return with_difference(row[f"{prefix}_miou"], row["miou"])
     present = [c for c in FOLD_COLUMNS if not _missing(row[f"{prefix}_{c}"])]
@@ -217,7 +235,8 @@ def _missing(value) -> bool:
 
 def build_records_view(listing: pd.DataFrame, table: int) -> TableView:
     """The text cells of a record listing (:func:`hmrepro.reporting.tables.record_listing`)."""
-    view = TableView(title=f"Table {table}: result records", headers=list(RECORDS_HEADERS.values()))
+    paper = paper_of(listing)
+    view = TableView(title=f"{_paper_prefix(paper)}{paper.table_label(table)}: result records", headers=list(RECORDS_HEADERS.values()))
     view.numeric_columns = {i for i, key in enumerate(RECORDS_HEADERS) if key in ("fold", "miou", "episodes", "img_size")}
     view.legend = RECORDS_LEGEND
     for _, line in listing.iterrows():
@@ -376,7 +395,7 @@ def csv_frame(frame: pd.DataFrame, table: int) -> pd.DataFrame:
             "reproduced_fbiou": frame["reproduced_fb_iou"].round(2),
         }
     )
-    if table == BENCH_TABLE:
+    if record_kind(table, paper_of(frame).key) == "bench":
         out["claimed_secs_per_image"] = frame["secs_per_image"]
         out["measured_secs_per_image"] = frame["measured_secs_per_image"].round(4)
         return out[list(BENCH_CSV_COLUMNS)]

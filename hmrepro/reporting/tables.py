@@ -1,12 +1,13 @@
 """Claimed vs verified vs reproduced: the rows of one of the paper's tables joined with hmrepro's result records.
 
 Result records are the JSON files of :mod:`hmrepro.engine.records`. A claimed row takes records only when the
-HM authors ran it themselves (``source == 'hm'`` and a ``model`` is named); rows quoted from other papers keep
-their claimed values only. A record matches a row when all of these hold:
+paper's authors ran it themselves (``source`` is the paper's key: ``'hm'`` for the HM paper, ``'crcnet'``, ...)
+and a ``model`` is named; rows quoted from other papers keep their claimed values only. A record matches a row
+when all of these hold:
 
 - ``model``, ``shot`` and ``backbone`` are the row's (a row without a backbone, Table 7, takes any backbone);
-- ``kind`` (default ``'eval'``) is the table's: ``'domain-shift'`` for Table 4, ``'bench'`` for Table 7,
-  ``'eval'`` otherwise;
+- ``kind`` (default ``'eval'``) is the table's (:mod:`hmrepro.papers`): for the HM paper ``'domain-shift'`` for
+  Table 4, ``'bench'`` for Table 7; ``'eval'`` otherwise and for every table of the other papers;
 - ``benchmark`` is the row's; for Table 4 (a COCO-20i model tested on PASCAL-5i) the record may name the test
   benchmark (``'pascal'``), the training benchmark (``'coco'``) or both (``'coco2pascal'``);
 - ``fold`` gives the column; FSS-1000 has a single split, so its records match whatever their fold.
@@ -40,6 +41,7 @@ from typing import Iterable
 import pandas as pd
 
 from ..engine.records import ORIGINS, precision_of, protocol_deviations, read_records
+from ..papers import get_paper
 from .claimed import FOLD_COLUMNS, load_claimed
 
 ORIGIN_COLUMNS = {"official": "verified", "own": "reproduced"}
@@ -56,9 +58,14 @@ BENCH_TABLE = 7
 SKIPPED = "skipped_records"  # frame.attrs[SKIPPED]: one line per record file that could not be used, and why
 
 
-def record_kind(table: int) -> str:
-    """The ``kind`` of the records that fill ``table``."""
-    return {DOMAIN_SHIFT_TABLE: "domain-shift", BENCH_TABLE: "bench"}.get(table, "eval")
+def record_kind(table: int, paper: str = "hm") -> str:
+    """The ``kind`` of the records that fill ``paper``'s ``table`` (the HM paper: 4 domain-shift, 7 bench)."""
+    return get_paper(paper).record_kind(table)
+
+
+def row_kind(row: pd.Series) -> str:
+    """The ``kind`` of the records that fill ``row`` (a claimed row; its ``paper`` column, default the HM paper)."""
+    return record_kind(int(row["table"]), row.get("paper") or "hm")
 
 
 def accepted_benchmarks(row: pd.Series) -> set[str]:
@@ -70,13 +77,14 @@ def accepted_benchmarks(row: pd.Series) -> set[str]:
 
 
 def takes_records(row: pd.Series) -> bool:
-    """Whether ``row`` is one the HM authors ran, with an hmrepro model that reproduces it."""
-    return row["source"] == "hm" and bool(row["model"])
+    """Whether ``row`` is one the paper's authors ran (source ``hm`` for the HM paper), with an hmrepro model that
+    reproduces it."""
+    return row["source"] == (row.get("paper") or "hm") and bool(row["model"])
 
 
 def matching_records(row: pd.Series, records: Iterable[dict], origins: Iterable[str]) -> list[dict]:
     """The records of one of ``origins`` that belong to ``row`` (all folds)."""
-    kind = record_kind(int(row["table"]))
+    kind = row_kind(row)
     benchmarks = accepted_benchmarks(row)
     origins = set(origins)
     return [
@@ -139,13 +147,13 @@ def measured_secs_per_image(record: dict | None) -> float:
 
 def applicable_columns(row: pd.Series) -> dict[str, bool]:
     """Whether ``row`` has a *verified* and a *reproduced* value to show."""
-    measured = takes_records(row) and int(row["table"]) != BENCH_TABLE
+    measured = takes_records(row) and row_kind(row) != "bench"
     return {"verified": measured and bool(row["official_checkpoint"]), "reproduced": measured}
 
 
 def row_cells(row: pd.Series, records: list[dict], *, original_size: bool = False) -> dict[str, dict[str, dict]]:
     """The records that fill ``row``'s cells: ``{'verified' | 'reproduced' | 'measured': {column: record}}``."""
-    if int(row["table"]) == BENCH_TABLE:
+    if row_kind(row) == "bench":
         best = newest(matching_records(row, records, ORIGINS)) if takes_records(row) else None
         return {MEASURED: {"secs_per_image": best} if best is not None else {}}
     applicable = applicable_columns(row)
@@ -163,8 +171,9 @@ def compare_table(
     claimed_folder: Path | None = None,
     *,
     original_size: bool = False,
+    paper: str = "hm",
 ) -> pd.DataFrame:
-    """The claimed rows of ``table`` with the verified and reproduced values next to them.
+    """The claimed rows of ``paper``'s ``table`` with the verified and reproduced values next to them.
 
     Records come from ``records`` or else from ``results_dir`` (none when both are None); only full-protocol
     records fill a cell, original-size ones instead of network-resolution ones when ``original_size``. Columns:
@@ -174,12 +183,13 @@ def compare_table(
     (relative to the table's first row, HSNet-FM). ``frame.attrs["skipped_records"]`` lists, one line per file,
     the record files below ``results_dir`` that could not be read (for the caller to show).
     """
-    claimed = load_claimed(table, claimed_folder)
+    claimed = load_claimed(table, claimed_folder, paper=paper)
     problems: list[str] = []
     records = _records(results_dir, records, problems)
     rows = [_compare_row(row, records, original_size) for _, row in claimed.iterrows()]
     frame = pd.concat([claimed, pd.DataFrame(rows, index=claimed.index)], axis=1)
-    if table == BENCH_TABLE:
+    frame.attrs["paper"] = paper
+    if record_kind(table, paper) == "bench":
         reference = frame["measured_secs_per_image"].iloc[0]
         frame["measured_overhead_pct"] = (frame["measured_secs_per_image"] / reference - 1.0) * 100.0
         frame.loc[frame.index[0], "measured_overhead_pct"] = math.nan
@@ -194,12 +204,13 @@ def record_listing(
     claimed_folder: Path | None = None,
     *,
     original_size: bool = False,
+    paper: str = "hm",
 ) -> pd.DataFrame:
-    """Every record that belongs to a row of ``table``, one line per (row, record), with the cell it fills
+    """Every record that belongs to a row of ``paper``'s ``table``, one line per (row, record), with the cell it fills
     (``cell``, e.g. ``verified fold0``) or the reasons it fills none (``reason``, e.g. ``20 of 1000 episodes;
     bf16``). Columns: ``LISTING_COLUMNS``; rows in the table's order, then fold, newest first;
     ``frame.attrs["skipped_records"]`` as in :func:`compare_table`."""
-    claimed = load_claimed(table, claimed_folder)
+    claimed = load_claimed(table, claimed_folder, paper=paper)
     problems: list[str] = []
     records = _records(results_dir, records, problems)
     lines = []
@@ -216,13 +227,14 @@ def record_listing(
     frame = pd.DataFrame(lines, columns=list(LISTING_COLUMNS))
     frame = frame.astype({column: "Int64" for column in ("shot", "fold", "episodes", "img_size")})
     frame.attrs[SKIPPED] = problems
+    frame.attrs["paper"] = paper
     return frame
 
 
 def why_not_shown(row: pd.Series, record: dict, *, original_size: bool = False) -> list[str]:
     """Why ``record``, one of ``row``'s matching records, fills none of its cells (``SUPERSEDED`` if nothing else)."""
     reasons = []
-    if int(row["table"]) != BENCH_TABLE:
+    if row_kind(row) != "bench":
         origin = record.get("origin")
         if origin in NEVER_SHOWN:
             reasons.append(NEVER_SHOWN[origin])
@@ -262,7 +274,7 @@ def _compare_row(row: pd.Series, records: list[dict], original_size: bool) -> di
     """The measured columns of one claimed row."""
     out: dict[str, object] = {}
     cells = row_cells(row, records, original_size=original_size)
-    if int(row["table"]) == BENCH_TABLE:
+    if row_kind(row) == "bench":
         out["measured_secs_per_image"] = measured_secs_per_image(cells[MEASURED].get("secs_per_image"))
     applicable = applicable_columns(row)
     for origin, prefix in ORIGIN_COLUMNS.items():
