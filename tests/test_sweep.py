@@ -241,13 +241,17 @@ echo "Submitted batch job $n"
 FAKE_SCANCEL = """#!/bin/sh
 echo "$@" >> "$FAKE_SLURM/scancel.log"
 """
+FAKE_SACCT = """#!/bin/sh
+echo "JobID|State|NodeList"
+cat "$FAKE_SLURM/states" 2>/dev/null
+"""
 
 
 @pytest.fixture
 def fake_slurm(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in {"sbatch": FAKE_SBATCH, "scancel": FAKE_SCANCEL, "srun": "#!/bin/sh\nexit 0\n"}.items():
+    for name, text in {"sbatch": FAKE_SBATCH, "scancel": FAKE_SCANCEL, "sacct": FAKE_SACCT, "srun": "#!/bin/sh\nexit 0\n"}.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -287,9 +291,11 @@ def test_slurm_submission_carries_gpus_torchrun_dependencies_and_requeue(tmp_pat
     evaluation = _submitted_function(folder, eval_ids[1])
     assert evaluation.argv(python="python")[:4] == ["python", "-m", "hmrepro", "eval"]
 
-    # again, everything queued: nothing is submitted; the training failed: it and its waiting evaluations go again
+    # again, everything queued (sacct says so): nothing is submitted; the training failed: it and its waiting
+    # evaluations go again
     before = len(list(fake_slurm.glob("script_*.sh")))
-    assert submit_plan(jobs, folder, options, state_of=lambda i: "PENDING") == ids
+    (fake_slurm / "states").write_text("".join(f"{i}|PENDING|\n" for i in ids.values()))
+    assert submit_plan(jobs, folder, options) == ids
     assert len(list(fake_slurm.glob("script_*.sh"))) == before
     again = submit_plan(jobs, folder, options, state_of=lambda i: "FAILED" if i == train_id else "PENDING")
     assert again[jobs[0].id] != train_id and set(again.values()).isdisjoint(ids.values())

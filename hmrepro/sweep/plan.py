@@ -86,7 +86,6 @@ class Job:
     command: tuple[str, ...]
     depends_on: tuple[str, ...] = ()
     state: str = PENDING
-    gpus: int = 1  # the launcher's default for this kind; training asks for --gpus-per-job on SLURM
     run_dir: str | None = None  # train: its run folder; eval: the run folder it evaluates
     cells: tuple[str, ...] = ()  # the table cells it fills, e.g. "HSNet-HM resnet50 1-shot: reproduced fold0"
     note: str = ""
@@ -339,7 +338,7 @@ class _Builder:
     def _verified(self, row) -> None:
         trained_on = row["trained_on"] or row["benchmark"]
         download = self._add(Job(
-            id=f"download_{row['model']}_{trained_on}", kind="download", gpus=0,
+            id=f"download_{row['model']}_{trained_on}", kind="download",
             command=("hmrepro", "download", "checkpoints", "--model", row["model"], "--benchmark", trained_on,
                      *(["--data-root", str(self.spec.data_root)] if self.spec.data_root else []), "--quiet"),
         ))  # fmt: skip

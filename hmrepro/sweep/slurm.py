@@ -32,7 +32,7 @@ from ..errors import HmreproError
 from .folder import SweepFolder
 from .plan import DONE, Job, current_command, process_argv
 
-__all__ = ["CommandJob", "SlurmEvent", "SlurmOptions", "TrainingJob", "slurm_state", "submit_plan"]
+__all__ = ["CommandJob", "SlurmEvent", "SlurmOptions", "TrainingJob", "latest_states", "slurm_states", "submit_plan"]
 
 IN_FLIGHT = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
              "REQUEUE_FED", "SUBMITTED"}  # fmt: skip
@@ -135,9 +135,16 @@ class TrainingJob(submitit.helpers.Checkpointable):
         return state
 
 
-def slurm_state(folder: SweepFolder, slurm_id: str) -> str:
-    """The SLURM state of a submitted job as submitit reads it (``sacct``); ``UNKNOWN`` when it cannot tell."""
-    return str(submitit.SlurmJob(folder=folder.slurm / "%j", job_id=str(slurm_id)).state).split()[0].upper()
+def slurm_states(folder: SweepFolder, slurm_ids) -> dict[str, str]:
+    """SLURM id → state as submitit reads it (one ``sacct`` call for all of them); ``UNKNOWN`` when it cannot tell."""
+    jobs = {str(i): submitit.SlurmJob(folder=folder.slurm / "%j", job_id=str(i)) for i in set(slurm_ids)}
+    return {i: (str(job.state).split() or ["UNKNOWN"])[0].upper() for i, job in jobs.items()}  # registered first
+
+
+def latest_states(folder: SweepFolder) -> Callable[[str], str]:
+    """The states of every job's latest submission of ``folder``, read once, as a lookup function."""
+    states = slurm_states(folder, [entries[-1]["slurm_id"] for entries in folder.submissions().values() if entries])
+    return lambda slurm_id: states.get(str(slurm_id), "UNKNOWN")
 
 
 def _check_cluster() -> None:
@@ -195,10 +202,10 @@ def submit_plan(
     state_of: Callable[[str], str] | None = None,
 ) -> dict[str, str]:
     """Submit every job of ``jobs`` that is neither done nor in flight; returns job id → SLURM id for every job
-    that is now queued or running. ``state_of`` maps a SLURM id to its state (default: :func:`slurm_state`)."""
+    that is now queued or running. ``state_of`` maps a SLURM id to its state (default: :func:`latest_states`)."""
     _check_cluster()
     emit = on_event or (lambda event: None)
-    state_of = state_of or (lambda slurm_id: slurm_state(folder, slurm_id))
+    state_of = state_of or latest_states(folder)
     done = {job.id for job in jobs if job.state == DONE}
     slurm_ids: dict[str, str] = {}
     renewed: set[str] = set()

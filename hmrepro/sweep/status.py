@@ -40,7 +40,11 @@ def job_statuses(
     jobs: Sequence[Job], folder: SweepFolder, *, slurm_state_of: Callable[[str], str] | None = None
 ) -> list[JobStatus]:
     """The status of every job of ``jobs`` (plan order). ``slurm_state_of`` maps a SLURM id to its state; it is
-    asked only for jobs submitted to SLURM (default: :func:`hmrepro.sweep.slurm.slurm_state`)."""
+    asked only for jobs submitted to SLURM (default: :func:`hmrepro.sweep.slurm.latest_states`)."""
+    if slurm_state_of is None and folder.submissions():
+        from .slurm import latest_states
+
+        slurm_state_of = latest_states(folder)
     statuses: dict[str, JobStatus] = {}
     for job in jobs:
         statuses[job.id] = _status(job, folder, slurm_state_of)
@@ -78,12 +82,6 @@ def _local_status(job: Job, folder: SweepFolder, attempt: dict) -> JobStatus:
 
 
 def _slurm_status(job: Job, folder: SweepFolder, slurm_id: str, slurm_state_of) -> JobStatus:
-    if slurm_state_of is None:
-        from .slurm import slurm_state
-
-        def slurm_state_of(i: str) -> str:
-            return slurm_state(folder, i)
-
     state = slurm_state_of(str(slurm_id))
     where = f"slurm {slurm_id} ({state})"
     log = slurm_log(folder, str(slurm_id))
