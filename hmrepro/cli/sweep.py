@@ -19,7 +19,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-TABLE_NUMBERS = tuple(range(1, 8))  # the HM paper's; other papers' numbers are checked by their claimed tables
 CELLS = ("verified", "reproduced")
 
 
@@ -33,8 +32,8 @@ class Launcher(str, Enum):
 
 
 TargetArgument = typer.Argument(..., metavar="table", help="What to fill: a table of the paper.", show_default=False)
-NumberArgument = typer.Argument(..., metavar="N", min=1, help="Table number (the HM paper: 1-7).", show_default=False)
-PaperOption = typer.Option("hm", "--paper", help="Whose claimed tables: hm, or another paper's under recipes/claimed/<paper>/.")
+NumberArgument = typer.Argument(..., metavar="N", help="Table number: HM 1-7; CRCNet 1-9, 11-15; MCE 1-4.", show_default=False)
+PaperOption = typer.Option("hm", "--paper", help="Whose table: hm (the HM paper), crcnet or mce (claimed numbers in recipes/claimed/<paper>/).")
 ModelOption = typer.Option(None, "--model", help="Only rows of this model, e.g. hsnet-hm, with their baselines (repeatable) [default: every row].", show_default=False)
 BackboneOption = typer.Option(None, "--backbone", help="Only rows of this backbone (repeatable) [default: every backbone of the table].", show_default=False)
 SeedsOption = typer.Option("0", "--seeds", help="Training seeds, comma-separated: one training run per seed (e.g. 0,1,2).")
@@ -58,8 +57,14 @@ JsonOption = typer.Option(False, "--json", help="Print the jobs as JSON on stdou
 
 def _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override):
     from ..errors import HmreproError
+    from ..papers import PAPERS
     from ..sweep.plan import SweepSpec, parse_key_values
 
+    if paper not in PAPERS:
+        raise typer.BadParameter(f"{paper!r} is not one of {', '.join(PAPERS)}", param_hint="--paper")
+    if number not in PAPERS[paper].tables:
+        allowed = ", ".join(map(str, PAPERS[paper].tables))
+        raise typer.BadParameter(f"the {paper} paper has no table {number} with results; choose one of {allowed}", param_hint="'N'")
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
@@ -89,8 +94,6 @@ def _plan(spec):
     from ..errors import HmreproError
     from ..sweep.plan import build_plan
 
-    if spec.paper == "hm" and spec.table not in TABLE_NUMBERS:
-        raise typer.BadParameter(f"the HM paper has no table {spec.table}; choose one of 1-7", param_hint="N")
     try:
         return build_plan(spec)
     except HmreproError as err:
@@ -346,8 +349,10 @@ def _show_table(spec) -> None:
     from ..reporting.tables import compare_table
 
     try:
-        frame = compare_table(spec.table, results_dir=spec.results if spec.results.is_dir() else None, claimed_folder=spec.claimed_folder)
-    except (HmreproError, TypeError) as err:
+        frame = compare_table(
+            spec.table, results_dir=spec.results if spec.results.is_dir() else None, claimed_folder=spec.claimed_folder, paper=spec.paper
+        )
+    except HmreproError as err:
         console.print(f"[yellow]table not shown:[/] {err}", highlight=False)
         return
     print_rich(build_view(frame, spec.table, True))

@@ -197,14 +197,10 @@ def _same_path(a, b) -> bool:
 
 
 def load_rows(spec: SweepSpec):
-    """The claimed rows of ``spec.table`` of ``spec.paper`` (through :mod:`hmrepro.reporting.claimed`)."""
-    from ..reporting import claimed
+    """The claimed rows of ``spec.paper``'s table ``spec.table`` (:func:`hmrepro.reporting.claimed.load_claimed`)."""
+    from ..reporting.claimed import load_claimed
 
-    if "paper" in claimed.load_claimed.__code__.co_varnames:  # the claimed tables of several papers
-        return claimed.load_claimed(spec.table, spec.claimed_folder, paper=spec.paper)
-    if spec.paper != "hm":
-        raise HmreproError(f"paper {spec.paper!r}: this hmrepro has the claimed tables of the HM paper only; use --paper hm")
-    return claimed.load_claimed(spec.table, spec.claimed_folder)
+    return load_claimed(spec.table, spec.claimed_folder, paper=spec.paper)
 
 
 def build_plan(spec: SweepSpec, records: list[dict] | None = None) -> list[Job]:
@@ -235,13 +231,13 @@ class _Builder:
     # --- rows ------------------------------------------------------------------------------------------------
 
     def add_row(self, row) -> None:
-        from ..reporting.tables import BENCH_TABLE, takes_records
+        from ..reporting.tables import row_kind, takes_records
 
         if not takes_records(row) or (self.spec.backbones and row["backbone"] and row["backbone"] not in self.spec.backbones):
             return
         if self.spec.models and row["model"] not in self.spec.models:
             return
-        if int(row["table"]) == BENCH_TABLE:
+        if row_kind(row) == "bench":
             self._bench(row)
             return
         for variant in (row, self._baseline(row)):
@@ -268,7 +264,7 @@ class _Builder:
         own = self.rows[
             (self.rows["model"] == family) & (self.rows["backbone"] == row["backbone"])
             & (self.rows["benchmark"] == row["benchmark"]) & (self.rows["shot"] == row["shot"])
-            & (self.rows["source"] == "hm")
+            & (self.rows["source"] == self.spec.paper)
         ]  # fmt: skip
         if len(own):
             return None
@@ -312,9 +308,9 @@ class _Builder:
         return args
 
     def _eval_kind(self, row) -> str:
-        from ..reporting.tables import record_kind
+        from ..reporting.tables import row_kind
 
-        return record_kind(int(row["table"]))
+        return row_kind(row)
 
     def _reproduced(self, row) -> None:
         overrides = parse_key_values(row["overrides"], f"claimed table {self.spec.table}, {row['method']}: overrides")
