@@ -12,6 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import hmrepro
+
 from hmrepro.data.bam import BamPool, bam_episodes, bam_logits_to_label, bam_new_size, bam_resize_mask, bam_seeds
 from hmrepro.models.masking import hybrid_replace, mask_features
 from hmrepro.models.mce import MCE, CrossImageEncoder, binary_key_mask, mean_similarity_prior
@@ -76,8 +78,9 @@ def test_all_background_support_gives_finite_logits(mce_hm):
 
 def test_every_masking_mode_loads_the_same_state_dict(mce_hm):
     state = mce_hm.state_dict()
-    for mode in ("none", "im", "hm-add", "hm-reverse", "fm"):
-        model = MCE(backbone="resnet50", masking=mode, pretrained=False)
+    for name in ("mce", "mce-im", "mce-hm-add", "mce-hm-reverse"):
+        model = hmrepro.create_model(name, backbone="resnet50", pretrained=False)
+        assert model.masking.name == {"mce": "none"}.get(name, name[4:])
         model.load_state_dict(state, strict=True)
 
 

@@ -228,7 +228,30 @@ ASNET = ModelCard(
     description="ASNet / ASNet-HM",
 )
 
-CARDS: tuple[ModelCard, ...] = (HSNET, VAT, ASNET)
+# MCE (Xu et al., arXiv 2308.11201), reconstructed from the paper (no public code; ../shared/specs/mce.md): BAM's
+# meta-learner plus a masked cross-image encoder. The baseline's mask acts inside the model (PFENet's layer-4 masking,
+# the prior, the prototype, the attention masks), so its mode is `none`; HM replaces the support backbone features.
+# Evaluates with BAM's protocol (5 seeds x 1000 episodes, aspect-kept resize on a 473 canvas, scored at the original
+# label); `--protocol hsnet` gives the HM models' episodes. vgg16 = torchvision vgg16_bn (PFENet/BAM). No weights.
+MCE = ModelCard(
+    family="mce",
+    module="mce",
+    class_name="MCE",
+    baseline_masking="none",
+    variants=_variants("mce", "none"),
+    recipe="mce",
+    protocol="bam",
+    preprocess="bam",
+    img_size=MappingProxyType({"pascal": 473, "coco": 473}),
+    backbones=ALL_BACKBONES,
+    original_size=False,
+    needs_benchmark=False,
+    checkpoint_formats=("hmrepro",),
+    key_signature=("cross_fusion.", "encoders."),
+    description="MCE / MCE-HM",
+)
+
+CARDS: tuple[ModelCard, ...] = (HSNET, VAT, ASNET, MCE)
 
 
 def list_cards() -> list[ModelCard]:

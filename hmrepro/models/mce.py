@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import build_dilated_backbone
-from .interface import Batch, Outputs, logits_of
+from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
 from .masking import get_masking_mode, masked_support_taps
 
 __all__ = [
@@ -37,12 +37,10 @@ __all__ = [
     "binary_key_mask",
     "masked_average_pool",
     "mean_similarity_prior",
-    "ignore_cross_entropy",
 ]
 
 BACKBONES = ("resnet50", "resnet101", "vgg16")
 LEVELS = (2, 3, 4)
-IGNORE_INDEX = 255
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -78,15 +76,6 @@ def mean_similarity_prior(query_feat: Tensor, support_feat: Tensor, eps: float =
         high = prior.max(dim=1, keepdim=True).values
         prior = (prior - low) / (high - low + eps)
     return prior.view(bsz, 1, height, width)
-
-
-def ignore_cross_entropy(logits: Tensor, query_mask: Tensor, query_ignore: Optional[Tensor]) -> Tensor:
-    """[A17] Cross-entropy over the two classes with PASCAL's boundary pixels ignored (index 255), mean over the
-    pixels that are not ignored: the BAM meta-learner's / PFENet's main loss."""
-    target = query_mask.long()
-    if query_ignore is not None:
-        target = target.masked_fill(query_ignore.bool(), IGNORE_INDEX)
-    return F.cross_entropy(logits.float(), target, ignore_index=IGNORE_INDEX)
 
 
 def _reduce(in_channels: int, out_channels: int, dropout: float = 0.0) -> nn.Sequential:
@@ -352,8 +341,9 @@ class MCE(nn.Module):
     # -- training -----------------------------------------------------------------------------------------------
 
     def compute_objective(self, outputs: Outputs, batch: Batch) -> Tensor:
-        """Cross-entropy with ``batch["query_ignore"]`` pixels ignored (:func:`ignore_cross_entropy`)."""
-        return ignore_cross_entropy(logits_of(outputs), batch["query_mask"], batch.get("query_ignore"))
+        """[A17] The BAM meta-learner's / PFENet's loss: one cross-entropy, ``batch["query_ignore"]`` pixels (PASCAL
+        boundaries, the augmentation's padding) left out (:func:`~.interface.pixel_cross_entropy` with ignore)."""
+        return pixel_cross_entropy(logits_of(outputs).float(), batch["query_mask"], batch.get("query_ignore"))
 
 
 def _resize_mask(mask: Tensor, like: Tensor) -> Tensor:
