@@ -266,11 +266,13 @@ def test_bam_rule_drops_images_with_novel_pixels_and_small_classes(synthetic_roo
     assert names and not names & with_novel
     assert [q for q in pool.queries if q[0] not in with_novel] == kept.queries  # order kept, nothing else dropped
 
-    threshold = int(np.median([c for n, _ in pool.queries for c in [counts[n][_]]]))
+    threshold = min(counts[n][c] for n, c in pool.queries) + 1  # drops the smallest object's pair(s)
     small = filter_training_pool(pool, bench, synthetic_root, training, exclude_novel_images=False, min_class_pixels=threshold)
     assert small.queries and all(counts[n][c] >= threshold for n, c in small.queries)
     assert all(counts[n][c] >= threshold for c, ns in small.classwise.items() for n in ns)
     assert len(small.queries) < len(pool.queries)
+    with pytest.raises(HmreproError, match="relax it in the recipe"):
+        filter_training_pool(pool, bench, synthetic_root, training, exclude_novel_images=False, min_class_pixels=10**9)
 
     with pytest.raises(HmreproError, match="exclude_novel_images"):
         filter_training_pool(get_benchmark("fss").pool(splits, "trn", 0), get_benchmark("fss"), synthetic_root, [0],

@@ -81,10 +81,15 @@ def filter_training_pool(
         queries = [(n, c) for n, c in pool.queries if n in kept]
     else:
         queries = [(n, c) for n, c in pool.queries if c in usable.get(n, ())]
+    rule = f"BAM's training-image rule (exclude_novel_images={exclude_novel_images}, min_class_pixels={min_class_pixels})"
     if not queries:
+        raise HmreproError(f"{benchmark.name}: {rule} left no training image; relax it in the recipe")
+    drawn = pool.class_ids if pool.kind == "class_uniform" else sorted({c for _, c in queries})
+    starved = [c for c in drawn if len(classwise.get(c, [])) < 2]
+    if starved:
         raise HmreproError(
-            f"{benchmark.name}: BAM's training-image rule (exclude_novel_images={exclude_novel_images}, "
-            f"min_class_pixels={min_class_pixels}) left no training image; relax it in the recipe"
+            f"{benchmark.name}: {rule} leaves fewer than 2 images (a query and a support) for class(es) "
+            f"{', '.join(map(str, starved))}; relax it in the recipe"
         )
     return replace(pool, queries=queries, classwise=classwise)
 
