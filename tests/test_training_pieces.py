@@ -145,6 +145,31 @@ def test_sgd_poly_run_resumes_on_the_same_curve_with_the_same_weights(synthetic_
     assert _lrs(run) == _lrs(reference)
 
 
+class _KShotModel(_TinyModel):
+    """Trains on K-shot episodes: ``forward`` takes [B, K, 3, H, W] supports and averages the shots' logits."""
+
+    trains_kshot = True
+    shots_seen: list = []
+
+    def forward(self, query, support, mask):
+        if support.dim() == 4:
+            return super().forward(query, support, mask)
+        _KShotModel.shots_seen.append(support.shape[1])
+        return torch.stack([super(_KShotModel, self).forward(query, support[:, k], mask[:, k]) for k in range(support.shape[1])]).mean(0)
+
+
+def test_kshot_training_gives_every_support_to_a_family_that_trains_so(synthetic_root, tmp_path, monkeypatch):
+    import hmrepro
+    from hmrepro.engine.train import check_training_shot
+
+    monkeypatch.setattr(hmrepro, "create_model", lambda *a, **k: _KShotModel())
+    train(_config(synthetic_root, tmp_path / "k", shot=3, epochs=1, epoch_iterations=1, lr_schedule="constant"))
+    assert _KShotModel.shots_seen == [3]  # the training step; validation stays 1-shot
+    with pytest.raises(HmreproError, match="trains on 1-shot episodes only"):
+        check_training_shot(_TinyModel(), 5, "hsnet")
+    check_training_shot(_TinyModel(), 1, "hsnet")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Geometric augmentation
 # ---------------------------------------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ def train(
     bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Global batch size, all processes together [default: recipe].", show_default=False),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate [default: recipe].", show_default=False),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side in pixels [default: recipe, 400].", show_default=False),
+    shot: Optional[int] = typer.Option(None, "--shot", min=1, help="Supports per training episode; K > 1 only for families that train on K-shot episodes (MCE's 5-shot model) [default: recipe, 1].", show_default=False),
     augment: Optional[str] = typer.Option(None, "--augment", help="none, cats (image colours) or geometric (scale/rotate/blur/flip/crop of image and masks) [default: recipe].", show_default=False),
     patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe early (0: never, the authors') [default: recipe, 0].", show_default=False),
     val_episodes: Optional[int] = typer.Option(None, "--val-episodes", min=0, help="Validate on the first N of the fixed episodes (0: all, the authors' 1000) [default: recipe].", show_default=False),
@@ -77,7 +78,7 @@ def train(
     from ..engine.train_config import build_config, resume_config
 
     overrides = {
-        "backbone": backbone, "epochs": epochs, "bsz": bsz, "lr": lr, "img_size": img_size, "augment": augment,
+        "backbone": backbone, "epochs": epochs, "bsz": bsz, "lr": lr, "img_size": img_size, "shot": shot, "augment": augment,
         "patience": patience, "val_episodes": val_episodes, "val_bsz": val_bsz, "workers": workers, "seed": seed,
         "out": str(out.expanduser()) if out else None, "data_root": str(data_root.expanduser()) if data_root else None,
         "splits": str(splits.expanduser()) if splits else None, "pretrained": pretrained, "calibrate_bn": calibrate_bn,

@@ -364,8 +364,13 @@ def test_episodes(
     """The authors' fixed evaluation episodes of ``benchmark``/``fold`` with ``shot`` supports.
 
     ``split='val'`` gives the validation episodes used during training (the same as 'test' for PASCAL and
-    COCO, the val classes for FSS-1000).
+    COCO, the val classes for FSS-1000). ``protocol='bam'`` gives one of BAM's runs (all five:
+    :func:`hmrepro.data.bam.bam_test_episodes`).
     """
+    if protocol == "bam":  # one run of BAM's protocol (its first seed, or ``seed``): what validation in training uses
+        from .bam import bam_seeds, bam_test_episodes
+
+        return bam_test_episodes(benchmark, fold, shot, splits, seeds=[seed or bam_seeds()[0]])[0][1]
     bench = get_benchmark(benchmark)
     if protocol == "asnet" and benchmark == "fss":
         raise InvalidInputError("the asnet protocol has no FSS-1000 episodes (the authors' ASNet code has no FSS loader)")

@@ -269,6 +269,23 @@ def forward_1shot(model, batch: dict):
     return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0])
 
 
+def forward_train(model, batch: dict, shot: int):
+    """The training forward pass: 1-shot (:func:`forward_1shot`), or with ``shot`` > 1 (a family that trains on K-shot
+    episodes, ``trains_kshot = True``: MCE's 5-shot model) every support, [B, K, 3, H, W] with masks [B, K, H, W],
+    through the model's own ``forward`` (so that DDP sees the call)."""
+    if shot == 1:
+        return forward_1shot(model, batch)
+    return model(batch["query_img"], batch["support_imgs"], batch["support_masks"])
+
+
+def check_training_shot(model, shot: int, name: str) -> None:
+    """Refuse K-shot training for a family whose ``forward`` takes one support (HSNet, VAT, ASNet: trained 1-shot)."""
+    if shot > 1 and not getattr(model, "trains_kshot", False):
+        raise HmreproError(
+            f"{name} trains on 1-shot episodes only (its forward takes one support); set shot = 1 in its recipe"
+        )
+
+
 class _StopFlag:
     """Set by SIGTERM/SIGINT; the loop saves a checkpoint at the next iteration boundary and stops."""
 
@@ -540,6 +557,7 @@ def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progres
 
     channels_last = d.device.type == "cuda"
     model = _build_model(cfg, data.bench, data.data_root, data.pool, progress).to(d.device)
+    check_training_shot(model, cfg.shot, cfg.model)
     if channels_last:
         model.backbone.to(memory_format=torch.channels_last)
     model.train()
@@ -627,7 +645,7 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
         b = _to(batch, d.device, run.channels_last)
         n_local, n_global = b["query_img"].shape[0], len(batches[step])
         with autocast(d.device, cfg.bf16):
-            outputs = forward_1shot(run.ddp_model, b)
+            outputs = forward_train(run.ddp_model, b, cfg.shot)
         outputs = fp32(outputs)
         loss = run.model.compute_objective(outputs, b)
         scale = distributed.loss_scale(n_local, n_global, d.world_size)
