@@ -18,6 +18,12 @@ from .progress import RichProgress
 from .train import _model_name
 
 
+class KShotMethod(str, Enum):
+    finetune_fusion = "finetune-fusion"
+    finetune = "finetune"
+    fusion = "fusion"
+
+
 class FoldChoice(str, Enum):
     f0 = "0"
     f1 = "1"
@@ -77,6 +83,18 @@ def eval_command(
     data_root: Optional[Path] = DataRootOption,
     splits: Optional[Path] = SplitsOption,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    multi_scale: bool = typer.Option(
+        False, "--multi-scale/--single-scale",
+        help="CRCNet: test at 0.75, 1 and 1.25 x the image size and average the probabilities (the paper's headline "
+        "numbers; 3 times the work). Kept in the record.",
+    ),
+    kshot: Optional[KShotMethod] = typer.Option(
+        None, "--kshot",
+        help="CRCNet K-shot method [default: finetune-fusion]: fine-tune a copy of the model on pairs of the episode's "
+        "supports, then average the predictions of every support (finetune: the first support only); fusion: average "
+        "of K 1-shot predictions, no fine-tuning (the paper's Table 4). Kept in the record.",
+        show_default=False,
+    ),
     protocol: Optional[Protocol] = typer.Option(
         None, "--protocol",
         help="Episode protocol [default: the model's card: hsnet for HSNet/VAT, asnet, bam for MCE]. bam: BAM's 5 seeds "
@@ -94,10 +112,14 @@ def eval_command(
 
     Example (authors' weights, original-size masks): [bold]hmrepro eval hsnet-hm -b coco --fold 0 --weights official --original-size[/]
 
+    Example (CRCNet as in its paper: multi-scale, fine-tuned 5-shot): [bold]hmrepro eval crcnet -b pascal --shot 5 --multi-scale --kshot finetune-fusion --weights runs/crcnet_pascal_fold0[/]
+
     Example (MCE, BAM's protocol: 5 seeds, each kept in the record): [bold]hmrepro eval mce-hm -b pascal --protocol bam --weights runs/mce-hm_pascal_fold0[/]
     """
     from ..engine.evaluate import evaluate
+    from ..engine.inference import MULTI_SCALES
 
+    inference = {"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot.value if kshot else None}
     if weights == "official" and backbone not in ("resnet50", "resnet101"):
         console.print("[yellow]note:[/] the authors released ResNet-50/101 checkpoints only")
     with RichProgress(progress) as bars:
@@ -105,7 +127,7 @@ def eval_command(
             model, benchmark.value, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size,
             original_size=original_size, data_root=data_root, splits=splits, results_dir=None if no_record else results,
             device=device, bsz=bsz, workers=workers, episodes=episodes, pretrained=pretrained, amp=amp,
-            progress=bars, episode_seed=episode_seed, protocol=protocol.value if protocol else None,
+            progress=bars, episode_seed=episode_seed, protocol=protocol.value if protocol else None, inference=inference,
         )  # fmt: skip
     print_table(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", to_stderr=as_json)
     if as_json:

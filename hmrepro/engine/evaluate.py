@@ -47,6 +47,7 @@ from ..paths import resolve_data_root
 from . import runs
 from .checkpoints import load_checkpoint
 from .distributed import resolve_device
+from .inference import apply_inference, inference_fields
 from .progress import Progress, Silent
 from .records import PER_EPISODE, ensure_writable_dir, git_commit, now_iso, record_protocol_fields, save_records, versions
 from .recipes import resolve as resolve_recipe
@@ -266,6 +267,7 @@ class _Evaluation:
     pretrained: bool
     amp: bool
     episode_seed: int = 0  # the draw of the protocol's episodes (0: the protocol's own)
+    inference: dict = field(default_factory=dict)  # test-time options (CRCNet: scales, kshot); empty: the model's
 
 
 def fold_plan(recipe: dict, source: WeightsSource, img_size: int | None, original_size: bool, log) -> EpisodePlan:
@@ -322,6 +324,7 @@ def _evaluate_fold(
 ) -> dict:
     """One fold: the model with the weights of ``source``, its plan, the runner over ``fold``'s episodes, the record."""
     model = load_model(source, job.model_name, job.backbone, job.trained_on, pretrained=job.pretrained, device=device, log=log)
+    apply_inference(model, job.inference, job.model_name)
     if source.trained_benchmark and source.trained_benchmark != job.trained_on:
         log(f"note: {source.path} was trained on {source.trained_benchmark}, not {job.trained_on}")
     plan = fold_plan(job.recipe, source, job.img_size, job.original_size, log)
@@ -355,6 +358,7 @@ def _evaluate_fold(
         "kind": job.kind,
         "model": job.model_name,
         "masking": model.masking.name,
+        **inference_fields(model),
         "backbone": job.backbone,
         "benchmark": job.record_benchmark,
         "fold": f,
@@ -414,6 +418,7 @@ def evaluate(
     log: Callable[[str], None] | None = None,
     preprocess: str | None = None,
     episode_seed: int = 0,
+    inference: dict | None = None,
     protocol: str | None = None,
 ) -> list[dict]:
     """Evaluate ``model_name`` on every fold of ``fold`` ('all' or a number); returns the result records.
@@ -447,6 +452,7 @@ def evaluate(
     job = _Evaluation(
         "eval", benchmark, model_name, backbone, benchmark, shot, recipe, weights, img_size, original_size,
         int(bsz or recipe.get("eval_bsz", 1)), workers, episodes, pretrained, amp, episode_seed=episode_seed,
+        inference=dict(inference or {}),
     )  # fmt: skip
     return _evaluate_folds(
         job, folds, episodes_of, data_root=resolve_data_root(data_root), splits=split_folder, results_dir=results_dir,

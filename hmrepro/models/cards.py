@@ -228,6 +228,31 @@ ASNET = ModelCard(
     description="ASNet / ASNet-HM",
 )
 
+# CRCNet (Liu et al., IJCV 2022), reconstructed from the paper (no public code; ../shared/specs/crcnet.md). Like
+# ASNet, the baseline masks no support features (its mask acts in masked average pooling and the local attention);
+# the HM variants replace the features those read. Episodes: the paper's cannot be recovered (CaNet draws them with
+# unseeded Python `random`), so CRCNet evaluates on HSNet's episodes (NumPy seed 0, 1000 per fold; FSS-1000 one per
+# test image) — the same episodes as the HM models, like for like [G23]. 321 px (the paper's training size); PIL
+# bilinear resize as HSNet (and CaNet). COCO-20i: the paper has no plain-CRCNet number; the recipe's COCO section is
+# ours. No published weights.
+CRCNET = ModelCard(
+    family="crcnet",
+    module="crcnet",
+    class_name="CRCNet",
+    baseline_masking="none",
+    variants=_variants("crcnet", "none"),
+    recipe="crcnet",
+    protocol="hsnet",
+    preprocess="hsnet",
+    img_size=MappingProxyType({"pascal": 321, "coco": 321, "fss": 321}),
+    backbones=R50_R101,
+    original_size=True,
+    needs_benchmark=False,
+    checkpoint_formats=("hmrepro",),
+    key_signature=("refine.project.",),
+    description="CRCNet / CRCNet-HM",
+)
+
 # MCE (Xu et al., arXiv 2308.11201), reconstructed from the paper (no public code; ../shared/specs/mce.md): BAM's
 # meta-learner plus a masked cross-image encoder. The baseline's mask acts inside the model (PFENet's layer-4 masking,
 # the prior, the prototype, the attention masks), so its mode is `none`; HM replaces the support backbone features.
@@ -251,7 +276,7 @@ MCE = ModelCard(
     description="MCE / MCE-HM",
 )
 
-CARDS: tuple[ModelCard, ...] = (HSNET, VAT, ASNET, MCE)
+CARDS: tuple[ModelCard, ...] = (HSNET, VAT, ASNET, CRCNET, MCE)
 
 
 def list_cards() -> list[ModelCard]:

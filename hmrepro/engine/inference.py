@@ -1,0 +1,44 @@
+"""Test-time options of a model (CRCNet's multi-scale testing and K-shot method), applied and recorded.
+
+A model with test-time options has ``set_inference(**options)`` and exposes the chosen values as attributes named
+like the options (CRCNet: ``scales``, ``kshot``). ``hmrepro eval --multi-scale --kshot finetune`` passes them
+here; every record of such a model says which ones it ran with (``inference``), chosen or default.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional
+
+from ..errors import HmreproError
+
+__all__ = ["MULTI_SCALES", "apply_inference", "inference_fields"]
+
+MULTI_SCALES = (0.75, 1.0, 1.25)
+"""The paper's multi-scale testing (CRCNet §5.3): both images at 0.75, 1 and 1.25 of the base size."""
+
+INFERENCE_OPTIONS = ("scales", "kshot")
+
+
+def apply_inference(model: Any, options: Optional[Mapping[str, Any]], model_name: str) -> None:
+    """Set the test-time ``options`` (None or empty: the model's defaults) on ``model``; a model without test-time
+    options refuses any."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    if not options:
+        return
+    if not hasattr(model, "set_inference"):
+        flags = ", ".join("--multi-scale" if k == "scales" else f"--{k}" for k in options)
+        raise HmreproError(f"{flags} applies to models with test-time options (crcnet and its variants), not {model_name}; drop it")
+    try:
+        model.set_inference(**options)
+    except ValueError as err:
+        raise HmreproError(f"{model_name}: {err}") from None
+
+
+def inference_fields(model: Any) -> dict:
+    """``{"inference": {"scales": [...], "kshot": ...}}`` for a model with test-time options, else ``{}``."""
+    if not hasattr(model, "set_inference"):
+        return {}
+    values = {name: getattr(model, name) for name in INFERENCE_OPTIONS if hasattr(model, name)}
+    if "scales" in values:
+        values["scales"] = [float(s) for s in values["scales"]]
+    return {"inference": values}
