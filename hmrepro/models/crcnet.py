@@ -246,7 +246,7 @@ class CRCNet(nn.Module):
         are left out: the validation loss (eval-mode outputs) is L_QM only."""
         query_ignore = batch.get("query_ignore")
         loss = ignore_cross_entropy(logits_of(outputs), batch["query_mask"], query_ignore)
-        if isinstance(outputs, Tensor):
+        if isinstance(outputs, Tensor) or not ({"support_logits", "query_aux_logits"} & set(outputs)):
             return loss
         support_mask = batch["support_masks"][:, 0]
         support_ignore = batch["support_ignores"][:, 0] if "support_ignores" in batch else None
