@@ -53,7 +53,7 @@ def table(
     compare_claimed: bool = typer.Option(
         False,
         "--compare-claimed",
-        help="Under each row the HM authors ran, add verified and reproduced lines with every fold and the "
+        help="Under each row the paper's authors ran, add verified and reproduced lines with every fold and the "
         "difference to the claimed value.",
     ),
     fmt: TableFormat = typer.Option(TableFormat.rich, "--format", help="Output format."),
@@ -72,10 +72,10 @@ def table(
     ),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
-    """Show table N of the paper: the claimed numbers next to the verified (official checkpoints) and reproduced
-    (own training runs) ones from the result records.
+    """Show table N of a paper (the HM paper unless --paper says another): the claimed numbers next to the verified
+    (official checkpoints) and reproduced (own training runs) ones from the result records.
 
-    Tables: 1 PASCAL-5i, 2 COCO-20i, 3 FSS-1000, 4 domain shift COCO-20i to PASCAL-5i, 5 masking ablation,
+    HM tables: 1 PASCAL-5i, 2 COCO-20i, 3 FSS-1000, 4 domain shift COCO-20i to PASCAL-5i, 5 masking ablation,
     6 merging ablation, 7 inference time. Rows quoted by the paper from other papers show their claimed values only;
     "—" marks a row without result records. The CSV has one line per (row, shot).
 
