@@ -384,3 +384,24 @@ def test_status_reads_local_attempts_and_slurm_states_and_shows_a_failed_jobs_la
     assert status["train_vat_resnet50_fss_fold0_seed0"].state == "failed" and "TIME LIMIT" in status["train_vat_resnet50_fss_fold0_seed0"].tail[-1]
     assert status["eval_vat-hm_resnet50_fss_fold0_1shot_seed0"].state == "queued"
     assert len(ids) == len(status)
+
+
+def test_a_run_folder_left_by_a_training_killed_before_its_configuration_is_started_afresh(tmp_path):
+    """A sweep re-runs `train --out DIR` for such a folder: only the lock file and partial writes are in it."""
+    from contextlib import ExitStack
+
+    from hmrepro.engine import distributed
+    from hmrepro.engine.train import _run_folder, build_config
+    from hmrepro.errors import HmreproError
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run.lock").write_text("")
+    (run_dir / ".config.json.abc.tmp").write_text("{")
+    config = build_config("hsnet", "fss", 0, {"out": str(run_dir)})
+    with ExitStack() as hold:
+        assert _run_folder(config, distributed.Dist(), False, hold) == run_dir
+    assert not (run_dir / ".config.json.abc.tmp").exists()
+    (run_dir / "config.json").write_text("{}")
+    with ExitStack() as hold, pytest.raises(HmreproError, match="--resume"):
+        _run_folder(config, distributed.Dist(), False, hold)

@@ -496,12 +496,17 @@ class Run:
 RUN_LOCK = "run.lock"  # in the run folder: held by the process that trains into it
 
 
+def _leftover_of_a_killed_start(path: Path) -> bool:
+    """What a run killed before it wrote its configuration leaves: its lock file, partial writes."""
+    return path.name == RUN_LOCK or (path.name.startswith(".") and path.name.endswith(".tmp"))
+
+
 def _run_folder(cfg: TrainConfig, d: distributed.Dist, resume: bool, hold: ExitStack) -> Path:
     """The run folder, created and locked for this run (rank 0 holds the lock until ``hold`` closes)."""
     run_dir = Path(cfg.out) if cfg.out else runs.default_run_dir(cfg.model, cfg.backbone, cfg.benchmark, cfg.fold)
     run_dir = Path(distributed.broadcast_object(str(run_dir), d))
     if d.is_main:
-        if not resume and run_dir.exists() and any(run_dir.iterdir()):
+        if not resume and run_dir.exists() and any(not _leftover_of_a_killed_start(p) for p in run_dir.iterdir()):
             raise HmreproError(
                 f"run folder {run_dir} already exists and is not empty; continue it with "
                 f"`hmrepro train --resume {run_dir}` or choose another --out"
