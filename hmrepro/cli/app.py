@@ -43,7 +43,9 @@ def build_app():
     import typer
     from typer.core import TyperGroup
 
+    from . import analyze as analyze_cmd
     from . import bench as bench_cmd
+    from . import compare as compare_cmd
     from . import domain_shift as domain_shift_cmd
     from . import download as download_cmd
     from . import episodes as episodes_cmd
@@ -82,6 +84,8 @@ def build_app():
     application.add_typer(download_cmd.app, name="download")
     application.add_typer(plot_cmd.app, name="plot")
     application.add_typer(viz_cmd.app, name="viz")
+    application.command("compare")(compare_cmd.compare)
+    application.add_typer(analyze_cmd.app, name="analyze")
     application.add_typer(sweep_cmd.app, name="sweep")
     _register_root(application)
     return application
