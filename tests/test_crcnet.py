@@ -1,0 +1,174 @@
+"""CRCNet (reconstructed from its paper, ../shared/specs/crcnet.md): shapes, outputs, loss, masking, K-shot.
+
+One random-weight ResNet-50 model is built for the module (T = 3 refinement steps, 2 fine-tuning steps: both are
+arguments); images are tiny (33-41 px, 5-6 px feature maps).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import hmrepro
+from hmrepro.errors import HmreproError
+from hmrepro.models.cards import card_of
+from hmrepro.models.crcnet import ignore_cross_entropy
+from hmrepro.models.crcnet_modules import MaskRefinement
+from hmrepro.models.masking import get_masking_mode
+
+SIZE = 41
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    net = hmrepro.create_model("crcnet-hm", backbone="resnet50", pretrained=False, refine_steps=3)  # T = 3, not 10
+    net.finetune["steps"] = 2  # the episode fine-tuning, cut for the CPU
+    return net
+
+
+def episode(batch=2, size=SIZE, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(2, batch, 3, size, size, generator=g)
+    masks = (torch.rand(2, batch, size, size, generator=g) > 0.5).float()
+    return images[0], images[1], masks[0], masks[1]
+
+
+def test_training_forward_gives_the_four_outputs_and_a_loss_with_gradients_on_the_head_only(model):
+    query, support, query_mask, support_mask = episode()
+    support_mask[1] = 0  # an empty support mask: masked average pooling 0, uniform local attention, no NaN
+    model.train()
+    outputs = model(query, support, support_mask, query_mask=query_mask)
+    assert set(outputs) == {"logits", "support_logits", "query_aux_logits", "support_aux_logits"}
+    assert all(v.shape == (2, 2, SIZE, SIZE) and torch.isfinite(v).all() for v in outputs.values())
+    batch = {"query_mask": query_mask, "support_masks": support_mask[:, None]}
+    loss = model.compute_objective(outputs, batch)
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in model.backbone.parameters())
+    assert all(p.grad is not None for n, p in model.named_parameters() if not n.startswith("backbone."))
+    model.eval()
+    with torch.no_grad():
+        logits = model(query, support, support_mask)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, 2, SIZE, SIZE)
+    # validation loss: L_QM only
+    assert model.compute_objective(logits, batch) == ignore_cross_entropy(logits, query_mask)
+
+
+def test_loss_is_the_four_terms_with_lambda_and_ignores_255_pixels():
+    g = torch.Generator().manual_seed(1)
+    outs = {k: torch.randn(1, 2, 6, 6, generator=g) for k in ("logits", "support_logits", "query_aux_logits", "support_aux_logits")}
+    qm, sm = (torch.rand(1, 6, 6, generator=g) > 0.5).float(), (torch.rand(1, 6, 6, generator=g) > 0.5).float()
+    ignore = torch.zeros(1, 6, 6)
+    ignore[0, :3] = 1
+    batch = {"query_mask": qm, "query_ignore": ignore, "support_masks": sm[:, None], "support_ignores": ignore[:, None]}
+    model = type("M", (), {"aux_weight": 0.1})()
+    ce = lambda logits, mask: torch.nn.functional.cross_entropy(logits[..., 3:, :], mask[:, 3:].long())  # noqa: E731
+    expected = ce(outs["logits"], qm) + ce(outs["support_logits"], sm) + 0.1 * (
+        ce(outs["query_aux_logits"], qm) + ce(outs["support_aux_logits"], sm)
+    )
+    loss = hmrepro.models.crcnet.CRCNet.compute_objective(model, outs, batch)
+    torch.testing.assert_close(loss, expected)
+
+
+def test_no_mask_leaks_into_the_branch_it_supervises(model):
+    """SM, QM_sub, SM_sub do not depend on the support mask, and QM does not depend on the query mask (HM mode)."""
+    query, support, query_mask, support_mask = episode(batch=1)
+    other_support_mask, other_query_mask = 1 - support_mask, 1 - query_mask
+    model.train()
+
+    def run(sm, qm):
+        torch.manual_seed(3)  # the same dropout draws
+        with torch.no_grad():
+            return model(query, support, sm, query_mask=qm)
+
+    base = run(support_mask, query_mask)
+    new_support = run(other_support_mask, query_mask)
+    new_query = run(support_mask, other_query_mask)
+    model.eval()
+    for key in ("support_logits", "query_aux_logits", "support_aux_logits"):
+        torch.testing.assert_close(base[key], new_support[key], rtol=0, atol=0)
+    for key in ("logits", "query_aux_logits", "support_aux_logits"):
+        torch.testing.assert_close(base[key], new_query[key], rtol=0, atol=0)
+    assert not torch.equal(base["logits"], new_support["logits"])  # the masks do act where they should
+    assert not torch.equal(base["support_logits"], new_query["support_logits"])
+
+
+def test_hm_conditioning_is_fm_where_fm_is_positive_else_im(model, monkeypatch):
+    plain = torch.tensor([[[[1.0, -2.0], [0.0, 3.0]]]])  # [1, 1, 2, 2]
+    masked_image_features = torch.tensor([[[[10.0, 20.0], [30.0, 40.0]]]])
+    mask = torch.tensor([[[1.0, 1.0], [1.0, 0.0]]])
+    monkeypatch.setattr(model, "features", lambda images: [masked_image_features])
+    monkeypatch.setattr(model, "masking", get_masking_mode("hm"))
+    (hm,) = model.conditioning_levels([plain], torch.zeros(1, 3, 2, 2), mask)
+    torch.testing.assert_close(hm, torch.tensor([[[[1.0, 20.0], [30.0, 40.0]]]]))  # FM = [1, -2, 0, 0]
+    monkeypatch.setattr(model, "masking", get_masking_mode("none"))
+    (none,) = model.conditioning_levels([plain], torch.zeros(1, 3, 2, 2), mask)
+    assert none is plain  # baseline CRCNet: no IM pass, the plain features
+
+
+def test_every_masking_mode_has_the_same_state_dict():
+    names = card_of("crcnet").variants
+    assert set(names) == {"crcnet", "crcnet-im", "crcnet-hm", "crcnet-hm-add", "crcnet-hm-reverse"}
+    shapes = []
+    with torch.device("meta"):  # shapes only, no weights computed
+        for name in names:
+            net = hmrepro.create_model(name, backbone="resnet50", pretrained=False)
+            assert net.masking.name == names[name]
+            shapes.append({k: tuple(v.shape) for k, v in net.state_dict().items()})
+    assert all(s == shapes[0] for s in shapes[1:])
+
+
+def test_kshot_finetuning_works_on_a_copy_under_inference_mode(model):
+    query, support, _, support_mask = episode(batch=1, seed=4)
+    supports = torch.stack([support[0], -support[0]])[None]
+    masks = torch.stack([support_mask[0], 1 - support_mask[0]])[None]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.set_inference(scales=(1.0,), kshot="finetune-fusion")
+    model.eval()
+    with torch.inference_mode():  # as the runner may call it
+        pred = model.predict_nshot(query, supports, masks)
+        tuned = model.finetuned(supports[0], masks[0])
+    assert pred.shape == (1, SIZE, SIZE) and pred.dtype == torch.int64
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the next episode sees the same model
+    changed = [k for k, v in tuned.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and not any(k.startswith(("backbone.", "embedding.")) for k in changed)  # frozen encoder [G5]
+    assert tuned.backbone is model.backbone  # shared, not copied
+
+
+def test_multiscale_fusion_and_the_eval_option_check(model):
+    query, support, _, support_mask = episode(batch=1, size=33, seed=5)
+    model.set_inference(scales=(0.75, 1.0, 1.25), kshot="fusion")
+    try:
+        with torch.no_grad():
+            pred = model.predict_nshot(query, torch.stack([support, support], 1), torch.stack([support_mask] * 2, 1))
+            single = model.predict_nshot(query, support[:, None], support_mask[:, None])
+        torch.testing.assert_close(pred, single, rtol=0, atol=0)  # two identical shots fuse to the 1-shot answer
+        assert set(pred.unique().tolist()) <= {0, 1}
+    finally:
+        model.set_inference(scales=(1.0,), kshot="finetune-fusion")
+    from hmrepro.engine.inference import apply_inference, inference_fields
+
+    apply_inference(model, {"kshot": "fusion", "scales": None}, "crcnet-hm")
+    assert inference_fields(model) == {"inference": {"scales": [1.0], "kshot": "fusion"}}
+    with pytest.raises(HmreproError, match="--kshot applies to models with test-time options"):
+        apply_inference(object(), {"kshot": "fusion"}, "hsnet")
+    with pytest.raises(HmreproError, match="kshot must be one of"):
+        apply_inference(model, {"kshot": "vote"}, "crcnet-hm")
+    model.set_inference(kshot="finetune-fusion")
+
+
+def test_mask_refinement_runs_t_steps_on_its_own_cache():
+    torch.manual_seed(0)
+    mrm = MaskRefinement(in_channels=8, width=16, steps=3)
+    x = torch.randn(1, 8, 6, 6)
+    features = torch.relu(mrm.project(x))
+    cache = torch.zeros(1, 2, 6, 6)
+    for _ in range(3):
+        logits = mrm.step(features, cache)
+        cache = torch.softmax(logits, dim=1)
+    torch.testing.assert_close(mrm(x), logits)
+    mrm.use_cache = False  # the "w/o Mask Refine" ablation: one step on a zero cache
+    torch.testing.assert_close(mrm(x), mrm.step(features, torch.zeros(1, 2, 6, 6)))
