@@ -148,7 +148,7 @@ def plan(
         return
     view = Table(title=f"sweep of table {number} ({paper}): {spec.sweep_dir}")
     for column in ("job", "kind", "state", "needs", "note"):
-        view.add_column(column)
+        view.add_column(column, overflow="fold")
     for job in jobs:
         view.add_row(job.id, job.kind, job.state, ", ".join(job.depends_on), job.note)
     console.print(view)
@@ -251,6 +251,8 @@ def _run_local(todo, jobs, folder, slots) -> None:
             console.print(f"{tag}: started{f' on GPU {event.gpu}' if event.gpu is not None else ''}", highlight=False)
         elif event.what == "blocked":
             console.print(f"[yellow]{tag}: not run[/]: a job it needs failed", highlight=False)
+        elif event.what == "stopped":
+            console.print(f"[yellow]{tag}: stopped[/] (exit {event.returncode}); run the same command again to continue", highlight=False)
         elif event.returncode == 0:
             console.print(f"[green]{tag}: done[/] in {event.seconds:.0f} s", highlight=False)
         else:
@@ -322,7 +324,7 @@ def status(
         return
     view = Table(title=f"sweep of table {number} ({paper}): {spec.sweep_dir}")
     for column in ("job", "state", "where", "note"):
-        view.add_column(column)
+        view.add_column(column, overflow="fold")
     for s in statuses:
         if s.state != "done":
             view.add_row(s.job.id, s.state, s.where, s.job.note)

@@ -27,7 +27,8 @@ STOP_GRACE_S = 120.0  # how long a stopped job gets to save its checkpoint befor
 
 @dataclass(frozen=True)
 class LocalEvent:
-    """What happened to a job: ``start``, ``end`` (``returncode``, ``seconds``) or ``blocked`` (a dependency failed)."""
+    """What happened to a job: ``start``, ``end`` (``returncode``, ``seconds``), ``blocked`` (a dependency failed) or
+    ``stopped`` (the launcher was interrupted; the job got SIGTERM and ended with ``returncode``)."""
 
     what: str
     job: Job
@@ -101,7 +102,8 @@ def run_local(
             if running or todo:
                 time.sleep(poll_s)
     except BaseException:
-        _stop_all(running, folder)
+        for run in _stop_all(running, folder):
+            emit(LocalEvent("stopped", run.job, run.process.returncode, time.monotonic() - run.start, run.gpu))
         raise
     return {job.id: outcome[job.id] for job in jobs if job.state != DONE}
 
@@ -126,8 +128,9 @@ def _close(run: _Running, folder: SweepFolder, returncode: int) -> None:
     folder.end_attempt(run.job.id, returncode)
 
 
-def _stop_all(running: dict[str, _Running], folder: SweepFolder) -> None:
-    """SIGTERM to every running job, then wait (a training checkpoints first); kill what outlives the grace."""
+def _stop_all(running: dict[str, _Running], folder: SweepFolder) -> list[_Running]:
+    """SIGTERM to every running job, then wait (a training checkpoints first); kill what outlives the grace.
+    Returns the stopped jobs."""
     for run in running.values():  # the job's main process only: its DataLoader workers end with it
         if run.process.poll() is None:
             run.process.send_signal(signal.SIGTERM)
@@ -142,4 +145,5 @@ def _stop_all(running: dict[str, _Running], folder: SweepFolder) -> None:
                 pass
             run.process.wait()
         _close(run, folder, run.process.returncode)
+    return list(running.values())
 
