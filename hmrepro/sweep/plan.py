@@ -250,8 +250,10 @@ class _Builder:
 
     def _baseline(self, row):
         """The row's baseline as a row of its own: the family's FM model, the recipe's settings (None if the row is
-        the baseline, or the table has a row of the baseline model for the same backbone, benchmark and shot)."""
+        the baseline, or the table has a row of the baseline model that takes records, for the same backbone,
+        benchmark and shot: HSNet* of Table 1, or a quoted baseline row that names its model)."""
         from ..models.cards import card_of
+        from ..reporting.tables import takes_records
 
         try:
             family = card_of(row["model"]).family
@@ -264,9 +266,8 @@ class _Builder:
         own = self.rows[
             (self.rows["model"] == family) & (self.rows["backbone"] == row["backbone"])
             & (self.rows["benchmark"] == row["benchmark"]) & (self.rows["shot"] == row["shot"])
-            & (self.rows["source"] == self.spec.paper)
         ]  # fmt: skip
-        if len(own):
+        if any(takes_records(r) for _, r in own.iterrows()):
             return None
         base = row.copy()
         base["model"], base["masking"] = family, ""
