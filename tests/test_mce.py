@@ -49,6 +49,7 @@ def test_forward_backward_and_5shot(mce_hm):
     mce_hm.zero_grad(set_to_none=True)
     mce_hm.eval()
     _, supports5, masks5 = _episode(shots=5)
+    assert mce_hm.trains_kshot and mce_hm(query, supports5, masks5).shape == (2, 2, SIZE, SIZE)  # K-shot training forward
     pred = mce_hm.predict_nshot(query, supports5, masks5)
     assert pred.shape == (2, SIZE, SIZE) and pred.dtype == torch.int64
 

@@ -206,6 +206,9 @@ class MCE(nn.Module):
     ``use_cross`` / ``use_prior`` [A25] (Table IV), ``query_dropout`` 0.5 [A27], ``cls_dropout`` 0.1.
     """
 
+    trains_kshot = True
+    """The 5-shot model trains on 5-shot episodes [A22]: :meth:`forward` takes K supports too."""
+
     def __init__(
         self,
         backbone: str = "resnet50",
@@ -328,8 +331,11 @@ class MCE(nn.Module):
     def forward(
         self, query_img: Tensor, support_img: Tensor, support_mask: Tensor, output_size: Optional[Sequence[int]] = None
     ) -> Tensor:
-        """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype)."""
-        return self.logits(query_img, support_img[:, None], support_mask[:, None], output_size)
+        """Logits [B, 2, H, W] of a 1-shot episode (support [B, 3, H, W], mask [B, H, W], 0/1, any dtype) or of a
+        K-shot one (supports [B, K, 3, H, W], masks [B, K, H, W]; K-shot training, :meth:`logits`)."""
+        if support_img.dim() == 4:
+            support_img, support_mask = support_img[:, None], support_mask[:, None]
+        return self.logits(query_img, support_img, support_mask, output_size)
 
     @torch.no_grad()
     def predict_nshot(
