@@ -53,9 +53,16 @@ def table(
     compare_claimed: bool = typer.Option(
         False,
         "--compare-claimed",
-        help="Under each row the paper's authors ran, add verified and reproduced lines with every fold and the "
-        "difference to the claimed value.",
+        help="Under each row the paper's authors ran (and each reproduced baseline: HSNet, VAT, ASNet), add verified "
+        "and reproduced lines with every fold and the difference to the claimed value, and under each HM row a gain "
+        "line: reproduced HM − reproduced baseline next to the claimed gain.",
     ),
+    ci: bool = typer.Option(
+        False, "--ci",
+        help="With --compare-claimed: the 95 % bootstrap interval over the episodes of every verified/reproduced "
+        "cell and the paired interval of every gain, saying whether the claimed gain lies inside (needs records "
+        "with per-episode results).",
+    ),  # fmt: skip
     fmt: TableFormat = typer.Option(TableFormat.rich, "--format", help="Output format."),
     results: Optional[Path] = typer.Option(
         None,
@@ -76,8 +83,9 @@ def table(
     (official checkpoints) and reproduced (own training runs) ones from the result records.
 
     HM tables: 1 PASCAL-5i, 2 COCO-20i, 3 FSS-1000, 4 domain shift COCO-20i to PASCAL-5i, 5 masking ablation,
-    6 merging ablation, 7 inference time. Rows quoted by the paper from other papers show their claimed values only;
-    "—" marks a row without result records. The CSV has one line per (row, shot).
+    6 merging ablation, 7 inference time. Rows quoted by the paper from other papers show their claimed values only,
+    except the baselines HSNet, VAT and ASNet (reproduced, so that HM's gains can be); "—" marks a row without
+    result records. The CSV has one line per (row, shot). Several training seeds of one cell: mean ± sd (n seeds).
 
     A cell takes only records of the full protocol: every episode of the fold, the model's default image size,
     fp32, at network resolution; of those the newest. Verified cells take only checkpoints whose sha256 is a
@@ -86,6 +94,8 @@ def table(
     lists them with the reason they fill no cell.
 
     Example: [bold]hmrepro table 2 --compare-claimed --format markdown --results results/ -o table2.md[/]
+
+    Example (intervals and gains): [bold]hmrepro table 1 --compare-claimed --ci --results results/[/]
 
     Example: [bold]hmrepro table 1 --all-records --results results/[/] (a 50-episode check shows
     "not shown: 50 of 1000 episodes")
@@ -102,7 +112,7 @@ def table(
         _show_records(number, results_dir, fmt, output, paper.value)
         return
     try:
-        frame = compare_table(number, results_dir=results_dir, paper=paper.value)
+        frame = compare_table(number, results_dir=results_dir, paper=paper.value, ci=ci and compare_claimed)
     except HmreproError as err:
         fail(str(err))
     _warn_skipped(frame)

@@ -38,9 +38,11 @@ VALUE_HEADERS = {
 }
 LEGEND = (
     "Source: HM = run by the HM authors; quoted [n] = copied by the paper from its reference [n] (claimed values "
-    "only). Verified = the authors' official checkpoints (recognised by sha256) evaluated by hmrepro; reproduced = "
+    "only, except the baselines HSNet, VAT and ASNet, which hmrepro verifies and reproduces). Verified = the authors' official checkpoints (recognised by sha256) evaluated by hmrepro; reproduced = "
     "hmrepro's own training runs; only full-protocol records count (all episodes, the model's image size, fp32; "
-    "--all-records lists the others). (±x) = difference to the claimed value. — no result record; n/a no official "
+    "--all-records lists the others). (±x) = difference to the claimed value; [a, b] = 95 % bootstrap interval over "
+    "the episodes (--ci); ± s (n seeds) = standard deviation over training seeds; gain over X = reproduced HM − "
+    "reproduced X [paired 95 % interval, --ci] vs the claimed gain. — no result record; n/a no official "
     "checkpoint; - not printed."
 )
 RECORDS_LEGEND = (
@@ -118,6 +120,8 @@ def build_view(frame: pd.DataFrame, table: int, compare: bool = False) -> TableV
                 for prefix in ("verified", "reproduced"):
                     cells = [measured_cell(row, prefix, c) for c in values]
                     view.rows.append(["", "", "", "", prefix, *cells, ""])
+            if row.get("gain_baseline"):
+                view.rows.append(["", "", "", "", f"gain over {row['gain_baseline']}", *(gain_cell(row, c) for c in values), gain_note(row)])
         else:
             summaries = [summary_cell(row, "verified"), summary_cell(row, "reproduced")]
             view.rows.append([*lead_cells, *claimed_cells, *summaries, note])
@@ -156,7 +160,37 @@ def measured_cell(row: pd.Series, prefix: str, column: str) -> str:
     """A verified/reproduced value with its difference to the claimed one, ``—`` without a record."""
     if not row[f"{prefix}_applicable"]:
         return NOT_APPLICABLE
-    return with_difference(row[f"{prefix}_{column}"], row[column])
+    text = with_difference(row[f"{prefix}_{column}"], row[column])
+    return text if text == NO_RECORD else text + uncertainty_suffix(row, prefix, column)
+
+
+def uncertainty_suffix(row: pd.Series, prefix: str, column: str) -> str:
+    """`` ± 0.4 (3 seeds)`` over training seeds, else `` [63.1, 65.0]`` (95 % episode interval), else nothing."""
+    seeds = row.get(f"{prefix}_{column}_seeds")
+    if not _missing(seeds):
+        return f" ± {row[f'{prefix}_{column}_sd']:.1f} ({int(seeds)} seeds)"
+    low = row.get(f"{prefix}_{column}_low")
+    return "" if _missing(low) else f" [{low:.1f}, {row[f'{prefix}_{column}_high']:.1f}]"
+
+
+def gain_cell(row: pd.Series, column: str) -> str:
+    """Reproduced HM − baseline gain with its paired interval and the claimed gain: ``+0.4 [-0.3, +1.1] vs +0.7``."""
+    if column == "fb_iou" or f"gain_{column}" not in row:
+        return ""
+    gain, claimed = row[f"gain_{column}"], row[f"gain_claimed_{column}"]
+    text = NO_RECORD if _missing(gain) else f"{gain:+.1f}"
+    low = row.get(f"gain_{column}_low")
+    if not _missing(gain) and not _missing(low):
+        text += f" [{low:+.1f}, {row[f'gain_{column}_high']:+.1f}]"
+    return text if _missing(claimed) else f"{text} vs {claimed:+.1f}"
+
+
+def gain_note(row: pd.Series) -> str:
+    """Whether the claimed mean gain lies inside the reproduced gain's interval (empty when unknown)."""
+    inside = row.get("gain_inside")
+    if inside is None or _missing(inside):
+        return ""
+    return "claimed gain inside" if bool(inside) else "claimed gain outside"
 
 
 def summary_cell(row: pd.Series, prefix: str) -> str:
@@ -402,14 +436,27 @@ def csv_frame(frame: pd.DataFrame, table: int) -> pd.DataFrame:
     return out[list(CSV_COLUMNS)]
 
 
-def render_csv(frame: pd.DataFrame, table: int) -> str:
-    return csv_frame(frame, table).to_csv(index=False, na_rep="", lineterminator="\n")
+UNCERTAINTY_CSV_COLUMNS = (
+    "verified_miou_low", "verified_miou_high", "reproduced_miou_low", "reproduced_miou_high", "reproduced_miou_sd",
+    "reproduced_miou_seeds", "gain_baseline", "gain_claimed_miou", "gain_miou", "gain_miou_low", "gain_miou_high",
+    "gain_inside",
+)  # fmt: skip
+
+
+def render_csv(frame: pd.DataFrame, table: int, compare: bool = False) -> str:
+    """The CSV; with ``compare`` (``--compare-claimed``) also ``UNCERTAINTY_CSV_COLUMNS`` (empty where unknown)."""
+    out = csv_frame(frame, table)
+    if compare and "gain_baseline" in frame:
+        for column in UNCERTAINTY_CSV_COLUMNS:
+            values = frame[column] if column in frame else pd.Series([None] * len(frame), index=frame.index)
+            out[column] = values.round(2) if values.dtype.kind == "f" else values
+    return out.to_csv(index=False, na_rep="", lineterminator="\n")
 
 
 def render(frame: pd.DataFrame, table: int, fmt: str, compare: bool = False) -> str:
     """``frame`` (a compared table) as text in format ``fmt`` (one of ``FORMATS``)."""
     if fmt == "csv":
-        return render_csv(frame, table)
+        return render_csv(frame, table, compare)
     return _render_view(build_view(frame, table, compare), fmt)
 
 

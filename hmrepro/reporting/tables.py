@@ -2,8 +2,9 @@
 
 Result records are the JSON files of :mod:`hmrepro.engine.records`. A claimed row takes records only when the
 paper's authors ran it themselves (``source`` is the paper's key: ``'hm'`` for the HM paper, ``'crcnet'``, ...)
-and a ``model`` is named; rows quoted from other papers keep their claimed values only. A record matches a row
-when all of these hold:
+and a ``model`` is named, and for the quoted baselines whose claimed data names a ``model`` (HSNet, VAT, ASNet: a
+gain over them can only be reproduced if both sides are); other quoted rows keep their claimed values only. A
+record matches a row when all of these hold:
 
 - ``model``, ``shot`` and ``backbone`` are the row's (a row without a backbone, Table 7, takes any backbone);
 - ``kind`` (default ``'eval'``) is the table's (:mod:`hmrepro.papers`): for the HM paper ``'domain-shift'`` for
@@ -77,9 +78,10 @@ def accepted_benchmarks(row: pd.Series) -> set[str]:
 
 
 def takes_records(row: pd.Series) -> bool:
-    """Whether ``row`` is one the paper's authors ran (source ``hm`` for the HM paper), with an hmrepro model that
-    reproduces it."""
-    return row["source"] == (row.get("paper") or "hm") and bool(row["model"])
+    """Whether ``row`` has an hmrepro model that reproduces it: a row the paper's authors ran (source ``hm`` for the
+    HM paper), or a quoted baseline (HSNet, VAT, ASNet) whose claimed data names its model, so that a gain over it
+    can be reproduced on both sides."""
+    return row["source"] in ((row.get("paper") or "hm"), "quoted") and bool(row["model"])
 
 
 def matching_records(row: pd.Series, records: Iterable[dict], origins: Iterable[str]) -> list[dict]:
@@ -172,6 +174,7 @@ def compare_table(
     *,
     original_size: bool = False,
     paper: str = "hm",
+    ci: bool = False,
 ) -> pd.DataFrame:
     """The claimed rows of ``paper``'s ``table`` with the verified and reproduced values next to them.
 
@@ -181,7 +184,8 @@ def compare_table(
     ``verified_applicable`` / ``reproduced_applicable``, the counts ``verified_records`` / ``reproduced_records``
     (matching records of any protocol), and for Table 7 ``measured_secs_per_image`` and ``measured_overhead_pct``
     (relative to the table's first row, HSNet-FM). ``frame.attrs["skipped_records"]`` lists, one line per file,
-    the record files below ``results_dir`` that could not be read (for the caller to show).
+    the record files below ``results_dir`` that could not be read (for the caller to show). Other tables also get
+    the training-seed, interval (``ci``) and gain columns of :mod:`hmrepro.reporting.uncertainty`.
     """
     claimed = load_claimed(table, claimed_folder, paper=paper)
     problems: list[str] = []
@@ -193,6 +197,11 @@ def compare_table(
         reference = frame["measured_secs_per_image"].iloc[0]
         frame["measured_overhead_pct"] = (frame["measured_secs_per_image"] / reference - 1.0) * 100.0
         frame.loc[frame.index[0], "measured_overhead_pct"] = math.nan
+    else:
+        from .uncertainty import add_uncertainty
+
+        frame = add_uncertainty(frame, records, original_size=original_size, ci=ci)
+        frame.attrs["paper"] = paper
     frame.attrs[SKIPPED] = problems
     return frame
 
