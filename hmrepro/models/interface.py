@@ -11,7 +11,9 @@ The engine (training, evaluation, benchmarks) talks to a model only through :cla
   of :class:`hmrepro.data.dataset.EpisodeDataset` (``query_mask``, ``query_ignore``, ``support_masks``,
   ``support_ignores``, ``class_id``, ...) on the model's device;
 - ``model.backbone`` (frozen; ``backbone.taps(images)`` gives the taps the model correlates) and
-  ``model.masking`` (the :class:`~hmrepro.models.masking.MaskingMode` of its support masking).
+  ``model.masking`` (the :class:`~hmrepro.models.masking.MaskingMode` of its support masking);
+- optionally ``trains_kshot = True``: ``forward`` also takes K supports [B, K, 3, H, W] with masks [B, K, H, W], and
+  the engine then trains on K-shot episodes when the recipe's ``shot`` > 1 (MCE's 5-shot model).
 """
 
 from __future__ import annotations
