@@ -210,3 +210,32 @@ def test_bam_resize_and_scoring_geometry():
     assert (resized[:352, :472] == 1).all() and (resized[352:] == 255).all() and (resized[:, 472:] == 255).all()
     logits = torch.randn(1, 2, 473, 473)
     assert bam_logits_to_label(logits, (375, 500)).shape == (1, 2, 375, 500)
+
+
+def test_bam_prediction_is_scored_on_the_label_region():
+    """Logits at the 473 canvas → the square of the label's longer side → the label's top-left (H, W) crop."""
+    from hmrepro.engine.bam_eval import predict_on_label
+
+    class Canvas:  # predicts foreground on the left half of whatever size it is asked for
+        def predict_nshot(self, query, supports, masks, output_size):
+            pred = torch.zeros(1, *output_size, dtype=torch.long)
+            pred[:, :, : output_size[1] // 2] = 1
+            return pred
+
+    pred, _ = predict_on_label(Canvas(), {"query_img": None, "support_imgs": None, "support_masks": None}, (30, 50))
+    assert pred.shape == (1, 30, 50) and pred[0, :, :25].all() and not pred[0, :, 25:].any()
+
+
+def test_episodes_cli_lists_each_bam_seed():
+    import json
+
+    from typer.testing import CliRunner
+
+    from hmrepro.cli.app import app
+
+    out = CliRunner().invoke(app, ["episodes", "--protocol", "bam", "-b", "pascal", "-f", "0", "-k", "1", "--json"])
+    assert out.exit_code == 0, out.output
+    listing = json.loads(out.stdout)
+    assert listing["seeds"] == bam_seeds() and sorted(listing["runs"]) == sorted(str(s) for s in bam_seeds())
+    assert all(len(run) == 1000 for run in listing["runs"].values())
+    assert listing["runs"]["510"] != listing["runs"]["365"]
