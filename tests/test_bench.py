@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -41,4 +42,63 @@ def test_bad_choices_exit_2():
     for bad in (["--model", "pspnet"], ["--device", "tpu"], ["--runs", "0"], ["--img-size", "8"]):
         result = runner.invoke(app, ["bench", *bad])
         assert result.exit_code == 2, bad
+        assert "Traceback" not in result.output
+
+
+# --- bench model / eval / train ----------------------------------------------------------------------------
+
+
+def _json_record(args: list[str]) -> dict:
+    result = runner.invoke(app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    (path,) = (Path(json.loads(result.stdout)["path"]),)
+    record = json.loads(path.read_text())
+    assert set(RECORD_FIELDS) <= set(record) and record["origin"] == "random" and record["device"] == "cpu"
+    assert record["peak_memory_mib"] > 0 and record["peak_memory_method"]
+    return record
+
+
+def test_bench_model_times_any_model_and_breaks_the_episode_down(tmp_path):
+    args = ["bench", "model", "-m", "hsnet-hm", "--shot", "2", "--img-size", "64", "--runs", "2", "--warmup", "0",
+            "--device", "cpu", "--results", str(tmp_path)]  # fmt: skip
+    record = _json_record(args)
+    assert record["kind"] == "bench-model" and record["shot"] == 2 and record["img_size"] == 64
+    assert record["family"] == "hsnet" and record["masking"] == "hm" and len(record["secs_runs"]) == 2
+    breakdown = record["breakdown"]
+    stages = breakdown["stages"]
+    assert set(stages) == {"query backbone", "support backbone", "correlation", "learner", "other"}
+    # every piece of an HSNet episode was seen, and the pieces add up to the profiled episode
+    assert all(stages[s] > 0 for s in ("query backbone", "support backbone", "correlation", "learner"))
+    assert sum(stages.values()) == pytest.approx(breakdown["profiled_secs"], rel=0.02, abs=2e-3)
+    assert breakdown["top_ops"] and all(op["op"].startswith("aten::") for op in breakdown["top_ops"])
+    # the backbone's method is the model's own again after the profiled episode
+    from hmrepro.engine.bench_model import _labelled_pieces
+    from hmrepro import create_model
+
+    model = create_model("hsnet", pretrained=False)
+    with _labelled_pieces(model):
+        assert "taps" in vars(model.backbone)
+    assert "taps" not in vars(model.backbone) and not model.hpn_learner._forward_hooks
+
+
+def test_bench_train_and_eval_write_their_records(tmp_path, synthetic_root):
+    from engine_helpers import synthetic_args
+
+    train = _json_record(["bench", "train", "-m", "hsnet", "-b", "fss", "--bsz", "2", "--img-size", "64",
+                          "--iterations", "1", "--warmup", "0", "--device", "cpu", "--results", str(tmp_path)])  # fmt: skip
+    assert train["kind"] == "bench-train" and train["bsz"] == 2 and train["recipe_bsz"] > 0 and train["optimizer"]
+    assert train["iterations_per_sec"] == pytest.approx(1 / train["secs_per_iteration"])
+
+    evaluation = _json_record(["bench", "eval", "-m", "hsnet", "-b", "fss", *synthetic_args(synthetic_root),
+                               "--episodes", "2", "--img-size", "64", "--device", "cpu", "--results", str(tmp_path)])  # fmt: skip
+    assert evaluation["kind"] == "bench-eval" and evaluation["episodes"] == 2 and evaluation["miou"] is None
+    assert evaluation["episodes_per_sec"] == pytest.approx(1 / evaluation["secs_per_episode"])
+    assert evaluation["wall_secs"] >= 2 * evaluation["secs_per_episode"]
+
+
+def test_bench_subcommands_refuse_bad_values():
+    for bad in (["model", "-m", "pspnet"], ["model", "-m", "hsnet", "--shot", "0"], ["train", "-m", "hsnet", "--bsz", "0"],
+                ["eval", "-m", "hsnet", "-b", "voc"]):  # fmt: skip
+        result = runner.invoke(app, ["bench", *bad])
+        assert result.exit_code == 2, (bad, result.output)
         assert "Traceback" not in result.output

@@ -1,4 +1,11 @@
-"""``hmrepro bench``: inference time per image of a model's FM and HM variants (HM Table 7), with records."""
+"""``hmrepro bench``: the measuring tool, with records.
+
+- ``hmrepro bench`` (no subcommand): inference time per image of a family's FM and HM variants (HM Table 7);
+- ``hmrepro bench model``: one K-shot episode of any model: seconds, breakdown (backbone, correlation, learner),
+  peak memory;
+- ``hmrepro bench eval``: end-to-end evaluation throughput on a benchmark folder (data loading included);
+- ``hmrepro bench train``: training iterations per second and peak memory at the recipe's batch.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,22 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.console import Console
 
 from ..models.cards import list_cards
-from .common import check_backbone, check_device, console, report_saved
+from .common import (
+    BenchmarkName, DataRootOption, FoldOption, ShotOption, SplitsOption, check_backbone, check_device, console,
+    report_saved,
+)
 
 BenchFamily = Enum("BenchFamily", {card.family: card.family for card in list_cards()}, type=str)
 
+app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
 
+
+@app.callback(invoke_without_command=True)
 def bench_command(
+    ctx: typer.Context,
     model: BenchFamily = typer.Option(BenchFamily.hsnet, "--model", "-m", help="Model family: its FM variant (e.g. hsnet) is timed against its HM variant (hsnet-hm)."),
     backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
@@ -37,7 +52,12 @@ def bench_command(
     Example: [bold]hmrepro bench --model hsnet --device cuda --runs 50 && hmrepro table 7[/]
 
     Example (quick CPU check): [bold]hmrepro bench --device cpu --img-size 200 --runs 3 --results /tmp/bench[/]
+
+    Subcommands: [bold]model[/] (one episode of any model: time, breakdown, peak memory), [bold]eval[/] (end-to-end
+    episodes/s on a benchmark folder), [bold]train[/] (iterations/s at the recipe's batch).
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from rich.table import Table
 
     from ..engine.bench import bench, overhead_pct
@@ -51,11 +71,167 @@ def bench_command(
         table.add_column(col, justify="left" if col in ("model", "masking") else "right")
     for r in records:
         table.add_row(r["model"], r["masking"], f"{r['secs_per_image']:.4f}", f"{r['secs_min']:.4f}", str(r["runs"]))
-    from rich.console import Console
-
     Console(stderr=as_json).print(table)
     console.print(f"HM overhead: {overhead_pct(records):+.1f}%  (the paper: 0.27 → 0.34 s, +25.9%)")
     if as_json:
         json.dump(records, sys.stdout, indent=2)
         sys.stdout.write("\n")
     report_saved(records, no_record)
+
+
+def _model_name(value: Optional[str]) -> Optional[str]:
+    from .train import _model_name as known_model
+
+    return known_model(value)
+
+
+def _print_json(record: dict) -> None:
+    json.dump(record, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _memory_line(record: dict) -> str:
+    return (
+        f"peak memory {record['peak_memory_mib']:.0f} MiB, {record['peak_memory_increase_mib']:.0f} MiB above the start "
+        f"({record['peak_memory_method']})"
+    )
+
+
+@app.command("model")
+def model_command(
+    model: str = typer.Option(..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."),
+    shot: int = typer.Option(1, "--shot", "-k", min=1, max=10, help="Support images per episode."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: the model's size for --benchmark].", show_default=False),
+    benchmark: BenchmarkName = typer.Option(BenchmarkName.coco, "--benchmark", "-b", help="Whose decoder (VAT) and image size."),
+    bsz: int = typer.Option(1, "--bsz", min=1, help="Episodes per batch."),
+    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
+    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
+    runs: int = typer.Option(3, "--runs", min=1, help="Timed episodes; the median is reported."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed episodes first."),
+    amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
+    channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="Channels-last query images (recorded)."),
+    profile: bool = typer.Option(True, "--profile/--no-profile", help="One more episode under torch.profiler for the breakdown."),
+    results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
+    no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
+) -> None:
+    """Time one K-shot episode of MODEL (predict_nshot, random weights and images), its peak memory, and where the
+    time goes: query backbone, support backbone, correlation, learner, other, and the slowest ops (torch.profiler).
+
+    Writes one record (kind 'bench-model'); the README's table of measured numbers comes from these records.
+
+    Example: [bold]hmrepro bench model --model hsnet-hm --shot 5 --img-size 400 --device cpu[/]
+
+    Example: [bold]hmrepro bench model -m vat-hm -b pascal --device cuda --runs 20 --amp[/]
+    """
+    from rich.table import Table
+
+    from ..engine.bench_model import STAGES, bench_model
+
+    record = bench_model(
+        model, shot=shot, backbone=backbone, benchmark=benchmark.value, img_size=img_size, bsz=bsz, device=device,
+        runs=runs, warmup=warmup, bf16=amp, channels_last=channels_last, profile=profile,
+        results_dir=None if no_record else results,
+    )  # fmt: skip
+    out = Console(stderr=as_json)
+    title = f"{model} ({backbone}), {record['img_size']} px, {shot}-shot, batch {bsz}, {record['precision']}, {record['device_name']}"
+    out.print(f"[bold]{title}[/]")
+    out.print(f"{record['secs_per_episode']:.3f} s/episode (median of {runs}; min {record['secs_min']:.3f}); {_memory_line(record)}")
+    breakdown = record["breakdown"]
+    if breakdown:
+        table = Table(title=f"one profiled episode: {breakdown['profiled_secs']:.3f} s")
+        table.add_column("stage")
+        table.add_column("secs", justify="right")
+        table.add_column("share", justify="right")
+        for stage in STAGES:
+            secs = breakdown["stages"][stage]
+            table.add_row(stage, f"{secs:.3f}", f"{100 * secs / max(breakdown['profiled_secs'], 1e-9):.0f}%")
+        out.print(table)
+        out.print("slowest ops (self time): " + ", ".join(f"{op['op']} {op['secs']:.3f} s" for op in breakdown["top_ops"][:5]))
+    if as_json:
+        _print_json(record)
+    report_saved([record], no_record)
+
+
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option(..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."),
+    benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark folder to read."),
+    fold: int = FoldOption,
+    shot: int = ShotOption,
+    episodes: int = typer.Option(20, "--episodes", min=1, help="The first N of the fold's fixed episodes."),
+    weights: str = typer.Option("random", "--weights", "-w", help="'random', a checkpoint file or a run folder."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: the model's card].", show_default=False),
+    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Episodes per batch [default: the recipe's, 1].", show_default=False),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
+    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
+    amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
+    data_root: Optional[Path] = DataRootOption,
+    splits: Optional[Path] = SplitsOption,
+    results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
+    no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
+) -> None:
+    """Episodes per second of MODEL's evaluation on a benchmark folder, data loading included, and peak memory.
+
+    Runs the real evaluation (fixed episodes, DataLoader, K-shot vote, metric) on the first --episodes episodes and
+    writes one record (kind 'bench-eval'; it fills no table cell).
+
+    Example: [bold]hmrepro prepare synthetic --data-root /tmp/syn && hmrepro bench eval -m hsnet-hm -b fss --data-root /tmp/syn --splits /tmp/syn/splits --device cpu[/]
+    """
+    from ..engine.bench_run import bench_eval
+
+    record = bench_eval(
+        model, benchmark.value, fold=fold, shot=shot, episodes=episodes, weights=weights, backbone=backbone,
+        img_size=img_size, bsz=bsz, workers=workers, device=device, amp=amp, data_root=data_root, splits=splits,
+        results_dir=None if no_record else results,
+    )  # fmt: skip
+    console.print(
+        f"[bold]{model}[/] on {benchmark.value} fold {fold}, {shot}-shot, {record['img_size']} px, batch {record['bsz']}, "
+        f"{workers} workers, {record['precision']}, {record['device_name']}: {record['episodes_per_sec']:.3f} episodes/s "
+        f"({record['secs_per_episode']:.3f} s/episode over {record['episodes']}); {_memory_line(record)}"
+    )
+    if as_json:
+        _print_json(record)
+    report_saved([record], no_record)
+
+
+@app.command("train")
+def train_command(
+    model: str = typer.Option(..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."),
+    benchmark: BenchmarkName = typer.Option(BenchmarkName.pascal, "--benchmark", "-b", help="Whose recipe (batch, image size)."),
+    iterations: int = typer.Option(3, "--iterations", min=1, help="Timed iterations; the median is reported."),
+    warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed iterations first."),
+    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Batch [default: the recipe's].", show_default=False),
+    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: the recipe's].", show_default=False),
+    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
+    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
+    amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
+    results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
+    no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
+) -> None:
+    """Training iterations per second of MODEL at its recipe's batch and image size, and peak memory.
+
+    Random episodes already in memory (data loading excluded), the recipe's optimizer, the model's objective,
+    forward + backward + step. Writes one record (kind 'bench-train').
+
+    Example: [bold]hmrepro bench train -m hsnet-hm -b pascal --device cuda --amp[/]
+
+    Example (CPU, small): [bold]hmrepro bench train -m hsnet-hm --bsz 2 --img-size 200 --device cpu[/]
+    """
+    from ..engine.bench_run import bench_train
+
+    record = bench_train(
+        model, benchmark.value, iterations=iterations, warmup=warmup, bsz=bsz, img_size=img_size, backbone=backbone,
+        device=device, bf16=amp, results_dir=None if no_record else results,
+    )  # fmt: skip
+    console.print(
+        f"[bold]{model}[/] training, batch {record['bsz']} (recipe {record['recipe_bsz']}), {record['img_size']} px, "
+        f"{record['precision']}, {record['device_name']}: {record['iterations_per_sec']:.3f} iterations/s "
+        f"({record['secs_per_iteration']:.3f} s/iteration); {_memory_line(record)}"
+    )
+    if as_json:
+        _print_json(record)
+    report_saved([record], no_record)

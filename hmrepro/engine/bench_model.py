@@ -1,0 +1,225 @@
+"""``hmrepro bench model``: one K-shot episode of one model — seconds, where they go, and peak memory.
+
+Any model of any card works: the model is built with :func:`hmrepro.create_model` (random weights, ``torch.manual_seed
+(0)``: timing does not depend on the weights), and timed through the model interface only (``predict_nshot`` on a
+query [B, 3, S, S], supports [B, K, 3, S, S] and centred square masks; random images, seed 0).
+
+- **Time**: after ``warmup`` untimed episodes, the median (and min) of ``runs`` episodes, the device synchronised
+  around each.
+- **Peak memory** of one episode (:class:`~hmrepro.engine.memory.PeakMemory`: the peak resident set on a CPU,
+  ``max_memory_allocated`` on CUDA), absolute and above what was in use before it.
+- **Breakdown** of one more episode under ``torch.profiler``: the backbone (``model.backbone.taps``; its first call of
+  the episode is the query's, the others the supports'), the correlation (the ``hmrepro::correlation`` range of
+  :func:`~hmrepro.models.correlation.hypercorrelation_pyramid`), the learner (every child module of the model other
+  than the backbone: ``hpn_learner``, ``learner``, ...) and the rest (masking, resizing, the vote), plus the ops that
+  took most time. A model that does not go through these pieces shows its time under "other". The profiled episode
+  is slower than the timed ones (the profiler's overhead): the shares are what it is for.
+
+Opt-in options that change numbers (bf16 autocast, channels-last inputs) are recorded in the record.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch import nn
+
+from ..models.correlation import PROFILER_LABEL as CORRELATION_LABEL
+from .memory import PeakMemory
+
+__all__ = ["STAGES", "bench_model", "episode_inputs", "stage_breakdown"]
+
+QUERY_BACKBONE, SUPPORT_BACKBONE, CORRELATION, LEARNER, OTHER = (
+    "query backbone", "support backbone", "correlation", "learner", "other",
+)  # fmt: skip
+STAGES = (QUERY_BACKBONE, SUPPORT_BACKBONE, CORRELATION, LEARNER, OTHER)
+EPISODE_LABEL = "hmrepro::episode"
+LABELS = {f"hmrepro::{QUERY_BACKBONE}": QUERY_BACKBONE, f"hmrepro::{SUPPORT_BACKBONE}": SUPPORT_BACKBONE,
+          CORRELATION_LABEL: CORRELATION, f"hmrepro::{LEARNER}": LEARNER}  # fmt: skip
+TOP_OPS = 8
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def episode_inputs(img_size: int, shot: int, bsz: int, device: torch.device, seed: int = 0):
+    """Random normalised images and a centred square mask (half the side): query, supports, support masks."""
+    gen = torch.Generator().manual_seed(seed)
+    query = torch.randn(bsz, 3, img_size, img_size, generator=gen)
+    supports = torch.randn(bsz, shot, 3, img_size, img_size, generator=gen)
+    masks = torch.zeros(bsz, shot, img_size, img_size)
+    lo, hi = img_size // 4, img_size - img_size // 4
+    masks[..., lo:hi, lo:hi] = 1.0
+    return query.to(device), supports.to(device), masks.to(device)
+
+
+@contextmanager
+def _labelled_pieces(model: nn.Module) -> Iterator[None]:
+    """Profiler ranges around the backbone's ``taps`` calls and the learner modules' forwards, for one episode."""
+    backbone = getattr(model, "backbone", None)
+    taps = getattr(backbone, "taps", None)
+    calls = {"n": 0}
+    handles = []
+    with ExitStack() as stack:
+        if callable(taps):
+
+            def labelled_taps(*args, **kwargs):
+                label = QUERY_BACKBONE if calls["n"] == 0 else SUPPORT_BACKBONE
+                calls["n"] += 1
+                with torch.profiler.record_function(f"hmrepro::{label}"):
+                    return taps(*args, **kwargs)
+
+            backbone.taps = labelled_taps  # an instance attribute shadows the method; removed below
+            stack.callback(lambda: backbone.__dict__.pop("taps", None))
+        for name, child in model.named_children():
+            if child is backbone:
+                continue
+            ranges: list = []
+
+            def enter(module, args, ranges=ranges):
+                ranges.append(torch.profiler.record_function(f"hmrepro::{LEARNER}").__enter__())
+
+            def leave(module, args, output, ranges=ranges):
+                ranges.pop().__exit__(None, None, None)
+
+            handles += [child.register_forward_pre_hook(enter), child.register_forward_hook(leave)]
+        stack.callback(lambda: [h.remove() for h in handles])
+        yield
+
+
+def stage_breakdown(model: nn.Module, episode: Callable[[], object], device: torch.device) -> dict:
+    """Seconds per stage (:data:`STAGES`) of one profiled ``episode()``, its profiled total and the top ops."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with _labelled_pieces(model), profile(activities=activities) as prof:
+        with torch.profiler.record_function(EPISODE_LABEL):
+            episode()
+        sync(device)
+    events = prof.key_averages()
+    attr = "device_time_total" if device.type == "cuda" else "cpu_time_total"
+    self_attr = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    totals = {event.key: getattr(event, attr, 0.0) / 1e6 for event in events}  # µs → s
+    total = totals.get(EPISODE_LABEL, 0.0)
+    stages = {stage: 0.0 for stage in STAGES}
+    for label, stage in LABELS.items():
+        stages[stage] += totals.get(label, 0.0)
+    stages[OTHER] = max(total - sum(stages.values()), 0.0)
+    ops = sorted((e for e in events if not e.key.startswith("hmrepro::")), key=lambda e: -getattr(e, self_attr, 0.0))
+    top = [{"op": e.key, "secs": round(getattr(e, self_attr, 0.0) / 1e6, 4), "calls": e.count} for e in ops[:TOP_OPS]]
+    return {"profiled_secs": round(total, 4), "stages": {k: round(v, 4) for k, v in stages.items()}, "top_ops": top}
+
+
+def _time_runs(episode: Callable[[], object], device: torch.device, runs: int) -> list[float]:
+    secs = []
+    for _ in range(runs):
+        sync(device)
+        start = time.perf_counter()
+        episode()
+        sync(device)
+        secs.append(time.perf_counter() - start)
+    return secs
+
+
+def bench_model(
+    model_name: str,
+    *,
+    shot: int = 1,
+    backbone: str = "resnet50",
+    benchmark: str = "coco",
+    img_size: Optional[int] = None,
+    bsz: int = 1,
+    device: Optional[str] = None,
+    runs: int = 3,
+    warmup: int = 1,
+    bf16: bool = False,
+    channels_last: bool = False,
+    profile: bool = True,
+    results_dir: str | Path | None = "results",
+) -> dict:
+    """Time, peak memory and breakdown of ``model_name``'s K-shot episode; returns (and writes) one record
+    (``kind='bench-model'``). ``img_size`` defaults to the model's size for ``benchmark`` (its card)."""
+    from .. import create_model
+    from ..errors import HmreproError
+    from ..models.cards import card_of, eval_plan
+    from . import runs as run_info
+    from .distributed import resolve_device
+    from .records import ensure_writable_dir, git_commit, now_iso, save_records, versions
+
+    if shot < 1 or bsz < 1 or runs < 1 or warmup < 0:
+        raise HmreproError("--shot, --bsz and --runs must be at least 1, --warmup at least 0")
+    dev = resolve_device(device)
+    if results_dir is not None:
+        ensure_writable_dir(Path(results_dir))
+    card = card_of(model_name)
+    img_size = img_size or eval_plan(model_name, benchmark).img_size
+    torch.manual_seed(0)
+    try:
+        model = create_model(model_name, backbone=backbone, pretrained=False, benchmark=benchmark)
+    except ValueError as err:
+        raise HmreproError(f"{model_name} on {backbone}: {err}") from None
+    model = model.to(dev).eval()
+    query, supports, masks = episode_inputs(img_size, shot, bsz, dev)
+    if channels_last:
+        query = query.contiguous(memory_format=torch.channels_last)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def episode():
+        with torch.inference_mode(), autocast:
+            return model.predict_nshot(query, supports, masks)
+
+    try:
+        for _ in range(warmup):
+            episode()
+        with PeakMemory(dev) as memory:
+            episode()
+        secs = _time_runs(episode, dev, runs)
+        breakdown = stage_breakdown(model, episode, dev) if profile else None
+    except RuntimeError as err:  # a size the model cannot take, out of memory ...
+        raise HmreproError(f"{model_name}, {shot}-shot at {img_size} px failed: {err}") from None
+    info = run_info.device_description(dev)
+    median = statistics.median(secs)
+    record = {
+        "kind": "bench-model",
+        "model": model_name,
+        "family": card.family,
+        "masking": model.masking.name,
+        "backbone": backbone,
+        "benchmark": benchmark,
+        "fold": 0,
+        "shot": shot,
+        "bsz": bsz,
+        "miou": None,
+        "fb_iou": None,
+        "episodes": runs,
+        "secs_per_episode": median,
+        "secs_min": min(secs),
+        "secs_runs": secs,
+        "warmup": warmup,
+        "precision": "bf16" if bf16 else "fp32",
+        "channels_last_inputs": channels_last,
+        **memory.as_dict(),
+        "breakdown": breakdown,
+        "inputs": f"random images, centred square support masks, batch {bsz}, {shot}-shot",
+        "protocol": "bench",
+        "img_size": img_size,
+        "original_size": False,
+        "checkpoint_sha256": None,
+        "origin": "random",
+        "weights": "random",
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "device": str(dev),
+        "device_name": info["device_name"],
+        "torch_threads": info["torch_threads"],
+        "date": now_iso(),
+    }
+    save_records([record], None if results_dir is None else Path(results_dir))
+    return record

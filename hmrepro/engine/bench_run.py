@@ -1,0 +1,185 @@
+"""``hmrepro bench eval`` and ``hmrepro bench train``: end-to-end evaluation and training throughput, with records.
+
+- :func:`bench_eval` runs the real evaluation (:func:`hmrepro.engine.evaluate.evaluate`: the fold's fixed episodes
+  read from a benchmark folder, decoded and preprocessed by the DataLoader, the K-shot vote, the metric) on the
+  first ``episodes`` episodes, and reports episodes per second as the runner measures them (data loading
+  included, model building excluded), the wall time of the whole call, and the peak memory.
+- :func:`bench_train` times training iterations of a model at its recipe's batch and image size (both can be
+  overridden) on random episodes already in memory (data loading excluded: ``bench eval`` measures that side):
+  the recipe's optimizer, the model's own objective, forward, backward and step, bf16 autocast when asked. The
+  backbone is random and frozen as in training; timing does not depend on the weights.
+
+Every record (``kind`` 'bench-eval' / 'bench-train') names the device, precision, batch, image size, workers and the
+peak-memory method (:class:`~hmrepro.engine.memory.PeakMemory`); these records never fill a table cell.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from .memory import PeakMemory
+
+__all__ = ["bench_eval", "bench_train", "random_training_batch"]
+
+
+def _common_fields(dev: torch.device) -> dict:
+    from . import runs as run_info
+    from .records import git_commit, now_iso, versions
+
+    info = run_info.device_description(dev)
+    return {
+        "git_commit": git_commit(), "versions": versions(), "device": str(dev), "device_name": info["device_name"],
+        "torch_threads": info["torch_threads"], "date": now_iso(),
+    }  # fmt: skip
+
+
+def bench_eval(
+    model_name: str,
+    benchmark: str,
+    *,
+    fold: int = 0,
+    shot: int = 1,
+    episodes: int = 20,
+    weights: str = "random",
+    backbone: str = "resnet50",
+    img_size: Optional[int] = None,
+    bsz: Optional[int] = None,
+    workers: int = 0,
+    device: Optional[str] = None,
+    amp: bool = False,
+    data_root: str | Path | None = None,
+    splits: str | Path | None = None,
+    results_dir: str | Path | None = "results",
+    progress=None,
+) -> dict:
+    """Episodes per second of the evaluation of ``model_name`` on the first ``episodes`` episodes of ``fold``."""
+    from .distributed import resolve_device
+    from .evaluate import evaluate
+    from .records import ensure_writable_dir, save_records
+
+    dev = resolve_device(device)
+    if results_dir is not None:
+        ensure_writable_dir(Path(results_dir))
+    start = time.perf_counter()
+    with PeakMemory(dev) as memory:
+        (evaluation,) = evaluate(
+            model_name, benchmark, fold, shot, weights=weights, backbone=backbone, img_size=img_size,
+            data_root=data_root, splits=splits, results_dir=None, device=str(dev), bsz=bsz, workers=workers,
+            episodes=episodes, pretrained=False, amp=amp, progress=progress, log=lambda msg: None,
+        )  # fmt: skip
+    wall = time.perf_counter() - start
+    secs = float(evaluation["secs_per_episode"])
+    record = {
+        **{k: evaluation.get(k) for k in ("model", "masking", "backbone", "benchmark", "fold", "shot", "protocol",
+                                           "img_size", "original_size", "checkpoint_sha256", "origin", "precision")},
+        "kind": "bench-eval",
+        "miou": None,  # a few episodes: the throughput is the point, not the score
+        "fb_iou": None,
+        "episodes": evaluation["episodes"],
+        "secs_per_episode": secs,
+        "episodes_per_sec": 1.0 / secs if secs > 0 else None,
+        "wall_secs": wall,
+        "bsz": evaluation.get("bsz", bsz),
+        "workers": workers,
+        "weights": weights,
+        **memory.as_dict(),
+        **_common_fields(dev),
+    }
+    save_records([record], None if results_dir is None else Path(results_dir))
+    return record
+
+
+def random_training_batch(bsz: int, shot: int, img_size: int, device: torch.device, seed: int = 0) -> dict:
+    """An episode batch with the keys of :class:`hmrepro.data.dataset.EpisodeDataset`: random normalised images,
+    random 0/1 query masks and centred square support masks, no ignore pixels."""
+    gen = torch.Generator().manual_seed(seed)
+    size = (img_size, img_size)
+    support_masks = torch.zeros(bsz, shot, *size)
+    lo, hi = img_size // 4, img_size - img_size // 4
+    support_masks[..., lo:hi, lo:hi] = 1.0
+    batch = {
+        "query_img": torch.randn(bsz, 3, *size, generator=gen),
+        "query_mask": (torch.rand(bsz, *size, generator=gen) > 0.5).long(),
+        "query_ignore": torch.zeros(bsz, *size, dtype=torch.long),
+        "support_imgs": torch.randn(bsz, shot, 3, *size, generator=gen),
+        "support_masks": support_masks,
+        "support_ignores": torch.zeros(bsz, shot, *size),
+        "class_id": torch.zeros(bsz, dtype=torch.long),
+    }
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def bench_train(
+    model_name: str,
+    benchmark: str,
+    *,
+    iterations: int = 3,
+    warmup: int = 1,
+    bsz: Optional[int] = None,
+    img_size: Optional[int] = None,
+    backbone: str = "resnet50",
+    device: Optional[str] = None,
+    bf16: bool = False,
+    results_dir: str | Path | None = "results",
+) -> dict:
+    """Seconds per training iteration (and iterations/s) of ``model_name`` at its recipe's batch and image size."""
+    from .. import create_model
+    from ..errors import HmreproError
+    from .distributed import resolve_device
+    from .records import ensure_writable_dir, save_records
+    from .train import autocast, build_optimizer, forward_train, fp32
+    from .train_config import build_config
+
+    if iterations < 1 or warmup < 0:
+        raise HmreproError("--iterations must be at least 1 and --warmup at least 0")
+    cfg = build_config(model_name, benchmark, 0, {"backbone": backbone})
+    bsz, img_size = bsz or cfg.bsz, img_size or cfg.img_size
+    dev = resolve_device(device)
+    if results_dir is not None:
+        ensure_writable_dir(Path(results_dir))
+    torch.manual_seed(0)
+    model = create_model(model_name, backbone=backbone, pretrained=False, benchmark=benchmark).to(dev).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = build_optimizer(cfg.optimizer, params, cfg.lr, cfg.weight_decay, cfg.momentum)
+    batch = random_training_batch(bsz, cfg.shot, img_size, dev)
+
+    def step() -> float:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        start = time.perf_counter()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(dev, bf16):
+            outputs = forward_train(model, batch, cfg.shot)
+        loss = model.compute_objective(fp32(outputs), batch)
+        loss.backward()
+        optimizer.step()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        return time.perf_counter() - start
+
+    try:
+        for _ in range(warmup):
+            step()
+        with PeakMemory(dev) as memory:
+            secs = [step() for _ in range(iterations)]
+    except RuntimeError as err:  # out of memory, a size the model cannot take ...
+        raise HmreproError(f"training {model_name} at batch {bsz}, {img_size} px failed: {err}") from None
+    median = statistics.median(secs)
+    record = {
+        "kind": "bench-train", "model": model_name, "masking": model.masking.name, "backbone": backbone,
+        "benchmark": benchmark, "fold": 0, "shot": cfg.shot, "miou": None, "fb_iou": None, "episodes": iterations * bsz,
+        "protocol": "bench", "img_size": img_size, "original_size": False, "checkpoint_sha256": None,
+        "origin": "random", "weights": "random", "precision": "bf16" if bf16 else "fp32", "bsz": bsz,
+        "recipe_bsz": cfg.bsz, "recipe_img_size": cfg.img_size, "optimizer": cfg.optimizer, "iterations": iterations,
+        "warmup": warmup, "secs_per_iteration": median, "secs_runs": secs, "iterations_per_sec": 1.0 / median,
+        "secs_per_episode": median / bsz, **memory.as_dict(),
+        "inputs": "random episodes in memory (data loading excluded), random frozen backbone",
+        **_common_fields(dev),
+    }  # fmt: skip
+    save_records([record], None if results_dir is None else Path(results_dir))
+    return record

@@ -1,0 +1,109 @@
+"""Peak memory of a block of work, on a CPU or a CUDA device (what ``hmrepro bench`` reports).
+
+- CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (tensors only, not the caching
+  allocator's reserve nor the CUDA context).
+- CPU on Linux: the process's peak resident set (``VmHWM`` in ``/proc/self/status``), reset at the start of the block
+  by writing 5 to ``/proc/self/clear_refs``, after glibc's ``malloc_trim`` has handed freed heap pages back so that
+  memory kept from earlier work does not hide the block's own. Everything the process touches counts (tensors,
+  allocator slack, libraries' buffers), which is what the machine has to provide.
+- Elsewhere (another OS, or a /proc that cannot be written): ``ru_maxrss``, the peak since the process started,
+  which cannot be reset; :attr:`PeakMemory.method` says so.
+
+``increase_mib`` is the peak minus the memory in use when the block started: what the block itself needed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import resource
+import sys
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+__all__ = ["PeakMemory"]
+
+MIB = 1024 * 1024
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _status_mib(field: str) -> Optional[float]:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024 / MIB  # kB
+    except OSError:
+        return None
+    return None
+
+
+def _trim_heap() -> None:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")
+    except OSError:
+        return False
+    return _status_mib("VmHWM") is not None
+
+
+def _max_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MIB if sys.platform == "darwin" else peak * 1024 / MIB  # bytes on macOS, kB elsewhere
+
+
+class PeakMemory:
+    """``with PeakMemory(device) as mem: work()`` → ``mem.peak_mib``, ``mem.base_mib``, ``mem.increase_mib``,
+    ``mem.method``."""
+
+    def __init__(self, device: torch.device | str) -> None:
+        self.device = torch.device(device)
+        self.method = ""
+        self.base_mib = 0.0
+        self.peak_mib = 0.0
+
+    @property
+    def increase_mib(self) -> float:
+        return max(self.peak_mib - self.base_mib, 0.0)
+
+    def __enter__(self) -> "PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.method = "torch.cuda.max_memory_allocated"
+            self.base_mib = torch.cuda.memory_allocated(self.device) / MIB
+            return self
+        _trim_heap()
+        if _reset_peak_rss():
+            self.method = "peak resident set (VmHWM, reset at the start)"
+            self.base_mib = _status_mib("VmRSS") or 0.0
+        else:
+            self.method = "ru_maxrss (peak since the process started: cannot be reset here)"
+            self.base_mib = _max_rss_mib()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / MIB
+        elif self.method.startswith("peak resident"):
+            self.peak_mib = _status_mib("VmHWM") or 0.0
+        else:
+            self.peak_mib = _max_rss_mib()
+
+    def as_dict(self, prefix: str = "peak_memory") -> dict:
+        """Record fields: ``<prefix>_mib``, ``<prefix>_increase_mib``, ``<prefix>_method``."""
+        return {
+            f"{prefix}_mib": round(self.peak_mib, 1),
+            f"{prefix}_increase_mib": round(self.increase_mib, 1),
+            f"{prefix}_method": self.method,
+        }
