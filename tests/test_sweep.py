@@ -409,3 +409,23 @@ def test_a_run_folder_left_by_a_training_killed_before_its_configuration_is_star
     (run_dir / "config.json").write_text("{}")
     with ExitStack() as hold, pytest.raises(HmreproError, match="--resume"):
         _run_folder(config, distributed.Dist(), False, hold)
+
+
+def test_local_launcher_runs_in_dependency_order_one_per_gpu_and_a_failure_blocks_only_its_dependents(tmp_path):
+    from hmrepro.sweep.local import run_local
+    from hmrepro.sweep.plan import Job
+
+    jobs = [
+        Job(id="bad", kind="download", command=("hmrepro", "no-such-command")),
+        Job(id="after-bad", kind="eval", command=("hmrepro", "--version"), depends_on=("bad",)),
+        Job(id="fine", kind="eval", command=("hmrepro", "--version")),
+        Job(id="unfilled", kind="eval", command=("hmrepro", "--version")),
+        Job(id="old", kind="eval", command=("hmrepro", "no-such-command"), state=DONE),
+    ]
+    folder = SweepFolder(tmp_path / "sweep")
+    events = []
+    outcome = run_local(jobs, folder, gpus=("0", "1"), on_event=events.append, fills=lambda job: job.id != "unfilled", poll_s=0.02)
+    assert outcome == {"bad": "failed", "after-bad": "blocked", "fine": "done", "unfilled": "failed"}
+    assert {e.gpu for e in events if e.what == "start"} == {"0", "1"}
+    assert [e.job.id for e in events if e.what == "end" and e.unfilled] == ["unfilled"]
+    assert folder.attempt("bad")["returncode"] == 2 and "hmrepro 0." in folder.log_path("fine").read_text()

@@ -216,7 +216,7 @@ def run(
     if not todo:
         return
     if launcher is Launcher.local:
-        _run_local(todo, jobs, folder, slots)
+        _run_local(spec, todo, jobs, folder, slots)
         return
     from ..sweep.slurm import SlurmOptions
 
@@ -240,8 +240,14 @@ def _slots(parallel: str) -> list:
     return [gpus[i % len(gpus)] for i in range(count)] if gpus else [None] * count
 
 
-def _run_local(todo, jobs, folder, slots) -> None:
+def _run_local(spec, todo, jobs, folder, slots) -> None:
     from ..sweep.local import LocalEvent, run_local
+    from ..sweep.plan import build_plan
+
+    def fills(job) -> bool:  # the plan again, from the records now on disk
+        if job.kind in ("train", "download"):
+            return True
+        return next((j.state == "done" for j in build_plan(spec) if j.id == job.id), True)
 
     position = {job.id: i + 1 for i, job in enumerate(todo)}
 
@@ -253,12 +259,17 @@ def _run_local(todo, jobs, folder, slots) -> None:
             console.print(f"[yellow]{tag}: not run[/]: a job it needs failed", highlight=False)
         elif event.what == "stopped":
             console.print(f"[yellow]{tag}: stopped[/] (exit {event.returncode}); run the same command again to continue", highlight=False)
+        elif event.unfilled:
+            console.print(
+                f"[red]{tag}: finished, but no record fills its cell[/] (`hmrepro table {spec.table} --all-records` says why)",
+                highlight=False,
+            )
         elif event.returncode == 0:
             console.print(f"[green]{tag}: done[/] in {event.seconds:.0f} s", highlight=False)
         else:
             console.print(f"[red]{tag}: failed[/] (exit {event.returncode}); log {folder.log_path(event.job.id)}", highlight=False)
 
-    outcome = run_local(jobs, folder, gpus=slots, on_event=show)
+    outcome = run_local(jobs, folder, gpus=slots, on_event=show, fills=fills)
     bad = [job_id for job_id, state in outcome.items() if state != "done"]
     if bad:
         console.print(f"[red]{len(bad)} job(s) not done[/]; see `hmrepro sweep status`, fix, and run the same command again", highlight=False)

@@ -35,6 +35,7 @@ class LocalEvent:
     returncode: int | None = None
     seconds: float = 0.0
     gpu: str | None = None
+    unfilled: bool = False  # exit 0, but no record fills the job's cell (e.g. a non-default --img-size)
 
 
 def visible_gpus() -> list[str]:
@@ -66,12 +67,14 @@ def run_local(
     *,
     gpus: Sequence[str | None] = (None,),
     on_event: Callable[[LocalEvent], None] | None = None,
+    fills: Callable[[Job], bool] | None = None,
     poll_s: float = 0.2,
 ) -> dict[str, str]:
     """Run every job of ``jobs`` that is not done; returns job id → ``done`` / ``failed`` / ``blocked`` for them.
 
     ``gpus``: one slot per entry; a job started in slot ``g`` sees only GPU ``g`` (``CUDA_VISIBLE_DEVICES``), a
-    ``None`` slot leaves the environment as it is.
+    ``None`` slot leaves the environment as it is. ``fills(job)`` says whether a job that exited 0 has filled its
+    cells (re-read from the records); one that has not counts as failed.
     """
     emit = on_event or (lambda event: None)
     outcome: dict[str, str] = {job.id: DONE for job in jobs if job.state == DONE}
@@ -97,8 +100,9 @@ def run_local(
                 _close(run, folder, returncode)
                 del running[job_id]
                 free.append(run.gpu)
-                outcome[job_id] = DONE if returncode == 0 else "failed"
-                emit(LocalEvent("end", run.job, returncode, time.monotonic() - run.start, run.gpu))
+                unfilled = returncode == 0 and fills is not None and not fills(run.job)
+                outcome[job_id] = DONE if returncode == 0 and not unfilled else "failed"
+                emit(LocalEvent("end", run.job, returncode, time.monotonic() - run.start, run.gpu, unfilled))
             if running or todo:
                 time.sleep(poll_s)
     except BaseException:
