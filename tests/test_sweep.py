@@ -272,8 +272,8 @@ def _submitted_function(folder: SweepFolder, slurm_id: str):
 def test_slurm_submission_carries_gpus_torchrun_dependencies_and_requeue(tmp_path, fake_slurm):
     from hmrepro.sweep.slurm import SlurmOptions, submit_plan
 
-    spec = _spec(tmp_path, 3, backbones=("resnet50",), cells=("reproduced",))
-    jobs = [job for job in build_plan(spec) if job.id.split("_")[1] == "hsnet-hm"]  # one training, its two evaluations
+    spec = _spec(tmp_path, 3, backbones=("resnet50",))
+    jobs = [job for job in build_plan(spec) if job.id.split("_")[1] == "hsnet-hm"]  # a training, a download, 2 + 2 evaluations
     folder = SweepFolder(spec.sweep_dir)
     options = SlurmOptions(gpus_per_job=4, partition="gpu", account="lab", train_time_min=1440, extra=(("mail_type", "END"),))
     ids = submit_plan(jobs, folder, options)
@@ -286,8 +286,13 @@ def test_slurm_submission_carries_gpus_torchrun_dependencies_and_requeue(tmp_pat
     training = _submitted_function(folder, train_id)
     assert training.argv(python="python")[:7] == ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m", "hmrepro"]
     assert training.argv(python="python")[7:10] == ["train", "hsnet-hm", "--benchmark"]
-    eval_ids = [ids[job.id] for job in jobs if job.kind == "eval"]
-    assert len(eval_ids) == 2 and eval_ids[0].split("_")[0] == eval_ids[1].split("_")[0]  # one array
+    eval_ids = [ids[job.id] for job in jobs if job.kind == "eval" and job.depends_on == (jobs[1].id,)]
+    assert jobs[1].kind == "train" and len(eval_ids) == 2 and eval_ids[0].split("_")[0] == eval_ids[1].split("_")[0]  # one array
+    official = [ids[job.id] for job in jobs if job.id.endswith("official")]
+    assert len(official) == 2 and official[0].split("_")[0] == official[1].split("_")[0] != eval_ids[0].split("_")[0]
+    download_id = ids["download_hsnet-hm_fss"]
+    assert f"#SBATCH --dependency=afterok:{download_id}\n" in (fake_slurm / f"script_{official[0].split('_')[0]}.sh").read_text()
+    assert "gpus" not in (fake_slurm / f"script_{download_id}.sh").read_text()
     array = (fake_slurm / f"script_{eval_ids[0].split('_')[0]}.sh").read_text()
     for line in (f"--dependency=afterok:{train_id}", "--array=0-1%2", "--gpus-per-node=1", "--cpus-per-task=8"):
         assert f"#SBATCH {line}\n" in array, line
@@ -302,7 +307,8 @@ def test_slurm_submission_carries_gpus_torchrun_dependencies_and_requeue(tmp_pat
     assert submit_plan(jobs, folder, options) == ids
     assert len(list(fake_slurm.glob("script_*.sh"))) == before
     again = submit_plan(jobs, folder, options, state_of=lambda i: "FAILED" if i == train_id else "PENDING")
-    assert again[jobs[0].id] != train_id and set(again.values()).isdisjoint(ids.values())
+    renewed = {job_id for job_id in again if again[job_id] != ids[job_id]}
+    assert renewed == {jobs[1].id} | {job.id for job in jobs if job.depends_on == (jobs[1].id,)}  # not the official ones
     assert sorted((fake_slurm / "scancel.log").read_text().split()) == sorted(eval_ids)
 
 

@@ -235,7 +235,7 @@ class _Builder:
 
         if not takes_records(row) or (self.spec.backbones and row["backbone"] and row["backbone"] not in self.spec.backbones):
             return
-        if self.spec.models and row["model"] not in self.spec.models:
+        if self.spec.models and row["model"] not in self._selected_models():
             return
         if row_kind(row) == "bench":
             self._bench(row)
@@ -247,6 +247,18 @@ class _Builder:
                 self._reproduced(variant)
             if "verified" in self.spec.cells and bool(variant["official_checkpoint"]):
                 self._verified(variant)
+
+    def _selected_models(self) -> set[str]:
+        """``spec.models`` and their baselines (the family's FM model)."""
+        from ..models.cards import card_of
+
+        selected = set(self.spec.models)
+        for model in self.spec.models:
+            try:
+                selected.add(card_of(model).family)
+            except HmreproError:
+                pass
+        return selected
 
     def _baseline(self, row):
         """The row's baseline as a row of its own: the family's FM model, the recipe's settings (None if the row is

@@ -209,43 +209,50 @@ def submit_plan(
     done = {job.id for job in jobs if job.state == DONE}
     slurm_ids: dict[str, str] = {}
     renewed: set[str] = set()
-    groups: dict[tuple, list[Job]] = {}
-
-    def flush() -> None:  # submit the arrays collected so far
+    remaining = [job for job in jobs if job.state != DONE]
+    while remaining:  # waves: the jobs whose dependencies are done or have a SLURM id
+        wave = [job for job in remaining if all(d in done or d in slurm_ids for d in job.depends_on)]
+        if not wave:
+            for job in remaining:
+                emit(SlurmEvent("blocked", job))
+            break
+        groups: dict[tuple, list[Job]] = {}
+        for job in wave:
+            deps = [d for d in job.depends_on if d not in done]
+            if _still_in_flight(job, deps, folder, state_of, renewed, slurm_ids, emit):
+                continue
+            dep_ids = tuple(slurm_ids[d] for d in deps)
+            if job.kind == "train":
+                slurm_ids[job.id] = _submit_training(job, folder, options, dep_ids)
+                renewed.add(job.id)
+                emit(SlurmEvent("submitted", job, slurm_ids[job.id]))
+            else:  # one array per kind and dependencies: e.g. a training's 1- and 5-shot evaluations
+                groups.setdefault((job.kind, dep_ids), []).append(job)
         for (kind, dep_ids), members in groups.items():
             for member, slurm_id in zip(members, _submit_array(kind, members, folder, options, dep_ids)):
                 slurm_ids[member.id] = slurm_id
                 renewed.add(member.id)
                 emit(SlurmEvent("submitted", member, slurm_id))
-        groups.clear()
+        remaining = [job for job in remaining if job not in wave]
+    return slurm_ids
 
-    for job in (j for j in jobs if j.state != DONE):
-        deps = [d for d in job.depends_on if d not in done]
-        if any(d not in slurm_ids for d in deps):
-            emit(SlurmEvent("blocked", job))
-            continue
-        if any(slurm_ids[d] == "" for d in deps):
-            flush()
-        previous = folder.latest_submission(job.id)
-        if previous is not None:
-            state = state_of(previous["slurm_id"])
-            if state in IN_FLIGHT and not any(d in renewed for d in deps):
-                slurm_ids[job.id] = previous["slurm_id"]
-                emit(SlurmEvent("in-flight", job, previous["slurm_id"], state))
-                continue
-            if state in IN_FLIGHT:  # its dependency was submitted anew: it would wait for the old one forever
-                subprocess.run(["scancel", str(previous["slurm_id"])], check=False)
-                emit(SlurmEvent("cancelled", job, previous["slurm_id"], state))
-        dep_ids = tuple(slurm_ids[d] for d in deps)
-        if job.kind == "train":
-            slurm_ids[job.id] = _submit_training(job, folder, options, dep_ids)
-            renewed.add(job.id)
-            emit(SlurmEvent("submitted", job, slurm_ids[job.id]))
-        else:
-            groups.setdefault((job.kind, dep_ids), []).append(job)
-            slurm_ids[job.id] = ""  # submitted with its array by flush()
-    flush()
-    return {job_id: slurm_id for job_id, slurm_id in slurm_ids.items() if slurm_id}
+
+def _still_in_flight(job: Job, deps, folder: SweepFolder, state_of, renewed: set, slurm_ids: dict, emit) -> bool:
+    """Whether ``job``'s last submission is queued or running and can stay (then its id goes into ``slurm_ids``);
+    one that waits for a dependency submitted anew is cancelled (it would wait for the old one for ever)."""
+    previous = folder.latest_submission(job.id)
+    if previous is None:
+        return False
+    state = state_of(previous["slurm_id"])
+    if state not in IN_FLIGHT:
+        return False
+    if not any(d in renewed for d in deps):
+        slurm_ids[job.id] = previous["slurm_id"]
+        emit(SlurmEvent("in-flight", job, previous["slurm_id"], state))
+        return True
+    subprocess.run(["scancel", str(previous["slurm_id"])], check=False)
+    emit(SlurmEvent("cancelled", job, previous["slurm_id"], state))
+    return False
 
 
 def _submit_training(job: Job, folder: SweepFolder, options: SlurmOptions, dep_ids: Sequence[str]) -> str:
