@@ -30,7 +30,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Sequence
 
 from ..errors import HmreproError
 
@@ -429,10 +429,3 @@ def _settle(job: Job, users: list[Job]) -> Job:
         return replace(job, note="resumes its run folder (no checkpoint yet)")
     return job
 
-
-def plan_as_json(jobs: Sequence[Job]) -> str:
-    return json.dumps([job.as_dict() for job in jobs], indent=2)
-
-
-def index(jobs: Sequence[Job]) -> Mapping[str, Job]:
-    return {job.id: job for job in jobs}
