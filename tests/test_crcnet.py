@@ -172,3 +172,17 @@ def test_mask_refinement_runs_t_steps_on_its_own_cache():
     torch.testing.assert_close(mrm(x), logits)
     mrm.use_cache = False  # the "w/o Mask Refine" ablation: one step on a zero cache
     torch.testing.assert_close(mrm(x), mrm.step(features, torch.zeros(1, 2, 6, 6)))
+
+
+def test_model_args_text_is_checked_against_the_constructor():
+    from hmrepro.models.model_args import model_arguments, parse_model_args
+
+    assert parse_model_args("gate=relu; scales=0.75,1,1.25;mask_refine=false;refine_steps=3") == {
+        "gate": "relu", "scales": (0.75, 1, 1.25), "mask_refine": False, "refine_steps": 3,
+    }  # fmt: skip
+    assert model_arguments("crcnet-hm", "feature_layers=layer3") == {"feature_layers": ("layer3",)}
+    assert model_arguments("crcnet", "") == {}
+    with pytest.raises(HmreproError, match="crcnet has no argument maskrefine; its arguments are feature_layers"):
+        model_arguments("crcnet", "maskrefine=false")
+    with pytest.raises(HmreproError, match="is not key=value"):
+        parse_model_args("mask_refine")

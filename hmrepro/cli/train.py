@@ -54,6 +54,7 @@ def train(
     amp: Optional[Precision] = typer.Option(None, "--amp", help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, changes numbers; recorded in config.json) [default: fp32].", show_default=False),
     tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls and convolutions on CUDA (faster, changes numbers) [default: off, as the authors].", show_default=False),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=0, help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500].", show_default=False),
+    model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments of the model, 'key=value;key=value' (CRCNet's ablations, e.g. 'mask_refine=false;feature_layers=layer3'); saved in config.json, and eval builds the same model [default: none].", show_default=False),
     epoch_iterations: Optional[int] = typer.Option(None, "--epoch-iterations", min=0, help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole training split, the authors') [default: 0].", show_default=False),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped (mid-epoch too).", show_default=False),
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
@@ -84,6 +85,7 @@ def train(
         "splits": str(splits.expanduser()) if splits else None, "pretrained": pretrained, "calibrate_bn": calibrate_bn,
         "deterministic": deterministic, "precision": amp.value if amp else None, "tf32": tf32,
         "checkpoint_every": checkpoint_every, "epoch_iterations": epoch_iterations, "device": device,
+        "model_args": model_args,
     }  # fmt: skip
     if resume is not None:
         if out is not None:

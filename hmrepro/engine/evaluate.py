@@ -48,6 +48,7 @@ from . import runs
 from .checkpoints import load_checkpoint
 from .distributed import resolve_device
 from .inference import apply_inference, inference_fields
+from ..models.model_args import model_arguments
 from .progress import Progress, Silent
 from .records import PER_EPISODE, ensure_writable_dir, git_commit, now_iso, record_protocol_fields, save_records, versions
 from .recipes import resolve as resolve_recipe
@@ -79,6 +80,7 @@ class WeightsSource:
     trained_img_size: Optional[int] = None  # our own runs: the image size they trained at
     trained_benchmark: Optional[str] = None  # our own runs: the benchmark they trained on (VAT's decoder differs)
     trained_seed: Optional[int] = None  # our own runs: the training --seed
+    trained_model_args: str = ""  # our own runs: the model's constructor arguments (--model-args)
 
 
 def folds_of(benchmark: str, fold: str | int) -> list[int]:
@@ -144,6 +146,7 @@ def resolve_weights(
         path, origin, run_dir=run_dir, sha256=digest, trained_img_size=trained,
         trained_benchmark=config.get("benchmark") if origin == "own" else None,
         trained_seed=int(config["seed"]) if origin == "own" and config.get("seed") is not None else None,
+        trained_model_args=str(config.get("model_args") or "") if origin == "own" else "",
     )  # fmt: skip
 
 
@@ -217,7 +220,7 @@ def load_model(
     torch.manual_seed(0)  # 'random' weights depend on this seed only
     model = create_model(
         model_name, backbone=backbone, pretrained=pretrained if source.path is None else False,
-        benchmark=source.trained_benchmark or benchmark,
+        benchmark=source.trained_benchmark or benchmark, **model_arguments(model_name, source.trained_model_args),
     )  # fmt: skip
     if source.path is not None:
         ckpt = load_checkpoint(source.path, model)
@@ -359,6 +362,7 @@ def _evaluate_fold(
         "model": job.model_name,
         "masking": model.masking.name,
         **inference_fields(model),
+        **({"model_args": source.trained_model_args} if source.trained_model_args else {}),
         "backbone": job.backbone,
         "benchmark": job.record_benchmark,
         "fold": f,

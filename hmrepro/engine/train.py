@@ -48,6 +48,7 @@ from ..data.training_filter import filter_training_pool
 from ..errors import HmreproError
 from ..locks import exclusive_lock
 from ..models.interface import logits_of
+from ..models.model_args import model_arguments
 from ..paths import resolve_data_root
 from . import distributed, runs, schedules
 from .checkpoints import read_checkpoint, save_checkpoint
@@ -542,7 +543,10 @@ def _build_model(cfg: TrainConfig, bench, data_root: Path, pool, progress: Progr
     from .. import create_model
 
     torch.manual_seed(cfg.seed)  # random-init backbones/learners depend on the seed only
-    model = create_model(cfg.model, backbone=cfg.backbone, pretrained=cfg.pretrained, benchmark=cfg.benchmark)
+    model = create_model(
+        cfg.model, backbone=cfg.backbone, pretrained=cfg.pretrained, benchmark=cfg.benchmark,
+        **model_arguments(cfg.model, cfg.model_args),
+    )  # fmt: skip
     if cfg.calibrate_bn:
         images = calibration_images(bench, data_root, pool, cfg.shot, cfg.seed, cfg.img_size, cfg.preprocess)
         touched = calibrate_batchnorm(model.backbone, images)

@@ -67,6 +67,7 @@ class TrainConfig:
     exclude_novel_images: bool = False
     min_class_pixels: int = 0  # BAM: 2 * 32 * 32
     # the run
+    model_args: str = ""  # constructor arguments of the model, 'key=value;...' (CRCNet's ablations; models/model_args.py)
     backbone: str = "resnet50"
     pretrained: bool = True
     calibrate_bn: bool | None = None  # None: on for random (not pretrained) backbones
@@ -130,6 +131,10 @@ def build_config(model: str, benchmark: str, fold: int, overrides: Mapping[str, 
     get_benchmark(benchmark)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_overrides(given)
+    if given.get("model_args"):  # unknown constructor arguments are refused before any work
+        from ..models.model_args import model_arguments
+
+        model_arguments(model, given["model_args"])
     values = resolve_recipe(model, benchmark, {**given, "model": model, "benchmark": benchmark, "fold": int(fold)})
     if benchmark == "fss" and int(fold) != 0:
         raise HmreproError("FSS-1000 has a single split: use --fold 0")
