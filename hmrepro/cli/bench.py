@@ -111,6 +111,8 @@ def model_command(
     amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
     channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="Channels-last query images (recorded)."),
     profile: bool = typer.Option(True, "--profile/--no-profile", help="One more episode under torch.profiler for the breakdown."),
+    multi_scale: bool = typer.Option(False, "--multi-scale/--single-scale", help="CRCNet: 0.75, 1 and 1.25 x the image size, probabilities averaged (recorded)."),
+    kshot: Optional[str] = typer.Option(None, "--kshot", help="CRCNet K-shot method: finetune-fusion, finetune or fusion (recorded) [default: finetune-fusion].", show_default=False),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
@@ -123,15 +125,18 @@ def model_command(
     Example: [bold]hmrepro bench model --model hsnet-hm --shot 5 --img-size 400 --device cpu[/]
 
     Example: [bold]hmrepro bench model -m vat-hm -b pascal --device cuda --runs 20 --amp[/]
+
+    Example (CRCNet, multi-scale, fine-tuned 5-shot): [bold]hmrepro bench model -m crcnet-hm -k 5 -b pascal --multi-scale --kshot finetune-fusion --device cpu --runs 1 --warmup 0[/]
     """
     from rich.table import Table
 
     from ..engine.bench_model import STAGES, bench_model
+    from ..engine.inference import MULTI_SCALES
 
     record = bench_model(
         model, shot=shot, backbone=backbone, benchmark=benchmark.value, img_size=img_size, bsz=bsz, device=device,
         runs=runs, warmup=warmup, bf16=amp, channels_last=channels_last, profile=profile,
-        results_dir=None if no_record else results,
+        results_dir=None if no_record else results, inference={"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot},
     )  # fmt: skip
     out = Console(stderr=as_json)
     title = f"{model} ({backbone}), {record['img_size']} px, {shot}-shot, batch {bsz}, {record['precision']}, {record['device_name']}"

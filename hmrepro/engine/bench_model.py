@@ -143,6 +143,7 @@ def bench_model(
     channels_last: bool = False,
     profile: bool = True,
     results_dir: str | Path | None = "results",
+    inference: Optional[dict] = None,
 ) -> dict:
     """Time, peak memory and breakdown of ``model_name``'s K-shot episode; returns (and writes) one record
     (``kind='bench-model'``). ``img_size`` defaults to the model's size for ``benchmark`` (its card)."""
@@ -151,6 +152,7 @@ def bench_model(
     from ..models.cards import card_of, eval_plan
     from . import runs as run_info
     from .distributed import resolve_device
+    from .inference import apply_inference, inference_fields
     from .records import ensure_writable_dir, git_commit, now_iso, save_records, versions
 
     if shot < 1 or bsz < 1 or runs < 1 or warmup < 0:
@@ -165,6 +167,7 @@ def bench_model(
         model = create_model(model_name, backbone=backbone, pretrained=False, benchmark=benchmark)
     except ValueError as err:
         raise HmreproError(f"{model_name} on {backbone}: {err}") from None
+    apply_inference(model, inference, model_name)  # test-time options (CRCNet: --multi-scale, --kshot)
     model = model.to(dev).eval()
     query, supports, masks = episode_inputs(img_size, shot, bsz, dev)
     if channels_last:
@@ -191,6 +194,7 @@ def bench_model(
         "model": model_name,
         "family": card.family,
         "masking": model.masking.name,
+        **inference_fields(model),
         "backbone": backbone,
         "benchmark": benchmark,
         "fold": 0,
