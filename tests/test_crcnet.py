@@ -95,6 +95,24 @@ def test_no_mask_leaks_into_the_branch_it_supervises(model):
     assert not torch.equal(base["support_logits"], new_query["support_logits"])
 
 
+def test_the_two_branches_are_symmetric(model):
+    """Swapping (query, its mask) with (support, its mask) swaps the query and support predictions [G1]."""
+    query, support, query_mask, support_mask = episode(batch=1, seed=6)
+    model.train()
+    dropouts = [m for m in model.modules() if isinstance(m, torch.nn.Dropout2d)]
+    for m in dropouts:
+        m.eval()  # the same (no) dropout on both sides
+    try:
+        with torch.no_grad():
+            one = model(query, support, support_mask, query_mask=query_mask)
+            two = model(support, query, query_mask, query_mask=support_mask)
+    finally:
+        model.eval()
+    torch.testing.assert_close(one["logits"], two["support_logits"])
+    torch.testing.assert_close(one["support_logits"], two["logits"])
+    torch.testing.assert_close(one["query_aux_logits"], two["support_aux_logits"])
+
+
 def test_hm_conditioning_is_fm_where_fm_is_positive_else_im(model, monkeypatch):
     plain = torch.tensor([[[[1.0, -2.0], [0.0, 3.0]]]])  # [1, 1, 2, 2]
     masked_image_features = torch.tensor([[[[10.0, 20.0], [30.0, 40.0]]]])
