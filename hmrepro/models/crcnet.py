@@ -112,8 +112,6 @@ class CRCNet(nn.Module):
             raise ValueError(f"CRCNet supports the backbones {BACKBONES}, not {backbone!r}")
         if not (cross_reference or conditional):
             raise ValueError("CRCNet needs the cross-reference module, the conditional module, or both")
-        if conditional and not (global_conditional or local_conditional):
-            global_conditional = local_conditional = False  # Table 3, first row: no conditioning branch at all
         self.backbone_name = backbone
         self.masking = get_masking_mode(masking)
         self.backbone = build_dilated_resnet(backbone, pretrained=pretrained, feature_layers=tuple(feature_layers))
