@@ -334,7 +334,8 @@ def status(
         typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
         return
     view = Table(title=f"sweep of table {number} ({paper}): {spec.sweep_dir}")
-    for column in ("job", "state", "where", "note"):
+    view.add_column("job", overflow="fold", min_width=min(60, max((len(s.job.id) for s in statuses), default=3)))
+    for column in ("state", "where", "note"):
         view.add_column(column, overflow="fold")
     for s in statuses:
         if s.state != "done":
