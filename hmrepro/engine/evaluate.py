@@ -282,6 +282,16 @@ def fold_plan(recipe: dict, source: WeightsSource, img_size: int | None, origina
     return EpisodePlan(recipe["protocol"], recipe["preprocess"], size, original_size)
 
 
+def set_eval_numerics(device: torch.device) -> None:
+    """On CUDA: cuDNN autotuning (the fastest algorithm for the episodes' fixed shapes; fp32 either way) and TF32 off
+    (PyTorch lets cuDNN convolutions use TF32 by default, which changes numbers; bf16 is the opt-in ``--amp``, and
+    records say ``precision``). Nothing to do on a CPU."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def _evaluate_folds(
     job: _Evaluation,
     folds: Sequence[int],
@@ -297,6 +307,7 @@ def _evaluate_folds(
     """The common evaluation: per fold, its weights, its model, its episodes through the runner, one record."""
     progress = _progress_of(progress)
     device, log = resolve_device(device), log or progress.log
+    set_eval_numerics(device)
     if results_dir is not None:
         ensure_writable_dir(Path(results_dir))
     sources = [
