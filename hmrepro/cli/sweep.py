@@ -340,7 +340,8 @@ def status(
     for s in statuses:
         if s.state != "done":
             view.add_row(s.job.id, s.state, s.where, s.job.note)
-    console.print(view)
+    if view.row_count:
+        console.print(view)
     from collections import Counter
 
     counts = Counter(s.state for s in statuses)
