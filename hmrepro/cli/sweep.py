@@ -40,7 +40,7 @@ SeedsOption = typer.Option("0", "--seeds", help="Training seeds, comma-separated
 CellsOption = typer.Option("verified,reproduced", "--cells", help="Which cells: verified (official checkpoints), reproduced (own training), or both.")
 ResultsOption = typer.Option(Path("results"), "--results", envvar="HMREPRO_RESULTS", help="Folder of the result records (read and written).")
 SweepDirOption = typer.Option(
-    None, "--sweep-dir", help="Folder of the sweep's run folders, logs and SLURM files [default: sweeps/<paper>-table<N>].", show_default=False
+    None, "--sweep-dir", help="Folder of the sweep's run folders, logs and SLURM files, shared by a paper's tables (Table 4 uses Table 2's COCO runs) [default: sweeps/<paper>].", show_default=False
 )
 TrainOverrideOption = typer.Option(
     None, "--train-override", metavar="KEY=VALUE",
@@ -80,7 +80,7 @@ def _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data
         eval_pairs = parse_key_values(eval_override or [], "--eval-override")
     except HmreproError as err:
         raise typer.BadParameter(str(err)) from None
-    sweep_dir = (sweep_dir or Path("sweeps") / f"{paper}-table{number}").expanduser().resolve()
+    sweep_dir = (sweep_dir or Path("sweeps") / paper).expanduser().resolve()
     return SweepSpec(
         table=number, paper=paper, models=tuple(model or ()), backbones=tuple(backbone or ()), seeds=seed_list, cells=cell_list,
         results=results.expanduser().resolve(), sweep_dir=sweep_dir,
