@@ -213,7 +213,7 @@ def test_local_sweep_fills_a_tiny_table_and_resumes_a_killed_training(tiny_world
     killer.start()
     assert run(_sweep_run_args(world, synthetic_root)) == 1  # the training was stopped: its evaluation did not run
     killer.join()
-    out = capsys.readouterr().err
+    out = " ".join(capsys.readouterr().err.split())  # whatever the console's width wrapped
     assert stopped and "failed (exit 143)" in out and "not run" in out
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert (run_dir / "last.pt").is_file() and not (world / "results").exists()
@@ -231,7 +231,7 @@ def test_local_sweep_fills_a_tiny_table_and_resumes_a_killed_training(tiny_world
     assert frame.loc[0, "reproduced_miou"] == frame.loc[0, "reproduced_miou"]  # the cell is filled (not NaN)
     capsys.readouterr()
     assert run(_sweep_run_args(world, synthetic_root)) == 0  # nothing left to do
-    assert "0 job(s) to run" in capsys.readouterr().err.replace("\n", " ")
+    assert "0 job(s) to run" in " ".join(capsys.readouterr().err.split())
 
 
 # --- the SLURM launcher, without a cluster -----------------------------------------------------------------
@@ -434,4 +434,4 @@ def test_local_launcher_runs_in_dependency_order_one_per_gpu_and_a_failure_block
     assert outcome == {"bad": "failed", "after-bad": "blocked", "fine": "done", "unfilled": "failed"}
     assert {e.gpu for e in events if e.what == "start"} == {"0", "1"}
     assert [e.job.id for e in events if e.what == "end" and e.unfilled] == ["unfilled"]
-    assert folder.attempt("bad")["returncode"] == 2 and "hmrepro 0." in folder.log_path("fine").read_text()
+    assert folder.attempt("bad")["returncode"] == 2 and "=== exit status 0" in folder.log_path("fine").read_text()
