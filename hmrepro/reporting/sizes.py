@@ -76,8 +76,7 @@ def analyze_sizes(
 
 def bin_label(low: float, high: float) -> str:
     """``'0.4–2.1 %'``: a bin's range of foreground fractions in percent."""
-    digits = 1 if high < 0.2 else 0
-    return f"{low * 100:.{digits}f}–{high * 100:.{digits}f} %"
+    return f"{low * 100:.1f}–{high * 100:.1f} %"
 
 
 def plot_sizes(analysis: SizeAnalysis, output: str | Path, title: str | None = None, dpi: int = 150) -> Path:
@@ -109,7 +108,10 @@ def plot_sizes(analysis: SizeAnalysis, output: str | Path, title: str | None = N
             high = np.array([b.deltas[k - 1].ci95[1] for b in shown])
             ax.fill_between(x, low, high, color=color, alpha=0.2, linewidth=0)
             ax.plot(x, delta, marker="o", color=color, label=f"{label} − {analysis.labels[0]}")
-        _axis(ax, x, ticks, analysis.by, "difference in mIoU (points)", "Paired difference per size (band clear of 0: a real difference)")
+        ylabel = "difference in mIoU (points)"
+        if len(analysis.labels) == 2:
+            ylabel = f"{analysis.labels[1]} − {analysis.labels[0]}, mIoU points (> 0: {analysis.labels[1]} better)"
+        _axis(ax, x, ticks, analysis.by, ylabel, "Paired difference per size (band clear of 0: a real difference)")
         ax.legend(loc="best", fontsize=8)
     what = "query" if analysis.by == "query" else "supports' mean"
     fig.suptitle(title or f"IoU vs object size ({what} foreground fraction, {analysis.resamples} resamples)", fontsize=11)
