@@ -141,7 +141,10 @@ def model_command(
     out = Console(stderr=as_json)
     title = f"{model} ({backbone}), {record['img_size']} px, {shot}-shot, batch {bsz}, {record['precision']}, {record['device_name']}"
     out.print(f"[bold]{title}[/]")
-    out.print(f"{record['secs_per_episode']:.3f} s/episode (median of {runs}; min {record['secs_min']:.3f}); {_memory_line(record)}")
+    out.print(
+        f"{record['secs_per_episode']:.3f} s/episode (median of {runs}; min {record['secs_min']:.3f}; process CPU "
+        f"{record['cpu_secs_per_episode']:.3f} s); {_memory_line(record)}"
+    )
     breakdown = record["breakdown"]
     if breakdown:
         table = Table(title=f"one profiled episode: {breakdown['profiled_secs']:.3f} s")

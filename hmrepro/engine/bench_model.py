@@ -5,9 +5,9 @@ Any model of any card works: the model is built with :func:`hmrepro.create_model
 query [B, 3, S, S], supports [B, K, 3, S, S] and centred square masks; random images, seed 0).
 
 - **Time**: after ``warmup`` untimed episodes, the median (and min) of ``runs`` episodes, the device synchronised
-  around each.
-- **Peak memory** of one episode (:class:`~hmrepro.engine.memory.PeakMemory`: the peak resident set on a CPU,
-  ``max_memory_allocated`` on CUDA), absolute and above what was in use before it.
+  around each; also the process CPU time per episode (all threads), steadier than wall time on a shared CPU.
+- **Peak memory** of the timed episodes (:class:`~hmrepro.engine.memory.PeakMemory`: the peak resident set on a CPU,
+  ``max_memory_allocated`` on CUDA), absolute and above what was in use before them.
 - **Breakdown** of one more episode under ``torch.profiler``: the backbone (``model.backbone.taps``; its first call of
   the episode is the query's, the others the supports'), the correlation (the ``hmrepro::correlation`` range of
   :func:`~hmrepro.models.correlation.hypercorrelation_pyramid`), the learner (every child module of the model other
@@ -117,15 +117,17 @@ def stage_breakdown(model: nn.Module, episode: Callable[[], object], device: tor
     return {"profiled_secs": round(total, 4), "stages": {k: round(v, 4) for k, v in stages.items()}, "top_ops": top}
 
 
-def _time_runs(episode: Callable[[], object], device: torch.device, runs: int) -> list[float]:
-    secs = []
+def _time_runs(episode: Callable[[], object], device: torch.device, runs: int) -> tuple[list[float], list[float]]:
+    """Wall seconds and process CPU seconds (all threads) of each of ``runs`` episodes."""
+    secs, cpu_secs = [], []
     for _ in range(runs):
         sync(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         episode()
         sync(device)
         secs.append(time.perf_counter() - start)
-    return secs
+        cpu_secs.append(time.process_time() - cpu_start)
+    return secs, cpu_secs
 
 
 def bench_model(
@@ -174,16 +176,15 @@ def bench_model(
         query = query.contiguous(memory_format=torch.channels_last)
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def episode():
-        with torch.inference_mode(), autocast:
+    def episode():  # no_grad, not inference_mode: a model may fine-tune on the supports inside (CRCNet)
+        with torch.no_grad(), autocast:
             return model.predict_nshot(query, supports, masks)
 
     try:
         for _ in range(warmup):
             episode()
-        with PeakMemory(dev) as memory:
-            episode()
-        secs = _time_runs(episode, dev, runs)
+        with PeakMemory(dev) as memory:  # the peak of the timed episodes: one after the other, the peak of one
+            secs, cpu_secs = _time_runs(episode, dev, runs)
         breakdown = stage_breakdown(model, episode, dev) if profile else None
     except RuntimeError as err:  # a size the model cannot take, out of memory ...
         raise HmreproError(f"{model_name}, {shot}-shot at {img_size} px failed: {err}") from None
@@ -206,6 +207,9 @@ def bench_model(
         "secs_per_episode": median,
         "secs_min": min(secs),
         "secs_runs": secs,
+        # process CPU time (all threads): on a CPU shared with other work it moves less than the wall time
+        "cpu_secs_per_episode": statistics.median(cpu_secs),
+        "cpu_secs_runs": cpu_secs,
         "warmup": warmup,
         "precision": "bf16" if bf16 else "fp32",
         "channels_last_inputs": channels_last,

@@ -60,6 +60,9 @@ class ASNet(nn.Module):
         self.backbone_name = backbone
         self.masking = get_masking_mode(masking)
         self.backbone = build_backbone(backbone, pretrained=pretrained)
+        # Channels-last conv weights make oneDNN / cuDNN run the backbone in NHWC (~15 % less CPU time at 400 px; same
+        # values up to float rounding, as VAT's). Loading a state dict keeps this layout.
+        self.backbone.to(memory_format=torch.channels_last)
         self.learner = AttentiveSqueezeLearner(self.backbone.stage_tap_counts)
 
     # -- features ---------------------------------------------------------------------------------------------

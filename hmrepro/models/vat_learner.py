@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .conv4d import conv_over_support_dims
 from .learner import resize_query_dims
 from .swin import SwinTransformer2d, SwinTransformer4d, TransformerWrapper2d, TransformerWrapper4d
 
@@ -130,19 +131,6 @@ def conv_over_query_dims(conv: nn.Conv2d, x: Tensor) -> Tensor:
         padding=(*conv.padding, 0),
     )
     return out.view(*out.shape[:4], hs, ws)
-
-
-def conv_over_support_dims(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """A 2D conv over dims (Hs, Ws) of [B, C, Hq, Wq, Hs, Ws] at every query position (3D conv, kernel (1, k, k))."""
-    bsz, ch, hq, wq, hs, ws = x.shape
-    out = F.conv3d(
-        x.reshape(bsz, ch, hq * wq, hs, ws),
-        conv.weight.unsqueeze(2),
-        conv.bias,
-        stride=(1, *conv.stride),
-        padding=(0, *conv.padding),
-    )
-    return out.view(bsz, out.shape[1], hq, wq, *out.shape[-2:])
 
 
 class SeparableConv4d(nn.Module):
