@@ -146,7 +146,7 @@ from types import MappingProxyType
 import hmrepro.models.cards as cards
 object.__setattr__(cards.HSNET, "img_size", MappingProxyType({**cards.HSNET.img_size, "fss": 48}))
 """
-TINY_TRAINING = ["epochs=1", "epoch_iterations=3", "pretrained=false", "calibrate_bn=false", "val_episodes=2",
+TINY_TRAINING = ["epochs=1", "epoch_iterations=6", "pretrained=false", "calibrate_bn=false", "val_episodes=2",
                  "val_bsz=2", "checkpoint_every=1", "workers=0", "device=cpu"]  # fmt: skip
 
 
