@@ -71,7 +71,7 @@ def _seed_columns(row: pd.Series, own: list[dict], original_size: bool) -> dict:
 
     by_seed: dict[object, list[dict]] = {}
     for record in own:
-        by_seed.setdefault(record.get("train_seed"), []).append(record)
+        by_seed.setdefault(_training_run(record, own), []).append(record)
     if len(by_seed) < 2:
         return {}
     per_seed = [_values(cell_records(row, rs, original_size=original_size)) for rs in by_seed.values()]
@@ -83,6 +83,16 @@ def _seed_columns(row: pd.Series, own: list[dict], original_size: bool) -> dict:
             out[f"reproduced_{column}_sd"] = statistics.stdev(values)
             out[f"reproduced_{column}_seeds"] = len(values)
     return out
+
+
+def _training_run(record: dict, records: list[dict]) -> object:
+    """Which training seed ``record`` evaluates: its ``train_seed``; for an older record without one, the seed of
+    another record of the same checkpoint, else the checkpoint itself (one run, whatever its seed)."""
+    if record.get("train_seed") is not None:
+        return record["train_seed"]
+    sha = record.get("checkpoint_sha256")
+    known = {r.get("checkpoint_sha256"): r["train_seed"] for r in records if r.get("train_seed") is not None}
+    return known.get(sha, ("checkpoint", sha))
 
 
 def _values(cells: dict[str, dict]) -> dict[str, float]:
