@@ -113,6 +113,7 @@ def model_command(
     profile: bool = typer.Option(True, "--profile/--no-profile", help="One more episode under torch.profiler for the breakdown."),
     multi_scale: bool = typer.Option(False, "--multi-scale/--single-scale", help="CRCNet: 0.75, 1 and 1.25 x the image size, probabilities averaged (recorded)."),
     kshot: Optional[str] = typer.Option(None, "--kshot", help="CRCNet K-shot method: finetune-fusion, finetune or fusion (recorded) [default: finetune-fusion].", show_default=False),
+    model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments, 'key=value;...' (e.g. CRCNet's 'finetune_steps=5'; recorded) [default: none].", show_default=False),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
@@ -137,6 +138,7 @@ def model_command(
         model, shot=shot, backbone=backbone, benchmark=benchmark.value, img_size=img_size, bsz=bsz, device=device,
         runs=runs, warmup=warmup, bf16=amp, channels_last=channels_last, profile=profile,
         results_dir=None if no_record else results, inference={"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot},
+        model_args=model_args or "",
     )  # fmt: skip
     out = Console(stderr=as_json)
     title = f"{model} ({backbone}), {record['img_size']} px, {shot}-shot, batch {bsz}, {record['precision']}, {record['device_name']}"

@@ -146,6 +146,7 @@ def bench_model(
     profile: bool = True,
     results_dir: str | Path | None = "results",
     inference: Optional[dict] = None,
+    model_args: str = "",
 ) -> dict:
     """Time, peak memory and breakdown of ``model_name``'s K-shot episode; returns (and writes) one record
     (``kind='bench-model'``). ``img_size`` defaults to the model's size for ``benchmark`` (its card)."""
@@ -154,6 +155,7 @@ def bench_model(
     from ..models.cards import card_of, eval_plan
     from . import runs as run_info
     from .distributed import resolve_device
+    from ..models.model_args import model_arguments
     from .inference import apply_inference, inference_fields
     from .records import ensure_writable_dir, git_commit, now_iso, save_records, versions
 
@@ -166,7 +168,9 @@ def bench_model(
     img_size = img_size or eval_plan(model_name, benchmark).img_size
     torch.manual_seed(0)
     try:
-        model = create_model(model_name, backbone=backbone, pretrained=False, benchmark=benchmark)
+        model = create_model(
+            model_name, backbone=backbone, pretrained=False, benchmark=benchmark, **model_arguments(model_name, model_args)
+        )  # fmt: skip
     except ValueError as err:
         raise HmreproError(f"{model_name} on {backbone}: {err}") from None
     apply_inference(model, inference, model_name)  # test-time options (CRCNet: --multi-scale, --kshot)
@@ -196,6 +200,7 @@ def bench_model(
         "family": card.family,
         "masking": model.masking.name,
         **inference_fields(model),
+        **({"model_args": model_args} if model_args else {}),
         "backbone": backbone,
         "benchmark": benchmark,
         "fold": 0,
