@@ -51,8 +51,7 @@ def test_bad_choices_exit_2():
 def _json_record(args: list[str]) -> dict:
     result = runner.invoke(app, [*args, "--json"])
     assert result.exit_code == 0, result.output
-    (path,) = (Path(json.loads(result.stdout)["path"]),)
-    record = json.loads(path.read_text())
+    record = json.loads(Path(json.loads(result.stdout)["path"]).read_text())  # the record as written
     assert set(RECORD_FIELDS) <= set(record) and record["origin"] == "random" and record["device"] == "cpu"
     assert record["peak_memory_mib"] > 0 and record["peak_memory_method"]
     return record
