@@ -224,7 +224,7 @@ def _write_per_episode(record_path: Path, table: dict, class_ids) -> dict:
     return {"per_episode_file": sidecar.name, "per_episode_sha256": sha256_bytes(data)}
 
 
-def read_episode_table(record_path: Path) -> tuple[dict, dict, "np.ndarray"]:
+def read_episode_table(record_path: Path) -> tuple[dict, dict, list]:
     """(record, per-episode table as numpy columns, the classes mIoU averages over) of the record at
     ``record_path``; a one-line ``HmreproError`` when the record has no per-episode results or they do not match."""
     from .per_episode import load_table, sha256_bytes
@@ -251,7 +251,7 @@ def read_episode_table(record_path: Path) -> tuple[dict, dict, "np.ndarray"]:
     except (ValueError, OSError) as err:
         raise HmreproError(f"{sidecar}: not a per-episode file ({err}); evaluate again") from None
     record.setdefault("path", str(record_path))
-    return record, table, class_ids
+    return record, table, [int(c) for c in class_ids]
 
 
 def read_episodes(record_path: Path):

@@ -37,7 +37,7 @@ PREFIXES = ("verified", "reproduced")
 def add_uncertainty(frame: pd.DataFrame, records: list[dict], *, original_size: bool, ci: bool,
                     resamples: int = TABLE_RESAMPLES) -> pd.DataFrame:
     """``frame`` with the seed, interval and gain columns of the module docstring (a new frame)."""
-    from .tables import ORIGIN_COLUMNS, matching_records, row_cells
+    from .tables import matching_records, row_cells
 
     frame = frame.copy()
     extra: dict[str, list] = {}
