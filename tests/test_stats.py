@@ -225,6 +225,7 @@ def test_table_2_shows_intervals_seeds_and_gain_lines_in_every_format(tmp_path):
     assert 0 < hm["gain_miou_low"] < hm["gain_miou"] < hm["gain_miou_high"]
     assert hm["gain_inside"] == (hm["gain_miou_low"] <= 44.3 - 39.2 <= hm["gain_miou_high"])
     assert hsnet["reproduced_miou_low"] < hsnet["reproduced_miou"] < hsnet["reproduced_miou_high"]
+    assert hsnet["reproduced_fb_iou_low"] < hsnet["reproduced_fb_iou"] < hsnet["reproduced_fb_iou_high"]
     assert vat["reproduced_miou_seeds"] == 2 and vat["reproduced_miou_sd"] > 0
     for fmt in ("rich", "markdown", "latex"):
         text = render(frame, 2, fmt, compare=True)

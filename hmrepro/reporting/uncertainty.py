@@ -8,7 +8,7 @@ Added to :func:`hmrepro.reporting.tables.compare_table`'s frame (non-bench table
   column averages each seed's complete set of folds.
 - **Intervals** (``ci``): each verified/reproduced cell filled by one record gets the 95 % bootstrap interval of
   its mIoU over the fold's episodes (``<prefix>_<col>_low`` / ``_high``; the mean column resamples each fold on its
-  own), from the records' per-episode results (:mod:`hmrepro.reporting.stats`).
+  own, and FB-IoU gets its interval too), from the records' per-episode results (:mod:`hmrepro.reporting.stats`).
 - **Gains.** Every HM row (masking ``hm*``) whose baseline row is in the table (the family's baseline model, same
   backbone, benchmark and shot) gets ``gain_baseline`` (the baseline's method), the claimed gain
   ``gain_claimed_<col>`` (HM − baseline as printed), the reproduced gain ``gain_<col>`` (reproduced HM − reproduced
@@ -128,8 +128,10 @@ def _interval_columns(prefix: str, cells: dict[str, dict], resamples: int) -> di
         folds = _folds(group)
         if folds is None:
             continue
-        interval = bootstrap_value(folds, resamples=resamples)[0]
+        interval, fb_interval = bootstrap_value(folds, resamples=resamples)
         out[f"{prefix}_{column}_low"], out[f"{prefix}_{column}_high"] = interval.low, interval.high
+        if column == "miou":  # the mean over folds (or the single split): FB-IoU too
+            out[f"{prefix}_fb_iou_low"], out[f"{prefix}_fb_iou_high"] = fb_interval.low, fb_interval.high
     return out
 
 
