@@ -340,11 +340,34 @@ def learnable_state(model) -> dict:
     return {k: v for k, v in model.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
 
 
-def backbone_fingerprint(model) -> str:
-    """sha256 of the frozen backbone's tensors: a resumed run checks it rebuilt the very same backbone."""
+NORM_STATISTICS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _is_norm_statistic(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in NORM_STATISTICS
+
+
+def resume_state(model, calibrated: bool) -> dict:
+    """What ``last.pt`` keeps: the learnable state, plus a random backbone's calibrated BatchNorm statistics.
+
+    Re-estimating those statistics on resume would not give the same bits (the CPU convolutions' sums depend on
+    the number of threads), so they are saved; the backbone's weights are rebuilt from the seed.
+    """
+    state = learnable_state(model)
+    if calibrated:
+        state.update({k: v for k, v in model.state_dict().items() if k.startswith(FROZEN_PREFIX) and _is_norm_statistic(k)})
+    return state
+
+
+def backbone_fingerprint(model, *, skip_norm_statistics: bool = False) -> str:
+    """sha256 of the frozen backbone's tensors: a resumed run checks it rebuilt the very same backbone.
+
+    ``skip_norm_statistics``: leave out the BatchNorm statistics (a calibrated random backbone's, which
+    ``last.pt`` restores itself: :func:`resume_state`).
+    """
     h = hashlib.sha256()
     for key, value in model.state_dict().items():
-        if key.startswith(FROZEN_PREFIX):
+        if key.startswith(FROZEN_PREFIX) and not (skip_norm_statistics and _is_norm_statistic(key)):
             h.update(key.encode())
             h.update(value.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
@@ -485,7 +508,7 @@ class Run:
     def save_last(self, epoch_stats: dict | None) -> None:
         cfg = self.config
         save_checkpoint(
-            self.run_dir / runs.LAST, learnable_state(self.model), model_name=cfg.model, backbone=cfg.backbone,
+            self.run_dir / runs.LAST, resume_state(self.model, cfg.calibrate_bn), model_name=cfg.model, backbone=cfg.backbone,
             metadata={"config": self.saved_config(), "kind": "resume", "backbone_sha256": self.fingerprint},
             extra={"optimizer": self.optimizer.state_dict(), "rng": rng_state(), **self.state.as_dict(), "epoch_stats": epoch_stats},
         )  # fmt: skip
@@ -576,7 +599,7 @@ def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progres
             f"{len(frozen)} parameter tensors never receive a gradient ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}): "
             "kept at their initial values, as under the authors' DataParallel"
         )
-    fingerprint = backbone_fingerprint(model)
+    fingerprint = backbone_fingerprint(model, skip_norm_statistics=cfg.calibrate_bn)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(cfg.optimizer, params, float(cfg.lr), float(cfg.weight_decay), float(cfg.momentum))
     state = _restore(run_dir, model, optimizer, fingerprint, progress) if resume else RunState()
