@@ -103,10 +103,10 @@ def table(
     Other papers: [bold]hmrepro table 8 --paper crcnet --format csv[/] (CRCNet's Table 8),
     [bold]hmrepro table 1 --paper mce --compare-claimed[/] (MCE's Table I); rows their authors ran take records.
     """
+    _check_table_number(number, paper.value)  # before the imports: a wrong number is refused at once
     from ..reporting.render import build_view, print_rich, render
     from ..reporting.tables import compare_table
 
-    _check_table_number(number, paper.value)
     results_dir = _results_dir(results)
     if all_records:
         _show_records(number, results_dir, fmt, output, paper.value)
