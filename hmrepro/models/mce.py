@@ -287,7 +287,7 @@ class MCE(nn.Module):
 
     def _shot_features(self, query: Sequence[Tensor], support: Sequence[Tensor], m: Tensor) -> list[Tensor]:
         """Per (query, support) pair: V_s tiled, f_cross and A_sim as the model uses them (absent ones omitted)."""
-        q2, q3, q4 = query
+        q2, _, q4 = query
         t2, t3, t4 = support
         prototype = masked_average_pool(self.down_supp(torch.cat([t3, t2], dim=1)), m)
         features = [prototype.expand(-1, -1, *q2.shape[-2:])]
