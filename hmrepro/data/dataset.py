@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from .benchmarks import Benchmark, get_benchmark
 from .episodes import Episode
+from .image_cache import ImageCache
 from .preprocessing import get_preprocessing
 
 
@@ -35,6 +36,11 @@ class EpisodeDataset(Dataset):
     :class:`hmrepro.data.geometric.GeometricAugment`) gets each image with its label map at the original size
     (0 background, 1 the class, 255 ignore) and returns the image tensor and the label map at the training size;
     its 255 pixels (PASCAL boundaries, padding) become ``*_ignore``. Training only: it refuses ``original_size``.
+
+    ``image_cache_mib`` (default 0: off) keeps the decoded and preprocessed images and resized raw masks of the
+    last images loaded, up to that many MiB (:class:`~hmrepro.data.image_cache.ImageCache`, one per process: each
+    DataLoader worker has its own); only with the default transform (an augmentation is random). Every returned
+    tensor is new, so the items are identical with and without it.
     """
 
     def __init__(
@@ -47,6 +53,7 @@ class EpisodeDataset(Dataset):
         transform: Callable | None = None,
         *,
         preprocess: str,
+        image_cache_mib: float = 0,
     ):
         self.benchmark = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
         self.data_root = self.benchmark.require(data_root)
@@ -62,18 +69,26 @@ class EpisodeDataset(Dataset):
         self.pairs = hasattr(self.transform, "pair")
         if original_size and self.pairs:
             raise ValueError("a transform of image and mask (geometric augmentation) is for training, not original-size evaluation")
+        self.image_cache = ImageCache.of_mib(image_cache_mib if transform is None else 0)
 
     def __len__(self) -> int:
         return len(self.episodes)
 
-    def _load(self, name: str, class_id: int, resize: bool):
+    def _prepared(self, name: str, resize: bool) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+        """The transformed image, the raw mask (resized when ``resize``) and the original (W, H) of ``name``."""
         image, raw = self.benchmark.load_pair(self.data_root, name)  # validated: values, kind, size
         if resize:
             raw = self.resize_mask(raw, (self.img_size, self.img_size))
+        return self.transform(image), raw, (image.width, image.height)
+
+    def _load(self, name: str, class_id: int, resize: bool):
+        """Image tensor (the cache's: not to be written into), 0/1 mask, ignore map (new tensors), original (W, H)."""
+        key = (self.benchmark.name, str(self.data_root), name, self.preprocess, self.img_size, resize)
+        img, raw, size = self.image_cache.get(key, lambda: self._prepared(name, resize))
         mask, ignore = self.benchmark.binarize(raw, class_id)
         if ignore is None:
             ignore = torch.zeros_like(mask)
-        return image, mask, ignore
+        return img, mask, ignore, size
 
     def _load_pair(self, name: str, class_id: int):
         """Image and mask transformed together (``transform.pair``): image tensor, mask, ignore, original (W, H)."""
@@ -103,15 +118,15 @@ class EpisodeDataset(Dataset):
         episode = self.episodes[idx]
         if self.pairs:
             return self._paired_item(episode)
-        q_img, q_mask, q_ignore = self._load(episode.query, episode.class_id, resize=not self.original_size)
+        q_img, q_mask, q_ignore, q_size = self._load(episode.query, episode.class_id, resize=not self.original_size)
         s_imgs, s_masks, s_ignores = [], [], []
         for name in episode.supports:
-            img, mask, ignore = self._load(name, episode.class_id, resize=True)
-            s_imgs.append(self.transform(img))
+            img, mask, ignore, _ = self._load(name, episode.class_id, resize=True)
+            s_imgs.append(img)
             s_masks.append(mask)
             s_ignores.append(ignore)
         return {
-            "query_img": self.transform(q_img),
+            "query_img": q_img.clone(),  # the cached tensor stays the cache's
             "query_mask": q_mask,
             "query_ignore": q_ignore,
             "support_imgs": torch.stack(s_imgs),
@@ -120,5 +135,5 @@ class EpisodeDataset(Dataset):
             "class_id": torch.tensor(episode.class_id),
             "query_name": episode.query,
             "support_names": list(episode.supports),
-            "org_query_imsize": torch.tensor([q_img.width, q_img.height]),
+            "org_query_imsize": torch.tensor(q_size),
         }

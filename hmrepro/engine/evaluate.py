@@ -39,6 +39,7 @@ from ..data.domain_shift import (
     domain_shift_pool,
 )
 from ..data.episodes import Episode
+from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
 from ..data.preprocessing import get_preprocessing, preprocess_of
 from ..data.splits import PACKAGED_SPLITS, SplitFolder, sha256_file
 from ..errors import HmreproError
@@ -271,6 +272,7 @@ class _Evaluation:
     amp: bool
     episode_seed: int = 0  # the draw of the protocol's episodes (0: the protocol's own)
     inference: dict = field(default_factory=dict)  # test-time options (CRCNet: scales, kshot); empty: the model's
+    image_cache_mib: float = DEFAULT_IMAGE_CACHE_MIB  # each loading process's bound (0: off); results do not depend on it
 
 
 def fold_plan(recipe: dict, source: WeightsSource, img_size: int | None, original_size: bool, log) -> EpisodePlan:
@@ -359,7 +361,7 @@ def _evaluate_fold(
         result = run_episodes(
             model, eps, benchmark=get_benchmark(fold.benchmark), plan=plan, nclass=fold.nclass,
             class_ids=fold.class_ids, data_root=data_root, device=device, bsz=job.bsz, workers=job.workers,
-            amp=job.amp, on_batch=advance,
+            amp=job.amp, on_batch=advance, image_cache_mib=job.image_cache_mib,
         )  # fmt: skip
     progress.finish(task)
     log(
@@ -386,6 +388,8 @@ def _evaluate_fold(
         "original_size": plan.original_size,
         **provenance(source, pretrained=job.pretrained, device=device, data_root=data_root, splits=splits),
         "bsz": 1 if plan.original_size else job.bsz,
+        "image_cache_mib": job.image_cache_mib,
+        "image_cache": result.image_cache,  # counters of the main process's cache (None with workers or BAM runs)
         **record_protocol_fields(
             amp=job.amp, episodes=result.episodes, total_episodes=len(fold.episodes), img_size=plan.img_size,
             default_img_size=job.recipe["img_size"], original_size=plan.original_size,
@@ -435,6 +439,7 @@ def evaluate(
     episode_seed: int = 0,
     inference: dict | None = None,
     protocol: str | None = None,
+    image_cache_mib: float = DEFAULT_IMAGE_CACHE_MIB,
 ) -> list[dict]:
     """Evaluate ``model_name`` on every fold of ``fold`` ('all' or a number); returns the result records.
 
@@ -442,6 +447,7 @@ def evaluate(
     in the returned record under ``path``. ``progress`` (:class:`~hmrepro.engine.progress.Progress`) gets a task
     per fold and, unless ``log`` is given, the notes and the result line of each fold. ``episode_seed`` other than
     0 draws another set of episodes by the same protocol (its records say so and fill no table cell).
+    ``image_cache_mib`` bounds each loading process's cache of decoded, resized images (0: off; same results).
     """
     folds = folds_of(benchmark, fold)
     recipe = eval_settings(model_name, benchmark, preprocess=preprocess, original_size=original_size, protocol=protocol)
@@ -467,7 +473,7 @@ def evaluate(
     job = _Evaluation(
         "eval", benchmark, model_name, backbone, benchmark, shot, recipe, weights, img_size, original_size,
         int(bsz or recipe.get("eval_bsz", 1)), workers, episodes, pretrained, amp, episode_seed=episode_seed,
-        inference=dict(inference or {}),
+        inference=dict(inference or {}), image_cache_mib=image_cache_mib,
     )  # fmt: skip
     return _evaluate_folds(
         job, folds, episodes_of, data_root=resolve_data_root(data_root), splits=split_folder, results_dir=results_dir,

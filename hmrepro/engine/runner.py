@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -75,7 +75,9 @@ class EpisodeResult:
     """What a run of episodes measured; ``predictions`` only when asked for (``keep_predictions``).
 
     ``per_episode``: every episode's counts and object sizes (:mod:`hmrepro.engine.per_episode`, always recorded;
-    this process's episodes only when ``reduce`` combined several processes)."""
+    this process's episodes only when ``reduce`` combined several processes). ``image_cache``: the loading
+    cache's counters (:meth:`~hmrepro.data.image_cache.ImageCache.stats`) when the episodes were loaded in this
+    process (no workers), else None."""
 
     miou: float
     fb_iou: float
@@ -83,6 +85,7 @@ class EpisodeResult:
     secs_per_episode: float
     predictions: Optional[list[EpisodePrediction]] = None
     per_episode: Optional[EpisodeTable] = None
+    image_cache: Optional[dict] = None
 
     def metrics(self) -> dict:
         """The record fields: ``miou``, ``fb_iou``, ``episodes``, ``secs_per_episode``."""
@@ -116,11 +119,13 @@ def episode_loader(
     bsz: int = 1,
     workers: int = 0,
     persistent_workers: bool = False,
+    image_cache_mib: float = 0,
 ) -> DataLoader:
-    """A loader over ``episodes`` in order, preprocessed by ``plan`` (batch 1 with ``original_size``)."""
+    """A loader over ``episodes`` in order, preprocessed by ``plan`` (batch 1 with ``original_size``), pinned
+    memory on CUDA; ``image_cache_mib``: the bound of each loading process's image cache (0: off)."""
     dataset = EpisodeDataset(
         benchmark, data_root, episodes, img_size=plan.img_size, original_size=plan.original_size,
-        preprocess=plan.preprocess,
+        preprocess=plan.preprocess, image_cache_mib=image_cache_mib,
     )  # fmt: skip
     return DataLoader(
         dataset, batch_size=1 if plan.original_size else bsz, shuffle=False, num_workers=workers,
@@ -215,13 +220,18 @@ def run_episodes(
     amp: bool = False,
     on_batch: Optional[BatchHook] = None,
     keep_predictions: bool = False,
+    image_cache_mib: float = 0,
 ) -> EpisodeResult:
     """The authors' evaluation of ``model`` on ``episodes``: NumPy and torch seeded with 0, the K-shot vote,
-    mIoU over ``class_ids`` (a class axis of ``nclass``) and FB-IoU."""
+    mIoU over ``class_ids`` (a class axis of ``nclass``) and FB-IoU. ``image_cache_mib``: see
+    :func:`episode_loader` (the results do not depend on it)."""
     np.random.seed(0)
     torch.manual_seed(0)
-    loader = episode_loader(benchmark, data_root, episodes, plan, device=device, bsz=bsz, workers=workers)
-    return run_loader(
+    loader = episode_loader(
+        benchmark, data_root, episodes, plan, device=device, bsz=bsz, workers=workers, image_cache_mib=image_cache_mib
+    )
+    result = run_loader(
         model, loader, FewShotMeter(nclass, class_ids), device=device, amp=amp, on_batch=on_batch,
         keep_predictions=keep_predictions,
     )  # fmt: skip
+    return replace(result, image_cache=loader.dataset.image_cache.stats()) if workers == 0 else result
