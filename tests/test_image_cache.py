@@ -84,3 +84,14 @@ def test_evaluation_metrics_identical_with_and_without_the_cache(synthetic_root)
     assert (on["miou"], on["fb_iou"]) == (off["miou"], off["fb_iou"])
     assert on["image_cache_mib"] == 16 and off["image_cache_mib"] == 0
     assert on["image_cache"]["misses"] + on["image_cache"]["hits"] == 6 * 3 and off["image_cache"]["entries"] == 0
+
+
+def test_bench_eval_records_the_cache_setting_and_its_counters(synthetic_root):
+    from hmrepro.engine.bench_run import bench_eval
+
+    record = bench_eval(
+        "hsnet", "pascal", shot=1, episodes=3, img_size=32, device="cpu", data_root=synthetic_root,
+        splits=synthetic_root / "splits", results_dir=None, image_cache_mib=8,
+    )  # fmt: skip
+    assert record["image_cache_mib"] == 8 and record["image_cache"]["hits"] + record["image_cache"]["misses"] == 3 * 2
+    assert record["image_cache"]["max_bytes"] == 8 * 2**20

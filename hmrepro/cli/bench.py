@@ -20,8 +20,8 @@ from rich.console import Console
 
 from ..models.cards import list_cards
 from .common import (
-    BenchmarkName, DataRootOption, FoldOption, ShotOption, SplitsOption, check_backbone, check_device, console,
-    report_saved,
+    BenchmarkName, DataRootOption, FoldOption, ImageCacheOption, ShotOption, SplitsOption, check_backbone,
+    check_device, console, report_saved,
 )
 
 BenchFamily = Enum("BenchFamily", {card.family: card.family for card in list_cards()}, type=str)
@@ -173,7 +173,8 @@ def eval_command(
     weights: str = typer.Option("random", "--weights", "-w", help="'random', a checkpoint file or a run folder."),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: the model's card].", show_default=False),
     bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Episodes per batch [default: the recipe's, 1].", show_default=False),
-    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA)."),
+    image_cache_mib: int = ImageCacheOption,
     backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
     amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
@@ -195,16 +196,29 @@ def eval_command(
     record = bench_eval(
         model, benchmark.value, fold=fold, shot=shot, episodes=episodes, weights=weights, backbone=backbone,
         img_size=img_size, bsz=bsz, workers=workers, device=device, amp=amp, data_root=data_root, splits=splits,
-        results_dir=None if no_record else results,
+        results_dir=None if no_record else results, image_cache_mib=image_cache_mib,
     )  # fmt: skip
     console.print(
         f"[bold]{model}[/] on {benchmark.value} fold {fold}, {shot}-shot, {record['img_size']} px, batch {record['bsz']}, "
         f"{workers} workers, {record['precision']}, {record['device_name']}: {record['episodes_per_sec']:.3f} episodes/s "
-        f"({record['secs_per_episode']:.3f} s/episode over {record['episodes']}); {_memory_line(record)}"
+        f"({record['secs_per_episode']:.3f} s/episode over {record['episodes']}); {_memory_line(record)}; "
+        f"{_cache_line(record)}"
     )
     if as_json:
         _print_json(record)
     report_saved([record], no_record)
+
+
+def _cache_line(record: dict) -> str:
+    stats = record["image_cache"]
+    if not record["image_cache_mib"]:
+        return "image cache off"
+    if stats is None:  # counted in the worker processes
+        return f"image cache {record['image_cache_mib']} MiB per worker"
+    return (
+        f"image cache {record['image_cache_mib']} MiB: {100 * (stats['hit_rate'] or 0):.0f}% hits "
+        f"({stats['hits']}/{stats['hits'] + stats['misses']}), {stats['bytes'] / 2**20:.1f} MiB held"
+    )
 
 
 @app.command("train")

@@ -9,6 +9,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
+
 console = Console(stderr=True)  # human-facing output; stdout stays clean for --json and pipes
 
 
@@ -32,6 +34,12 @@ SplitsOption = typer.Option(
     help="Folder of split lists (pascal/, coco/, fss/, SHA256SUMS) [default: the authors' lists shipped with hmrepro]. "
     "For the synthetic benchmark: DATA_ROOT/splits.",
     show_default=False,
+)
+
+ImageCacheOption = typer.Option(
+    DEFAULT_IMAGE_CACHE_MIB, "--image-cache-mib", min=0,
+    help="MiB of decoded, resized images kept per loading process (each --workers process has its own; 0: off). "
+    "Queries and supports recur across a fold's episodes; results are identical either way.",
 )
 
 FoldOption = typer.Option(0, "--fold", "-f", min=0, max=3, help="Fold of the benchmark (0-3).")

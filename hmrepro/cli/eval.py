@@ -12,7 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .common import check_backbone, check_device, BenchmarkName, DataRootOption, ShotOption, SplitsOption, console, report_saved
+from .common import (
+    check_backbone, check_device, BenchmarkName, DataRootOption, ImageCacheOption, ShotOption, SplitsOption, console,
+    report_saved,
+)  # fmt: skip
 from .episodes import Protocol
 from .progress import RichProgress
 from .train import _model_name
@@ -73,7 +76,8 @@ def eval_command(
         "evaluate seeds 1, 2, ... to see how much a fold's mIoU moves with the draw alone.",
     ),  # fmt: skip
     bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Batch size [default: recipe, 1 as the authors].", show_default=False),
-    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
+    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA)."),
+    image_cache_mib: int = ImageCacheOption,
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random (checkpoints bring their own)."),
     amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (faster on GPUs; the authors evaluate in fp32)."),
@@ -128,6 +132,7 @@ def eval_command(
             original_size=original_size, data_root=data_root, splits=splits, results_dir=None if no_record else results,
             device=device, bsz=bsz, workers=workers, episodes=episodes, pretrained=pretrained, amp=amp,
             progress=bars, episode_seed=episode_seed, protocol=protocol.value if protocol else None, inference=inference,
+            image_cache_mib=image_cache_mib,
         )  # fmt: skip
     print_table(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", to_stderr=as_json)
     if as_json:

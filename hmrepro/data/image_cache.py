@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable, Hashable
 
-import torch
-
 __all__ = ["DEFAULT_IMAGE_CACHE_MIB", "ImageCache"]
 
 DEFAULT_IMAGE_CACHE_MIB = 512  # per loading process; 400 px images + masks: about 2 MiB each, ~250 images
 
 
 def _nbytes(value) -> int:
-    if isinstance(value, torch.Tensor):
+    """Bytes of the tensors in ``value`` (no torch import here: the CLI reads the default without loading torch)."""
+    if hasattr(value, "element_size"):
         return value.element_size() * value.numel()
     if isinstance(value, (tuple, list)):
         return sum(_nbytes(v) for v in value)

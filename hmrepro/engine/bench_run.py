@@ -56,8 +56,12 @@ def bench_eval(
     splits: str | Path | None = None,
     results_dir: str | Path | None = "results",
     progress=None,
+    image_cache_mib: float | None = None,
 ) -> dict:
-    """Episodes per second of the evaluation of ``model_name`` on the first ``episodes`` episodes of ``fold``."""
+    """Episodes per second of the evaluation of ``model_name`` on the first ``episodes`` episodes of ``fold``;
+    ``image_cache_mib``: the bound of the loading cache (None: the evaluation's default; 0: off), recorded with
+    its counters (``image_cache``: hits, misses, hit rate; None when the workers counted them)."""
+    from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
     from .distributed import resolve_device
     from .evaluate import evaluate
     from .records import ensure_writable_dir, save_records
@@ -71,6 +75,7 @@ def bench_eval(
             model_name, benchmark, fold, shot, weights=weights, backbone=backbone, img_size=img_size,
             data_root=data_root, splits=splits, results_dir=None, device=str(dev), bsz=bsz, workers=workers,
             episodes=episodes, pretrained=False, amp=amp, progress=progress, log=lambda msg: None,
+            image_cache_mib=DEFAULT_IMAGE_CACHE_MIB if image_cache_mib is None else image_cache_mib,
         )  # fmt: skip
     wall = time.perf_counter() - start
     secs = float(evaluation["secs_per_episode"])
@@ -86,6 +91,8 @@ def bench_eval(
         "wall_secs": wall,
         "bsz": evaluation.get("bsz", bsz),
         "workers": workers,
+        "image_cache_mib": evaluation["image_cache_mib"],
+        "image_cache": evaluation["image_cache"],
         "weights": weights,
         **memory.as_dict(),
         **_common_fields(dev),
