@@ -69,7 +69,11 @@ def test_run_folder_holds_config_metrics_checkpoints_and_run_info(run):
     assert best.metadata["val_miou"] == pytest.approx(best_row["val_miou"])
     assert any(k.startswith("backbone.") for k in best.state_dict)  # standalone: the whole model
     last = read_checkpoint(run / "last.pt")
-    assert not any(k.startswith("backbone.") for k in last.state_dict)  # resume state: the learnable part
+    # resume state: the learnable part, and of the frozen backbone only the BatchNorm statistics calibrated for this
+    # random backbone (its weights are rebuilt from the seed)
+    frozen = [k for k in last.state_dict if k.startswith("backbone.")]
+    assert frozen and all(k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked") for k in frozen)
+    assert any(not k.startswith("backbone.") for k in last.state_dict)
     assert last.extra["epoch"] == LEARN_EPOCHS and last.extra["step"] == 0 and last.extra["done"]
     assert {"optimizer", "rng", "history", "best_miou"} <= set(last.extra)
     assert not list(run.glob(".*.tmp"))
