@@ -13,7 +13,7 @@ import hmrepro
 from hmrepro.errors import HmreproError
 from hmrepro.models.cards import card_of
 from hmrepro.models.crcnet import ignore_cross_entropy
-from hmrepro.models.crcnet_modules import MaskRefinement
+from hmrepro.models.crcnet_modules import HistoryMaps, MaskRefinement
 from hmrepro.models.masking import get_masking_mode
 
 SIZE = 41
@@ -204,3 +204,70 @@ def test_model_args_text_is_checked_against_the_constructor():
         model_arguments("crcnet", "maskrefine=false")
     with pytest.raises(HmreproError, match="is not key=value"):
         parse_model_args("mask_refine")
+
+
+def test_canet_gradient_trains_one_refinement_step_on_the_given_cache_and_tests_t_steps():
+    """[G13] ``mrm_gradient="canet"``: in training one MRM step on the cache it is given (zeros without one); at test
+    time the same T steps from a zero cache as the default option."""
+    torch.manual_seed(0)
+    mrm = MaskRefinement(in_channels=8, width=16, steps=3, gradient="canet")
+    x = torch.randn(2, 8, 6, 6)
+    features = torch.relu(mrm.project(x))
+    cache = torch.softmax(torch.randn(2, 2, 6, 6), dim=1)
+    mrm.train()
+    torch.testing.assert_close(mrm(x, cache), mrm.step(features, cache))
+    torch.testing.assert_close(mrm(x), mrm.step(features, torch.zeros(2, 2, 6, 6)))
+    truncated = MaskRefinement(in_channels=8, width=16, steps=3)
+    truncated.load_state_dict(mrm.state_dict())
+    mrm.eval(), truncated.eval()
+    torch.testing.assert_close(mrm(x, cache), truncated(x))
+
+
+def test_history_maps_give_back_the_last_prediction_of_a_sample_with_probability_one_minus_zero_prob():
+    history = HistoryMaps(zero_prob=0.0)
+    logits = torch.randn(2, 2, 3, 3)
+    history.store([("a", 1), ("b", 1)], logits)
+    cache = history.caches([("b", 1), ("c", 1), ("a", 2)], torch.zeros(3, 5, 3, 3))
+    torch.testing.assert_close(cache[0], torch.softmax(logits, dim=1)[1], atol=1e-3, rtol=0)  # kept in float16
+    assert not cache[1:].any()  # a sample not seen yet, another class of the same image
+    assert not history.caches([("a", 1)], torch.zeros(1, 5, 4, 4)).any()  # another size: zeros
+    history.zero_prob = 0.7  # CaNet: zeros 70 % of the time
+    keys = [("x", i) for i in range(2000)]
+    history.store(keys, torch.randn(2000, 2, 1, 1))
+    torch.manual_seed(0)
+    used = history.caches(keys, torch.zeros(2000, 1, 1, 1)).flatten(1).any(dim=1).float().mean()
+    assert 0.26 < used < 0.34
+
+
+def test_canet_training_keeps_one_history_per_sample_that_the_trainer_names(model, monkeypatch):
+    from hmrepro.engine.train import forward_1shot
+
+    with torch.device("meta"):  # the constructor's wiring, no weights computed
+        net = hmrepro.create_model("crcnet", backbone="resnet50", pretrained=False, mrm_gradient="canet",
+                                   history_zero_prob=0.5)  # fmt: skip
+    assert net.takes_sample_keys and net.refine.gradient == "canet" and net.history.zero_prob == 0.5
+    assert not model.takes_sample_keys  # the default option keeps no history
+    monkeypatch.setattr(model.refine, "gradient", "canet")  # the module's model (T = 3), switched to the option
+    monkeypatch.setattr(model, "history", HistoryMaps(zero_prob=0.0))
+    monkeypatch.setitem(model.finetune, "steps", 1)
+    query, support, query_mask, support_mask = episode(batch=2, size=33, seed=7)
+    batch = {"query_img": query, "support_imgs": support[:, None], "support_masks": support_mask[:, None],
+             "query_mask": query_mask, "query_name": ["q1", "q2"], "support_names": [("s1", "s2")],
+             "class_id": torch.tensor([3, 4])}  # fmt: skip
+    model.train()
+    try:
+        with torch.no_grad():
+            torch.manual_seed(0)
+            first = forward_1shot(model, batch)
+            assert set(model.history.maps) == {("q1", 3), ("q2", 4), ("s1", 3), ("s2", 4)}
+            torch.manual_seed(0)  # the same dropout
+            second = forward_1shot(model, batch)  # the same samples, now with their history as the cache
+            model.history.zero_prob = 1.0
+            torch.manual_seed(0)
+            third = forward_1shot(model, batch)
+    finally:
+        model.eval()
+    assert not torch.equal(first["logits"], second["logits"])
+    torch.testing.assert_close(first["logits"], third["logits"])
+    tuned = model.finetuned(torch.cat([query, support]), torch.cat([query_mask, support_mask]))
+    assert len(model.history) == 4 and len(tuned.history) == 2  # fine-tuning keeps its own history (per support)

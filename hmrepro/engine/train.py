@@ -180,7 +180,7 @@ def calibrate_batchnorm(backbone: torch.nn.Module, images: torch.Tensor, chunk: 
         m.training = True  # only the norms: the backbone's own train() is pinned to eval
     try:
         for part in images.split(chunk):
-            backbone.taps(part)
+            backbone.calibration_pass(part)  # taps, and any layer the model runs outside them (MCE's layer4)
     finally:
         for m, momentum in zip(norms, momenta):
             m.training = False
@@ -263,11 +263,20 @@ def forward_1shot(model, batch: dict):
     """The 1-shot training/validation forward pass of any family: query, first support and its mask.
 
     A model whose ``takes_query_mask`` is true (CRCNet: its support branch is conditioned on the query's mask)
-    also gets ``query_mask=`` while it trains, inside the (DDP) forward so that every gradient is synchronised."""
+    also gets ``query_mask=`` while it trains, inside the (DDP) forward so that every gradient is synchronised, and
+    one whose ``takes_sample_keys`` is true (CRCNet's ``mrm_gradient="canet"``) the :func:`sample_keys`."""
     inner = getattr(model, "module", model)
     if getattr(inner, "takes_query_mask", False) and inner.training:
-        return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0], query_mask=batch["query_mask"])
+        extra = {"sample_keys": sample_keys(batch)} if getattr(inner, "takes_sample_keys", False) else {}
+        return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0], query_mask=batch["query_mask"], **extra)
     return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0])
+
+
+def sample_keys(batch: dict) -> tuple[list, list]:
+    """(image name, class id) of each episode's query and of its first support: the identity of a training sample
+    (CaNet keeps its history masks per such item)."""
+    classes = [int(c) for c in batch["class_id"].reshape(-1).tolist()]
+    return list(zip(batch["query_name"], classes)), list(zip(batch["support_names"][0], classes))
 
 
 def forward_train(model, batch: dict, shot: int):

@@ -38,6 +38,7 @@ from .crcnet_modules import (
     CrossReference,
     Embedding,
     GlobalConditional,
+    HistoryMaps,
     LocalConditional,
     MaskRefinement,
     resize_mask,
@@ -72,12 +73,20 @@ class CRCNet(nn.Module):
     Ablation switches (the paper's tables): ``cross_reference`` / ``conditional`` (Table 1), ``feature_layers``
     (Table 2 multi-level: ``("layer3",)`` is the single-level row; [G2] ``("layer3", "layer4")``), ``mask_refine``
     (Table 2), ``global_conditional`` / ``local_conditional`` (Table 3), ``gate`` (Table 6), ``local_mask``
-    (Table 7, [G11]). Others: ``refine_steps`` T, ``mrm_gradient`` [G13], ``dropout`` [G6], ``aux_weight`` λ,
+    (Table 7, [G11]). Others: ``refine_steps`` T, ``mrm_gradient`` [G13] (``canet``: CaNet's training, one MRM step
+    per iteration on the sample's history map, zeroed with probability ``history_zero_prob``), ``dropout`` [G6],
+    ``aux_weight`` λ,
     ``map_eps`` (MAP epsilon), and the inference options ``scales``, ``kshot``, ``finetune_*`` [G21, G22].
     """
 
     takes_query_mask = True
     """The trainer passes ``query_mask=`` to the forward in training (the support branch is conditioned on it)."""
+
+    @property
+    def takes_sample_keys(self) -> bool:
+        """With ``mrm_gradient="canet"`` the trainer passes ``sample_keys=`` (query and support keys per episode), the
+        samples whose history maps the refinement reads and writes in training."""
+        return self.history is not None
 
     def __init__(
         self,
@@ -95,6 +104,7 @@ class CRCNet(nn.Module):
         mask_refine: bool = True,
         refine_steps: int = 10,
         mrm_gradient: str = "truncated",
+        history_zero_prob: float = 0.7,
         dropout: float = 0.5,
         aux_weight: float = 0.1,
         map_eps: float = 5e-4,
@@ -124,6 +134,7 @@ class CRCNet(nn.Module):
         # the MRM reads [G ‖ C^g ‖ C^l] (G = E without the cross-reference module, Table 1 row 1)
         refine_in = WIDTH * (1 + int(self.global_conditional is not None) + int(self.local_conditional is not None))
         self.refine = MaskRefinement(refine_in, steps=refine_steps, use_cache=mask_refine, gradient=mrm_gradient)
+        self.history = HistoryMaps(history_zero_prob) if mrm_gradient == "canet" else None
         self.aux_weight = aux_weight
         self.set_inference(scales=scales, kshot=kshot)
         self.finetune = dict(steps=finetune_steps, lr=finetune_lr, momentum=finetune_momentum,
@@ -169,9 +180,15 @@ class CRCNet(nn.Module):
             parts.append(self.local_conditional(target, conditioning, mask))
         return parts
 
-    def branch(self, reinforced: Tensor, target: Tensor, conditioning: Tensor, mask: Tensor) -> Tensor:
-        """Low-resolution logits of one branch: MRM([G ‖ C]) (G = E without the cross-reference module)."""
-        return self.refine(torch.cat([reinforced] + self.condition(target, conditioning, mask), dim=1))
+    def branch(self, reinforced: Tensor, target: Tensor, conditioning: Tensor, mask: Tensor, keys=None) -> Tensor:
+        """Low-resolution logits of one branch: MRM([G ‖ C]) (G = E without the cross-reference module). ``keys``:
+        the branch's training samples, whose history maps are its cache under ``mrm_gradient="canet"``."""
+        x = torch.cat([reinforced] + self.condition(target, conditioning, mask), dim=1)
+        if self.history is None or keys is None or not self.training:
+            return self.refine(x)
+        logits = self.refine(x, self.history.caches(keys, x))
+        self.history.store(keys, logits)
+        return logits
 
     def reinforce(self, query: Tensor, support: Tensor) -> tuple[Tensor, Tensor]:
         if self.cross_reference is None:
@@ -185,9 +202,11 @@ class CRCNet(nn.Module):
         support_mask: Tensor,
         query_mask: Optional[Tensor] = None,
         output_size: Optional[Sequence[int]] = None,
+        sample_keys: Optional[tuple[Sequence, Sequence]] = None,
     ) -> Outputs:
         """1-shot: images [B, 3, H, W], support mask [B, H, W] → query logits [B, 2, H, W] (eval mode), resized
-        (bilinear, align_corners=True) to the support size or ``output_size``.
+        (bilinear, align_corners=True) to the support size or ``output_size``. ``sample_keys`` (query keys, support
+        keys), one per episode, name the training samples for the ``canet`` history (ignored otherwise).
 
         In training mode it returns a dict: ``logits`` (query), ``query_aux_logits`` and ``support_aux_logits``
         (the co-occurrence head) and, when ``query_mask`` is given, ``support_logits`` (the support branch
@@ -201,7 +220,8 @@ class CRCNet(nn.Module):
         query_cond = None
         if self.training and query_mask is not None:
             query_cond = self.conditioning_levels(query_levels, query_img, query_mask)
-        return self.decode(query_levels, support_levels, support_cond, support_mask, query_cond, query_mask, size)
+        return self.decode(query_levels, support_levels, support_cond, support_mask, query_cond, query_mask, size,
+                           sample_keys)  # fmt: skip
 
     def decode(
         self,
@@ -212,14 +232,16 @@ class CRCNet(nn.Module):
         query_cond: Optional[list[Tensor]] = None,
         query_mask: Optional[Tensor] = None,
         size: Sequence[int] = (),
+        sample_keys: Optional[tuple[Sequence, Sequence]] = None,
     ) -> Outputs:
         """Everything after the frozen encoder (see :meth:`forward`); ``*_cond`` are :meth:`conditioning_levels`.
         The support branch runs in training mode when ``query_cond`` and ``query_mask`` are given."""
         e_query, e_support = self.embed(query_levels), self.embed(support_levels)
         g_query, g_support = self.reinforce(e_query, e_support)
         low = e_query.shape[-2:]
+        query_keys, support_keys = sample_keys if sample_keys is not None else (None, None)
         support_key = self._conditioning_embedding(support_cond, e_support)
-        logits = _upsample(self.branch(g_query, e_query, support_key, resize_mask(support_mask, low)), size)
+        logits = _upsample(self.branch(g_query, e_query, support_key, resize_mask(support_mask, low), query_keys), size)
         if not self.training:
             return logits
         outputs = {"logits": logits}
@@ -228,7 +250,8 @@ class CRCNet(nn.Module):
             outputs["support_aux_logits"] = _upsample(self.co_occurrence(g_support), size)
         if query_cond is not None and query_mask is not None:
             query_key = self._conditioning_embedding(query_cond, e_query)
-            outputs["support_logits"] = _upsample(self.branch(g_support, e_support, query_key, resize_mask(query_mask, low)), size)
+            support_low = self.branch(g_support, e_support, query_key, resize_mask(query_mask, low), support_keys)
+            outputs["support_logits"] = _upsample(support_low, size)
         return outputs
 
     def _conditioning_embedding(self, cond_levels: list[Tensor], plain: Tensor) -> Tensor:
@@ -311,11 +334,14 @@ class CRCNet(nn.Module):
         once; the embedding conv stays frozen unless ``finetune_embedding`` [G5]. Everything after it is trained
         for ``finetune_steps`` SGD steps (the training lr, momentum and weight decay [G22]) at the base scale, each
         step on one random unordered pair of distinct supports, both predicted (the training loss, all four
-        terms), dropout on. Works under ``torch.no_grad`` and ``torch.inference_mode`` (the runner's): gradients are
+        terms), dropout on; under ``mrm_gradient="canet"`` each support's history lives in the copy only. Works under ``torch.no_grad`` and ``torch.inference_mode`` (the runner's): gradients are
         switched on and the inputs cloned into normal tensors.
         """
         with torch.inference_mode(False), torch.enable_grad():
-            tuned = copy.deepcopy(self, memo={id(self.backbone): self.backbone})  # normal tensors, not inference ones
+            memo = {id(self.backbone): self.backbone}
+            if self.history is not None:  # an empty history per episode, keyed by the support's index
+                memo[id(self.history)] = HistoryMaps(self.history.zero_prob)
+            tuned = copy.deepcopy(self, memo=memo)  # normal tensors, not inference ones
             tuned.embedding.requires_grad_(bool(self.finetune["embedding"]))
             images, masks = support_imgs.clone(), support_masks.clone().float()
             levels = [x.clone() for x in self.features(images)]
@@ -329,7 +355,7 @@ class CRCNet(nn.Module):
                 a, b = torch.randperm(images.shape[0], generator=generator)[:2].tolist()
                 pick = lambda xs, i: [x[i : i + 1] for x in xs]  # noqa: E731
                 outputs = tuned.decode(pick(levels, a), pick(levels, b), pick(cond, b), masks[b : b + 1],
-                                       pick(cond, a), masks[a : a + 1], images.shape[-2:])  # fmt: skip
+                                       pick(cond, a), masks[a : a + 1], images.shape[-2:], ([a], [b]))  # fmt: skip
                 pair = {"query_mask": masks[a : a + 1], "support_masks": masks[b : b + 1, None]}
                 loss = tuned.compute_objective(outputs, pair)
                 optimizer.zero_grad(set_to_none=True)

@@ -15,9 +15,13 @@ a ReLU unless the spec says otherwise, with bias and no BatchNorm (the paper nam
   paper's formula), ``fill`` (−∞ outside the mask), ``none`` (Table 7 "w/o mask")).
 - :class:`MaskRefinement` (§5): a two-level encoder–decoder of combined blocks and global convolution blocks,
   run ``steps`` times with the probability map of the previous step as its cache [G12, G13].
+- :class:`HistoryMaps` ([G13] option ``canet``): CaNet's training-time cache, the last probability map predicted for
+  each training sample, handed back as the next cache of that sample.
 """
 
 from __future__ import annotations
+
+from typing import Hashable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +35,7 @@ __all__ = [
     "Embedding",
     "GlobalConditional",
     "GlobalConvBlock",
+    "HistoryMaps",
     "LocalConditional",
     "MaskRefinement",
     "GATES",
@@ -43,7 +48,7 @@ __all__ = [
 WIDTH = 256
 GATES = ("sigmoid", "relu", "softmax")
 LOCAL_MASK_MODES = ("multiply", "fill", "none")
-MRM_GRADIENTS = ("truncated", "bptt")
+MRM_GRADIENTS = ("truncated", "bptt", "canet")
 
 
 def conv3x3(cin: int, cout: int, dilation: int = 1, stride: int = 1) -> nn.Conv2d:
@@ -221,7 +226,9 @@ class MaskRefinement(nn.Module):
     ``steps`` = T (10); ``use_cache=False`` is the "w/o Mask Refine" ablation (Table 2): one step on a zero cache.
     ``gradient`` [G13]: ``truncated`` (default; the cache is a detached stored map, so steps 1..T−1 run without
     gradient and the loss is on the last step: the same gradient as a detached cache), ``bptt`` (gradient through
-    every step and the cache).
+    every step and the cache), ``canet`` (CaNet's training: in training mode one step on the ``cache`` given to
+    :meth:`forward`, the sample's history from :class:`HistoryMaps`; zeros when none is given). In eval mode every
+    option runs the T steps from a zero cache.
     """
 
     def __init__(self, in_channels: int, width: int = WIDTH, steps: int = 10, use_cache: bool = True,
@@ -247,9 +254,13 @@ class MaskRefinement(nn.Module):
         d = F.relu(self.gcb_high(self.combine2(d, cache)))
         return self.classifier(d)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cache: Optional[Tensor] = None) -> Tensor:
+        """Logits [B, 2, h, w] of the features ``x``; ``cache`` [B, 2, h, w] is read only by ``canet`` training."""
         features = F.relu(self.project(x))
-        cache = features.new_zeros(features.shape[0], 2, *features.shape[-2:])
+        zeros = features.new_zeros(features.shape[0], 2, *features.shape[-2:])
+        if self.training and self.gradient == "canet":
+            return self.step(features, zeros if cache is None or not self.use_cache else cache.to(features.dtype))
+        cache = zeros
         steps = self.steps if self.use_cache else 1
         logits = features
         for t in range(steps):
@@ -260,3 +271,40 @@ class MaskRefinement(nn.Module):
                 probs = torch.softmax(logits, dim=1)
                 cache = probs if self.gradient == "bptt" else probs.detach()
         return logits
+
+
+class HistoryMaps:
+    """CaNet's history masks (its ``train.py`` / ``dataset_mask_train.py``), the training cache of the ``canet`` option.
+
+    For each training sample (a hashable key: CRCNet uses (image name, class)) the last probability map predicted
+    for it, kept as its foreground probability in float16 on the CPU (the background is 1 − foreground).
+    :meth:`caches` gives each sample of a batch its stored map with probability 1 − ``zero_prob`` (CaNet: 0.7 of the
+    time zeros), and zeros for a sample not seen yet or of another size; :meth:`store` keeps the new prediction.
+    The draws come from torch's global generator. Not part of the ``state_dict``: a resumed run starts empty.
+    """
+
+    def __init__(self, zero_prob: float = 0.7) -> None:
+        if not 0.0 <= zero_prob <= 1.0:
+            raise ValueError(f"the history's zero probability must be in [0, 1], not {zero_prob}")
+        self.zero_prob = zero_prob
+        self.maps: dict[Hashable, Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.maps)
+
+    def caches(self, keys: Sequence[Hashable], like: Tensor) -> Tensor:
+        """Caches [B, 2, h, w] (dtype and device of ``like`` [B, C, h, w]) for the samples ``keys``."""
+        cache = like.new_zeros(like.shape[0], 2, *like.shape[-2:])
+        use = torch.rand(len(keys)) >= self.zero_prob
+        for i, key in enumerate(keys):
+            foreground = self.maps.get(key)
+            if bool(use[i]) and foreground is not None and foreground.shape == like.shape[-2:]:
+                foreground = foreground.to(like)
+                cache[i, 0], cache[i, 1] = 1 - foreground, foreground
+        return cache
+
+    def store(self, keys: Sequence[Hashable], logits: Tensor) -> None:
+        """Keep softmax(``logits`` [B, 2, h, w]) of each sample (detached)."""
+        foreground = torch.softmax(logits.detach().float(), dim=1)[:, 1].to("cpu", torch.float16)
+        for key, fg in zip(keys, foreground):
+            self.maps[key] = fg.clone()
