@@ -16,7 +16,7 @@ from hmrepro.engine.records import default_img_size, protocol_deviations, read_e
 from hmrepro.errors import HmreproError
 from hmrepro.reporting import compare_table, render
 from hmrepro.reporting.paired import check_sets_paired, load_set
-from hmrepro.reporting.stats import Fold, bin_edges, binned_comparison, bootstrap_value, compare
+from hmrepro.reporting.stats import Fold, bin_edges, binned_comparison, bootstrap_value, compare, compare_means
 
 runner = CliRunner()
 CLASSES = list(range(5))
@@ -235,3 +235,39 @@ def test_table_2_shows_intervals_seeds_and_gain_lines_in_every_format(tmp_path):
     assert "gain_miou_low" in csv.splitlines()[0] and "HSNet" in csv
     result = runner.invoke(app, ["table", "2", "--compare-claimed", "--ci", "--results", str(results), "--format", "markdown"])
     assert result.exit_code == 0 and "gain over HSNet" in result.stdout and "claimed gain" in result.stdout
+
+
+def test_a_gain_over_a_mean_of_seeds_takes_its_interval_from_every_seed(tmp_path):
+    """The gain line's interval comes from the records the cells show: here the VAT cells average two seeds, the
+    newer of which alone would put the interval far below the gain shown."""
+    results = tmp_path / "results"
+    for fold in range(4):
+        classes = [20 * fold + c for c in CLASSES]
+        base = episodes(n=120, seed=fold, classes=classes)
+        date = f"2026-01-0{fold + 1}T00:00:00+00:00"
+        record(results, "vat-hm", improved(base, pixels=100), fold=fold, train_seed=0)
+        record(results, "vat", base, fold=fold, train_seed=0)
+        record(results, "vat", improved(base, pixels=200), fold=fold, train_seed=1, date=date.replace("T00", "T01"))
+    frame = compare_table(2, results_dir=results, ci=True)
+    hm = frame[(frame["method"] == "VAT-HM") & (frame["shot"] == 1)].iloc[0]
+    vat = frame[(frame["method"] == "VAT") & (frame["shot"] == 1)].iloc[0]
+    assert vat["reproduced_miou_seeds"] == 2 and hm["gain_baseline"] == "VAT"
+    assert hm["gain_miou"] == pytest.approx(hm["reproduced_miou"] - vat["reproduced_miou"])
+    assert hm["gain_miou_low"] < hm["gain_miou"] < hm["gain_miou_high"]
+    newest_only = compare([Fold(improved(episodes(n=120, seed=f, classes=[20 * f + c for c in CLASSES]), 200),
+                                [20 * f + c for c in CLASSES]) for f in range(4)],
+                          [Fold(improved(episodes(n=120, seed=f, classes=[20 * f + c for c in CLASSES]), 100),
+                                [20 * f + c for c in CLASSES]) for f in range(4)], resamples=500)
+    assert newest_only.ci95[1] < hm["gain_miou_low"]  # what the line showed before: the newest seed's interval
+
+
+def test_compare_means_of_one_run_a_side_and_of_repeated_runs():
+    a, b = Fold(episodes(seed=5), CLASSES), Fold(improved(episodes(seed=5), 50), CLASSES)
+    one = compare_means([[a]], [[b]], resamples=400)
+    assert one.value == pytest.approx(compare([a], [b], resamples=400).delta_miou) and one.low < one.value < one.high
+    assert compare_means([[a], [a]], [[b]], resamples=400) == one  # the mean of identical runs is that run
+    c = Fold(improved(episodes(seed=5), 150), CLASSES)
+    two = compare_means([[a]], [[b], [c]], resamples=400)
+    assert two.value == pytest.approx((one.value + compare_means([[a]], [[c]], resamples=400).value) / 2)
+    with pytest.raises(ValueError, match="differ"):
+        compare_means([[a]], [[Fold(episodes(seed=5, classes=[7, 8, 9, 10, 11]), [7, 8, 9, 10, 11])]], resamples=10)

@@ -42,7 +42,8 @@ LEGEND = (
     "hmrepro's own training runs; only full-protocol records count (all episodes, the model's image size, fp32; "
     "--all-records lists the others). (±x) = difference to the claimed value; [a, b] = 95 % bootstrap interval over "
     "the episodes (--ci); ± s (n seeds) = standard deviation over training seeds; gain over X = reproduced HM − "
-    "reproduced X [paired 95 % interval, --ci] vs the claimed gain. — no result record; n/a no official "
+    "reproduced X [paired 95 % interval over the records the cells show, each seed's for a mean over seeds, --ci] "
+    "vs the claimed gain. — no result record; n/a no official "
     "checkpoint; - not printed."
 )
 RECORDS_LEGEND = (

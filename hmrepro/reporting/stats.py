@@ -227,6 +227,46 @@ def compare(
     )  # fmt: skip
 
 
+def compare_means(
+    a_runs: Sequence[Sequence[Fold]],
+    b_runs: Sequence[Sequence[Fold]],
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    present_classes: bool = False,
+) -> Interval:
+    """Mean over B's runs − mean over A's runs of the mIoU (each run: one fold list, e.g. one training seed's
+    records), with its 95 % paired interval: every run's fold ``i`` holds the same episodes, and each resample draws
+    the same episodes for all of them. With one run a side this is :func:`compare`'s ΔmIoU (interval by another draw).
+    Raises ``ValueError`` for unpaired input."""
+    runs = [*a_runs, *b_runs]
+    if not a_runs or not b_runs:
+        raise ValueError("a side without runs")
+    for run in runs:
+        _check(run, resamples)
+        if len(run) != len(runs[0]):
+            raise ValueError(f"{len(run)} fold(s) against {len(runs[0])}")
+        for fold, first in zip(run, runs[0]):
+            check_paired(first, fold)
+    rng = np.random.default_rng(seed)
+    boot = np.zeros(resamples)
+    nfolds = len(runs[0])
+    for i in range(nfolds):
+        designs_a, designs_b = [_design(run[i]) for run in a_runs], [_design(run[i]) for run in b_runs]
+        n, c = len(designs_a[0]), designs_a[0].nclass
+        start = 0
+        for size in _blocks(resamples):
+            w = _draw_weights(rng, n, size)
+            mean_a = np.mean([_metrics(d.sums(w), c, present_classes)[0] for d in designs_a], axis=0)
+            mean_b = np.mean([_metrics(d.sums(w), c, present_classes)[0] for d in designs_b], axis=0)
+            boot[start : start + size] += (mean_b - mean_a) / nfolds
+            start += size
+    delta = np.mean([observed(run, present_classes)[0] for run in b_runs]) - np.mean(
+        [observed(run, present_classes)[0] for run in a_runs]
+    )
+    return Interval(float(delta), *_percentiles(boot))
+
+
 def _paired_fold(rng, da: _Design, db: _Design, present_classes, boot, perm, nfolds) -> None:
     """Add one fold's resampled and permuted differences (divided by the number of folds) to ``boot``/``perm``."""
     n, c = len(da), da.nclass

@@ -13,7 +13,10 @@ Added to :func:`hmrepro.reporting.tables.compare_table`'s frame (non-bench table
   backbone, benchmark and shot) gets ``gain_baseline`` (the baseline's method), the claimed gain
   ``gain_claimed_<col>`` (HM − baseline as printed), the reproduced gain ``gain_<col>`` (reproduced HM − reproduced
   baseline, cell by cell) and, with ``ci``, its paired interval ``gain_<col>_low`` / ``_high`` and
-  ``gain_inside``: whether the claimed mean gain lies inside the reproduced one's interval.
+  ``gain_inside``: whether the claimed mean gain lies inside the reproduced one's interval. The interval comes
+  from the records the two cells show: a cell that is a mean over training seeds brings every seed's records
+  (the interval of the difference of the means, :func:`~hmrepro.reporting.stats.compare_means`), else its one
+  record per fold.
 
 Intervals cover the episode draw only; training-seed noise shows only through several seeds.
 """
@@ -42,16 +45,18 @@ def add_uncertainty(frame: pd.DataFrame, records: list[dict], *, original_size: 
     frame = frame.copy()
     extra: dict[str, list] = {}
     cells_by_row = [row_cells(row, records, original_size=original_size) for _, row in frame.iterrows()]
+    seeds_by_row = []  # per row: the reproduced cells of each training seed ([] for one seed or none)
     for position, (index, row) in enumerate(frame.iterrows()):
         own = [r for r in matching_records(row, records, ["own"])] if row["reproduced_applicable"] else []
-        _put(extra, position, len(frame), _seed_columns(row, own, original_size))
+        seeds_by_row.append(_seed_cells(row, own, original_size))
+        _put(extra, position, len(frame), _seed_columns(seeds_by_row[-1]))
         if ci:
             for prefix in PREFIXES:
                 _put(extra, position, len(frame), _interval_columns(prefix, cells_by_row[position].get(prefix, {}), resamples))
     for column, values in extra.items():
         frame[column] = values
     frame = _apply_seed_means(frame)
-    _add_gains(frame, cells_by_row, ci, resamples)
+    _add_gains(frame, cells_by_row, seeds_by_row, ci, resamples)
     return frame
 
 
@@ -65,16 +70,22 @@ def _put(extra: dict[str, list], position: int, size: int, values: dict) -> None
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _seed_columns(row: pd.Series, own: list[dict], original_size: bool) -> dict:
-    """Mean, sd and count over training seeds of each reproduced value column (count 1 or less: no columns)."""
+def _seed_cells(row: pd.Series, own: list[dict], original_size: bool) -> list[dict[str, dict]]:
+    """The reproduced cells (:func:`~hmrepro.reporting.tables.cell_records`) of each training seed of ``own``;
+    empty when there are fewer than two seeds."""
     from .tables import cell_records
 
     by_seed: dict[object, list[dict]] = {}
     for record in own:
         by_seed.setdefault(_training_run(record, own), []).append(record)
     if len(by_seed) < 2:
-        return {}
-    per_seed = [_values(cell_records(row, rs, original_size=original_size)) for rs in by_seed.values()]
+        return []
+    return [cell_records(row, rs, original_size=original_size) for rs in by_seed.values()]
+
+
+def _seed_columns(seed_cells: list[dict[str, dict]]) -> dict:
+    """Mean, sd and count over training seeds of each reproduced value column (count 1 or less: no columns)."""
+    per_seed = [_values(cells) for cells in seed_cells]
     out = {}
     for column in VALUE_COLUMNS:
         values = [v[column] for v in per_seed if not math.isnan(v[column])]
@@ -174,11 +185,12 @@ def baseline_position(frame: pd.DataFrame, position: int) -> int | None:
     return hits[0] if hits else None
 
 
-def _add_gains(frame: pd.DataFrame, cells_by_row: list[dict], ci: bool, resamples: int) -> None:
+def _add_gains(frame: pd.DataFrame, cells_by_row: list[dict], seeds_by_row: list[list], ci: bool, resamples: int) -> None:
     lines: list[dict] = []
     for position in range(len(frame)):
         base = baseline_position(frame, position)
-        lines.append({} if base is None else _gain(frame, position, base, cells_by_row, ci, resamples))
+        runs = lambda p, column: _shown_runs(frame, p, column, cells_by_row, seeds_by_row)  # noqa: E731
+        lines.append({} if base is None else _gain(frame, position, base, runs, ci, resamples))
     columns = sorted({c for line in lines for c in line})
     for column in columns:
         frame[column] = [line.get(column, math.nan if column != "gain_baseline" else "") for line in lines]
@@ -186,35 +198,65 @@ def _add_gains(frame: pd.DataFrame, cells_by_row: list[dict], ci: bool, resample
         frame["gain_baseline"] = ""
 
 
-def _gain(frame: pd.DataFrame, position: int, base: int, cells_by_row: list[dict], ci: bool, resamples: int) -> dict:
+def _gain(frame: pd.DataFrame, position: int, base: int, runs, ci: bool, resamples: int) -> dict:
     row, baseline = frame.iloc[position], frame.iloc[base]
     out: dict[str, object] = {"gain_baseline": baseline["method"]}
     for column in VALUE_COLUMNS:
         out[f"gain_claimed_{column}"] = row[column] - baseline[column]
         out[f"gain_{column}"] = row[f"reproduced_{column}"] - baseline[f"reproduced_{column}"]
     if ci:
-        out.update(_gain_intervals(cells_by_row[position].get("reproduced", {}), cells_by_row[base].get("reproduced", {}), resamples))
+        out.update(_gain_intervals(lambda column: runs(position, column), lambda column: runs(base, column), resamples))
         low, high, claimed = out.get("gain_miou_low"), out.get("gain_miou_high"), out["gain_claimed_miou"]
         if low is not None and not any(math.isnan(v) for v in (low, high, claimed)):
             out["gain_inside"] = bool(low <= claimed <= high)
     return out
 
 
-def _gain_intervals(hm: dict[str, dict], base: dict[str, dict], resamples: int) -> dict:
-    """Paired intervals of reproduced HM − baseline per filled column (and the mean when all folds are)."""
-    from .stats import compare
+def _shown_runs(frame: pd.DataFrame, position: int, column: str, cells_by_row: list[dict], seeds_by_row: list[list]) -> list[list[dict]]:
+    """The records behind the reproduced ``column`` cell of the row at ``position``, as runs (each a list of one
+    record per fold): every training seed's when the cell shows their mean, else the cell's own records; [] if
+    the cell is empty."""
+    groups = [cells_by_row[position].get("reproduced", {})]
+    if _as_count(frame.iloc[position].get(f"reproduced_{column}_seeds")) >= 2:
+        groups = seeds_by_row[position]
+    runs = [_run_of(cells, column) for cells in groups]
+    return [run for run in runs if run is not None]
 
-    groups = {c: ([hm[c]], [base[c]]) for c in hm if c in base}
-    if all(c in hm and c in base for c in FOLD_COLUMNS):
-        groups["miou"] = ([hm[c] for c in FOLD_COLUMNS], [base[c] for c in FOLD_COLUMNS])
+
+def _run_of(cells: dict[str, dict], column: str) -> list[dict] | None:
+    """The records of ``cells`` behind ``column`` (the mean over folds: all four), None when one is missing."""
+    if column == "miou" and "miou" not in cells:
+        return [cells[c] for c in FOLD_COLUMNS] if all(c in cells for c in FOLD_COLUMNS) else None
+    return [cells[column]] if column in cells else None
+
+
+def _as_count(value) -> int:
+    try:
+        return 0 if value is None or math.isnan(float(value)) else int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _gain_intervals(hm_runs, base_runs, resamples: int) -> dict:
+    """Paired intervals of reproduced HM − baseline per column whose cells are filled on both rows (``hm_runs`` /
+    ``base_runs``: column → the runs behind that cell, :func:`_shown_runs`)."""
+    from .stats import compare, compare_means
+
     out = {}
-    for column, (a_records, b_records) in groups.items():
-        fa, fb = _folds(b_records), _folds(a_records)  # B − A = HM − baseline
-        if fa is None or fb is None:
+    for column in VALUE_COLUMNS:
+        hm, base = hm_runs(column), base_runs(column)
+        if not hm or not base:
+            continue
+        fhm, fbase = [_folds(run) for run in hm], [_folds(run) for run in base]
+        if any(f is None for f in (*fhm, *fbase)):
             continue
         try:
-            result = compare(fa, fb, resamples=resamples)
+            if len(hm) == len(base) == 1:  # one record per fold on each side
+                low, high = compare(fbase[0], fhm[0], resamples=resamples).ci95  # B − A = HM − baseline
+            else:
+                interval = compare_means(fbase, fhm, resamples=resamples)
+                low, high = interval.low, interval.high
         except ValueError:  # not the same episodes: no paired interval
             continue
-        out[f"gain_{column}_low"], out[f"gain_{column}_high"] = result.ci95
+        out[f"gain_{column}_low"], out[f"gain_{column}_high"] = low, high
     return out
