@@ -23,6 +23,7 @@ from typing import Callable
 import torch
 
 from ..models.cards import eval_plan, list_cards
+from .bench_model import episode_inputs
 
 __all__ = ["BENCH_FAMILIES", "bench", "time_model"]
 
@@ -34,16 +35,6 @@ BENCH_BENCHMARK = "coco"  # Table 7 is measured on COCO-20i
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _inputs(img_size: int, device: torch.device, seed: int = 0):
-    gen = torch.Generator().manual_seed(seed)
-    query = torch.randn(1, 3, img_size, img_size, generator=gen)
-    support = torch.randn(1, 1, 3, img_size, img_size, generator=gen)
-    mask = torch.zeros(1, 1, img_size, img_size)
-    lo, hi = img_size // 4, img_size - img_size // 4
-    mask[..., lo:hi, lo:hi] = 1.0
-    return query.to(device), support.to(device), mask.to(device)
 
 
 @torch.no_grad()
@@ -72,9 +63,8 @@ def bench(
     ``img_size`` defaults to the family's COCO-20i size (its card: 400, VAT 417)."""
     from .. import create_model
     from ..errors import HmreproError
-    from . import runs as run_info
     from .distributed import resolve_device
-    from .records import ensure_writable_dir, git_commit, now_iso, save_records, versions
+    from .records import ensure_writable_dir, machine_fields, save_records
 
     log = log or (lambda msg: None)
     if family not in BENCH_FAMILIES:
@@ -94,7 +84,7 @@ def bench(
         except ValueError as err:
             raise HmreproError(f"{name} on {backbone}: {err}") from None
         models.append(model.to(dev).eval())
-    inputs = _inputs(img_size, dev)
+    inputs = episode_inputs(img_size, 1, 1, dev)  # the query, one support and its centred square mask
     try:
         for model in models:
             for _ in range(warmup):
@@ -105,8 +95,7 @@ def bench(
                 timings[i].append(time_model(model, inputs, dev))
     except RuntimeError as err:  # e.g. an image size the model cannot take, or out of memory
         raise HmreproError(f"timing {family} at {img_size} px failed: {err}") from None
-    info = run_info.device_description(dev)
-    date = now_iso()
+    machine = machine_fields(dev)
     records = []
     for name, model, secs in zip(names, models, timings):
         median = statistics.median(secs)
@@ -134,12 +123,7 @@ def bench(
             "checkpoint_sha256": None,
             "origin": "random",
             "weights": "random",
-            "git_commit": git_commit(),
-            "versions": versions(),
-            "device": str(dev),
-            "device_name": info["device_name"],
-            "torch_threads": info["torch_threads"],
-            "date": date,
+            **machine,
         }
         records.append(record)
     save_records(records, None if results_dir is None else Path(results_dir))

@@ -153,11 +153,10 @@ def bench_model(
     from .. import create_model
     from ..errors import HmreproError
     from ..models.cards import card_of, eval_plan
-    from . import runs as run_info
     from .distributed import resolve_device
     from ..models.model_args import model_arguments
     from .inference import apply_inference, inference_fields
-    from .records import ensure_writable_dir, git_commit, now_iso, save_records, versions
+    from .records import ensure_writable_dir, machine_fields, save_records
 
     if shot < 1 or bsz < 1 or runs < 1 or warmup < 0:
         raise HmreproError("--shot, --bsz and --runs must be at least 1, --warmup at least 0")
@@ -192,7 +191,6 @@ def bench_model(
         breakdown = stage_breakdown(model, episode, dev) if profile else None
     except RuntimeError as err:  # a size the model cannot take, out of memory ...
         raise HmreproError(f"{model_name}, {shot}-shot at {img_size} px failed: {err}") from None
-    info = run_info.device_description(dev)
     median = statistics.median(secs)
     record = {
         "kind": "bench-model",
@@ -227,12 +225,7 @@ def bench_model(
         "checkpoint_sha256": None,
         "origin": "random",
         "weights": "random",
-        "git_commit": git_commit(),
-        "versions": versions(),
-        "device": str(dev),
-        "device_name": info["device_name"],
-        "torch_threads": info["torch_threads"],
-        "date": now_iso(),
+        **machine_fields(dev),
     }
     save_records([record], None if results_dir is None else Path(results_dir))
     return record

@@ -27,17 +27,6 @@ from .memory import PeakMemory
 __all__ = ["bench_eval", "bench_train", "random_training_batch"]
 
 
-def _common_fields(dev: torch.device) -> dict:
-    from . import runs as run_info
-    from .records import git_commit, now_iso, versions
-
-    info = run_info.device_description(dev)
-    return {
-        "git_commit": git_commit(), "versions": versions(), "device": str(dev), "device_name": info["device_name"],
-        "torch_threads": info["torch_threads"], "date": now_iso(),
-    }  # fmt: skip
-
-
 def bench_eval(
     model_name: str,
     benchmark: str,
@@ -64,7 +53,7 @@ def bench_eval(
     from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
     from .distributed import resolve_device
     from .evaluate import evaluate
-    from .records import ensure_writable_dir, save_records
+    from .records import ensure_writable_dir, machine_fields, save_records
 
     dev = resolve_device(device)
     if results_dir is not None:
@@ -95,7 +84,7 @@ def bench_eval(
         "image_cache": evaluation["image_cache"],
         "weights": weights,
         **memory.as_dict(),
-        **_common_fields(dev),
+        **machine_fields(dev),
     }
     save_records([record], None if results_dir is None else Path(results_dir))
     return record
@@ -138,7 +127,7 @@ def bench_train(
     from .. import create_model
     from ..errors import HmreproError
     from .distributed import resolve_device
-    from .records import ensure_writable_dir, save_records
+    from .records import ensure_writable_dir, machine_fields, save_records
     from .train import autocast, build_optimizer, forward_train, fp32
     from .train_config import build_config
 
@@ -186,7 +175,7 @@ def bench_train(
         "warmup": warmup, "secs_per_iteration": median, "secs_runs": secs, "iterations_per_sec": 1.0 / median,
         "secs_per_episode": median / bsz, **memory.as_dict(),
         "inputs": "random episodes in memory (data loading excluded), random frozen backbone",
-        **_common_fields(dev),
+        **machine_fields(dev),
     }  # fmt: skip
     save_records([record], None if results_dir is None else Path(results_dir))
     return record

@@ -100,6 +100,18 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def machine_fields(device) -> dict:
+    """The record fields that say which code ran where and when: ``git_commit``, ``versions``, ``device``,
+    ``device_name``, ``torch_threads`` (CPU kernels, hence float rounding, can depend on it) and ``date``."""
+    from .runs import device_description
+
+    info = device_description(device)
+    return {
+        "git_commit": git_commit(), "versions": versions(), "device": info["device"], "device_name": info["device_name"],
+        "torch_threads": info["torch_threads"], "date": now_iso(),
+    }  # fmt: skip
+
+
 def _slug(value) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-")
 
