@@ -64,6 +64,7 @@ def bench(
     from .. import create_model
     from ..errors import HmreproError
     from .distributed import resolve_device
+    from .evaluate import set_eval_numerics
     from .records import ensure_writable_dir, machine_fields, save_records
 
     log = log or (lambda msg: None)
@@ -72,6 +73,7 @@ def bench(
     if runs < 1 or warmup < 0:
         raise HmreproError("--runs must be at least 1 and --warmup at least 0")
     dev = resolve_device(device)
+    set_eval_numerics(dev)  # the evaluation's CUDA settings: cuDNN autotuning, TF32 off (fp32 means fp32)
     if results_dir is not None:
         ensure_writable_dir(Path(results_dir))
     names = BENCH_FAMILIES[family]

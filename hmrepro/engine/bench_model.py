@@ -156,11 +156,13 @@ def bench_model(
     from .distributed import resolve_device
     from ..models.model_args import model_arguments
     from .inference import apply_inference, inference_fields
+    from .evaluate import set_eval_numerics
     from .records import ensure_writable_dir, machine_fields, save_records
 
     if shot < 1 or bsz < 1 or runs < 1 or warmup < 0:
         raise HmreproError("--shot, --bsz and --runs must be at least 1, --warmup at least 0")
     dev = resolve_device(device)
+    set_eval_numerics(dev)  # the evaluation's CUDA settings: cuDNN autotuning, TF32 off (fp32 means fp32)
     if results_dir is not None:
         ensure_writable_dir(Path(results_dir))
     card = card_of(model_name)

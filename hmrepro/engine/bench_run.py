@@ -128,7 +128,7 @@ def bench_train(
     from ..errors import HmreproError
     from .distributed import resolve_device
     from .records import ensure_writable_dir, machine_fields, save_records
-    from .train import autocast, build_optimizer, forward_train, fp32
+    from .train import autocast, build_optimizer, forward_train, fp32, set_numerics
     from .train_config import build_config
 
     if iterations < 1 or warmup < 0:
@@ -136,6 +136,7 @@ def bench_train(
     cfg = build_config(model_name, benchmark, 0, {"backbone": backbone})
     bsz, img_size = bsz or cfg.bsz, img_size or cfg.img_size
     dev = resolve_device(device)
+    set_numerics(deterministic=False, tf32=False, device=dev)  # `hmrepro train`'s defaults: autotuning, no TF32
     if results_dir is not None:
         ensure_writable_dir(Path(results_dir))
     torch.manual_seed(0)

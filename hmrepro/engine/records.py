@@ -106,9 +106,24 @@ def machine_fields(device) -> dict:
     from .runs import device_description
 
     info = device_description(device)
-    return {
+    fields = {
         "git_commit": git_commit(), "versions": versions(), "device": info["device"], "device_name": info["device_name"],
         "torch_threads": info["torch_threads"], "date": now_iso(),
+    }  # fmt: skip
+    if str(info["device"]).startswith("cuda"):
+        fields["cuda_numerics"] = cuda_numerics()
+    return fields
+
+
+def cuda_numerics() -> dict:
+    """The CUDA settings that change numbers or speed, as they stand: TF32 in matmuls and in cuDNN convolutions,
+    cuDNN autotuning and determinism."""
+    import torch
+
+    backends = torch.backends
+    return {
+        "tf32_matmul": backends.cuda.matmul.allow_tf32, "tf32_cudnn": backends.cudnn.allow_tf32,
+        "cudnn_benchmark": backends.cudnn.benchmark, "cudnn_deterministic": backends.cudnn.deterministic,
     }  # fmt: skip
 
 
