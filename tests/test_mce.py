@@ -4,6 +4,7 @@ Random backbones, tiny images (49 px → 7×7 tokens); one module-scoped model p
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 
@@ -98,6 +99,31 @@ def test_hm_support_features_are_fm_where_fm_is_positive_else_im(mce_hm):
     expected = hybrid_replace(mask_features(plain, mask), masked)
     for got, want in zip(taps, expected):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_mce_hm_runs_forward_on_vgg16_bn():
+    """The paper's VGG-16 rows: torchvision vgg16_bn's features in PFENet's stages, head at layer 3's size."""
+    torch.manual_seed(0)
+    model = hmrepro.create_model("mce-hm", backbone="vgg16", pretrained=False).eval()
+    assert model.down_query[0].in_channels == 256 + 512  # BAM's fea_dim for VGG
+    assert not any(n.startswith("backbone.classifier") for n in model.state_dict())  # never run, never built
+    query, supports, masks = _episode(bsz=1)
+    with torch.no_grad():
+        logits = model(query, supports[:, 0], masks[:, 0])
+    assert logits.shape == (1, 2, SIZE, SIZE) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "vgg16"])
+def test_random_backbone_calibration_reaches_layer4(backbone, mce_hm):
+    """MCE runs layer 4 outside ``taps`` (on the masked layer 3): the BatchNorm re-estimation of a random backbone
+    must reach it, or layer 4 is an unnormalised random net whose features are all alike."""
+    from hmrepro.engine.train import calibrate_batchnorm
+    from hmrepro.models.backbone import build_dilated_backbone
+
+    net = copy.deepcopy(mce_hm.backbone) if backbone == "resnet50" else build_dilated_backbone("vgg16", pretrained=False)
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    calibrate_batchnorm(net, torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
+    assert all(m.num_batches_tracked.item() == 1 and not torch.all(m.running_var == 1) for m in norms)
 
 
 def test_fused_attention_equals_explicit_masked_softmax():

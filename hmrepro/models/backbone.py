@@ -180,6 +180,10 @@ class FrozenBackbone(nn.Module):
         """The tapped features of a batch of normalised images, shallowest first."""
         raise NotImplementedError
 
+    def calibration_pass(self, img: Tensor) -> None:
+        """Run every layer the model runs on ``img`` (the BatchNorm re-estimation of a random backbone): the taps."""
+        self.taps(img)
+
 
 class FrozenResNet(FrozenBackbone):
     """ResNet taps: every bottleneck of layer2..layer4, after the residual sum and before the final ReLU.
@@ -320,7 +324,7 @@ def build_dilated_resnet(
 
 
 class FrozenStagedVGG16BN(FrozenBackbone):
-    """torchvision ``vgg16_bn`` cut into PFENet's stages (``features`` 0-6, 7-13, 14-23, 24-33, 34-42; the last
+    """torchvision ``vgg16_bn``'s ``features`` (no classifier) cut into PFENet's stages (``features`` 0-6, 7-13, 14-23, 24-33, 34-42; the last
     max-pool is dropped). :meth:`mid` gives (layer2, layer3) with layer2 resized (bilinear, align_corners=True)
     to layer3's size, as PFENet does, so every stage has the same spatial size."""
 
@@ -328,7 +332,7 @@ class FrozenStagedVGG16BN(FrozenBackbone):
 
     STAGES = ((0, 7), (7, 14), (14, 24), (24, 34), (34, 43))
 
-    def __init__(self, net: torchvision.models.VGG) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__(net)
         self.channels = (256, 512, 512)
 
@@ -350,6 +354,21 @@ class FrozenStagedVGG16BN(FrozenBackbone):
     def layer4(self, feat: Tensor) -> Tensor:
         return self._run(feat, 4)
 
+    def calibration_pass(self, img: Tensor) -> None:
+        """The taps and the last stage, which the PFENet-lineage models run on (masked) layer3 outside :meth:`taps`."""
+        self.layer4(self.taps(img)[-1])
+
+
+class FrozenStagedResNet(FrozenDilatedResNet):
+    """The dilated ResNet of the PFENet lineage's MCE: :meth:`taps` = [layer2, layer3], and the model runs ``layer4``
+    itself on (a masked) layer3, so layer4 belongs to the BatchNorm re-estimation of a random backbone too."""
+
+    def __init__(self, net: torchvision.models.ResNet) -> None:
+        super().__init__(net, feature_layers=("layer2", "layer3"))
+
+    def calibration_pass(self, img: Tensor) -> None:
+        self.layer4(self.taps(img)[-1])
+
 
 def build_dilated_backbone(name: str = "resnet50", pretrained: bool = True) -> FrozenBackbone:
     """A frozen stage backbone of the PFENet lineage whose ``taps`` are [layer2, layer3] and whose ``layer4`` runs
@@ -358,9 +377,28 @@ def build_dilated_backbone(name: str = "resnet50", pretrained: bool = True) -> F
     weights = "vgg16_bn" if name == "vgg16" else name
     if weights not in ("resnet50", "resnet101", "vgg16_bn"):
         raise ValueError(f"unknown backbone {name!r}; choose one of resnet50, resnet101, vgg16")
-    if weights != "vgg16_bn":
-        return build_dilated_resnet(name, pretrained, feature_layers=("layer2", "layer3"))
+    if weights == "vgg16_bn":
+        return FrozenStagedVGG16BN(_vgg16_bn_features(pretrained))
     net = _spec(weights).build()
     if pretrained:
         net.load_state_dict(load_imagenet_state_dict(weights), strict=True)
-    return FrozenStagedVGG16BN(net)
+    return FrozenStagedResNet(net)
+
+
+def _vgg16_bn_features(pretrained: bool) -> nn.Module:
+    """torchvision ``vgg16_bn`` without the classifier, which the PFENet lineage never runs (building its 120 M
+    parameters costs seconds): ``features`` initialised as torchvision's VGG does, or IMAGENET1K_V1's ``features.*``."""
+    net = nn.Module()
+    net.features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"], batch_norm=True)
+    if pretrained:
+        state = load_imagenet_state_dict("vgg16_bn")
+        net.load_state_dict({k: v for k, v in state.items() if k.startswith("features.")}, strict=True)
+        return net
+    for module in net.features.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    return net
