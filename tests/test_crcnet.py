@@ -271,3 +271,48 @@ def test_canet_training_keeps_one_history_per_sample_that_the_trainer_names(mode
     torch.testing.assert_close(first["logits"], third["logits"])
     tuned = model.finetuned(torch.cat([query, support]), torch.cat([query_mask, support_mask]))
     assert len(model.history) == 4 and len(tuned.history) == 2  # fine-tuning keeps its own history (per support)
+
+
+def test_a_few_sgd_steps_on_a_fixed_episode_raise_the_foreground_iou():
+    """The regression of issue 12: CRCNet must learn the foreground, not only "all background". One episode (a
+    textured square of one colour on noise, 33 px, random calibrated ResNet-50), the settings of the README's
+    synthetic runs (SGD lr 0.01, ``mrm_gradient="canet"``, no dropout; T = 2 at test time)."""
+    from hmrepro.engine.train import calibrate_batchnorm
+
+    torch.manual_seed(0)
+    net = hmrepro.create_model("crcnet", backbone="resnet50", pretrained=False, refine_steps=2,
+                               mrm_gradient="canet", dropout=0.0)  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+
+    def scene():
+        image, mask = 0.5 * torch.randn(1, 3, 33, 33, generator=g), torch.zeros(1, 33, 33)
+        side = int(torch.randint(8, 16, (1,), generator=g))
+        y, x = torch.randint(0, 33 - side, (2,), generator=g).tolist()
+        colour = torch.tensor([2.0, -1.0, 1.0])[:, None, None]
+        image[0, :, y : y + side, x : x + side] = colour + 0.3 * torch.randn(3, side, side, generator=g)
+        mask[0, y : y + side, x : x + side] = 1
+        return image, mask
+
+    (query, query_mask), (support, support_mask) = scene(), scene()
+    calibrate_batchnorm(net.backbone, torch.cat([query, support]))
+
+    def foreground_iou() -> float:
+        net.eval()
+        with torch.no_grad():
+            pred = net(query, support, support_mask).argmax(dim=1) == 1
+        truth = query_mask == 1
+        return float((pred & truth).sum() / (pred | truth).sum().clamp(min=1))
+
+    before = foreground_iou()
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    batch = {"query_mask": query_mask, "support_masks": support_mask[:, None]}
+    for _ in range(20):
+        net.train()
+        outputs = net(query, support, support_mask, query_mask=query_mask, sample_keys=([0], [1]))
+        loss = net.compute_objective(outputs, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = foreground_iou()
+    assert before < 0.2 and after > 0.4, (before, after)
