@@ -11,8 +11,11 @@ each pass starts; worker ``w`` loads the queries ``w, w + 8, ...`` of a pass. :f
 that, so the episodes depend only on the query list, the seed and the worker count.
 
 The query list here is the benchmark's test pool of hmrepro's split lists (queries in order, each image once with
-the fold classes it is listed with); BAM's own list (VOC2012 val filtered by its 2·32·32-pixel rule) is not
-shipped, so the images differ from BAM's while the sampling is BAM's (see the README's MCE section).
+the fold classes it is listed with; supports among the images listed with the class). BAM's own lists are not in its
+repository; by its ``make_dataset(..., filter_intersection=False)`` they hold the ``val.txt`` images in which some fold
+class covers >= 2·32·32 pixels, the query's class is drawn among all fold classes in its mask, and a class's support
+candidates are the images where it covers >= 2048 pixels. Computing them needs the masks, so they are not shipped:
+the images differ from BAM's while the sampling is BAM's (the README's MCE section lists the differences).
 
 Images (:func:`bam_resize`): aspect kept, the longer side to ``size`` (both sides floored to a multiple of 8), put
 in the top-left corner of a ``size``×``size`` canvas of zeros (before normalisation); masks by nearest with 255 on
