@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import hmrepro
+from helpers import reuse_freed_memory
 from hmrepro.models.backbone import build_backbone
 from hmrepro.models.hsnet import kshot_vote
 from hmrepro.models.masking import hm, mask_features, mask_image
@@ -228,6 +229,37 @@ def test_swin_block_matches_textbook_computation(spatial, window, shift):
         assert block.attn_mask is None and "attn_mask" not in block.state_dict()
 
 
+def test_masked_bias_is_reused_without_autograd_and_rebuilt_when_its_sources_change():
+    torch.manual_seed(0)
+    block = SwinBlock(16, (8, 8), num_heads=2, window=4, shift=2)
+    attn, x = block.attn, torch.randn(2, 8, 8, 16)
+
+    def fresh_sum():
+        return attn.position_bias().unsqueeze(0) + block.attn_mask.unsqueeze(1)
+
+    with torch.no_grad():
+        out = block(x)
+        cached = attn.masked_bias(block.attn_mask, torch.float32)
+        assert torch.equal(cached, fresh_sum())
+        assert attn.masked_bias(block.attn_mask, torch.float32) is cached  # built once
+        assert torch.equal(block(x), out)
+        attn.relative_position_bias_table.mul_(3.0)  # in place, as an optimizer step
+        assert torch.equal(attn.masked_bias(block.attn_mask, torch.float32), fresh_sum())
+        torch.testing.assert_close(block(x), _naive_block(block, x), rtol=1e-4, atol=1e-5)
+        block.load_state_dict({k: v * 0.5 if "bias_table" in k else v for k, v in block.state_dict().items()})
+        assert torch.equal(attn.masked_bias(block.attn_mask, torch.float32), fresh_sum())
+        assert attn.masked_bias(block.attn_mask, torch.float64).dtype == torch.float64
+    with torch.inference_mode():
+        torch.testing.assert_close(block(x), _naive_block(block, x), rtol=1e-4, atol=1e-5)
+    with torch.no_grad():  # a sum built under inference mode serves a later no_grad call
+        torch.testing.assert_close(block(x), _naive_block(block, x), rtol=1e-4, atol=1e-5)
+
+    block(x).sum().backward()  # with autograd: built fresh, nothing kept, the table gets its gradient
+    assert attn._masked_bias_cache is None
+    assert attn.relative_position_bias_table.grad is not None
+    assert attn.relative_position_bias_table.grad.abs().sum() > 0
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 4D convolution
 # ---------------------------------------------------------------------------------------------------------------
@@ -409,8 +441,9 @@ def test_training_step_trains_only_the_live_learner():
     """One backward pass: gradients reach every learner parameter except the ones the authors never use."""
     model = fill_params(VAT("resnet50", benchmark="pascal", masking="hm", pretrained=False)).train()
     query, supports, masks, query_mask = _episode(bsz=1)
-    loss = model.compute_objective(model(query, supports[:, 0], masks[:, 0]), {"query_mask": query_mask})
-    loss.backward()
+    with reuse_freed_memory():  # a full-size VAT learner pass: its big blocks reused, not re-faulted
+        loss = model.compute_objective(model(query, supports[:, 0], masks[:, 0]), {"query_mask": query_mask})
+        loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is None for p in model.backbone.parameters())
     no_grad = {n for n, p in model.hpn_learner.named_parameters() if p.grad is None or not p.grad.any()}
