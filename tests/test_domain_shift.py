@@ -19,6 +19,8 @@ from hmrepro.data.domain_shift import (
     domain_shift_episodes,
     domain_shift_pool,
 )
+from hmrepro.data.splits import SplitFolder
+from hmrepro.engine.evaluate import WeightsSource, episode_fields
 from hmrepro.engine.records import RECORD_FIELDS
 from hmrepro.reporting.tables import compare_table
 
@@ -97,11 +99,17 @@ def test_cli_records_fill_table_4(synthetic_root, coco_checkpoints, tmp_path):
 
 
 def test_random_weights_and_bad_choices(synthetic_root, tmp_path):
-    args = ["domain-shift", "hsnet", "--weights", "random", "--no-pretrained", "--img-size", "32", "--episodes", "1"]
-    result = runner.invoke(app, [*args, *synthetic_args(synthetic_root), "--no-record", "--no-progress", "--device", "cpu", "--json"])
+    args = ["domain-shift", "hsnet", "--weights", "random", "--no-pretrained", "--img-size", "32", "--episodes", "5"]
+    result = runner.invoke(
+        app, [*args, "--episode-seed", "3", *synthetic_args(synthetic_root), "--no-record", "--no-progress", "--device", "cpu", "--json"]
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.stdout)
     assert record["origin"] == "random" and record["fold"] == 0 and record["masking"] == "fm"
+    # another draw of the episodes, as eval's --episode-seed: recorded, and those episodes were scored
+    drawn = {s: domain_shift_episodes(0, 1, SplitFolder(synthetic_root / "splits"), seed=s)[:5] for s in (0, 3)}
+    assert drawn[3] != drawn[0] and record["episode_seed"] == 3
+    assert record["episodes_sha256"] == episode_fields(drawn[3], [], 3, WeightsSource(None, "random"))["episodes_sha256"]
     for bad in (["--fold", "4"], ["--shot", "0"]):
         result = runner.invoke(app, ["domain-shift", "hsnet", "--weights", "random", *bad])
         assert result.exit_code == 2 and "Traceback" not in result.output

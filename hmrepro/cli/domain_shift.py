@@ -33,6 +33,11 @@ def domain_shift(
         show_default=False,
     ),  # fmt: skip
     episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="Only the first N of the 1000 fixed episodes (quick checks) [default: all].", show_default=False),
+    episode_seed: int = typer.Option(
+        0, "--episode-seed", min=0,
+        help="Another draw of the episodes by the same protocol (0: hmrepro's fixed domain-shift episodes). Records "
+        "say so and fill no table cell.",
+    ),  # fmt: skip
     bsz: int = typer.Option(1, "--bsz", min=1, help="Batch size (1 as the authors)."),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
@@ -69,7 +74,7 @@ def domain_shift(
         records = evaluate_domain_shift(
             model, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size, data_root=data_root,
             splits=splits, results_dir=None if no_record else results, device=device, bsz=bsz, workers=workers,
-            episodes=episodes, pretrained=pretrained, progress=bars,
+            episodes=episodes, pretrained=pretrained, progress=bars, episode_seed=episode_seed,
         )  # fmt: skip
     print_table(records, f"{model} ({backbone}) COCO-20i → PASCAL, {shot}-shot", to_stderr=as_json)
     if as_json:

@@ -387,7 +387,7 @@ def _evaluate_fold(
         "img_size": plan.img_size,
         "original_size": plan.original_size,
         **provenance(source, pretrained=job.pretrained, device=device, data_root=data_root, splits=splits),
-        "bsz": 1 if plan.original_size else job.bsz,
+        "bsz": 1 if plan.original_size or runs is not None else job.bsz,  # original-size and BAM scoring: batch 1
         "image_cache_mib": job.image_cache_mib,
         "image_cache": result.image_cache,  # counters of the main process's cache (None with workers or BAM runs)
         **record_protocol_fields(
@@ -500,6 +500,7 @@ def evaluate_domain_shift(
     amp: bool = False,
     progress: Progress | bool | None = None,
     log: Callable[[str], None] | None = None,
+    episode_seed: int = 0,
 ) -> list[dict]:
     """Evaluate the COCO-20i model(s) ``weights`` on PASCAL, one record (``kind='domain-shift'``) per fold.
 
@@ -507,6 +508,7 @@ def evaluate_domain_shift(
     :func:`evaluate` for COCO-20i (a checkpoint, a run folder, ``{fold}`` in the path for several folds,
     ``random``, ``official``), the model is built and preprocessed as on COCO-20i (its COCO recipe), and tested on
     the fold's PASCAL test classes. ``episodes`` keeps only the first N of the 1000 fixed episodes (quick checks).
+    ``episode_seed`` other than 0 draws another set of episodes by the same protocol, as for :func:`evaluate`.
     """
     folds = folds_of("coco", fold)
     recipe = eval_settings(model_name, "coco")
@@ -525,7 +527,7 @@ def evaluate_domain_shift(
             "episode_source": EPISODE_SOURCE,
             "episode_pool_size": len(domain_shift_pool(f, split_folder)),
         }
-        eps = domain_shift_episodes(f, shot, split_folder, protocol=recipe["protocol"])
+        eps = domain_shift_episodes(f, shot, split_folder, protocol=recipe["protocol"], seed=episode_seed)
         return FoldEpisodes(
             "pascal", eps, get_benchmark("pascal").num_classes(), classes,
             task=f"{model_name} COCO→PASCAL fold {f} {shot}-shot", name=f"fold {f} ({', '.join(names)})", fields=fields,
@@ -533,7 +535,7 @@ def evaluate_domain_shift(
 
     job = _Evaluation(
         "domain-shift", DOMAIN_SHIFT_BENCHMARK, model_name, backbone, "coco", shot, recipe, weights, img_size, False,
-        bsz, workers, episodes, pretrained, amp,
+        bsz, workers, episodes, pretrained, amp, episode_seed=episode_seed,
     )  # fmt: skip
     return _evaluate_folds(
         job, folds, episodes_of, data_root=root, splits=split_folder, results_dir=results_dir,
