@@ -172,7 +172,7 @@ def eval_command(
     episodes: int = typer.Option(20, "--episodes", min=1, help="The first N of the fold's fixed episodes."),
     weights: str = typer.Option("random", "--weights", "-w", help="'random', a checkpoint file or a run folder."),
     img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: the model's card].", show_default=False),
-    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Episodes per batch [default: the recipe's, 1].", show_default=False),
+    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Episodes per batch through the model [default: the recipe's: 1, ASNet 12].", show_default=False),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA)."),
     image_cache_mib: int = ImageCacheOption,
     backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),

@@ -38,7 +38,7 @@ def domain_shift(
         help="Another draw of the episodes by the same protocol (0: hmrepro's fixed domain-shift episodes). Records "
         "say so and fill no table cell.",
     ),  # fmt: skip
-    bsz: int = typer.Option(1, "--bsz", min=1, help="Batch size (1 as the authors)."),
+    bsz: int = typer.Option(1, "--bsz", min=1, help="Episodes per batch through the model (1 as the authors; README, Batched evaluation)."),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."),

@@ -75,7 +75,8 @@ def eval_command(
         help="Another draw of the protocol's episodes (0: the authors' own). Records say so and fill no table cell; "
         "evaluate seeds 1, 2, ... to see how much a fold's mIoU moves with the draw alone.",
     ),  # fmt: skip
-    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Batch size [default: recipe, 1 as the authors].", show_default=False),
+    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Episodes per batch through the model [default: recipe, 1 as the authors; ASNet 12]. A speed choice: each "
+        "episode is scored on its own; on a CPU a batch can round differently (README, Batched evaluation).", show_default=False),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA)."),
     image_cache_mib: int = ImageCacheOption,
     device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
