@@ -55,9 +55,12 @@ def _curve(run: Path) -> list[dict]:
     return [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in rows]
 
 
-def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synthetic_root, tmp_path):
-    reference = tmp_path / "uninterrupted"
-    _run(_train_args(synthetic_root, reference))
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synthetic_root, tmp_path, request):
+    # the uninterrupted reference trains alongside the interrupted run (its own folder; --deterministic)
+    reference, reference_log = tmp_path / "uninterrupted", tmp_path / "uninterrupted.log"
+    with reference_log.open("w") as log:
+        reference_proc = subprocess.Popen(_train_args(synthetic_root, reference), env=cli_env(), stdout=log, stderr=log)
+    request.addfinalizer(reference_proc.kill)  # if the test fails before it ends
 
     run = tmp_path / "killed"
     last = run / "last.pt"
@@ -80,6 +83,7 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(synthetic_root, t
         _run(_resume_args(run))
     else:  # it had already finished
         assert proc.returncode == 0, err[-3000:]
+    assert reference_proc.wait(timeout=900) == 0, reference_log.read_text()[-3000:]
 
     expected, got = _weights(reference), _weights(run)
     assert expected.keys() == got.keys()
