@@ -186,10 +186,12 @@ def baseline_position(frame: pd.DataFrame, position: int) -> int | None:
 
 
 def _add_gains(frame: pd.DataFrame, cells_by_row: list[dict], seeds_by_row: list[list], ci: bool, resamples: int) -> None:
+    def runs(position: int, column: str) -> list[list[dict]]:
+        return _shown_runs(frame, position, column, cells_by_row, seeds_by_row)
+
     lines: list[dict] = []
     for position in range(len(frame)):
         base = baseline_position(frame, position)
-        runs = lambda p, column: _shown_runs(frame, p, column, cells_by_row, seeds_by_row)  # noqa: E731
         lines.append({} if base is None else _gain(frame, position, base, runs, ci, resamples))
     columns = sorted({c for line in lines for c in line})
     for column in columns:
