@@ -61,14 +61,25 @@ def parity_run(request):
     query, supports = inputs["query_img"], inputs["support_imgs"]
     masks = inputs["support_masks"].float()
 
-    learner_out = []
+    learner_out, query_taps = [], []
     hook = model.hpn_learner.register_forward_hook(lambda module, args, out: learner_out.append(out))
+    backbone_taps = model.backbone.taps
+
+    def spy(images):  # keeps the native-resolution query taps of the 1-shot forward (no extra backbone pass)
+        taps = backbone_taps(images)
+        if images is query:
+            query_taps.append(taps)
+        return taps
+
+    model.backbone.taps = spy
     with torch.no_grad():
         logits = model(query, supports[:, 0], masks[:, 0])
         hook.remove()
+        del model.backbone.taps  # back to the class method
         loss = model.compute_objective(logits, inputs)
         votes = model.predict_nshot(query, supports, masks)
-        tap_norms = torch.stack([tap.norm() for tap in model.backbone.taps(query)])
+        taps = query_taps[0] if query_taps else model.backbone.taps(query)
+        tap_norms = torch.stack([tap.norm() for tap in taps])
     return {
         "expected": expected,
         "logits": logits,
