@@ -140,9 +140,8 @@ def _conv3d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: tuple, pa
     query grid (B·C·Hq·Wq ≤ 20480: VAT's first layers on corr2 and corr4, ~0.5 s per forward on this CPU);
     oneDNN computes the same convolution 1.3-3x faster, with a different summation order (float rounding only).
     """
-    if x.device.type == "cpu" and x.dtype == torch.float32 and torch.backends.mkldnn.is_available() and (
-        torch.backends.mkldnn.enabled
-    ):
+    onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+    if onednn and x.device.type == "cpu" and x.dtype == torch.float32:
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1, 1), 1)
     return F.conv3d(x, weight, bias, stride=stride, padding=padding)
 
