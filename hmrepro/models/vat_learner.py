@@ -141,7 +141,8 @@ def _conv3d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: tuple, pa
     oneDNN computes the same convolution 1.3-3x faster, with a different summation order (float rounding only).
     """
     onednn = torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
-    if onednn and x.device.type == "cpu" and x.dtype == torch.float32:
+    # not under CPU autocast: F.conv3d is on its bf16 list, the oneDNN op is not
+    if onednn and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_autocast_enabled("cpu"):
         return torch.mkldnn_convolution(x, weight, bias, padding, stride, (1, 1, 1), 1)
     return F.conv3d(x, weight, bias, stride=stride, padding=padding)
 
