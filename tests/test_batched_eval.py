@@ -1,7 +1,7 @@
 """Batched evaluation (``--bsz B``): B episodes go through the model at once, as a speed choice only.
 
 Every episode must get the prediction it gets alone, so the record (mIoU, FB-IoU) and every per-episode count of the
-sidecar must equal those of batch 1, for 1-shot and K-shot (the vote is per episode), with an uneven last batch.
+sidecar must equal those of batch 1, for 1-shot and 2-shot (the vote is per episode), with an uneven last batch.
 
 On a CPU, PyTorch picks convolution kernels by tensor size: at test sizes some run its own kernel for one episode
 and oneDNN's for several, and the two round differently (~1e-7), which can flip an argmax at a near-tie (README,
@@ -40,16 +40,17 @@ def _evaluate(checkpoint, root, results, shot: int, bsz: int):
     with torch.backends.mkldnn.flags(enabled=False):
         (record,) = evaluate(
             "hsnet-hm", "pascal", 0, shot, weights=checkpoint, data_root=root, splits=root / "splits", results_dir=results,
-            device="cpu", episodes=5, bsz=bsz, image_cache_mib=16,
+            device="cpu", episodes=4, bsz=bsz, image_cache_mib=16,
         )  # fmt: skip
     return record, read_episode_table(record["path"])[1]
 
 
-@pytest.mark.parametrize("shot", [1, 3])
+@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's note when oneDNN is switched off
+@pytest.mark.parametrize("shot", [1, 2])
 def test_batched_evaluation_gives_the_records_and_episodes_of_batch_1(checkpoint, synthetic_root, tmp_path, shot):
     one, one_table = _evaluate(checkpoint, synthetic_root, tmp_path / "b1", shot, bsz=1)
-    batched, table = _evaluate(checkpoint, synthetic_root, tmp_path / "b2", shot, bsz=2)  # batches of 2, 2, 1
-    assert (one["bsz"], batched["bsz"]) == (1, 2) and batched["episodes"] == one["episodes"] == 5
+    batched, table = _evaluate(checkpoint, synthetic_root, tmp_path / "b2", shot, bsz=3)  # batches of 3 and 1
+    assert (one["bsz"], batched["bsz"]) == (1, 3) and batched["episodes"] == one["episodes"] == 4
     assert one_table["fg_inter"].sum() > 0 and (one_table["fg_union"] > one_table["fg_inter"]).any()  # not trivial
     assert (batched["miou"], batched["fb_iou"]) == (one["miou"], one["fb_iou"])
     for column in COUNT_COLUMNS:
