@@ -78,6 +78,31 @@ def test_other_seed_refusal_and_interrupted_run(synthetic_root: Path, tmp_path: 
     assert not (root / STARTED_MARKER).exists()
 
 
+def test_scale_multiplies_the_pascal_images_and_keeps_the_first_ones(synthetic_root: Path, tmp_path: Path) -> None:
+    from hmrepro.data.synthetic import make_pascal
+
+    summary = make_pascal(tmp_path, np.random.default_rng([0, 0]), lambda: None, scale=2)
+    assert "200 images (120 trn, 80 val)" in summary
+    images = sorted((tmp_path / "VOC2012" / "JPEGImages").iterdir())
+    assert len(images) == 200
+    first = "VOC2012/JPEGImages/synth_000001.jpg"  # the draws run in the same order: scale 1's first image again
+    assert (tmp_path / first).read_bytes() == (synthetic_root / first).read_bytes()
+    small = (synthetic_root / "splits" / "pascal" / "trn_fold1.txt").read_text().splitlines()
+    large = (tmp_path / "splits" / "pascal" / "trn_fold1.txt").read_text().splitlines()
+    assert len(large) > 1.5 * len(small)
+
+
+def test_a_benchmark_of_another_scale_is_replaced_only_with_force(tmp_path: Path) -> None:
+    from hmrepro.data.synthetic import VERSION
+
+    (tmp_path / COMPLETE_MARKER).write_text(json.dumps({"seed": 0, "scale": 2, "version": VERSION, "summary": []}))
+    with pytest.raises(HmreproError, match="scale 2.*--force"):
+        make_synthetic(tmp_path, seed=0)
+    assert make_synthetic(tmp_path, seed=0, scale=2) == []  # the same seed and scale: kept as it is
+    with pytest.raises(HmreproError, match="--scale must be"):
+        make_synthetic(tmp_path / "other", scale=0)
+
+
 def test_refuses_to_overwrite_foreign_data(tmp_path: Path) -> None:
     (tmp_path / "VOC2012" / "JPEGImages").mkdir(parents=True)
     with pytest.raises(HmreproError, match="refusing"):

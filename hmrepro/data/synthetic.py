@@ -59,6 +59,7 @@ COCO_IMAGES_PER_CLASS = {"train2014": 3, "val2014": 2}
 COCO_FIRST_ID = {"train2014": 100001, "val2014": 200001}
 FSS_SPLIT_SIZES = {"trn": 8, "val": 4, "test": 4}
 FSS_IMAGES_PER_CLASS = 10
+MAX_SCALE = 50  # --scale: at most 50 × the PASCAL-like/COCO-like images per class (COCO-like: 20,000 images)
 SECOND_CLASS_PROBABILITY = 0.4
 CROWD_PROBABILITY = 0.1
 CROWD_BLOBS = 3
@@ -135,14 +136,14 @@ def _write_pascal_splits(splits_dir: Path, pairs: dict[str, list[tuple[str, int]
             _write_text(splits_dir / "pascal" / f"{split}_fold{fold}.txt", "".join(lines))
 
 
-def make_pascal(root: Path, rng: np.random.Generator, tick: Tick) -> str:
-    """Write the PASCAL-like images, masks and split lists; return a summary line."""
+def make_pascal(root: Path, rng: np.random.Generator, tick: Tick, scale: int = 1) -> str:
+    """Write the PASCAL-like images, masks and split lists (``scale`` × the images per class); return a summary line."""
     voc = root / "VOC2012"
     pairs: dict[str, list[tuple[str, int]]] = {split: [] for split in PASCAL_IMAGES_PER_CLASS}
     number = 0
     for split, per_class in PASCAL_IMAGES_PER_CLASS.items():
         for main_class in range(PASCAL_CLASSES):
-            for _ in range(per_class):
+            for _ in range(per_class * scale):
                 number += 1
                 image_id = f"synth_{number:06d}"
                 height, width = random_size(rng)
@@ -153,7 +154,7 @@ def make_pascal(root: Path, rng: np.random.Generator, tick: Tick) -> str:
                 pairs[split].extend((image_id, c) for c in _present_classes(labels))
                 tick()
     _write_pascal_splits(root / "splits", pairs)
-    counts = ", ".join(f"{PASCAL_CLASSES * n} {split}" for split, n in PASCAL_IMAGES_PER_CLASS.items())
+    counts = ", ".join(f"{PASCAL_CLASSES * n * scale} {split}" for split, n in PASCAL_IMAGES_PER_CLASS.items())
     return f"pascal-like: {PASCAL_CLASSES} classes in {PASCAL_FOLDS} folds, {number} images ({counts}) in VOC2012/"
 
 
@@ -224,8 +225,9 @@ class _CocoSplitWriter:
             _write_json(path, {"image_dir": self.image_dir, "classes": classes})
 
 
-def make_coco(root: Path, rng: np.random.Generator, tick: Tick) -> str:
-    """Write the COCO-like images, masks, instance JSONs and split lists; return a summary line."""
+def make_coco(root: Path, rng: np.random.Generator, tick: Tick, scale: int = 1) -> str:
+    """Write the COCO-like images, masks, instance JSONs and split lists (``scale`` × the images per class);
+    return a summary line."""
     coco_root = root / "COCO2014"
     writers = {}
     next_annotation_id = 1
@@ -233,7 +235,7 @@ def make_coco(root: Path, rng: np.random.Generator, tick: Tick) -> str:
         writer = _CocoSplitWriter(coco_root, image_dir, next_annotation_id)
         image_id = COCO_FIRST_ID[image_dir]
         for main_class in range(COCO_CLASSES):
-            for _ in range(per_class):
+            for _ in range(per_class * scale):
                 writer.add_image(rng, image_id, main_class)
                 image_id += 1
                 tick()
@@ -268,8 +270,9 @@ def fss_looks() -> dict[str, list[Look]]:
     return out
 
 
-def make_fss(root: Path, rng: np.random.Generator, tick: Tick) -> str:
-    """Write the FSS-like class folders and class lists; return a summary line."""
+def make_fss(root: Path, rng: np.random.Generator, tick: Tick, scale: int = 1) -> str:
+    """Write the FSS-like class folders and class lists; return a summary line. ``scale`` does not apply:
+    FSS-1000 has 10 images per class by definition."""
     fss = root / "FSS-1000"
     classes = fss_looks()
     for split, looks in classes.items():
@@ -290,9 +293,9 @@ def make_fss(root: Path, rng: np.random.Generator, tick: Tick) -> str:
 # -- the whole benchmark -------------------------------------------------------------------------
 
 
-def total_images() -> int:
-    pascal = PASCAL_CLASSES * sum(PASCAL_IMAGES_PER_CLASS.values())
-    coco = COCO_CLASSES * sum(COCO_IMAGES_PER_CLASS.values())
+def total_images(scale: int = 1) -> int:
+    pascal = PASCAL_CLASSES * sum(PASCAL_IMAGES_PER_CLASS.values()) * scale
+    coco = COCO_CLASSES * sum(COCO_IMAGES_PER_CLASS.values()) * scale
     return pascal + coco + sum(FSS_SPLIT_SIZES.values()) * FSS_IMAGES_PER_CLASS
 
 
@@ -349,34 +352,42 @@ def _progress(enabled: bool, total: int) -> Iterator[Tick]:
         yield lambda: bar.advance(task)
 
 
-def make_synthetic(root: Path, seed: int = 0, force: bool = False, progress: bool = False) -> list[str]:
+def make_synthetic(root: Path, seed: int = 0, force: bool = False, progress: bool = False, scale: int = 1) -> list[str]:
     """Write the synthetic benchmark below ``root`` (see the module docstring); return summary lines.
 
-    An existing complete benchmark of the same seed and version is kept (``force`` rewrites it); one of another
-    seed is only replaced with ``force``; the leftovers of an interrupted run are replaced. Folders that this
-    function did not write are never deleted.
+    ``scale`` multiplies the PASCAL-like and COCO-like images per class (1: 3 training and 2 validation images per
+    PASCAL-like class, enough to exercise every code path; training from a random backbone needs more to generalise
+    to a fold's new classes). Scale 1 writes the same files as before the option existed.
+
+    An existing complete benchmark of the same seed, scale and version is kept (``force`` rewrites it); one of
+    another seed or scale is only replaced with ``force``; the leftovers of an interrupted run are replaced. Folders
+    that this function did not write are never deleted.
     """
     root = Path(root).expanduser()
     if seed < 0:
         raise HmreproError(f"--seed must be a non-negative integer, got {seed}")
+    if not 1 <= scale <= MAX_SCALE:
+        raise HmreproError(f"--scale must be an integer from 1 to {MAX_SCALE}, got {scale}")
     state = completed_state(root)
     if state is not None and not force:
-        if state["seed"] != seed:
+        made = (state["seed"], state.get("scale", 1))
+        if made != (seed, scale):
             raise HmreproError(
-                f"{root} already holds the synthetic benchmark made with seed {state['seed']}; pass --force to "
-                f"rewrite it with seed {seed}, or choose another --data-root"
+                f"{root} already holds the synthetic benchmark made with seed {made[0]}, scale {made[1]}; pass "
+                f"--force to rewrite it with seed {seed}, scale {scale}, or choose another --data-root"
             )
         if state["version"] == VERSION:
             return list(state["summary"])
     root.mkdir(parents=True, exist_ok=True)
     _clear_previous(root)
-    _write_marker(root / STARTED_MARKER, {"seed": seed, "version": VERSION})
+    _write_marker(root / STARTED_MARKER, {"seed": seed, "scale": scale, "version": VERSION})
     makers = (make_pascal, make_coco, make_fss)
-    with _progress(progress, total_images()) as tick:
-        summary = [make(root, np.random.default_rng([seed, i]), tick) for i, make in enumerate(makers)]
+    with _progress(progress, total_images(scale)) as tick:
+        summary = [make(root, np.random.default_rng([seed, i]), tick, scale) for i, make in enumerate(makers)]
     write_checksums(root / "splits")
     size_mb = _folder_bytes(root) / 1e6
-    summary.append(f"split lists in splits/ (pass --splits DATA_ROOT/splits); {size_mb:.1f} MB, seed {seed}")
-    _write_marker(root / COMPLETE_MARKER, {"seed": seed, "version": VERSION, "summary": summary})
+    scaled = f", scale {scale}" if scale != 1 else ""
+    summary.append(f"split lists in splits/ (pass --splits DATA_ROOT/splits); {size_mb:.1f} MB, seed {seed}{scaled}")
+    _write_marker(root / COMPLETE_MARKER, {"seed": seed, "scale": scale, "version": VERSION, "summary": summary})
     (root / STARTED_MARKER).unlink()
     return summary
