@@ -394,6 +394,22 @@ def test_predict_nshot_is_the_vote_of_one_shot_forwards(vat_models, monkeypatch)
     assert torch.equal(one_shot, per_shot[:, 0])
 
 
+def test_the_first_shot_of_predict_nshot_is_the_1shot_forward(vat_models, monkeypatch):
+    # tests/test_vat_parity.py reads the 1-shot logits off predict_nshot's first shot: they must be forward()'s
+    model = vat_models["vat-hm"]
+    monkeypatch.setattr(model, "learner_logits", _cheap_learner)
+    query, supports, masks, _ = _episode(bsz=1, shots=2, seed=2)
+    shot_logits, logits_from_taps = [], model.logits_from_taps
+    monkeypatch.setattr(model, "logits_from_taps", lambda *a: shot_logits.append(logits_from_taps(*a)) or shot_logits[-1])
+    with torch.no_grad():
+        model.predict_nshot(query, supports, masks)
+        monkeypatch.undo()
+        monkeypatch.setattr(model, "learner_logits", _cheap_learner)
+        forward = model(query, supports[:, 0], masks[:, 0])
+    assert len(shot_logits) == 2 and not torch.equal(shot_logits[0], shot_logits[1])
+    assert torch.equal(shot_logits[0], forward)
+
+
 def test_forward_output_size(vat_models, monkeypatch):
     model = vat_models["vat"]
     monkeypatch.setattr(model, "learner_logits", _cheap_learner)
