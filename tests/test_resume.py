@@ -17,11 +17,11 @@ TIMING_KEYS = {"train_secs", "val_secs", "train_episodes_per_s", "val_episodes_p
 
 
 def _train_args(root: Path, out: Path) -> list[str]:
-    # FSS-like split: 80 episodes = 10 iterations of 8 per epoch; a checkpoint every 3 iterations lands mid-epoch
+    # FSS-like split, epochs cut to 6 iterations of 8 episodes; a checkpoint every 2 iterations lands mid-epoch
     return hmrepro_cmd(
         "train", "hsnet", "-b", "fss", *synthetic_args(root), "--no-pretrained", "--img-size", "64", "--epochs", "2",
-        "--bsz", "8", "--val-episodes", "8", "--workers", "0", "--deterministic", "--checkpoint-every", "3",
-        "--device", "cpu", "--no-progress", "--out", str(out),
+        "--bsz", "8", "--epoch-iterations", "6", "--val-episodes", "8", "--workers", "0", "--deterministic",
+        "--checkpoint-every", "2", "--device", "cpu", "--no-progress", "--out", str(out),
     )  # fmt: skip
 
 
