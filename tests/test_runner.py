@@ -21,6 +21,21 @@ runner = CliRunner()
 RANDOM_VAT = ["--weights", "random", "--no-pretrained", "--img-size", "64", "--device", "cpu"]
 
 
+def _stand_in_learner(self, query_taps, support_taps):
+    """[B, 2, 128, 128] logits of the query in milliseconds: these tests check what loads the episodes, not VAT's
+    learner, whose fixed-size 4D correlation pass costs seconds on a CPU at any image size."""
+    score = query_taps[-1][:, :1] - query_taps[-1][:, :1].mean() + support_taps[-1].mean()
+    score = torch.nn.functional.interpolate(score, (128, 128), mode="bilinear", align_corners=True)
+    return torch.cat([score, -score], dim=1)
+
+
+@pytest.fixture
+def stand_in_vat_learner(monkeypatch) -> None:
+    from hmrepro.models.vat import VAT
+
+    monkeypatch.setattr(VAT, "learner_logits", _stand_in_learner)
+
+
 @pytest.fixture
 def preprocessings(monkeypatch) -> list[str]:
     """The ``preprocess`` of every EpisodeDataset built while the test runs."""
@@ -51,7 +66,7 @@ def test_episode_dataset_has_no_default_preprocessing(synthetic_root):
     ids=["eval", "domain-shift", "viz-episodes-pascal", "viz-episodes-fss"],
 )
 def test_every_evaluation_path_loads_vat_episodes_with_vat_preprocessing(
-    command, preprocessings, synthetic_root, tmp_path
+    command, preprocessings, stand_in_vat_learner, synthetic_root, tmp_path
 ):
     output = ["-o", str(tmp_path / "episodes.png")] if command[1] == "episodes" else []
     result = runner.invoke(app, [*command, *RANDOM_VAT, *synthetic_args(synthetic_root), *output])
@@ -59,7 +74,7 @@ def test_every_evaluation_path_loads_vat_episodes_with_vat_preprocessing(
     assert preprocessings and set(preprocessings) == {"vat"}
 
 
-def test_vat_domain_shift_records_say_vat(synthetic_root, tmp_path):
+def test_vat_domain_shift_records_say_vat(synthetic_root, stand_in_vat_learner, tmp_path):
     results = tmp_path / "results"
     args = ["domain-shift", "vat-hm", "--episodes", "1", "--no-progress", "--results", str(results), "--json"]
     result = runner.invoke(app, [*args, *RANDOM_VAT, *synthetic_args(synthetic_root)])
