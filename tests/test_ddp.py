@@ -24,10 +24,16 @@ def _args(root: Path, out: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def test_two_processes_stay_in_sync_and_match_a_single_process(synthetic_root, tmp_path):
+def test_two_processes_stay_in_sync_and_match_a_single_process(synthetic_root, tmp_path, request):
     env = cli_env()
     env["OMP_NUM_THREADS"] = "1"
-    ddp = tmp_path / "ddp"
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    # the same global batches in one process, run alongside (its own folder; --deterministic)
+    single_log = (tmp_path / "single.log").open("w")
+    single_proc = subprocess.Popen([sys.executable, "-m", "hmrepro", *_args(synthetic_root, single)], env=env,
+                                   stdout=single_log, stderr=subprocess.STDOUT)  # fmt: skip
+    request.addfinalizer(single_log.close)
+    request.addfinalizer(single_proc.kill)  # if the test fails before it ends
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hmrepro"]
     proc = subprocess.run([*torchrun, *_args(synthetic_root, ddp)], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -45,9 +51,7 @@ def test_two_processes_stay_in_sync_and_match_a_single_process(synthetic_root, t
     ]  # fmt: skip  (rank 1 wrote nothing of its own)
 
     # the same global batches in one process: the same weights up to float summation order
-    single = tmp_path / "single"
-    proc = subprocess.run([sys.executable, "-m", "hmrepro", *_args(synthetic_root, single)], env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert single_proc.wait(timeout=900) == 0, (tmp_path / "single.log").read_text()[-4000:]
     a, b = read_checkpoint(ddp / "last.pt").state_dict, read_checkpoint(single / "last.pt").state_dict
     assert a.keys() == b.keys()
     worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
