@@ -11,6 +11,10 @@ data, so readers, training and evaluation run without a download:
 - ``FSS-1000/`` FSS-like: 16 classes of 10 images; grey masks with anti-aliased edges (>= 128 is foreground).
 - ``splits/``: split lists in the format of the packaged ones, and their ``SHA256SUMS``.
 
+``scale`` (``hmrepro prepare synthetic --scale K``) writes K times the PASCAL-like and COCO-like images per class:
+scale 1 exercises every code path in minutes; models trained from a random backbone need more images to generalise
+to a fold's new classes (scale 8 is enough for CRCNet and MCE, README).
+
 Classes differ by shape, colour and texture; backgrounds are blotchy and grainy; objects are small or large;
 some images hold two classes. Everything follows from the seed: the same seed gives byte-identical files.
 A marker file written last (``.synthetic-complete``, with seed and version) tells a finished benchmark
