@@ -30,7 +30,7 @@ def synthetic(
         help="Images per class of the PASCAL-like and COCO-like parts, times this: 1 is 3 training and 2 validation "
         "images per PASCAL-like class (every code path, minutes on a CPU); training from a random backbone needs more "
         "to generalise to a fold's new classes, e.g. 8 (README: CRCNet, MCE).",
-    ),  # fmt: skip
+    ),  # fmt: skip  (max = data.synthetic.MAX_SCALE, not imported here so that --help stays light)
 ) -> None:
     """Write a small procedurally generated benchmark in all three on-disk layouts, plus its split lists.
 
