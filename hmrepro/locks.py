@@ -15,9 +15,9 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .errors import HmreproError
 
@@ -72,8 +72,12 @@ def _describe(holder: dict) -> str:
 
 
 def _write_holder(fd: int, holder_info: str) -> None:
-    data = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "info": holder_info}
+    data = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "info": holder_info,
+    }
     payload = (json.dumps(data) + "\n").encode()
     os.ftruncate(fd, 0)
     os.pwrite(fd, payload, 0)

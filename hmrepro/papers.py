@@ -13,8 +13,8 @@ Table 7: timing).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from .errors import HmreproError
 

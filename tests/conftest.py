@@ -8,7 +8,7 @@ import os
 # Set before torch is first imported (test modules import it after this file).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pathlib import Path  # noqa: E402
+from pathlib import Path
 
 import pytest
 

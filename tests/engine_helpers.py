@@ -25,7 +25,10 @@ def tiny_config(model: str, root: Path, out: Path, benchmark: str = "fss", **ove
     from hmrepro.engine.train import build_config
 
     return build_config(
-        model, benchmark, 0, {**TINY, "data_root": str(root), "splits": str(root / "splits"), "out": str(out), **overrides}
+        model,
+        benchmark,
+        0,
+        {**TINY, "data_root": str(root), "splits": str(root / "splits"), "out": str(out), **overrides},
     )
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_acquisition_prepare import run
 
 from hmrepro.acquisition.checkpoints import download_checkpoints, index_path, infer, resolve_official_weights
 from hmrepro.acquisition.fetch import FetchOptions
@@ -16,8 +17,6 @@ from hmrepro.acquisition.gdrive import GDrive
 from hmrepro.acquisition.registry import load_registry
 from hmrepro.acquisition.retry import RetryPolicy
 from hmrepro.errors import CorruptFileError, MissingDataError
-
-from test_acquisition_prepare import run
 
 FAST = RetryPolicy(attempts=2, base_delay=0.0)
 
@@ -60,7 +59,9 @@ class FakeDrive:
 
 
 def _opts(fake: FakeDrive) -> FetchOptions:
-    return FetchOptions(retry=FAST, progress=False, gdrive=GDrive(download=fake.download, download_folder=fake.download_folder))
+    return FetchOptions(
+        retry=FAST, progress=False, gdrive=GDrive(download=fake.download, download_folder=fake.download_folder)
+    )
 
 
 HSNET_PASCAL = "1z4KgjgOu--k6YuIj3qWrGg264GRcMis2"  # the current id in sources.toml
@@ -68,8 +69,11 @@ HM = "1g8UJPSZDUeDlUFgaP_dlL0UFnWKq82uz"
 
 
 def _hsnet_tree():
-    return {f"{bb}_pas/{bb}_pas_fold{f}/best_model.pt": 10 * i + f
-            for i, bb in enumerate(("vgg16", "res50", "res101")) for f in range(4)}
+    return {
+        f"{bb}_pas/{bb}_pas_fold{f}/best_model.pt": 10 * i + f
+        for i, bb in enumerate(("vgg16", "res50", "res101"))
+        for f in range(4)
+    }
 
 
 def test_hsnet_folder_is_fetched_recorded_and_resolved(tmp_path):
@@ -80,7 +84,10 @@ def test_hsnet_folder_is_fetched_recorded_and_resolved(tmp_path):
     assert path == tmp_path / "checkpoints/hsnet_pascal/res101_pas/res101_pas_fold2/best_model.pt"
     assert torch.load(path, weights_only=True)["module.layer.weight"][0] == 22
     record = json.loads(index_path(tmp_path / "checkpoints").read_text())
-    assert {(e["model"], e["backbone"], e["fold"]) for e in record["entries"]} >= {("hsnet", "vgg16", 0), ("hsnet", "resnet50", 3)}
+    assert {(e["model"], e["backbone"], e["fold"]) for e in record["entries"]} >= {
+        ("hsnet", "vgg16", 0),
+        ("hsnet", "resnet50", 3),
+    }
 
     # complete and verified: not fetched again
     download_checkpoints("hsnet", benchmark="pascal", data_root=tmp_path, opts=_opts(fake))
@@ -92,17 +99,24 @@ def test_hsnet_folder_is_fetched_recorded_and_resolved(tmp_path):
         resolve_official_weights("hsnet", "resnet101", "pascal", 2, data_root=tmp_path)
     download_checkpoints("hsnet", benchmark="pascal", data_root=tmp_path, opts=_opts(fake))
     assert len(fake.calls) == 2
-    assert torch.load(resolve_official_weights("hsnet", "resnet101", "pascal", 2, data_root=tmp_path),
-                      weights_only=True)["module.layer.weight"][0] == 22
+    assert (
+        torch.load(resolve_official_weights("hsnet", "resnet101", "pascal", 2, data_root=tmp_path), weights_only=True)[
+            "module.layer.weight"
+        ][0]
+        == 22
+    )
 
 
 def test_hm_folder_holds_several_models(tmp_path):
-    tree = {"HSNet-HM/pascal/resnet50/fold0/best_model.pt": 1, "HSNet-HM/fss/resnet101/best_model.pt": 2,
-            "VAT_HM/coco_resnet50/coco_resnet50_fold3/best_model.pt": 3,
-            "VAT_HM/coco_resnet50/coco_resnet50_fold3/config.yaml": 0,
-            "ASNet-HM/logs/coco/fold1/resnet101/asnethm/best_model-v2.ckpt": 4,
-            "ASNet-HM/logs/coco/fold1/resnet101/asnethm/best_model.ckpt": 5,
-            "notes/mystery.pth": 6}
+    tree = {
+        "HSNet-HM/pascal/resnet50/fold0/best_model.pt": 1,
+        "HSNet-HM/fss/resnet101/best_model.pt": 2,
+        "VAT_HM/coco_resnet50/coco_resnet50_fold3/best_model.pt": 3,
+        "VAT_HM/coco_resnet50/coco_resnet50_fold3/config.yaml": 0,
+        "ASNet-HM/logs/coco/fold1/resnet101/asnethm/best_model-v2.ckpt": 4,
+        "ASNet-HM/logs/coco/fold1/resnet101/asnethm/best_model.ckpt": 5,
+        "notes/mystery.pth": 6,
+    }
     fake = FakeDrive(folders={HM: tree})
     download_checkpoints("hsnet-hm", data_root=tmp_path, opts=_opts(fake))
     assert resolve_official_weights("hsnet-hm", "resnet50", "pascal", 0, data_root=tmp_path).name == "best_model.pt"
@@ -151,7 +165,12 @@ def test_manual_source_via_cli_from_folder(tmp_path, monkeypatch):
 
 
 def test_path_reading():
-    assert infer("res101_pas/res101_pas_fold0/best_model.pt", ("hsnet",), ("pascal",)) == ("hsnet", "resnet101", "pascal", 0)
+    assert infer("res101_pas/res101_pas_fold0/best_model.pt", ("hsnet",), ("pascal",)) == (
+        "hsnet",
+        "resnet101",
+        "pascal",
+        0,
+    )
     assert infer("pascal_resnet50/pascal_resnet50_fold2/best_model.pt", ("vat",)) == ("vat", "resnet50", "pascal", 2)
     assert infer("fss_resnet101/best_model.pt", ("vat",)) == ("vat", "resnet101", "fss", 0)
     assert infer("coco/resnet50/best_model.pt", ("hsnet",)) is None  # no fold: not guessed
@@ -160,10 +179,26 @@ def test_path_reading():
 def test_registry_has_every_source_the_issue_names():
     reg = load_registry()
     names = set(reg.sources)
-    assert {"voc2012_trainval", "voc_segclassaug", "sbd_benchmark", "coco_train2014", "coco_val2014",
-            "coco_annotations2014", "coco_masks_train2014", "coco_masks_val2014", "fss1000",
-            "resnet50_imagenet1k_v1", "resnet101_imagenet1k_v1", "vgg16_imagenet1k_v1",
-            "hsnet_pascal", "hsnet_coco", "hsnet_fss", "hm", "vat", "asnet"} <= names
+    assert {
+        "voc2012_trainval",
+        "voc_segclassaug",
+        "sbd_benchmark",
+        "coco_train2014",
+        "coco_val2014",
+        "coco_annotations2014",
+        "coco_masks_train2014",
+        "coco_masks_val2014",
+        "fss1000",
+        "resnet50_imagenet1k_v1",
+        "resnet101_imagenet1k_v1",
+        "vgg16_imagenet1k_v1",
+        "hsnet_pascal",
+        "hsnet_coco",
+        "hsnet_fss",
+        "hm",
+        "vat",
+        "asnet",
+    } <= names
     for s in reg.group("backbones", include_optional=True):
         assert s.sha256_prefix and s.sha256_prefix in s.filename and s.dest == "torch_hub"
     assert reg["voc2012_trainval"].md5 == "6cd6e144f989b92b3379bac3b3de84fd"

@@ -74,7 +74,7 @@ class LoopbackServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
 
-    def start(self) -> "LoopbackServer":
+    def start(self) -> LoopbackServer:
         self.thread.start()
         self.timer.start()
         return self
@@ -252,7 +252,9 @@ def test_server_failing_twice_then_succeeding_with_backoff(server, tmp_path):
 def test_server_failing_too_often_gives_up(server, tmp_path):
     url = server.add("/g.bin", payload(), fail=100)
     with pytest.raises(DownloadError, match="gave up after 3 attempts"):
-        fetch_url(url, tmp_path / "g.bin", retry=RetryPolicy(attempts=3, base_delay=0, sleep=lambda s: None), progress=False)
+        fetch_url(
+            url, tmp_path / "g.bin", retry=RetryPolicy(attempts=3, base_delay=0, sleep=lambda s: None), progress=False
+        )
     assert len(server.requests_for("/g.bin")) == 3
 
 
@@ -353,8 +355,9 @@ def test_not_enough_disk_space_is_a_clear_error(server, tmp_path, monkeypatch):
 
 def test_missing_archive_error_names_the_command(tmp_path):
     with pytest.raises(MissingDataError, match="hmrepro download fss"):
-        require_verified(_source(urls=("http://127.0.0.1:9/x",)), tmp_path, LockFile.for_data_root(tmp_path),
-                         "hmrepro download fss")
+        require_verified(
+            _source(urls=("http://127.0.0.1:9/x",)), tmp_path, LockFile.for_data_root(tmp_path), "hmrepro download fss"
+        )
 
 
 # -- Google Drive through gdown, pointed at the loopback server --------------------------------------------------
@@ -383,8 +386,11 @@ def test_gdrive_html_page_instead_of_zip_falls_back_to_an_older_id(server, tmp_p
     zpath = tmp_path / "ok.zip"
     with zipfile.ZipFile(zpath, "w") as zf:
         zf.writestr("SegmentationClassAug/2007_000032.png", b"png")
-    server.add("/uc?id=QUOTA", b"<!DOCTYPE html><html>Too many users have viewed or downloaded this file</html>",
-               content_type="text/html")
+    server.add(
+        "/uc?id=QUOTA",
+        b"<!DOCTYPE html><html>Too many users have viewed or downloaded this file</html>",
+        content_type="text/html",
+    )
     server.add("/uc?id=OLD", zpath.read_bytes())
     src = _source(name="aug", filename="SegmentationClassAug.zip", gdrive_ids=("QUOTA", "OLD"), expect_member="*.png")
     drive = GDrive(file_url_template=server.url("/uc?id={id}"), quiet=True)

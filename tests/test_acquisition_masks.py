@@ -66,9 +66,11 @@ def tiny_coco(tmp_path):
     expected7[c > 0] = 1
     path = tmp_path / "instances_val2014.json"
     path.write_text(json.dumps(data))
-    return path, {"COCO_val2014_000000000007.png": expected7,
-                  "COCO_val2014_000000000008.png": np.zeros((h, w), np.uint8),
-                  "COCO_val2014_000000000009.png": np.zeros((h, w), np.uint8)}
+    return path, {
+        "COCO_val2014_000000000007.png": expected7,
+        "COCO_val2014_000000000008.png": np.zeros((h, w), np.uint8),
+        "COCO_val2014_000000000009.png": np.zeros((h, w), np.uint8),
+    }
 
 
 def test_coco_masks_match_independently_drawn_masks(tmp_path):
@@ -84,12 +86,21 @@ def test_coco_masks_match_independently_drawn_masks(tmp_path):
 
 
 def test_coco_polygons_are_filled(tmp_path):
-    task = plan({
-        "images": [{"id": 1, "file_name": "x.jpg", "height": 40, "width": 40}],
-        "categories": [{"id": 3, "name": "car"}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "iscrowd": 0,
-                         "segmentation": [[10, 10, 30, 10, 30, 30, 10, 30], [0, 0, 2]]}],  # a square + a degenerate ring
-    })[0]
+    task = plan(
+        {
+            "images": [{"id": 1, "file_name": "x.jpg", "height": 40, "width": 40}],
+            "categories": [{"id": 3, "name": "car"}],
+            "annotations": [
+                {
+                    "id": 1,
+                    "image_id": 1,
+                    "category_id": 3,
+                    "iscrowd": 0,
+                    "segmentation": [[10, 10, 30, 10, 30, 30, 10, 30], [0, 0, 2]],
+                }
+            ],  # a square + a degenerate ring
+        }
+    )[0]
     got = render(task)
     want = rect(40, 40, 10, 30, 10, 30)
     inter, union = ((got > 0) & (want > 0)).sum(), ((got > 0) | (want > 0)).sum()

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_acquisition_http import LoopbackServer
 from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
 from hmrepro.errors import HmreproError
-
-from test_acquisition_http import LoopbackServer
 
 
 @pytest.fixture
@@ -29,7 +28,9 @@ def server():
 
 def run(*args: str):
     result = CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "400"})
-    text = result.output + (result.stderr if result.stderr_bytes is not None and result.stderr not in result.output else "")
+    text = result.output + (
+        result.stderr if result.stderr_bytes is not None and result.stderr not in result.output else ""
+    )
     return result, text
 
 
@@ -54,7 +55,9 @@ def archives(synthetic_root, tmp_path_factory) -> Path:
     with tarfile.open(out / "VOCtrainval_11-May-2012.tar", "w") as tf:
         tf.add(s / "VOC2012" / "JPEGImages", arcname="VOCdevkit/VOC2012/JPEGImages")
         tf.add(s / "VOC2012" / "SegmentationClassAug", arcname="VOCdevkit/VOC2012/SegmentationClass")
-    aug = _zip_tree(out / "SegmentationClassAug.zip", [(s / "VOC2012" / "SegmentationClassAug", "SegmentationClassAug")])
+    aug = _zip_tree(
+        out / "SegmentationClassAug.zip", [(s / "VOC2012" / "SegmentationClassAug", "SegmentationClassAug")]
+    )
     with zipfile.ZipFile(aug, "a") as zf:
         zf.writestr("__MACOSX/SegmentationClassAug/._synth_000001.png", b"resource fork")
     for split in ("train2014", "val2014"):
@@ -71,11 +74,16 @@ def archives(synthetic_root, tmp_path_factory) -> Path:
 
 def _registry(server: LoopbackServer, archives: Path, tmp_path: Path) -> Path:
     """A sources.toml like the packaged one, pointing at the loopback server."""
+
     def serve(name, path=None, **faults):
         return server.add(f"/{name}", (path or archives / name).read_bytes(), **faults)
 
-    for drive_id, path in (("AUG", archives / "SegmentationClassAug.zip"), ("MTRAIN", archives / "masks/train2014.zip"),
-                           ("MVAL", archives / "masks/val2014.zip"), ("FSS", archives / "FSS-1000.zip")):
+    for drive_id, path in (
+        ("AUG", archives / "SegmentationClassAug.zip"),
+        ("MTRAIN", archives / "masks/train2014.zip"),
+        ("MVAL", archives / "masks/val2014.zip"),
+        ("FSS", archives / "FSS-1000.zip"),
+    ):
         server.add(f"/uc?id={drive_id}", path.read_bytes())
     voc = archives / "VOCtrainval_11-May-2012.tar"
     text = f'''
@@ -84,7 +92,7 @@ group = "pascal"
 filename = "VOCtrainval_11-May-2012.tar"
 size = {voc.stat().st_size}
 md5 = "{_md5(voc)}"
-urls = ["{server.url('/gone.tar')}", "{serve(voc.name, truncate=1)}"]
+urls = ["{server.url("/gone.tar")}", "{serve(voc.name, truncate=1)}"]
 
 [sources.voc_segclassaug]
 group = "pascal"
@@ -95,7 +103,7 @@ expect_member = "*.png"
 [sources.sbd_benchmark]
 group = "pascal"
 filename = "benchmark.tgz"
-urls = ["{server.url('/benchmark.tgz')}"]
+urls = ["{server.url("/benchmark.tgz")}"]
 optional = true
 '''
     for split in ("train2014", "val2014"):
@@ -103,21 +111,21 @@ optional = true
 [sources.coco_{split}]
 group = "coco"
 filename = "{split}.zip"
-md5 = "{_md5(archives / f'{split}.zip')}"
-urls = ["{serve(f'{split}.zip')}"]
+md5 = "{_md5(archives / f"{split}.zip")}"
+urls = ["{serve(f"{split}.zip")}"]
 
 [sources.coco_masks_{split}]
 group = "coco"
 filename = "hsnet_coco_masks_{split}.zip"
 from_names = ["masks/{split}.zip", "{split}.zip"]
-gdrive_ids = ["{'MTRAIN' if split == 'train2014' else 'MVAL'}"]
+gdrive_ids = ["{"MTRAIN" if split == "train2014" else "MVAL"}"]
 expect_member = "*COCO_{split}_*.png"
 '''
     text += f'''
 [sources.coco_annotations2014]
 group = "coco"
 filename = "annotations_trainval2014.zip"
-urls = ["{serve('annotations_trainval2014.zip')}"]
+urls = ["{serve("annotations_trainval2014.zip")}"]
 optional = true
 
 [sources.fss1000]
@@ -161,7 +169,10 @@ def test_pascal_download_prepare_and_check(env, server, synthetic_root):
     assert "PASCAL-5i layout OK" in out
     _same_tree(root / "VOC2012" / "JPEGImages", synthetic_root / "VOC2012" / "JPEGImages", "*.jpg")
     _same_tree(root / "VOC2012" / "SegmentationClassAug", synthetic_root / "VOC2012" / "SegmentationClassAug", "*.png")
-    assert not (root / ".staging").exists() and not (root / "VOC2012" / "SegmentationClassAug" / "._synth_000001.png").exists()
+    assert (
+        not (root / ".staging").exists()
+        and not (root / "VOC2012" / "SegmentationClassAug" / "._synth_000001.png").exists()
+    )
 
     n = len(server.requests)
     result, out = run("download", "pascal", "--data-root", root, *FAST)
@@ -175,7 +186,9 @@ def test_pascal_download_prepare_and_check(env, server, synthetic_root):
         result, out = run(*args, "--data-root", root, "--splits", splits)
         assert result.exit_code == 1, out
         assert "2 missing" in out
-        assert f"VOC2012/JPEGImages/{victim_img.name}" in out and f"VOC2012/SegmentationClassAug/{victim_mask.name}" in out
+        assert (
+            f"VOC2012/JPEGImages/{victim_img.name}" in out and f"VOC2012/SegmentationClassAug/{victim_mask.name}" in out
+        )
         assert "hmrepro download pascal && hmrepro prepare pascal" in out
 
     result, out = run("prepare", "pascal", "--data-root", root, "--splits", splits, "--quiet", "--force")
@@ -220,18 +233,44 @@ def test_coco_with_the_authors_masks(env, synthetic_root):
     result, out = run("prepare", "coco", "--data-root", root, "--splits", synthetic_root / "splits", "--quiet")
     assert result.exit_code == 0 and "COCO-20i layout OK" in out, out
     for split in ("train2014", "val2014"):
-        _same_tree(root / "COCO2014" / "annotations" / split, synthetic_root / "COCO2014" / "annotations" / split, "*.png")
+        _same_tree(
+            root / "COCO2014" / "annotations" / split, synthetic_root / "COCO2014" / "annotations" / split, "*.png"
+        )
         _same_tree(root / "COCO2014" / split, synthetic_root / "COCO2014" / split, "*.jpg")
 
 
 def test_coco_masks_regenerated_from_json(env, archives, server, synthetic_root):
     root = env
-    result, out = run("download", "coco", "--data-root", root, "--with-json", "--from", archives, "--only", "coco_train2014",
-                      "--only", "coco_val2014", "--only", "coco_annotations2014", *FAST)
+    result, out = run(
+        "download",
+        "coco",
+        "--data-root",
+        root,
+        "--with-json",
+        "--from",
+        archives,
+        "--only",
+        "coco_train2014",
+        "--only",
+        "coco_val2014",
+        "--only",
+        "coco_annotations2014",
+        *FAST,
+    )
     assert result.exit_code == 0, out
     assert server.requests == []
-    result, out = run("prepare", "coco", "--from-json", "-j", "2", "--data-root", root, "--splits",
-                      synthetic_root / "splits", "--quiet")
+    result, out = run(
+        "prepare",
+        "coco",
+        "--from-json",
+        "-j",
+        "2",
+        "--data-root",
+        root,
+        "--splits",
+        synthetic_root / "splits",
+        "--quiet",
+    )
     assert result.exit_code == 0 and "COCO-20i layout OK" in out, out
     assert "not byte-identical" in out
     for split in ("train2014", "val2014"):
@@ -245,7 +284,9 @@ def test_images_zip_is_not_taken_for_the_mask_zip(env, archives, tmp_path, synth
     only_images = tmp_path / "only_images"
     only_images.mkdir()
     shutil.copy(archives / "train2014.zip", only_images / "train2014.zip")
-    result, out = run("download", "coco", "--data-root", env, "--from", only_images, "--only", "coco_masks_train2014", *FAST)
+    result, out = run(
+        "download", "coco", "--data-root", env, "--from", only_images, "--only", "coco_masks_train2014", *FAST
+    )
     assert result.exit_code == 0, out
     assert "ignoring it" in out
     with zipfile.ZipFile(env / "downloads" / "hsnet_coco_masks_train2014.zip") as zf:
@@ -265,9 +306,17 @@ def test_check_of_an_empty_data_root(env, synthetic_root):
 
 
 def test_commands_have_help_with_an_example():
-    for args in (("download", "pascal"), ("download", "coco"), ("download", "fss"), ("download", "backbones"),
-                 ("download", "checkpoints"), ("download", "all"), ("prepare", "pascal"), ("prepare", "coco"),
-                 ("prepare", "fss")):
+    for args in (
+        ("download", "pascal"),
+        ("download", "coco"),
+        ("download", "fss"),
+        ("download", "backbones"),
+        ("download", "checkpoints"),
+        ("download", "all"),
+        ("prepare", "pascal"),
+        ("prepare", "coco"),
+        ("prepare", "fss"),
+    ):
         result, out = run(*args, "--help")
         assert result.exit_code == 0 and "Example" in out, args
 
@@ -287,14 +336,14 @@ def test_backbones_go_to_the_torch_hub_cache(server, tmp_path, monkeypatch):
 group = "backbones"
 filename = "resnet50-{prefix}.pth"
 sha256_prefix = "{prefix}"
-urls = ["{server.add(f'/models/resnet50-{prefix}.pth', good)}"]
+urls = ["{server.add(f"/models/resnet50-{prefix}.pth", good)}"]
 dest = "torch_hub"
 
 [sources.vgg16_imagenet1k_v1]
 group = "backbones"
 filename = "vgg16-397923af.pth"
 sha256_prefix = "397923af"
-urls = ["{server.add('/models/vgg16-397923af.pth', bad)}"]
+urls = ["{server.add("/models/vgg16-397923af.pth", bad)}"]
 dest = "torch_hub"
 optional = true
 ''')
@@ -310,16 +359,16 @@ optional = true
 
 def test_pascal_segclassaug_built_from_sbd(env, synthetic_root, tmp_path, monkeypatch):
     """--from-sbd: VOC masks where VOC has them, SBD's for the rest (SBD .mat stand-ins read by an injected loader)."""
+    from hmrepro.acquisition.check import check_layout
     from hmrepro.acquisition.lock import LockFile
     from hmrepro.acquisition.prepare_pascal import prepare_pascal
     from hmrepro.acquisition.registry import load_registry
-    from hmrepro.acquisition.check import check_layout
     from hmrepro.acquisition.steps import PrepareContext
     from hmrepro.data.splits import SplitFolder
 
     aug = synthetic_root / "VOC2012" / "SegmentationClassAug"
     masks = sorted(aug.glob("*.png"))
-    voc_part, sbd_part = masks[: len(masks) // 2], masks[len(masks) // 2 - 1:]  # one id in both
+    voc_part, sbd_part = masks[: len(masks) // 2], masks[len(masks) // 2 - 1 :]  # one id in both
     mine = tmp_path / "mine"
     mine.mkdir()
     with tarfile.open(mine / "VOCtrainval_11-May-2012.tar", "w") as tf:
@@ -352,13 +401,28 @@ optional = true
 """)
     monkeypatch.setenv("HMREPRO_SOURCES", str(registry))
     root = env
-    result, out = run("download", "pascal", "--with-sbd", "--only", "voc2012_trainval", "--only", "sbd_benchmark",
-                      "--from", mine, "--data-root", root, *FAST)
+    result, out = run(
+        "download",
+        "pascal",
+        "--with-sbd",
+        "--only",
+        "voc2012_trainval",
+        "--only",
+        "sbd_benchmark",
+        "--from",
+        mine,
+        "--data-root",
+        root,
+        *FAST,
+    )
     assert result.exit_code == 0, out
     ctx = PrepareContext(root, LockFile.for_data_root(root), "hmrepro download pascal", progress=False)
     lines = prepare_pascal(ctx, load_registry(), from_sbd=True, load_mat=lambda p: np.load(p))
     assert "from VOC" in lines[-1]
     for m in masks:
-        np.testing.assert_array_equal(np.array(Image.open(root / "VOC2012/SegmentationClassAug" / m.name)),
-                                      np.array(Image.open(m)), err_msg=m.name)
+        np.testing.assert_array_equal(
+            np.array(Image.open(root / "VOC2012/SegmentationClassAug" / m.name)),
+            np.array(Image.open(m)),
+            err_msg=m.name,
+        )
     assert check_layout("pascal", root, SplitFolder(synthetic_root / "splits")).ok

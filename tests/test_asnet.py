@@ -139,9 +139,7 @@ def test_support_pooling_only_for_wide_taps():
 
 def _corr(bsz, stage_channels, query_dims, support_dims, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return [
-        torch.rand(bsz, ch, *q, *s, generator=g) for ch, q, s in zip(stage_channels, query_dims, support_dims)
-    ]
+    return [torch.rand(bsz, ch, *q, *s, generator=g) for ch, q, s in zip(stage_channels, query_dims, support_dims)]
 
 
 def test_learner_shapes_and_input_size_limits():
@@ -220,10 +218,17 @@ def test_training_step_changes_only_the_learner():
     # Every learner tensor learns except the query/key heads of the layers whose 2×2 key grid samples only the
     # four (background) corner pixels of this mask: all their keys are masked, the attention is uniform whatever
     # the scores, so those heads get no gradient (the authors' -1e9 replacement does the same).
-    blind = ("encoder_layer3.1", "encoder_layer2.1", "encoder_layer4to3.0", "encoder_layer4to3.1",
-             "encoder_layer3to2.0", "encoder_layer3to2.1")
-    assert unchanged == {f"{layer}.attn.{head}.{p}" for layer in blind for head in ("qhead", "khead")
-                         for p in ("weight", "bias")}
+    blind = (
+        "encoder_layer3.1",
+        "encoder_layer2.1",
+        "encoder_layer4to3.0",
+        "encoder_layer4to3.1",
+        "encoder_layer3to2.0",
+        "encoder_layer3to2.1",
+    )
+    assert unchanged == {
+        f"{layer}.attn.{head}.{p}" for layer in blind for head in ("qhead", "khead") for p in ("weight", "bias")
+    }
 
 
 # -- the authors' Lightning checkpoints ---------------------------------------------------------------------------

@@ -39,9 +39,19 @@ def checkpoint(tmp_path_factory):
 def _evaluate(checkpoint, root, results, shot: int, bsz: int):
     with torch.backends.mkldnn.flags(enabled=False):
         (record,) = evaluate(
-            "hsnet-hm", "pascal", 0, shot, weights=checkpoint, data_root=root, splits=root / "splits", results_dir=results,
-            device="cpu", episodes=4, bsz=bsz, image_cache_mib=16,
-        )  # fmt: skip
+            "hsnet-hm",
+            "pascal",
+            0,
+            shot,
+            weights=checkpoint,
+            data_root=root,
+            splits=root / "splits",
+            results_dir=results,
+            device="cpu",
+            episodes=4,
+            bsz=bsz,
+            image_cache_mib=16,
+        )
     return record, read_episode_table(record["path"])[1]
 
 

@@ -58,8 +58,24 @@ def _json_record(args: list[str]) -> dict:
 
 
 def test_bench_model_times_any_model_and_breaks_the_episode_down(tmp_path):
-    args = ["bench", "model", "-m", "hsnet-hm", "--shot", "2", "--img-size", "64", "--runs", "2", "--warmup", "0",
-            "--device", "cpu", "--results", str(tmp_path)]  # fmt: skip
+    args = [
+        "bench",
+        "model",
+        "-m",
+        "hsnet-hm",
+        "--shot",
+        "2",
+        "--img-size",
+        "64",
+        "--runs",
+        "2",
+        "--warmup",
+        "0",
+        "--device",
+        "cpu",
+        "--results",
+        str(tmp_path),
+    ]
     record = _json_record(args)
     assert record["kind"] == "bench-model" and record["shot"] == 2 and record["img_size"] == 64
     assert record["family"] == "hsnet" and record["masking"] == "hm" and len(record["secs_runs"]) == 2
@@ -71,8 +87,8 @@ def test_bench_model_times_any_model_and_breaks_the_episode_down(tmp_path):
     assert sum(stages.values()) == pytest.approx(breakdown["profiled_secs"], rel=0.02, abs=2e-3)
     assert breakdown["top_ops"] and all(op["op"].startswith("aten::") for op in breakdown["top_ops"])
     # the backbone's method is the model's own again after the profiled episode
-    from hmrepro.engine.bench_model import _labelled_pieces
     from hmrepro import create_model
+    from hmrepro.engine.bench_model import _labelled_pieces
 
     model = create_model("hsnet", pretrained=False)
     with _labelled_pieces(model):
@@ -83,21 +99,62 @@ def test_bench_model_times_any_model_and_breaks_the_episode_down(tmp_path):
 def test_bench_train_and_eval_write_their_records(tmp_path, synthetic_root):
     from engine_helpers import synthetic_args
 
-    train = _json_record(["bench", "train", "-m", "hsnet", "-b", "fss", "--bsz", "2", "--img-size", "64",
-                          "--iterations", "1", "--warmup", "0", "--device", "cpu", "--results", str(tmp_path)])  # fmt: skip
+    train = _json_record(
+        [
+            "bench",
+            "train",
+            "-m",
+            "hsnet",
+            "-b",
+            "fss",
+            "--bsz",
+            "2",
+            "--img-size",
+            "64",
+            "--iterations",
+            "1",
+            "--warmup",
+            "0",
+            "--device",
+            "cpu",
+            "--results",
+            str(tmp_path),
+        ]
+    )
     assert train["kind"] == "bench-train" and train["bsz"] == 2 and train["recipe_bsz"] > 0 and train["optimizer"]
     assert train["iterations_per_sec"] == pytest.approx(1 / train["secs_per_iteration"])
 
-    evaluation = _json_record(["bench", "eval", "-m", "hsnet", "-b", "fss", *synthetic_args(synthetic_root),
-                               "--episodes", "2", "--img-size", "64", "--device", "cpu", "--results", str(tmp_path)])  # fmt: skip
+    evaluation = _json_record(
+        [
+            "bench",
+            "eval",
+            "-m",
+            "hsnet",
+            "-b",
+            "fss",
+            *synthetic_args(synthetic_root),
+            "--episodes",
+            "2",
+            "--img-size",
+            "64",
+            "--device",
+            "cpu",
+            "--results",
+            str(tmp_path),
+        ]
+    )
     assert evaluation["kind"] == "bench-eval" and evaluation["episodes"] == 2 and evaluation["miou"] is None
     assert evaluation["episodes_per_sec"] == pytest.approx(1 / evaluation["secs_per_episode"])
     assert evaluation["wall_secs"] >= 2 * evaluation["secs_per_episode"]
 
 
 def test_bench_subcommands_refuse_bad_values():
-    for bad in (["model", "-m", "pspnet"], ["model", "-m", "hsnet", "--shot", "0"], ["train", "-m", "hsnet", "--bsz", "0"],
-                ["eval", "-m", "hsnet", "-b", "voc"]):  # fmt: skip
+    for bad in (
+        ["model", "-m", "pspnet"],
+        ["model", "-m", "hsnet", "--shot", "0"],
+        ["train", "-m", "hsnet", "--bsz", "0"],
+        ["eval", "-m", "hsnet", "-b", "voc"],
+    ):
         result = runner.invoke(app, ["bench", *bad])
         assert result.exit_code == 2, (bad, result.output)
         assert "Traceback" not in result.output

@@ -3,11 +3,10 @@ import subprocess
 import sys
 
 import pytest
+from helpers import fixture_path
 from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
-
-from helpers import fixture_path
 
 runner = CliRunner()
 

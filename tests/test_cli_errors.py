@@ -63,14 +63,26 @@ USAGE_CASES = {
     "bench_refuses_an_unknown_backbone": (["bench", "--backbone", "resnet18"], ["'resnet18'", "resnet50"]),
     "bench_refuses_an_unknown_device": (["bench", "--device", "tpu"], ["'tpu'", "cpu"]),
     "bench_refuses_an_unknown_model": (["bench", "--model", "unet"], ["'unet'", "hsnet"]),
-    "domain_shift_refuses_an_unknown_backbone": (["domain-shift", "hsnet", "-w", "random", "--backbone", "x"], ["vgg16"]),
+    "domain_shift_refuses_an_unknown_backbone": (
+        ["domain-shift", "hsnet", "-w", "random", "--backbone", "x"],
+        ["vgg16"],
+    ),
     "domain_shift_refuses_an_unknown_device": (["domain-shift", "hsnet", "-w", "random", "--device", "x"], ["cuda:N"]),
     "viz_episodes_refuses_an_unknown_backbone": (["viz", "episodes", "-b", "pascal", "--backbone", "x"], ["resnet50"]),
     "viz_episodes_refuses_an_unknown_device": (["viz", "episodes", "-b", "pascal", "--device", "x"], ["cpu"]),
-    "viz_episodes_refuses_an_unsupported_figure_format": (["viz", "episodes", "-b", "pascal", "-o", "x.xyz"], [".xyz", ".png", ".svg"]),
-    "viz_features_refuses_an_unsupported_figure_format": (["viz", "features", "-b", "pascal", "-o", "x.jpg"], [".jpg", ".pdf"]),
+    "viz_episodes_refuses_an_unsupported_figure_format": (
+        ["viz", "episodes", "-b", "pascal", "-o", "x.xyz"],
+        [".xyz", ".png", ".svg"],
+    ),
+    "viz_features_refuses_an_unsupported_figure_format": (
+        ["viz", "features", "-b", "pascal", "-o", "x.jpg"],
+        [".jpg", ".pdf"],
+    ),
     "viz_features_refuses_an_unknown_backbone": (["viz", "features", "-b", "pascal", "--backbone", "x"], ["resnet50"]),
-    "plot_training_profile_refuses_an_unsupported_figure_format": (["plot", "training-profile", "r", "-o", "f"], ["no suffix", ".png"]),
+    "plot_training_profile_refuses_an_unsupported_figure_format": (
+        ["plot", "training-profile", "r", "-o", "f"],
+        ["no suffix", ".png"],
+    ),
     "plot_episodes_is_gone_viz_episodes_is_the_one": (["plot", "episodes", "-b", "pascal"], ["'episodes'"]),
     "episodes_refuses_fold_4": (["episodes", "-b", "pascal", "--fold", "4"], ["--fold"]),
     "episodes_refuses_shot_11": (["episodes", "-b", "pascal", "--shot", "11"], ["--shot"]),
@@ -157,8 +169,25 @@ def test_plot_of_a_missing_run_folder_names_it(tmp_path, capsys):
 
 
 def test_eval_with_a_missing_data_root_names_it_and_the_fix(synthetic_root, capsys):
-    args = ["eval", "hsnet", "-b", "fss", "-w", "random", "--no-pretrained", "--device", "cpu", "--episodes", "1",
-            "--no-progress", "--no-record", "--data-root", NOWHERE, "--splits", str(synthetic_root / "splits")]  # fmt: skip
+    args = [
+        "eval",
+        "hsnet",
+        "-b",
+        "fss",
+        "-w",
+        "random",
+        "--no-pretrained",
+        "--device",
+        "cpu",
+        "--episodes",
+        "1",
+        "--no-progress",
+        "--no-record",
+        "--data-root",
+        NOWHERE,
+        "--splits",
+        str(synthetic_root / "splits"),
+    ]
     one_error_line(capsys, run(args), 1, NOWHERE, "--data-root", only_line=False)
 
 
@@ -228,7 +257,10 @@ WORKER_TEXT = (
 
 
 def test_worker_error_text_is_unwrapped_to_its_last_exception():
-    assert unwrap_worker_error(CorruptFileError(WORKER_TEXT)) == "cannot read image m.png: broken.\nDelete it and fetch it again."
+    assert (
+        unwrap_worker_error(CorruptFileError(WORKER_TEXT))
+        == "cannot read image m.png: broken.\nDelete it and fetch it again."
+    )
     assert unwrap_worker_error(CorruptFileError("cannot read image m.png")) is None
 
 
@@ -244,9 +276,27 @@ def test_real_dataloader_worker_error_is_one_line(synthetic_root, tmp_path, caps
     shutil.copytree(synthetic_root / "FSS-1000", root / "FSS-1000")
     for mask in (root / "FSS-1000").rglob("*.png"):
         mask.write_text("not a png")
-    args = ["eval", "hsnet", "-b", "fss", "-w", "random", "--no-pretrained", "--device", "cpu", "--img-size", "32",
-            "--episodes", "1", "--no-progress", "--no-record", "--data-root", str(root),
-            "--splits", str(synthetic_root / "splits")]  # fmt: skip
+    args = [
+        "eval",
+        "hsnet",
+        "-b",
+        "fss",
+        "-w",
+        "random",
+        "--no-pretrained",
+        "--device",
+        "cpu",
+        "--img-size",
+        "32",
+        "--episodes",
+        "1",
+        "--no-progress",
+        "--no-record",
+        "--data-root",
+        str(root),
+        "--splits",
+        str(synthetic_root / "splits"),
+    ]
     lines = [one_error_line(capsys, run([*args, "--workers", str(n)]), 1, ".png", only_line=False) for n in (0, 1)]
     assert lines[0] == lines[1]
 
@@ -285,11 +335,14 @@ BLOCKING_TABLE = (
 
 
 @pytest.mark.parametrize(
-    "sig, status, line", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
+    "sig, status, line",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
     ids=["ctrl_c_exits_130", "sigterm_exits_143"],
-)  # fmt: skip
+)
 def test_signal_in_a_running_command_is_one_line(sig, status, line):
-    proc = subprocess.Popen([sys.executable, "-c", BLOCKING_TABLE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BLOCKING_TABLE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         assert proc.stdout.readline().strip() == "ready"
         proc.send_signal(sig)

@@ -58,15 +58,20 @@ def test_training_forward_gives_the_four_outputs_and_a_loss_with_gradients_on_th
 
 def test_loss_is_the_four_terms_with_lambda_and_ignores_255_pixels():
     g = torch.Generator().manual_seed(1)
-    outs = {k: torch.randn(1, 2, 6, 6, generator=g) for k in ("logits", "support_logits", "query_aux_logits", "support_aux_logits")}
+    outs = {
+        k: torch.randn(1, 2, 6, 6, generator=g)
+        for k in ("logits", "support_logits", "query_aux_logits", "support_aux_logits")
+    }
     qm, sm = (torch.rand(1, 6, 6, generator=g) > 0.5).float(), (torch.rand(1, 6, 6, generator=g) > 0.5).float()
     ignore = torch.zeros(1, 6, 6)
     ignore[0, :3] = 1
     batch = {"query_mask": qm, "query_ignore": ignore, "support_masks": sm[:, None], "support_ignores": ignore[:, None]}
     model = type("M", (), {"aux_weight": 0.1})()
     ce = lambda logits, mask: torch.nn.functional.cross_entropy(logits[..., 3:, :], mask[:, 3:].long())  # noqa: E731
-    expected = ce(outs["logits"], qm) + ce(outs["support_logits"], sm) + 0.1 * (
-        ce(outs["query_aux_logits"], qm) + ce(outs["support_aux_logits"], sm)
+    expected = (
+        ce(outs["logits"], qm)
+        + ce(outs["support_logits"], sm)
+        + 0.1 * (ce(outs["query_aux_logits"], qm) + ce(outs["support_aux_logits"], sm))
     )
     loss = hmrepro.models.crcnet.CRCNet.compute_objective(model, outs, batch)
     torch.testing.assert_close(loss, expected)
@@ -196,8 +201,11 @@ def test_model_args_text_is_checked_against_the_constructor():
     from hmrepro.models.model_args import model_arguments, parse_model_args
 
     assert parse_model_args("gate=relu; scales=0.75,1,1.25;mask_refine=false;refine_steps=3") == {
-        "gate": "relu", "scales": (0.75, 1, 1.25), "mask_refine": False, "refine_steps": 3,
-    }  # fmt: skip
+        "gate": "relu",
+        "scales": (0.75, 1, 1.25),
+        "mask_refine": False,
+        "refine_steps": 3,
+    }
     assert model_arguments("crcnet-hm", "feature_layers=layer3") == {"feature_layers": ("layer3",)}
     assert model_arguments("crcnet", "") == {}
     with pytest.raises(HmreproError, match="crcnet has no argument maskrefine; its arguments are feature_layers"):
@@ -243,17 +251,24 @@ def test_canet_training_keeps_one_history_per_sample_that_the_trainer_names(mode
     from hmrepro.engine.train import forward_1shot
 
     with torch.device("meta"):  # the constructor's wiring, no weights computed
-        net = hmrepro.create_model("crcnet", backbone="resnet50", pretrained=False, mrm_gradient="canet",
-                                   history_zero_prob=0.5)  # fmt: skip
+        net = hmrepro.create_model(
+            "crcnet", backbone="resnet50", pretrained=False, mrm_gradient="canet", history_zero_prob=0.5
+        )
     assert net.takes_sample_keys and net.refine.gradient == "canet" and net.history.zero_prob == 0.5
     assert not model.takes_sample_keys  # the default option keeps no history
     monkeypatch.setattr(model.refine, "gradient", "canet")  # the module's model (T = 3), switched to the option
     monkeypatch.setattr(model, "history", HistoryMaps(zero_prob=0.0))
     monkeypatch.setitem(model.finetune, "steps", 1)
     query, support, query_mask, support_mask = episode(batch=2, size=33, seed=7)
-    batch = {"query_img": query, "support_imgs": support[:, None], "support_masks": support_mask[:, None],
-             "query_mask": query_mask, "query_name": ["q1", "q2"], "support_names": [("s1", "s2")],
-             "class_id": torch.tensor([3, 4])}  # fmt: skip
+    batch = {
+        "query_img": query,
+        "support_imgs": support[:, None],
+        "support_masks": support_mask[:, None],
+        "query_mask": query_mask,
+        "query_name": ["q1", "q2"],
+        "support_names": [("s1", "s2")],
+        "class_id": torch.tensor([3, 4]),
+    }
     model.train()
     try:
         with torch.no_grad():
@@ -280,8 +295,9 @@ def test_a_few_sgd_steps_on_a_fixed_episode_raise_the_foreground_iou():
     from hmrepro.engine.train import calibrate_batchnorm
 
     torch.manual_seed(0)
-    net = hmrepro.create_model("crcnet", backbone="resnet50", pretrained=False, refine_steps=2,
-                               mrm_gradient="canet", dropout=0.0)  # fmt: skip
+    net = hmrepro.create_model(
+        "crcnet", backbone="resnet50", pretrained=False, refine_steps=2, mrm_gradient="canet", dropout=0.0
+    )
     g = torch.Generator().manual_seed(0)
 
     def scene():

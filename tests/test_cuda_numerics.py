@@ -26,8 +26,11 @@ def test_evaluation_on_cuda_turns_tf32_off_and_autotuning_on(restore_backends):
     torch.backends.cudnn.benchmark = False
     set_eval_numerics(torch.device("cuda"))
     assert cuda_numerics() == {
-        "tf32_matmul": False, "tf32_cudnn": False, "cudnn_benchmark": True, "cudnn_deterministic": False,
-    }  # fmt: skip
+        "tf32_matmul": False,
+        "tf32_cudnn": False,
+        "cudnn_benchmark": True,
+        "cudnn_deterministic": False,
+    }
 
 
 def test_training_defaults_on_cuda_keep_tf32_off_unless_asked(restore_backends):

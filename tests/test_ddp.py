@@ -10,18 +10,39 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from engine_helpers import cli_env, synthetic_args
 from helpers import REUSE_FREED_MEMORY_ENV
+
 from hmrepro.engine.checkpoints import read_checkpoint
 
 
 def _args(root: Path, out: Path) -> list[str]:
     return [
-        "train", "hsnet", "-b", "fss", *synthetic_args(root), "--no-pretrained", "--img-size", "64", "--epochs", "1",
-        "--bsz", "8", "--val-episodes", "16", "--workers", "0", "--deterministic", "--checkpoint-every", "4",
-        "--device", "cpu", "--no-progress", "--out", str(out),
-    ]  # fmt: skip
+        "train",
+        "hsnet",
+        "-b",
+        "fss",
+        *synthetic_args(root),
+        "--no-pretrained",
+        "--img-size",
+        "64",
+        "--epochs",
+        "1",
+        "--bsz",
+        "8",
+        "--val-episodes",
+        "16",
+        "--workers",
+        "0",
+        "--deterministic",
+        "--checkpoint-every",
+        "4",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
 
 
 def test_two_processes_stay_in_sync_and_match_a_single_process(synthetic_root, tmp_path, request):
@@ -30,12 +51,18 @@ def test_two_processes_stay_in_sync_and_match_a_single_process(synthetic_root, t
     ddp, single = tmp_path / "ddp", tmp_path / "single"
     # the same global batches in one process, run alongside (its own folder; --deterministic)
     single_log = (tmp_path / "single.log").open("w")
-    single_proc = subprocess.Popen([sys.executable, "-m", "hmrepro", *_args(synthetic_root, single)], env=env,
-                                   stdout=single_log, stderr=subprocess.STDOUT)  # fmt: skip
+    single_proc = subprocess.Popen(
+        [sys.executable, "-m", "hmrepro", *_args(synthetic_root, single)],
+        env=env,
+        stdout=single_log,
+        stderr=subprocess.STDOUT,
+    )
     request.addfinalizer(single_log.close)
     request.addfinalizer(single_proc.kill)  # if the test fails before it ends
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hmrepro"]
-    proc = subprocess.run([*torchrun, *_args(synthetic_root, ddp)], env=env, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [*torchrun, *_args(synthetic_root, ddp)], env=env, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     info = json.loads((ddp / "run.json").read_text())
@@ -47,8 +74,12 @@ def test_two_processes_stay_in_sync_and_match_a_single_process(synthetic_root, t
     assert rows[0]["val_episodes"] == 16  # the validation shards add up to the whole set
     assert rows[0]["iterations"] == 10  # global batches: 80 episodes / 8
     assert sorted(p.name for p in ddp.iterdir() if p.is_file() and p.name != "run.lock") == [
-        "best_model.pt", "config.json", "last.pt", "metrics.jsonl", "run.json",
-    ]  # fmt: skip  (rank 1 wrote nothing of its own)
+        "best_model.pt",
+        "config.json",
+        "last.pt",
+        "metrics.jsonl",
+        "run.json",
+    ]  # (rank 1 wrote nothing of its own)
 
     # the same global batches in one process: the same weights up to float summation order
     assert single_proc.wait(timeout=900) == 0, (tmp_path / "single.log").read_text()[-4000:]
@@ -61,10 +92,33 @@ def test_two_processes_stay_in_sync_and_match_a_single_process(synthetic_root, t
 def _family_args(model: str, benchmark: str, img_size: int, root: Path, out: Path) -> list[str]:
     # two global batches of 2 (one episode per process): DDP used to fail at the second iteration for VAT
     return [
-        "train", model, "-b", benchmark, *synthetic_args(root), "--no-pretrained", "--no-calibrate-bn",
-        "--img-size", str(img_size), "--epochs", "1", "--bsz", "2", "--epoch-iterations", "2", "--val-episodes", "2",
-        "--val-bsz", "1", "--workers", "0", "--device", "cpu", "--no-progress", "--out", str(out),
-    ]  # fmt: skip
+        "train",
+        model,
+        "-b",
+        benchmark,
+        *synthetic_args(root),
+        "--no-pretrained",
+        "--no-calibrate-bn",
+        "--img-size",
+        str(img_size),
+        "--epochs",
+        "1",
+        "--bsz",
+        "2",
+        "--epoch-iterations",
+        "2",
+        "--val-episodes",
+        "2",
+        "--val-bsz",
+        "1",
+        "--workers",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -81,8 +135,11 @@ def test_every_family_trains_under_ddp_and_unused_parameters_keep_their_initial_
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hmrepro"]
     proc = subprocess.run(
         [*torchrun, *_family_args(model, benchmark, img_size, synthetic_root, out)],
-        env=env, capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["iterations"] == 2 and rows[0]["replica_max_abs_diff"] == 0.0

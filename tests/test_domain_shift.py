@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import pytest
 import torch
+from engine_helpers import synthetic_args
 from typer.testing import CliRunner
 
-from engine_helpers import synthetic_args
 from hmrepro.cli.app import app
 from hmrepro.data.domain_shift import (
     DOMAIN_SHIFT_CLASSES,
@@ -28,9 +28,13 @@ runner = CliRunner()
 
 # VOC names that COCO spells differently
 VOC_TO_COCO = {
-    "aeroplane": "airplane", "diningtable": "dining table", "motorbike": "motorcycle",
-    "pottedplant": "potted plant", "sofa": "couch", "tvmonitor": "tv",
-}  # fmt: skip
+    "aeroplane": "airplane",
+    "diningtable": "dining table",
+    "motorbike": "motorcycle",
+    "pottedplant": "potted plant",
+    "sofa": "couch",
+    "tvmonitor": "tv",
+}
 
 
 def test_test_classes_are_the_pascal_classes_outside_coco_fold_f_training_classes():
@@ -42,7 +46,9 @@ def test_test_classes_are_the_pascal_classes_outside_coco_fold_f_training_classe
         expected = [i + 1 for i, voc in enumerate(VOC_CLASSES) if VOC_TO_COCO.get(voc, voc) in coco_val]
         assert list(DOMAIN_SHIFT_CLASSES[fold]) == expected
     assert sorted(c for f in range(4) for c in DOMAIN_SHIFT_CLASSES[f]) == list(range(1, 21))  # a partition
-    assert 6 in domain_shift_class_ids(2) and 7 in domain_shift_class_ids(3)  # car in fold 2, cat in fold 3 (not RePRI's code)
+    assert 6 in domain_shift_class_ids(2) and 7 in domain_shift_class_ids(
+        3
+    )  # car in fold 2, cat in fold 3 (not RePRI's code)
 
 
 def test_packaged_episodes_are_fixed_and_stay_in_the_fold_classes():
@@ -64,7 +70,13 @@ def coco_checkpoints(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("hsnet-hm", pretrained=False)
     config = {"benchmark": "coco", "fold": 0, "img_size": 48}
-    save_checkpoint(folder / "hsnet-hm_coco_fold0.pt", model, model_name="hsnet-hm", backbone="resnet50", metadata={"config": config})
+    save_checkpoint(
+        folder / "hsnet-hm_coco_fold0.pt",
+        model,
+        model_name="hsnet-hm",
+        backbone="resnet50",
+        metadata={"config": config},
+    )
     for fold in (1, 2, 3):
         (folder / f"hsnet-hm_coco_fold{fold}.pt").symlink_to(folder / "hsnet-hm_coco_fold0.pt")
     return str(folder / "hsnet-hm_coco_fold{fold}.pt")
@@ -72,8 +84,21 @@ def coco_checkpoints(tmp_path_factory):
 
 def test_cli_records_fill_table_4(synthetic_root, coco_checkpoints, tmp_path):
     results = tmp_path / "results"
-    args = ["domain-shift", "hsnet-hm", "--fold", "all", "--weights", coco_checkpoints, "--episodes", "2", "--device", "cpu"]
-    result = runner.invoke(app, [*args, *synthetic_args(synthetic_root), "--results", str(results), "--no-progress", "--json"])
+    args = [
+        "domain-shift",
+        "hsnet-hm",
+        "--fold",
+        "all",
+        "--weights",
+        coco_checkpoints,
+        "--episodes",
+        "2",
+        "--device",
+        "cpu",
+    ]
+    result = runner.invoke(
+        app, [*args, *synthetic_args(synthetic_root), "--results", str(results), "--no-progress", "--json"]
+    )
     assert result.exit_code == 0, result.output
     records = json.loads(result.stdout)
     assert [r["fold"] for r in records] == [0, 1, 2, 3]
@@ -101,15 +126,28 @@ def test_cli_records_fill_table_4(synthetic_root, coco_checkpoints, tmp_path):
 def test_random_weights_and_bad_choices(synthetic_root, tmp_path):
     args = ["domain-shift", "hsnet", "--weights", "random", "--no-pretrained", "--img-size", "32", "--episodes", "5"]
     result = runner.invoke(
-        app, [*args, "--episode-seed", "3", *synthetic_args(synthetic_root), "--no-record", "--no-progress", "--device", "cpu", "--json"]
-    )  # fmt: skip
+        app,
+        [
+            *args,
+            "--episode-seed",
+            "3",
+            *synthetic_args(synthetic_root),
+            "--no-record",
+            "--no-progress",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (record,) = json.loads(result.stdout)
     assert record["origin"] == "random" and record["fold"] == 0 and record["masking"] == "fm"
     # another draw of the episodes, as eval's --episode-seed: recorded, and those episodes were scored
     drawn = {s: domain_shift_episodes(0, 1, SplitFolder(synthetic_root / "splits"), seed=s)[:5] for s in (0, 3)}
     assert drawn[3] != drawn[0] and record["episode_seed"] == 3
-    assert record["episodes_sha256"] == episode_fields(drawn[3], [], 3, WeightsSource(None, "random"))["episodes_sha256"]
+    assert (
+        record["episodes_sha256"] == episode_fields(drawn[3], [], 3, WeightsSource(None, "random"))["episodes_sha256"]
+    )
     for bad in (["--fold", "4"], ["--shot", "0"]):
         result = runner.invoke(app, ["domain-shift", "hsnet", "--weights", "random", *bad])
         assert result.exit_code == 2 and "Traceback" not in result.output

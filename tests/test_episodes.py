@@ -6,12 +6,11 @@ import re
 
 import numpy as np
 import pytest
+from helpers import FIXTURES
 
 from hmrepro.data.benchmarks import get_benchmark, test_episodes
 from hmrepro.data.episodes import training_episodes
 from hmrepro.data.splits import SplitFolder
-
-from helpers import FIXTURES
 
 
 def _fixture_files():
@@ -99,7 +98,9 @@ def _literal_fss(shot):
 
 @pytest.mark.parametrize("shot", [1, 5])
 @pytest.mark.parametrize("fold", [0, 1, 2, 3])
-@pytest.mark.parametrize("benchmark,protocol", [("pascal", "hsnet"), ("pascal", "asnet"), ("coco", "hsnet"), ("coco", "asnet")])
+@pytest.mark.parametrize(
+    "benchmark,protocol", [("pascal", "hsnet"), ("pascal", "asnet"), ("coco", "hsnet"), ("coco", "asnet")]
+)
 def test_every_fold_and_shot_matches_literal_sampler(benchmark, protocol, fold, shot):
     reseed = protocol == "asnet"
     expected = _literal_pascal(fold, shot, reseed) if benchmark == "pascal" else _literal_coco(fold, shot, reseed)

@@ -6,9 +6,9 @@ import json
 import subprocess
 
 import pytest
+from engine_helpers import cli_env, hmrepro_cmd, synthetic_args, trained_run
 from typer.testing import CliRunner
 
-from engine_helpers import cli_env, hmrepro_cmd, synthetic_args, trained_run
 from hmrepro.cli.app import app
 from hmrepro.data.splits import sha256_file
 from hmrepro.engine.evaluate import evaluate
@@ -50,7 +50,9 @@ def test_eval_cli_writes_one_complete_record_per_fold(run, synthetic_root, tmp_p
 
 
 def test_trained_model_beats_random_weights_and_5_shot_runs(run, synthetic_root):
-    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False, device="cpu")
+    common = dict(
+        data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False, device="cpu"
+    )
     trained = evaluate("hsnet", "fss", 0, 1, weights=str(run), **common)[0]
     best_val = max(r["val_miou"] for r in read_metrics(run))
     assert trained["miou"] > 20 and best_val > 20
@@ -88,7 +90,17 @@ def test_run_of_another_fold_is_refused(run, synthetic_root, tmp_path):
     (other / "config.json").write_text(json.dumps({**config, "benchmark": "pascal", "fold": 1}))
     (other / "best_model.pt").symlink_to(run / "best_model.pt")
     with pytest.raises(HmreproError, match="fold 1"):
-        evaluate("hsnet", "pascal", 0, 1, weights=str(other), data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False)
+        evaluate(
+            "hsnet",
+            "pascal",
+            0,
+            1,
+            weights=str(other),
+            data_root=synthetic_root,
+            splits=synthetic_root / "splits",
+            results_dir=None,
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize(
@@ -113,6 +125,9 @@ def test_bad_eval_choices_exit_2(args):
 def test_user_errors_are_one_line_not_a_traceback():
     proc = subprocess.run(
         hmrepro_cmd("eval", "hsnet-hm", "-b", "pascal", "--fold", "all", "--weights", "nowhere"),
-        capture_output=True, text=True, env=cli_env(), timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=300,
+    )
     assert proc.returncode == 1 and "{fold}" in proc.stderr and "Traceback" not in proc.stderr

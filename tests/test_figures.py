@@ -14,7 +14,9 @@ runner = CliRunner()
 
 def _run(folder, model, curve):
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model": model, "backbone": "resnet50", "benchmark": "coco", "fold": 0}))
+    (folder / "config.json").write_text(
+        json.dumps({"model": model, "backbone": "resnet50", "benchmark": "coco", "fold": 0})
+    )
     rows = [{"epoch": e, "val_miou": v, "val_fb_iou": v + 20, "train_loss": 1.0 / (e + 1)} for e, v in enumerate(curve)]
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     return folder
@@ -42,9 +44,29 @@ def test_errors(tmp_path):
 
 def test_episodes_png_with_a_prediction(synthetic_root, tmp_path):
     out = tmp_path / "episodes.png"
-    args = ["viz", "episodes", "-b", "pascal", "--fold", "1", "--shot", "2", "-n", "2", "--model", "hsnet-hm",
-            "--no-pretrained", "--img-size", "48", "--data-root", str(synthetic_root),
-            "--splits", str(synthetic_root / "splits"), "-o", str(out)]  # fmt: skip
+    args = [
+        "viz",
+        "episodes",
+        "-b",
+        "pascal",
+        "--fold",
+        "1",
+        "--shot",
+        "2",
+        "-n",
+        "2",
+        "--model",
+        "hsnet-hm",
+        "--no-pretrained",
+        "--img-size",
+        "48",
+        "--data-root",
+        str(synthetic_root),
+        "--splits",
+        str(synthetic_root / "splits"),
+        "-o",
+        str(out),
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_acquisition_http import md5, options, payload, server  # noqa: F401  (server is a fixture)
 
 from hmrepro.acquisition import fetch as fetch_module
 from hmrepro.acquisition import verify as verify_module
@@ -34,8 +35,6 @@ from hmrepro.engine.records import atomic_write_text, read_records
 from hmrepro.engine.runs import RunError, read_metrics
 from hmrepro.errors import HmreproError
 from hmrepro.locks import LockedError, exclusive_lock
-
-from test_acquisition_http import md5, options, payload, server  # noqa: F401  (server is a fixture)
 
 ROOT = os.geteuid() == 0
 needs_non_root = pytest.mark.skipif(ROOT, reason="root reads chmod-000 files")
@@ -65,9 +64,7 @@ def _pascal_splits(root: Path, names: list[str]) -> Path:
     (splits / "pascal").mkdir(parents=True, exist_ok=True)
     for split in ("trn", "val"):
         for fold in range(4):
-            (splits / "pascal" / f"{split}_fold{fold}.txt").write_text(
-                "".join(f"{n}__{fold * 5 + 1}\n" for n in names)
-            )
+            (splits / "pascal" / f"{split}_fold{fold}.txt").write_text("".join(f"{n}__{fold * 5 + 1}\n" for n in names))
     write_checksums(splits)
     return splits
 
@@ -187,7 +184,9 @@ def test_prepare_check_sample_catches_wrong_size_and_wrong_values_and_full_check
 
     sampled = check_layout("pascal", tmp_path, splits, sample=16)  # 6 pairs: the sample holds them all
     assert not sampled.ok and sorted(p for p, _ in sampled.unreadable) == [
-        "VOC2012/SegmentationClassAug/img1.png", "VOC2012/SegmentationClassAug/img4.png"]
+        "VOC2012/SegmentationClassAug/img1.png",
+        "VOC2012/SegmentationClassAug/img4.png",
+    ]
 
     one = check_layout("pascal", tmp_path, splits, sample=1)  # the fast default decodes a sample only
     assert one.sampled == 2
@@ -207,8 +206,9 @@ def test_prepare_check_full_on_the_command_line_exits_1_naming_the_bad_mask(tmp_
     _pascal_pair(tmp_path, "x", _good_mask())
     _pascal_pair(tmp_path, "y", Image.fromarray(_good_mask()).convert("RGB"))
     splits = _pascal_splits(tmp_path, names)
-    result = CliRunner().invoke(app, ["prepare", "--check", "pascal", "--full", "--data-root", str(tmp_path),
-                                      "--splits", str(splits)])
+    result = CliRunner().invoke(
+        app, ["prepare", "--check", "pascal", "--full", "--data-root", str(tmp_path), "--splits", str(splits)]
+    )
     assert result.exit_code == 1, result.output
     assert "y.png" in result.output and "Traceback" not in result.output
 
@@ -480,8 +480,9 @@ class _RunsCode:
 def test_a_checkpoint_that_asks_to_run_code_is_refused_in_one_line_and_runs_nothing(tmp_path, zipfile):
     marker = tmp_path / "PWNED"
     path = tmp_path / "evil.pt"
-    torch.save({"state_dict": {"w": torch.ones(1)}, "x": _RunsCode(marker)}, path,
-               _use_new_zipfile_serialization=zipfile)
+    torch.save(
+        {"state_dict": {"w": torch.ones(1)}, "x": _RunsCode(marker)}, path, _use_new_zipfile_serialization=zipfile
+    )
     with pytest.raises(HmreproError) as info:
         read_checkpoint(path)
     text = _one_line(info.value)

@@ -71,4 +71,3 @@ def test_nshot_vote(parity_run):
     expected = parity_run["expected"]["pred_mask_nshot"].long()
     agreement = (parity_run["votes"] == expected).float().mean().item()
     assert agreement > 0.999, f"5-shot vote agrees on {agreement:.5%} of pixels"
-

@@ -27,11 +27,18 @@ def _assert_same_items(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("preprocess,original_size", [("hsnet", True), ("vat", False)])
 def test_items_identical_with_and_without_the_cache(synthetic_root, preprocess, original_size):
     eps = _episodes(synthetic_root)
-    plain = EpisodeDataset("pascal", synthetic_root, eps, img_size=32, original_size=original_size, preprocess=preprocess)
+    plain = EpisodeDataset(
+        "pascal", synthetic_root, eps, img_size=32, original_size=original_size, preprocess=preprocess
+    )
     cached = EpisodeDataset(
-        "pascal", synthetic_root, eps, img_size=32, original_size=original_size, preprocess=preprocess,
+        "pascal",
+        synthetic_root,
+        eps,
+        img_size=32,
+        original_size=original_size,
+        preprocess=preprocess,
         image_cache_mib=64,
-    )  # fmt: skip
+    )
     for _ in range(2):  # the second pass reads everything from the cache
         for i in range(len(eps)):
             item = cached[i]
@@ -65,7 +72,9 @@ def test_small_cache_evicts_and_stays_identical(synthetic_root):
     eps = _episodes(synthetic_root, count=8)
     plain = EpisodeDataset("pascal", synthetic_root, eps, img_size=32, preprocess="hsnet")
     entry = 3 * 32 * 32 * 4 + 32 * 32  # image fp32 + uint8 mask
-    tiny = EpisodeDataset("pascal", synthetic_root, eps, img_size=32, preprocess="hsnet", image_cache_mib=2.5 * entry / 2**20)
+    tiny = EpisodeDataset(
+        "pascal", synthetic_root, eps, img_size=32, preprocess="hsnet", image_cache_mib=2.5 * entry / 2**20
+    )
     for i in range(len(eps)):
         _assert_same_items(plain[i], tiny[i])
     assert tiny.image_cache.bytes <= tiny.image_cache.max_bytes and len(tiny.image_cache) == 2
@@ -76,9 +85,17 @@ def test_evaluation_metrics_identical_with_and_without_the_cache(synthetic_root)
     from hmrepro.engine.evaluate import evaluate
 
     common = dict(
-        weights="random", pretrained=False, backbone="resnet50", img_size=32, episodes=6, data_root=synthetic_root,
-        splits=synthetic_root / "splits", results_dir=None, device="cpu", log=lambda msg: None,
-    )  # fmt: skip
+        weights="random",
+        pretrained=False,
+        backbone="resnet50",
+        img_size=32,
+        episodes=6,
+        data_root=synthetic_root,
+        splits=synthetic_root / "splits",
+        results_dir=None,
+        device="cpu",
+        log=lambda msg: None,
+    )
     off = evaluate("hsnet-hm", "pascal", 0, 2, image_cache_mib=0, **common)[0]
     on = evaluate("hsnet-hm", "pascal", 0, 2, image_cache_mib=16, **common)[0]
     assert (on["miou"], on["fb_iou"]) == (off["miou"], off["fb_iou"])
@@ -90,8 +107,16 @@ def test_bench_eval_records_the_cache_setting_and_its_counters(synthetic_root):
     from hmrepro.engine.bench_run import bench_eval
 
     record = bench_eval(
-        "hsnet", "pascal", shot=1, episodes=3, img_size=32, device="cpu", data_root=synthetic_root,
-        splits=synthetic_root / "splits", results_dir=None, image_cache_mib=8,
-    )  # fmt: skip
+        "hsnet",
+        "pascal",
+        shot=1,
+        episodes=3,
+        img_size=32,
+        device="cpu",
+        data_root=synthetic_root,
+        splits=synthetic_root / "splits",
+        results_dir=None,
+        image_cache_mib=8,
+    )
     assert record["image_cache_mib"] == 8 and record["image_cache"]["hits"] + record["image_cache"]["misses"] == 3 * 2
     assert record["image_cache"]["max_bytes"] == 8 * 2**20

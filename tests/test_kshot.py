@@ -10,11 +10,11 @@ only (agreement with the authors').
 from __future__ import annotations
 
 import torch
+from helpers import fixture_path
 
 from hmrepro import create_model
 from hmrepro.models.hsnet import kshot_vote
 from hmrepro.models.testing import fill_params, load_fixture
-from helpers import fixture_path
 
 
 def _learner(model) -> torch.nn.Module:
@@ -56,4 +56,3 @@ def test_hsnet_hm_kshot_is_the_per_shot_computation_on_fixtures():
     model = fill_params(create_model("hsnet-hm", backbone="resnet50", pretrained=False)).eval()
     supports, masks = inputs["support_imgs"][:, :3], inputs["support_masks"][:, :3].float()
     _assert_shot_by_shot(model, inputs["query_img"], supports, masks)
-

@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 import hmrepro
-
 from hmrepro.data.bam import BamPool, bam_episodes, bam_logits_to_label, bam_new_size, bam_resize_mask, bam_seeds
 from hmrepro.models.masking import hybrid_replace, mask_features
 from hmrepro.models.mce import MCE, CrossImageEncoder, binary_key_mask, mean_similarity_prior
@@ -50,7 +49,12 @@ def test_forward_backward_and_5shot(mce_hm):
     mce_hm.zero_grad(set_to_none=True)
     mce_hm.eval()
     query, supports5, masks5 = _episode(bsz=1, shots=5)
-    assert mce_hm.trains_kshot and mce_hm(query, supports5, masks5).shape == (1, 2, SIZE, SIZE)  # K-shot training forward
+    assert mce_hm.trains_kshot and mce_hm(query, supports5, masks5).shape == (
+        1,
+        2,
+        SIZE,
+        SIZE,
+    )  # K-shot training forward
     pred = mce_hm.predict_nshot(query, supports5, masks5)
     assert pred.shape == (1, SIZE, SIZE) and pred.dtype == torch.int64
 
@@ -120,7 +124,9 @@ def test_random_backbone_calibration_reaches_layer4(backbone, mce_hm):
     from hmrepro.engine.train import calibrate_batchnorm
     from hmrepro.models.backbone import build_dilated_backbone
 
-    net = copy.deepcopy(mce_hm.backbone) if backbone == "resnet50" else build_dilated_backbone("vgg16", pretrained=False)
+    net = (
+        copy.deepcopy(mce_hm.backbone) if backbone == "resnet50" else build_dilated_backbone("vgg16", pretrained=False)
+    )
     norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     calibrate_batchnorm(net, torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0)))
     assert all(m.num_batches_tracked.item() == 1 and not torch.all(m.running_var == 1) for m in norms)
@@ -155,8 +161,15 @@ def test_mean_similarity_prior_equals_numpy():
     query, support = torch.randn(2, 5, 3, 3, generator=g), torch.randn(2, 5, 3, 3, generator=g).relu()
     q, s = query.flatten(2).numpy().astype(np.float64), support.flatten(2).numpy().astype(np.float64)
     for b in range(2):
-        cos = np.array([[q[b, :, i] @ s[b, :, j] / (np.linalg.norm(s[b, :, j]) * np.linalg.norm(q[b, :, i]) + 1e-7)
-                         for i in range(9)] for j in range(9)])
+        cos = np.array(
+            [
+                [
+                    q[b, :, i] @ s[b, :, j] / (np.linalg.norm(s[b, :, j]) * np.linalg.norm(q[b, :, i]) + 1e-7)
+                    for i in range(9)
+                ]
+                for j in range(9)
+            ]
+        )
         mean = cos.mean(0)
         want = (mean - mean.min()) / (mean.max() - mean.min() + 1e-7)
         got = mean_similarity_prior(query, support)[b, 0].flatten().numpy()
@@ -176,7 +189,11 @@ class _BamSemData(torch.utils.data.Dataset):
 
     def __init__(self, data_list, image_classes, sub_class_file_list, shot):
         self.data_list, self.image_classes, self.sub_class_file_list, self.shot = (
-            data_list, image_classes, sub_class_file_list, shot)
+            data_list,
+            image_classes,
+            sub_class_file_list,
+            shot,
+        )
 
     def __len__(self):
         return len(self.data_list)
@@ -188,7 +205,7 @@ class _BamSemData(torch.utils.data.Dataset):
         file_class_chosen = self.sub_class_file_list[class_chosen]
         num_file = len(file_class_chosen)
         support_image_path_list, support_idx_list = [], []
-        for k in range(self.shot):
+        for _k in range(self.shot):
             support_idx = random.randint(1, num_file) - 1
             support_image_path = image_path
             while (support_image_path == image_path) or support_idx in support_idx_list:

@@ -1,9 +1,8 @@
 import pytest
 import torch
+from helpers import fixture_path
 
 from hmrepro.metrics import FewShotMeter
-
-from helpers import fixture_path
 
 NCLASS = {"pascal": 20, "coco": 80, "fss": 1000}
 
@@ -15,7 +14,10 @@ def test_matches_authors_evaluator(bench):
     ignore = d[f"{bench}/ignore"]
     for it in range(d[f"{bench}/pred"].shape[0]):
         meter.update(
-            d[f"{bench}/pred"][it], d[f"{bench}/gt"][it], d[f"{bench}/class_id"][it], ignore[it] if ignore.numel() else None
+            d[f"{bench}/pred"][it],
+            d[f"{bench}/gt"][it],
+            d[f"{bench}/class_id"][it],
+            ignore[it] if ignore.numel() else None,
         )
     miou, fb_iou = meter.compute()
     assert miou == pytest.approx(d[f"{bench}/miou"].item(), abs=1e-4)

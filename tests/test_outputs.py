@@ -7,6 +7,7 @@ import json
 
 import pytest
 from engine_helpers import synthetic_args
+
 from hmrepro.cli.app import run
 from hmrepro.engine import records
 
@@ -20,9 +21,24 @@ def _hmrepro(args: list[str], capsys) -> tuple[int, str]:
 
 def _eval_args(root, results) -> list[str]:
     return [
-        "eval", "hsnet", "-b", "fss", "--weights", "random", "--no-pretrained", "--img-size", "64", "--episodes", "2",
-        "--device", "cpu", "--no-progress", *synthetic_args(root), "--results", str(results),
-    ]  # fmt: skip
+        "eval",
+        "hsnet",
+        "-b",
+        "fss",
+        "--weights",
+        "random",
+        "--no-pretrained",
+        "--img-size",
+        "64",
+        "--episodes",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *synthetic_args(root),
+        "--results",
+        str(results),
+    ]
 
 
 def test_eval_into_a_results_path_under_a_file_fails_before_evaluating(synthetic_root, tmp_path, monkeypatch, capsys):
@@ -37,7 +53,9 @@ def test_eval_into_a_results_path_under_a_file_fails_before_evaluating(synthetic
     assert "Traceback" not in output
 
 
-def test_eval_whose_results_folder_breaks_during_the_run_still_prints_its_numbers(synthetic_root, tmp_path, monkeypatch, capsys):
+def test_eval_whose_results_folder_breaks_during_the_run_still_prints_its_numbers(
+    synthetic_root, tmp_path, monkeypatch, capsys
+):
     def refuse(record, results_dir):
         raise PermissionError(errno.EACCES, "Permission denied", str(results_dir))
 
@@ -52,7 +70,9 @@ def test_eval_whose_results_folder_breaks_during_the_run_still_prints_its_number
 def test_bench_into_an_unwritable_results_path_fails_before_timing(tmp_path, capsys):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    code, output = _hmrepro(["bench", "--device", "cpu", "--img-size", "64", "--runs", "1", "--results", str(blocker)], capsys)
+    code, output = _hmrepro(
+        ["bench", "--device", "cpu", "--img-size", "64", "--runs", "1", "--results", str(blocker)], capsys
+    )
     assert code == 1, output
     assert "a file stands where the folder should be" in output
 

@@ -92,7 +92,9 @@ def test_dataset_with_vat_preprocessing(synthetic_root, benchmark, side):
     img = load_image(bench.image_path(synthetic_root, eps[0].query), benchmark)
     assert torch.equal(item["query_img"], torch.from_numpy(_albumentations_reference(np.asarray(img), side)))
     raw = bench.read_mask(synthetic_root, eps[0].query).numpy()
-    expected, _ = bench.binarize(torch.from_numpy(cv2.resize(raw, (side, side), interpolation=cv2.INTER_NEAREST)), eps[0].class_id)
+    expected, _ = bench.binarize(
+        torch.from_numpy(cv2.resize(raw, (side, side), interpolation=cv2.INTER_NEAREST)), eps[0].class_id
+    )
     assert torch.equal(item["query_mask"], expected)
     # the HSNet preprocessing of the same episode differs
     hs = EpisodeDataset(bench, synthetic_root, eps, img_size=side, preprocess="hsnet")[0]
@@ -137,8 +139,19 @@ def test_original_size_is_refused_for_vat(synthetic_root):
     with pytest.raises(HmreproError, match="--original-size is not possible for vat-hm"):
         eval_settings("vat-hm", "pascal", original_size=True)
     with pytest.raises(HmreproError, match="original-size"):
-        evaluate("vat-hm", "pascal", 0, 1, weights="random", original_size=True, data_root=synthetic_root,
-                 splits=synthetic_root / "splits", results_dir=None, progress=False, device="cpu")  # fmt: skip
+        evaluate(
+            "vat-hm",
+            "pascal",
+            0,
+            1,
+            weights="random",
+            original_size=True,
+            data_root=synthetic_root,
+            splits=synthetic_root / "splits",
+            results_dir=None,
+            progress=False,
+            device="cpu",
+        )
     assert eval_settings("hsnet-hm", "pascal", original_size=True)["preprocess"] == "hsnet"
     assert eval_settings("vat-hm", "pascal", preprocess="hsnet", original_size=True)["preprocess"] == "hsnet"
 

@@ -112,10 +112,32 @@ def test_train_cli_passes_flags_over_the_recipe(monkeypatch, tmp_path):
 
     monkeypatch.setattr("hmrepro.engine.train.train", fake_train)
     result = runner.invoke(
-        app, ["train", "hsnet-hm", "-b", "coco", "--fold", "3", "--lr", "0.01", "--epochs", "5", "--amp", "bf16", "--no-pretrained"]
+        app,
+        [
+            "train",
+            "hsnet-hm",
+            "-b",
+            "coco",
+            "--fold",
+            "3",
+            "--lr",
+            "0.01",
+            "--epochs",
+            "5",
+            "--amp",
+            "bf16",
+            "--no-pretrained",
+        ],
     )
     assert result.exit_code == 0, result.output
-    assert (seen["lr"], seen["epochs"], seen["bsz"], seen["fold"], seen["precision"], seen["pretrained"]) == (0.01, 5, 20, 3, "bf16", False)
+    assert (seen["lr"], seen["epochs"], seen["bsz"], seen["fold"], seen["precision"], seen["pretrained"]) == (
+        0.01,
+        5,
+        20,
+        3,
+        "bf16",
+        False,
+    )
     assert seen["augment"] == "none" and seen["img_size"] == 400
 
 
@@ -170,7 +192,9 @@ def test_print_config_shows_the_authors_2000_epochs_and_fp32(model):
 def test_print_config_shows_bf16_when_asked_and_vats_released_epochs():
     assert _printed_config("hsnet", "-b", "pascal", "--amp", "bf16")["precision"] == "bf16"
     assert _printed_config("vat-hm", "-b", "coco", "--tf32")["tf32"] is True
-    assert _printed_config("vat", "-b", "coco")["epochs"] == 400 and _printed_config("vat", "-b", "fss")["epochs"] == 300
+    assert (
+        _printed_config("vat", "-b", "coco")["epochs"] == 400 and _printed_config("vat", "-b", "fss")["epochs"] == 300
+    )
 
 
 def test_print_config_touches_no_data(tmp_path):

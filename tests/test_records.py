@@ -24,13 +24,27 @@ from hmrepro.reporting.tables import compare_table, record_listing
 runner = CliRunner()
 
 FULL = dict(
-    model="hsnet-hm", masking="hm", backbone="resnet50", benchmark="coco", fold=0, shot=1, miou=41.5, fb_iou=71.0,
-    protocol="hsnet", checkpoint_sha256=None, origin="official", git_commit=None, versions={}, device="cpu",
-    date="2024-02-01T00:00:00+00:00", secs_per_episode=0.1,
-    **record_protocol_fields(amp=False, episodes=1000, total_episodes=1000, img_size=400, default_img_size=400,
-                             original_size=False),
+    model="hsnet-hm",
+    masking="hm",
+    backbone="resnet50",
+    benchmark="coco",
+    fold=0,
+    shot=1,
+    miou=41.5,
+    fb_iou=71.0,
+    protocol="hsnet",
+    checkpoint_sha256=None,
+    origin="official",
+    git_commit=None,
+    versions={},
+    device="cpu",
+    date="2024-02-01T00:00:00+00:00",
+    secs_per_episode=0.1,
+    **record_protocol_fields(
+        amp=False, episodes=1000, total_episodes=1000, img_size=400, default_img_size=400, original_size=False
+    ),
     episodes=1000,
-)  # fmt: skip
+)
 NEWER = "2024-03-01T00:00:00+00:00"
 
 # newer records of the same cell that must not fill it, and the reason --all-records gives
@@ -89,8 +103,9 @@ def test_old_records_are_judged_by_what_they_say():
 
 
 def test_protocol_fields_say_precision_and_keep_amp():
-    fields = record_protocol_fields(amp=True, episodes=50, total_episodes=1000, img_size=400, default_img_size=400,
-                                    original_size=False)  # fmt: skip
+    fields = record_protocol_fields(
+        amp=True, episodes=50, total_episodes=1000, img_size=400, default_img_size=400, original_size=False
+    )
     assert fields["precision"] == "bf16" and fields["amp"] is True
     assert fields["full_episode_set"] is False and fields["total_episodes"] == 1000
     assert fields["img_size"] == fields["default_img_size"] == 400 and fields["original_size"] is False
@@ -182,10 +197,21 @@ def test_a_foreign_checkpoint_of_unknown_hash_is_external(authors_style_checkpoi
 
 
 def test_a_foreign_checkpoint_in_the_download_index_is_official(authors_style_checkpoint, tmp_path):
-    index = {"version": 1, "unassigned": [], "entries": [{
-        "model": "hsnet", "backbone": "resnet50", "benchmark": "pascal", "fold": 0, "source": "hsnet_pascal",
-        "path": "hsnet_pascal/res50_pas_fold0/best_model.pt", "sha256": sha256_file(authors_style_checkpoint),
-    }]}  # fmt: skip
+    index = {
+        "version": 1,
+        "unassigned": [],
+        "entries": [
+            {
+                "model": "hsnet",
+                "backbone": "resnet50",
+                "benchmark": "pascal",
+                "fold": 0,
+                "source": "hsnet_pascal",
+                "path": "hsnet_pascal/res50_pas_fold0/best_model.pt",
+                "sha256": sha256_file(authors_style_checkpoint),
+            }
+        ],
+    }
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "index.json").write_text(json.dumps(index))
     assert _origin(authors_style_checkpoint, tmp_path) == "official"

@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from engine_helpers import cli_env, hmrepro_cmd, synthetic_args
+
 from hmrepro.engine.checkpoints import read_checkpoint
 
 TIMING_KEYS = {"train_secs", "val_secs", "train_episodes_per_s", "val_episodes_per_s"}
@@ -19,10 +19,33 @@ TIMING_KEYS = {"train_secs", "val_secs", "train_episodes_per_s", "val_episodes_p
 def _train_args(root: Path, out: Path) -> list[str]:
     # FSS-like split, epochs cut to 6 iterations of 8 episodes; a checkpoint every 2 iterations lands mid-epoch
     return hmrepro_cmd(
-        "train", "hsnet", "-b", "fss", *synthetic_args(root), "--no-pretrained", "--img-size", "64", "--epochs", "2",
-        "--bsz", "8", "--epoch-iterations", "6", "--val-episodes", "8", "--workers", "0", "--deterministic",
-        "--checkpoint-every", "2", "--device", "cpu", "--no-progress", "--out", str(out),
-    )  # fmt: skip
+        "train",
+        "hsnet",
+        "-b",
+        "fss",
+        *synthetic_args(root),
+        "--no-pretrained",
+        "--img-size",
+        "64",
+        "--epochs",
+        "2",
+        "--bsz",
+        "8",
+        "--epoch-iterations",
+        "6",
+        "--val-episodes",
+        "8",
+        "--workers",
+        "0",
+        "--deterministic",
+        "--checkpoint-every",
+        "2",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
 
 
 def _resume_args(out: Path) -> list[str]:
@@ -33,7 +56,9 @@ def _wait_for(predicate, proc: subprocess.Popen, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if proc.poll() is not None:
-            raise AssertionError(f"training ended (rc {proc.returncode}) before the checkpoint appeared: {proc.stderr.read()}")
+            raise AssertionError(
+                f"training ended (rc {proc.returncode}) before the checkpoint appeared: {proc.stderr.read()}"
+            )
         if time.monotonic() > deadline:
             proc.kill()
             raise AssertionError("no checkpoint appeared in time")
@@ -102,6 +127,7 @@ def test_a_second_resume_of_a_live_run_is_refused_naming_the_holders_pid(synthet
     import os
 
     from engine_helpers import tiny_config
+
     from hmrepro.engine import runs
     from hmrepro.locks import exclusive_lock
 

@@ -37,8 +37,14 @@ def test_resume_restores_the_saved_statistics_whatever_the_thread_count(tmp_path
         trained.hpn_learner.decoder2[2].weight.add_(1.0)  # a learnt weight, so the learnable state is restored too
     path = tmp_path / "last.pt"
     optimizer = torch.optim.SGD([p for p in trained.parameters() if p.requires_grad], lr=0.1)
-    save_checkpoint(path, resume_state(trained, calibrated=True), model_name="hsnet", backbone="resnet50",
-                    metadata={"backbone_sha256": fingerprint}, extra={"optimizer": optimizer.state_dict()})  # fmt: skip
+    save_checkpoint(
+        path,
+        resume_state(trained, calibrated=True),
+        model_name="hsnet",
+        backbone="resnet50",
+        metadata={"backbone_sha256": fingerprint},
+        extra={"optimizer": optimizer.state_dict()},
+    )
 
     resumed = _calibrated(images[:4], threads=1)  # other images and threads: other statistics before the restore
     assert backbone_fingerprint(resumed, skip_norm_statistics=True) == fingerprint  # the weights come from the seed

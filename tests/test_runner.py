@@ -6,9 +6,9 @@ import json
 
 import pytest
 import torch
+from engine_helpers import synthetic_args
 from typer.testing import CliRunner
 
-from engine_helpers import synthetic_args
 from hmrepro import create_model
 from hmrepro.cli.app import app
 from hmrepro.data.benchmarks import get_benchmark, test_episodes
@@ -100,17 +100,31 @@ def test_validation_prediction_matches_the_evaluation_at_one_shot(synthetic_root
     model = create_model("hsnet-hm", pretrained=False)
     plan = EpisodePlan("hsnet", "hsnet", 64)
     cpu = torch.device("cpu")
-    evaluated = run_episodes(model, eps, benchmark=bench, plan=plan, nclass=nclass, class_ids=classes,
-                             data_root=synthetic_root, device=cpu, bsz=2, keep_predictions=True)  # fmt: skip
+    evaluated = run_episodes(
+        model,
+        eps,
+        benchmark=bench,
+        plan=plan,
+        nclass=nclass,
+        class_ids=classes,
+        data_root=synthetic_root,
+        device=cpu,
+        bsz=2,
+        keep_predictions=True,
+    )
 
     losses, reduced = [], []
     model.train()
     loader = episode_loader(bench, synthetic_root, eps, plan, device=cpu, bsz=2)
     validated = run_loader(
-        model, loader, FewShotMeter(nclass, classes), device=cpu, predict=one_shot_logits,
+        model,
+        loader,
+        FewShotMeter(nclass, classes),
+        device=cpu,
+        predict=one_shot_logits,
         on_batch=lambda batch, outputs, meter: losses.append(model.compute_objective(outputs, batch).item()),
         reduce=reduced.append,
-    )  # fmt: skip
+    )
     assert model.training  # restored
     assert len(losses) == 2 and all(loss > 0 for loss in losses) and len(reduced) == 1
     assert (validated.miou, validated.fb_iou, validated.episodes) == (evaluated.miou, evaluated.fb_iou, 4)

@@ -1,11 +1,10 @@
 import shutil
 
 import pytest
+from helpers import SHARED
 
 from hmrepro.data.splits import PACKAGED_SPLITS, SplitFolder
 from hmrepro.errors import CorruptFileError, MissingDataError
-
-from helpers import SHARED
 
 
 def test_packaged_lists_are_the_shared_ones():

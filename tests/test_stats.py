@@ -52,16 +52,35 @@ def record(tmp, model: str, table: dict, *, fold: int = 0, benchmark: str = "coc
     class_ids = sorted({int(c) for c in table["class_id"]})
     miou, fb_iou = miou_from_columns(table, class_ids)
     fields = {
-        "model": model, "masking": "hm" if model.endswith("-hm") else "fm", "backbone": "resnet50",
-        "benchmark": benchmark, "fold": fold, "shot": shot, "miou": miou, "fb_iou": fb_iou,
-        "episodes": len(table["episode"]), "protocol": "hsnet", "img_size": default_img_size(model, benchmark),
+        "model": model,
+        "masking": "hm" if model.endswith("-hm") else "fm",
+        "backbone": "resnet50",
+        "benchmark": benchmark,
+        "fold": fold,
+        "shot": shot,
+        "miou": miou,
+        "fb_iou": fb_iou,
+        "episodes": len(table["episode"]),
+        "protocol": "hsnet",
+        "img_size": default_img_size(model, benchmark),
         "original_size": False,
-        "checkpoint_sha256": "0" * 64, "origin": "own", "git_commit": None, "versions": {}, "device": "cpu",
-        "date": f"2026-01-0{fold + 1}T00:00:00+00:00", "secs_per_episode": 0.1, "precision": "fp32",
-        "full_episode_set": True, "total_episodes": len(table["episode"]), "default_img_size": default_img_size(model, benchmark),
-        "eval_class_ids": class_ids, "episodes_sha256": f"eps-{benchmark}-{fold}-{shot}", "episode_seed": 0,
-        "per_episode": table, **extra,
-    }  # fmt: skip
+        "checkpoint_sha256": "0" * 64,
+        "origin": "own",
+        "git_commit": None,
+        "versions": {},
+        "device": "cpu",
+        "date": f"2026-01-0{fold + 1}T00:00:00+00:00",
+        "secs_per_episode": 0.1,
+        "precision": "fp32",
+        "full_episode_set": True,
+        "total_episodes": len(table["episode"]),
+        "default_img_size": default_img_size(model, benchmark),
+        "eval_class_ids": class_ids,
+        "episodes_sha256": f"eps-{benchmark}-{fold}-{shot}",
+        "episode_seed": 0,
+        "per_episode": table,
+        **extra,
+    }
     return str(write_record(fields, tmp))
 
 
@@ -106,7 +125,9 @@ def test_bootstrap_is_reproducible_under_its_seed_and_matches_the_metric():
 
 
 def test_folds_are_resampled_on_their_own_and_averaged():
-    folds_a = [Fold(episodes(seed=s, classes=[5 * s + c for c in CLASSES]), [5 * s + c for c in CLASSES]) for s in range(4)]
+    folds_a = [
+        Fold(episodes(seed=s, classes=[5 * s + c for c in CLASSES]), [5 * s + c for c in CLASSES]) for s in range(4)
+    ]
     folds_b = [Fold(improved(f.table), f.class_ids) for f in folds_a]
     result = compare(folds_a, folds_b, resamples=300)
     per_fold = [compare([a], [b], resamples=300).delta_miou for a, b in zip(folds_a, folds_b)]
@@ -128,7 +149,9 @@ def test_bins_split_the_episodes_and_find_a_gain_only_on_small_objects():
     better = dict(base)
     better["fg_inter"] = np.where(small, np.minimum(base["fg_inter"] + 300, base["fg_union"]), base["fg_inter"])
     edges = bin_edges(base["query_fg_fraction"], edges=[0, 0.2, 1])
-    bins = binned_comparison([Fold(base, CLASSES), Fold(better, CLASSES)], base["query_fg_fraction"], edges, resamples=500)
+    bins = binned_comparison(
+        [Fold(base, CLASSES), Fold(better, CLASSES)], base["query_fg_fraction"], edges, resamples=500
+    )
     assert [b.episodes for b in bins] == [int(small.sum()), int((~small).sum())]
     assert bins[0].deltas[0].ci95[0] > 0 and bins[1].deltas[0].delta_miou == 0
     assert len(bin_edges(base["query_fg_fraction"], bins=4)) == 5
@@ -164,7 +187,9 @@ def test_compare_and_analyze_sizes_cli(tmp_path):
     assert {"delta_miou", "ci95", "p_value", "episodes", "resamples"} <= set(data)
     assert data["ci95"][0] > 0 and data["episodes"] == 300 and data["resamples"] == 500
     figure = tmp_path / "sizes.png"
-    result = runner.invoke(app, ["analyze", "sizes", a, b, "--bins", "3", "--resamples", "200", "-o", str(figure), "--json"])
+    result = runner.invoke(
+        app, ["analyze", "sizes", a, b, "--bins", "3", "--resamples", "200", "-o", str(figure), "--json"]
+    )
     assert result.exit_code == 0, result.output
     bins = json.loads(result.stdout)["bins"]
     assert len(bins) == 3 and sum(x["episodes"] for x in bins) == 300
@@ -177,9 +202,18 @@ def test_mIoU_from_the_columns_equals_the_record_on_a_real_evaluation(synthetic_
 
     common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=tmp_path, progress=False)
     rec = evaluate(
-        "hsnet", "pascal", 0, 2, weights="random", pretrained=False, img_size=32, episodes=4, original_size=True,
-        device="cpu", **common,
-    )[0]  # fmt: skip  (PASCAL-like: 255 boundaries ignored; scored at each query's original size)
+        "hsnet",
+        "pascal",
+        0,
+        2,
+        weights="random",
+        pretrained=False,
+        img_size=32,
+        episodes=4,
+        original_size=True,
+        device="cpu",
+        **common,
+    )[0]  # (PASCAL-like: 255 boundaries ignored; scored at each query's original size)
     frame = read_episodes(rec["path"])
     assert frame["episode"].tolist() == list(range(4)) and "per_episode" not in rec
     assert ((frame["query_fg_fraction"] > 0) & (frame["query_fg_fraction"] < 1)).all()
@@ -199,8 +233,14 @@ def test_another_episode_draw_is_recorded_and_fills_no_cell():
         own = evaluation_episodes(pool, 1, 20, protocol=protocol)
         assert evaluation_episodes(pool, 1, 20, protocol=protocol, seed=0) == own
         assert evaluation_episodes(pool, 1, 20, protocol=protocol, seed=3) != own
-    full = {"full_episode_set": True, "precision": "fp32", "img_size": 400, "default_img_size": 400, "model": "hsnet",
-            "benchmark": "coco"}  # fmt: skip
+    full = {
+        "full_episode_set": True,
+        "precision": "fp32",
+        "img_size": 400,
+        "default_img_size": 400,
+        "model": "hsnet",
+        "benchmark": "coco",
+    }
     assert protocol_deviations(full) == [] and protocol_deviations({**full, "episode_seed": 3}) == ["episode seed 3"]
 
 
@@ -233,7 +273,9 @@ def test_table_2_shows_intervals_seeds_and_gain_lines_in_every_format(tmp_path):
         assert "(2 seeds)" in text and f"[{hsnet['reproduced_miou_low']:.1f}," in text
     csv = render(frame, 2, "csv", compare=True)
     assert "gain_miou_low" in csv.splitlines()[0] and "HSNet" in csv
-    result = runner.invoke(app, ["table", "2", "--compare-claimed", "--ci", "--results", str(results), "--format", "markdown"])
+    result = runner.invoke(
+        app, ["table", "2", "--compare-claimed", "--ci", "--results", str(results), "--format", "markdown"]
+    )
     assert result.exit_code == 0 and "gain over HSNet" in result.stdout and "claimed gain" in result.stdout
 
 
@@ -254,10 +296,23 @@ def test_a_gain_over_a_mean_of_seeds_takes_its_interval_from_every_seed(tmp_path
     assert vat["reproduced_miou_seeds"] == 2 and hm["gain_baseline"] == "VAT"
     assert hm["gain_miou"] == pytest.approx(hm["reproduced_miou"] - vat["reproduced_miou"])
     assert hm["gain_miou_low"] < hm["gain_miou"] < hm["gain_miou_high"]
-    newest_only = compare([Fold(improved(episodes(n=120, seed=f, classes=[20 * f + c for c in CLASSES]), 200),
-                                [20 * f + c for c in CLASSES]) for f in range(4)],
-                          [Fold(improved(episodes(n=120, seed=f, classes=[20 * f + c for c in CLASSES]), 100),
-                                [20 * f + c for c in CLASSES]) for f in range(4)], resamples=500)
+    newest_only = compare(
+        [
+            Fold(
+                improved(episodes(n=120, seed=f, classes=[20 * f + c for c in CLASSES]), 200),
+                [20 * f + c for c in CLASSES],
+            )
+            for f in range(4)
+        ],
+        [
+            Fold(
+                improved(episodes(n=120, seed=f, classes=[20 * f + c for c in CLASSES]), 100),
+                [20 * f + c for c in CLASSES],
+            )
+            for f in range(4)
+        ],
+        resamples=500,
+    )
     assert newest_only.ci95[1] < hm["gain_miou_low"]  # what the line showed before: the newest seed's interval
 
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from engine_helpers import cli_env
+
 from hmrepro.cli.app import run
 from hmrepro.engine.records import write_record
 from hmrepro.sweep.folder import SweepFolder
@@ -32,11 +32,28 @@ def _spec(tmp_path: Path, table: int, **fields) -> SweepSpec:
 
 def _record(**fields) -> dict:
     record = dict(
-        model="hsnet-hm", masking="hm", backbone="resnet50", benchmark="coco", fold=0, shot=1, miou=40.0, fb_iou=70.0,
-        episodes=1000, total_episodes=1000, full_episode_set=True, protocol="hsnet", img_size=400, original_size=False,
-        checkpoint_sha256=None, origin="own", git_commit=None, versions={}, device="cpu",
-        date="2026-01-01T00:00:00+00:00", secs_per_episode=0.1,
-    )  # fmt: skip
+        model="hsnet-hm",
+        masking="hm",
+        backbone="resnet50",
+        benchmark="coco",
+        fold=0,
+        shot=1,
+        miou=40.0,
+        fb_iou=70.0,
+        episodes=1000,
+        total_episodes=1000,
+        full_episode_set=True,
+        protocol="hsnet",
+        img_size=400,
+        original_size=False,
+        checkpoint_sha256=None,
+        origin="own",
+        git_commit=None,
+        versions={},
+        device="cpu",
+        date="2026-01-01T00:00:00+00:00",
+        secs_per_episode=0.1,
+    )
     record.update(fields)
     return record
 
@@ -51,7 +68,14 @@ def test_plan_of_table2_on_empty_results_trains_every_model_backbone_fold_and_ev
     assert all(set(job) >= {"id", "kind", "command", "depends_on", "state"} for job in jobs)
     assert all(job["state"] == "pending" for job in jobs)
     trains = [job for job in jobs if job["kind"] == "train"]
-    keys = sorted((j["command"][2], j["command"][j["command"].index("--backbone") + 1], j["command"][j["command"].index("--fold") + 1]) for j in trains)
+    keys = sorted(
+        (
+            j["command"][2],
+            j["command"][j["command"].index("--backbone") + 1],
+            j["command"][j["command"].index("--fold") + 1],
+        )
+        for j in trains
+    )
     assert keys == sorted((m, b, str(f)) for m, b in TABLE2_TRAINED for f in range(4))  # one per model, backbone, fold
     by_id = {job["id"]: job for job in jobs}
     for train in trains:
@@ -61,21 +85,60 @@ def test_plan_of_table2_on_empty_results_trains_every_model_backbone_fold_and_ev
             assert e["command"][e["command"].index("--weights") + 1] == train["run_dir"]
     train = by_id["train_hsnet-hm_resnet50_coco_fold2_seed0"]
     run_dir = str(sweep.resolve() / "runs" / "hsnet-hm_resnet50_coco_fold2_seed0")
-    assert train["command"] == ["hmrepro", "train", "hsnet-hm", "--benchmark", "coco", "--fold", "2", "--backbone", "resnet50",
-                                "--seed", "0", "--no-progress", "--out", run_dir]  # fmt: skip
+    assert train["command"] == [
+        "hmrepro",
+        "train",
+        "hsnet-hm",
+        "--benchmark",
+        "coco",
+        "--fold",
+        "2",
+        "--backbone",
+        "resnet50",
+        "--seed",
+        "0",
+        "--no-progress",
+        "--out",
+        run_dir,
+    ]
     assert by_id["eval_hsnet-hm_resnet50_coco_fold2_5shot_seed0"]["command"] == [
-        "hmrepro", "eval", "hsnet-hm", "--benchmark", "coco", "--fold", "2", "--shot", "5", "--backbone", "resnet50",
-        "--weights", run_dir, "--results", str(results.resolve()), "--no-progress",
-    ]  # fmt: skip
+        "hmrepro",
+        "eval",
+        "hsnet-hm",
+        "--benchmark",
+        "coco",
+        "--fold",
+        "2",
+        "--shot",
+        "5",
+        "--backbone",
+        "resnet50",
+        "--weights",
+        run_dir,
+        "--results",
+        str(results.resolve()),
+        "--no-progress",
+    ]
     # verified cells: the authors' checkpoints, downloaded once per model, then evaluated with --weights official,
     # for every fold and shot of the rows whose checkpoints were published (the HM rows among them)
     official = [job for job in jobs if job["id"].endswith("_official")]
     assert all(job["depends_on"] == [f"download_{job['command'][2]}_coco"] for job in official)
     published = sorted((m, b, f, k) for m, b in TABLE2_TRAINED if m.endswith("-hm") for f in range(4) for k in (1, 5))
     assert published == sorted(
-        (job["command"][2], job["command"][10], int(job["command"][6]), int(job["command"][8])) for job in official if job["command"][2].endswith("-hm")
-    )  # fmt: skip
-    assert by_id["download_vat-hm_coco"]["command"] == ["hmrepro", "download", "checkpoints", "--model", "vat-hm", "--benchmark", "coco", "--quiet"]
+        (job["command"][2], job["command"][10], int(job["command"][6]), int(job["command"][8]))
+        for job in official
+        if job["command"][2].endswith("-hm")
+    )
+    assert by_id["download_vat-hm_coco"]["command"] == [
+        "hmrepro",
+        "download",
+        "checkpoints",
+        "--model",
+        "vat-hm",
+        "--benchmark",
+        "coco",
+        "--quiet",
+    ]
 
 
 def test_plan_takes_the_rows_recipe_overrides_seeds_and_cells(tmp_path):
@@ -146,8 +209,17 @@ from types import MappingProxyType
 import hmrepro.models.cards as cards
 object.__setattr__(cards.HSNET, "img_size", MappingProxyType({**cards.HSNET.img_size, "fss": 48}))
 """
-TINY_TRAINING = ["epochs=1", "epoch_iterations=6", "pretrained=false", "calibrate_bn=false", "val_episodes=2",
-                 "val_bsz=2", "checkpoint_every=1", "workers=0", "device=cpu"]  # fmt: skip
+TINY_TRAINING = [
+    "epochs=1",
+    "epoch_iterations=6",
+    "pretrained=false",
+    "calibrate_bn=false",
+    "val_episodes=2",
+    "val_bsz=2",
+    "checkpoint_every=1",
+    "workers=0",
+    "device=cpu",
+]
 
 
 @pytest.fixture
@@ -156,8 +228,8 @@ def tiny_world(tmp_path, monkeypatch, synthetic_root):
     from types import MappingProxyType
 
     import hmrepro.models.cards as cards
-    from hmrepro.engine.records import _looked_up_img_size
     from hmrepro.engine.recipes import recipe_dir
+    from hmrepro.engine.records import _looked_up_img_size
     from hmrepro.reporting.claimed import claimed_path
 
     recipes = tmp_path / "recipes"
@@ -181,9 +253,30 @@ def tiny_world(tmp_path, monkeypatch, synthetic_root):
 
 
 def _sweep_run_args(world: Path, root: Path) -> list[str]:
-    args = ["sweep", "run", "table", "3", "--launcher", "local", "--cells", "reproduced", "--results", str(world / "results"),
-            "--sweep-dir", str(world / "sweep"), "--data-root", str(root), "--splits", str(root / "splits"),
-            "--eval-override", "device=cpu", "--eval-override", "bsz=8", "--parallel", "1"]  # fmt: skip
+    args = [
+        "sweep",
+        "run",
+        "table",
+        "3",
+        "--launcher",
+        "local",
+        "--cells",
+        "reproduced",
+        "--results",
+        str(world / "results"),
+        "--sweep-dir",
+        str(world / "sweep"),
+        "--data-root",
+        str(root),
+        "--splits",
+        str(root / "splits"),
+        "--eval-override",
+        "device=cpu",
+        "--eval-override",
+        "bsz=8",
+        "--parallel",
+        "1",
+    ]
     for item in TINY_TRAINING:
         args += ["--train-override", item]
     return args
@@ -217,8 +310,24 @@ def test_local_sweep_fills_a_tiny_table_and_resumes_a_killed_training(tiny_world
     assert stopped and "failed (exit 143)" in out and "not run" in out
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
     assert (run_dir / "last.pt").is_file() and not (world / "results").exists()
-    assert run(["sweep", "status", "table", "3", "--cells", "reproduced", "--results", str(world / "results"),
-                "--sweep-dir", str(world / "sweep"), "--json"]) == 0  # fmt: skip
+    assert (
+        run(
+            [
+                "sweep",
+                "status",
+                "table",
+                "3",
+                "--cells",
+                "reproduced",
+                "--results",
+                str(world / "results"),
+                "--sweep-dir",
+                str(world / "sweep"),
+                "--json",
+            ]
+        )
+        == 0
+    )
     states = {s["id"]: s["state"] for s in json.loads(capsys.readouterr().out)}
     assert states == {train_id: "pending", "eval_hsnet_resnet50_fss_fold0_1shot_seed0_bsz-2": "pending"}
 
@@ -255,7 +364,12 @@ cat "$FAKE_SLURM/states" 2>/dev/null
 def fake_slurm(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, text in {"sbatch": FAKE_SBATCH, "scancel": FAKE_SCANCEL, "sacct": FAKE_SACCT, "srun": "#!/bin/sh\nexit 0\n"}.items():
+    for name, text in {
+        "sbatch": FAKE_SBATCH,
+        "scancel": FAKE_SCANCEL,
+        "sacct": FAKE_SACCT,
+        "srun": "#!/bin/sh\nexit 0\n",
+    }.items():
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
@@ -273,25 +387,51 @@ def test_slurm_submission_carries_gpus_torchrun_dependencies_and_requeue(tmp_pat
     from hmrepro.sweep.slurm import SlurmOptions, submit_plan
 
     spec = _spec(tmp_path, 3, backbones=("resnet50",))
-    jobs = [job for job in build_plan(spec) if job.id.split("_")[1] == "hsnet-hm"]  # a training, a download, 2 + 2 evaluations
+    jobs = [
+        job for job in build_plan(spec) if job.id.split("_")[1] == "hsnet-hm"
+    ]  # a training, a download, 2 + 2 evaluations
     folder = SweepFolder(spec.sweep_dir)
-    options = SlurmOptions(gpus_per_job=4, partition="gpu", account="lab", train_time_min=1440, extra=(("mail_type", "END"),))
+    options = SlurmOptions(
+        gpus_per_job=4, partition="gpu", account="lab", train_time_min=1440, extra=(("mail_type", "END"),)
+    )
     ids = submit_plan(jobs, folder, options)
     train_id = ids["train_hsnet-hm_resnet50_fss_fold0_seed0"]
     script = (fake_slurm / f"script_{train_id}.sh").read_text()
-    for line in ("--gpus-per-node=4", "--ntasks-per-node=1", "--cpus-per-task=32", "--partition=gpu", "--account=lab",
-                 "--time=1440", "--requeue", "--signal=USR2@90", "--mail-type=END"):  # fmt: skip
+    for line in (
+        "--gpus-per-node=4",
+        "--ntasks-per-node=1",
+        "--cpus-per-task=32",
+        "--partition=gpu",
+        "--account=lab",
+        "--time=1440",
+        "--requeue",
+        "--signal=USR2@90",
+        "--mail-type=END",
+    ):
         assert f"#SBATCH {line}\n" in script, line
     assert "dependency" not in script
     training = _submitted_function(folder, train_id)
-    assert training.argv(python="python")[:7] == ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m", "hmrepro"]
+    assert training.argv(python="python")[:7] == [
+        "python",
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=4",
+        "-m",
+        "hmrepro",
+    ]
     assert training.argv(python="python")[7:10] == ["train", "hsnet-hm", "--benchmark"]
     eval_ids = [ids[job.id] for job in jobs if job.kind == "eval" and job.depends_on == (jobs[1].id,)]
-    assert jobs[1].kind == "train" and len(eval_ids) == 2 and eval_ids[0].split("_")[0] == eval_ids[1].split("_")[0]  # one array
+    assert (
+        jobs[1].kind == "train" and len(eval_ids) == 2 and eval_ids[0].split("_")[0] == eval_ids[1].split("_")[0]
+    )  # one array
     official = [ids[job.id] for job in jobs if job.id.endswith("official")]
     assert len(official) == 2 and official[0].split("_")[0] == official[1].split("_")[0] != eval_ids[0].split("_")[0]
     download_id = ids["download_hsnet-hm_fss"]
-    assert f"#SBATCH --dependency=afterok:{download_id}\n" in (fake_slurm / f"script_{official[0].split('_')[0]}.sh").read_text()
+    assert (
+        f"#SBATCH --dependency=afterok:{download_id}\n"
+        in (fake_slurm / f"script_{official[0].split('_')[0]}.sh").read_text()
+    )
     assert "gpus" not in (fake_slurm / f"script_{download_id}.sh").read_text()
     array = (fake_slurm / f"script_{eval_ids[0].split('_')[0]}.sh").read_text()
     for line in (f"--dependency=afterok:{train_id}", "--array=0-1%2", "--gpus-per-node=1", "--cpus-per-task=8"):
@@ -308,7 +448,9 @@ def test_slurm_submission_carries_gpus_torchrun_dependencies_and_requeue(tmp_pat
     assert len(list(fake_slurm.glob("script_*.sh"))) == before
     again = submit_plan(jobs, folder, options, state_of=lambda i: "FAILED" if i == train_id else "PENDING")
     renewed = {job_id for job_id in again if again[job_id] != ids[job_id]}
-    assert renewed == {jobs[1].id} | {job.id for job in jobs if job.depends_on == (jobs[1].id,)}  # not the official ones
+    assert renewed == {jobs[1].id} | {
+        job.id for job in jobs if job.depends_on == (jobs[1].id,)
+    }  # not the official ones
     assert sorted((fake_slurm / "scancel.log").read_text().split()) == sorted(eval_ids)
 
 
@@ -359,7 +501,20 @@ def _call(job):
 
 def test_sweep_run_slurm_without_sbatch_says_where_to_run_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PATH", str(tmp_path))
-    code = run(["sweep", "run", "table", "7", "--launcher", "slurm", "--sweep-dir", str(tmp_path / "s"), "--results", str(tmp_path / "r")])
+    code = run(
+        [
+            "sweep",
+            "run",
+            "table",
+            "7",
+            "--launcher",
+            "slurm",
+            "--sweep-dir",
+            str(tmp_path / "s"),
+            "--results",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 1 and "login node" in capsys.readouterr().err
 
 
@@ -380,8 +535,13 @@ def test_status_reads_local_attempts_and_slurm_states_and_shows_a_failed_jobs_la
         os._exit(0)
     os.waitpid(pid, 0)  # a process that is gone
     folder.start_attempt("train_hsnet_resnet50_fss_fold0_seed0", pid, ["python"], None)  # no exit status: killed
-    folder.add_submissions({"train_vat-hm_resnet50_fss_fold0_seed0": {"slurm_id": "41"}, "train_vat_resnet50_fss_fold0_seed0": {"slurm_id": "42"},
-                            "eval_vat-hm_resnet50_fss_fold0_1shot_seed0": {"slurm_id": "43_0"}})  # fmt: skip
+    folder.add_submissions(
+        {
+            "train_vat-hm_resnet50_fss_fold0_seed0": {"slurm_id": "41"},
+            "train_vat_resnet50_fss_fold0_seed0": {"slurm_id": "42"},
+            "eval_vat-hm_resnet50_fss_fold0_1shot_seed0": {"slurm_id": "43_0"},
+        }
+    )
     log = slurm_log(folder, "42")
     log.parent.mkdir(parents=True)
     log.write_text("epoch 3 ...\nslurmstepd: error: *** JOB 42 CANCELLED DUE TO TIME LIMIT ***\n")
@@ -389,9 +549,15 @@ def test_status_reads_local_attempts_and_slurm_states_and_shows_a_failed_jobs_la
     status = {s.job.id: s for s in job_statuses(jobs, folder, slurm_state_of=states.get)}
     assert status[hm_train].state == "failed" and status[hm_train].tail[-1] == "error: out of memory"
     assert status[hm_eval].state == "blocked"
-    assert status["train_hsnet_resnet50_fss_fold0_seed0"].state == "failed" and "killed" in status["train_hsnet_resnet50_fss_fold0_seed0"].where
+    assert (
+        status["train_hsnet_resnet50_fss_fold0_seed0"].state == "failed"
+        and "killed" in status["train_hsnet_resnet50_fss_fold0_seed0"].where
+    )
     assert status["train_vat-hm_resnet50_fss_fold0_seed0"].state == "running"
-    assert status["train_vat_resnet50_fss_fold0_seed0"].state == "failed" and "TIME LIMIT" in status["train_vat_resnet50_fss_fold0_seed0"].tail[-1]
+    assert (
+        status["train_vat_resnet50_fss_fold0_seed0"].state == "failed"
+        and "TIME LIMIT" in status["train_vat_resnet50_fss_fold0_seed0"].tail[-1]
+    )
     assert status["eval_vat-hm_resnet50_fss_fold0_1shot_seed0"].state == "queued"
     assert len(ids) == len(status)
 
@@ -430,7 +596,9 @@ def test_local_launcher_runs_in_dependency_order_one_per_gpu_and_a_failure_block
     ]
     folder = SweepFolder(tmp_path / "sweep")
     events = []
-    outcome = run_local(jobs, folder, gpus=("0", "1"), on_event=events.append, fills=lambda job: job.id != "unfilled", poll_s=0.02)
+    outcome = run_local(
+        jobs, folder, gpus=("0", "1"), on_event=events.append, fills=lambda job: job.id != "unfilled", poll_s=0.02
+    )
     assert outcome == {"bad": "failed", "after-bad": "blocked", "fine": "done", "unfilled": "failed"}
     assert {e.gpu for e in events if e.what == "start"} == {"0", "1"}
     assert [e.job.id for e in events if e.what == "end" and e.unfilled] == ["unfilled"]

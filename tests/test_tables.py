@@ -5,14 +5,13 @@ import re
 
 import pandas as pd
 import pytest
+from helpers import SHARED
 from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
 from hmrepro.engine.records import write_record
 from hmrepro.reporting import TABLE_NUMBERS, compare_table, load_all_claimed, load_claimed, render
 from hmrepro.reporting.render import BENCH_CSV_COLUMNS, CSV_COLUMNS, FORMATS
-
-from helpers import SHARED
 
 runner = CliRunner()
 
@@ -283,7 +282,11 @@ def test_records_land_in_the_verified_and_reproduced_cells(results):
     assert row["verified_miou"] == pytest.approx(sum([41.5, 45.0, 47.9, 43.2]) / 4, abs=0.01)
     assert row["verified_fbiou"] == pytest.approx(71.0)
     assert pd.isna(row["reproduced_miou"]) and pd.isna(row["reproduced_fbiou"])  # 2 of 4 folds: no mean
-    for method, backbone, shot in [("HSNet-HM", "resnet50", 5), ("VAT-HM", "resnet50", 1), ("HSNet-HM", "resnet101", 1)]:
+    for method, backbone, shot in [
+        ("HSNet-HM", "resnet50", 5),
+        ("VAT-HM", "resnet50", 1),
+        ("HSNet-HM", "resnet101", 1),
+    ]:
         other = _row(frame, method, backbone, shot)
         assert pd.isna(other["verified_miou"]) and pd.isna(other["reproduced_miou"])
 
@@ -293,7 +296,9 @@ def test_compared_view_shows_folds_differences_and_dashes(results):
     lines = text.splitlines()
     start = next(i for i, line in enumerate(lines) if "| HSNet-HM | HM | 1 | claimed | 41.0 |" in line)
     verified, reproduced = lines[start + 1], lines[start + 2]
-    assert "| verified | 41.5 (+0.5) | 45.0 (-0.7) | 47.9 (+1.0) | 43.2 (-0.5) | 44.4 (+0.1) | 71.0 (+0.2) |" in verified
+    assert (
+        "| verified | 41.5 (+0.5) | 45.0 (-0.7) | 47.9 (+1.0) | 43.2 (-0.5) | 44.4 (+0.1) | 71.0 (+0.2) |" in verified
+    )
     assert "| reproduced | 40.0 (-1.0) | — | 46.0 (-0.9) | — | — | — |" in reproduced
     vat = next(i for i, line in enumerate(lines) if "| VAT-HM | HM | 1 | claimed |" in line)
     assert lines[vat + 1].count("—") == 6
@@ -321,7 +326,9 @@ def test_kinds_keep_tables_apart(results):
 def test_official_baseline_checkpoints_do_not_verify_the_hm_authors_retrained_baseline(tmp_path):
     for fold in range(4):
         write_record(_record(model="hsnet", masking="fm", benchmark="pascal", fold=fold, miou=64.0), tmp_path)
-        write_record(_record(model="hsnet", masking="fm", benchmark="pascal", fold=fold, miou=63.0, origin="own"), tmp_path)
+        write_record(
+            _record(model="hsnet", masking="fm", benchmark="pascal", fold=fold, miou=63.0, origin="own"), tmp_path
+        )
     row = _row(_csv("1", "--results", str(tmp_path)), "HSNet*", "resnet50", 1)
     assert pd.isna(row["verified_miou"]) and row["reproduced_miou"] == pytest.approx(63.0)
     summary = _invoke("1", "--results", str(tmp_path), "--format", "markdown").stdout

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
 from hmrepro.cli.table import PaperName
-from hmrepro.engine.records import write_record
 from hmrepro.engine.recipes import recipe_dir
+from hmrepro.engine.records import write_record
 from hmrepro.errors import HmreproError
 from hmrepro.papers import PAPERS
 from hmrepro.reporting import compare_table, load_claimed
@@ -53,12 +53,31 @@ def _table(recipes, *args: str, code: int = 0):
 def _own_records(folder, model: str, benchmark: str, mious: list[float]) -> None:
     for fold, miou in enumerate(mious):
         write_record(
-            dict(model=model, masking="none", backbone="resnet50", benchmark=benchmark, fold=fold, shot=1, miou=miou,
-                 fb_iou=70.0, episodes=1000, full_episode_set=True, protocol="hsnet", img_size=321, default_img_size=321,
-                 original_size=False, origin="own", date="2026-01-01T00:00:00+00:00", secs_per_episode=0.1,
-                 checkpoint_sha256=None, git_commit=None, versions={}, device="cpu"),
+            dict(
+                model=model,
+                masking="none",
+                backbone="resnet50",
+                benchmark=benchmark,
+                fold=fold,
+                shot=1,
+                miou=miou,
+                fb_iou=70.0,
+                episodes=1000,
+                full_episode_set=True,
+                protocol="hsnet",
+                img_size=321,
+                default_img_size=321,
+                original_size=False,
+                origin="own",
+                date="2026-01-01T00:00:00+00:00",
+                secs_per_episode=0.1,
+                checkpoint_sha256=None,
+                git_commit=None,
+                versions={},
+                device="cpu",
+            ),
             folder,
-        )  # fmt: skip
+        )
 
 
 def test_crcnet_table_renders_claimed_and_reproduced_cells_in_every_format(recipes, tmp_path):
@@ -70,8 +89,9 @@ def test_crcnet_table_renders_claimed_and_reproduced_cells_in_every_format(recip
     assert list(frame["method"]) == ["CANet", "CRCNet"] and list(frame["claimed_fold0"]) == [52.5, 57.1]
     assert pd.isna(frame["reproduced_miou"][0]) and frame["reproduced_miou"][1] == pytest.approx(57.0)
     assert pd.isna(frame["verified_miou"][1])  # no official CRCNet checkpoint exists
-    markdown = _table(recipes, "8", "--paper", "crcnet", "--format", "markdown", "--compare-claimed",
-                      "--results", str(results)).stdout  # fmt: skip
+    markdown = _table(
+        recipes, "8", "--paper", "crcnet", "--format", "markdown", "--compare-claimed", "--results", str(results)
+    ).stdout
     assert "CRCNet Table 8: PASCAL-5i" in markdown and "CRCNet = run by the CRCNet authors" in markdown
     assert "| CRCNet | CRCNet | 1 | claimed | 57.1 |" in markdown and "| reproduced | 58.0 (+0.9) |" in markdown
     for fmt in ("latex", "rich"):
@@ -90,7 +110,10 @@ def test_mce_tables_are_named_in_roman_and_the_hm_default_is_unchanged(recipes):
 
 def test_unknown_tables_and_papers_are_refused_in_one_line(recipes):
     for args, expected in [
-        (["10", "--paper", "crcnet"], "the crcnet paper has no table 10 with results; choose one of 1, 2, 3, 4, 5, 6, 7, 8, 9, 11"),
+        (
+            ["10", "--paper", "crcnet"],
+            "the crcnet paper has no table 10 with results; choose one of 1, 2, 3, 4, 5, 6, 7, 8, 9, 11",
+        ),
         (["5", "--paper", "mce"], "the mce paper has no table 5 with results; choose one of 1, 2, 3, 4"),
         (["1", "--paper", "pfenet"], "'pfenet' is not one of 'hm', 'crcnet', 'mce'"),
     ]:

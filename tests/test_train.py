@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from engine_helpers import LEARN_EPOCHS, tiny_config, trained_run
+
 from hmrepro.data.benchmarks import get_benchmark, test_episodes
 from hmrepro.data.dataset import EpisodeDataset
 from hmrepro.data.splits import SplitFolder
@@ -30,7 +30,10 @@ def _trivial_mious(root, img_size: int) -> dict[str, float]:
     bench = get_benchmark("fss")
     episodes = test_episodes("fss", 0, 1, split="val", splits=splits)
     data = EpisodeDataset(bench, root, episodes, img_size=img_size, preprocess="hsnet")
-    meters = {name: FewShotMeter(bench.num_classes(splits), bench.class_ids(0, "val", splits)) for name in ("bg", "fg", "support")}
+    meters = {
+        name: FewShotMeter(bench.num_classes(splits), bench.class_ids(0, "val", splits))
+        for name in ("bg", "fg", "support")
+    }
     for i in range(len(data)):
         item = data[i]
         gt, cls, ignore = item["query_mask"], item["class_id"][None], item["query_ignore"]
@@ -55,7 +58,12 @@ def test_run_folder_holds_config_metrics_checkpoints_and_run_info(run):
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "hsnet" and config["benchmark"] == "fss" and config["img_size"] == 64
     assert config["lr"] == 1e-3 and config["optimizer"] == "adam"  # from the recipe
-    assert config["precision"] == "fp32" and config["tf32"] is False and config["device"] == "cpu" and config["calibrate_bn"] is True
+    assert (
+        config["precision"] == "fp32"
+        and config["tf32"] is False
+        and config["device"] == "cpu"
+        and config["calibrate_bn"] is True
+    )
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "finished" and info["world_size"] == 1 and info["wall_seconds"] > 0
     assert info["versions"]["torch"] == torch.__version__ and "device" in info
@@ -72,7 +80,9 @@ def test_run_folder_holds_config_metrics_checkpoints_and_run_info(run):
     # resume state: the learnable part, and of the frozen backbone only the BatchNorm statistics calibrated for this
     # random backbone (its weights are rebuilt from the seed)
     frozen = [k for k in last.state_dict if k.startswith("backbone.")]
-    assert frozen and all(k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked") for k in frozen)
+    assert frozen and all(
+        k.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked") for k in frozen
+    )
     assert any(not k.startswith("backbone.") for k in last.state_dict)
     assert last.extra["epoch"] == LEARN_EPOCHS and last.extra["step"] == 0 and last.extra["done"]
     assert {"optimizer", "rng", "history", "best_miou"} <= set(last.extra)
@@ -162,9 +172,11 @@ def test_parameters_without_gradient_are_frozen_and_the_rng_is_untouched():
 
     model = TwoHeads().train()
     batch = {
-        "query_img": torch.randn(2, 3, 4, 4), "support_imgs": torch.randn(2, 1, 3, 4, 4),
-        "support_masks": torch.ones(2, 1, 4, 4), "query_mask": torch.ones(2, 4, 4, dtype=torch.long),
-    }  # fmt: skip
+        "query_img": torch.randn(2, 3, 4, 4),
+        "support_imgs": torch.randn(2, 1, 3, 4, 4),
+        "support_masks": torch.ones(2, 1, 4, 4),
+        "query_mask": torch.ones(2, 4, 4, dtype=torch.long),
+    }
     stats = model.norm.running_mean.clone()
     rng = torch.get_rng_state()
     assert freeze_gradientless(model, batch) == ["unused.weight", "unused.bias"]

@@ -17,7 +17,7 @@ from torch import nn
 from hmrepro.data.benchmarks import get_benchmark
 from hmrepro.data.dataset import EpisodeDataset
 from hmrepro.data.episodes import Episode
-from hmrepro.data.geometric import IGNORE_LABEL, MEAN_255, GeometricAugment, GeometricParams
+from hmrepro.data.geometric import IGNORE_LABEL, GeometricAugment, GeometricParams
 from hmrepro.data.splits import SplitFolder
 from hmrepro.data.training_filter import class_pixel_counts, filter_training_pool
 from hmrepro.engine import schedules
@@ -27,7 +27,6 @@ from hmrepro.engine.recipes import RecipeError, resolve
 from hmrepro.engine.train import TrainingInterrupted, build_optimizer, resume_config, train
 from hmrepro.errors import HmreproError
 from hmrepro.models.interface import pixel_cross_entropy
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Schedule and optimizer
@@ -113,11 +112,27 @@ def _config(root, out, **extra):
     from hmrepro.engine.train import build_config
 
     values = dict(
-        pretrained=False, calibrate_bn=False, img_size=32, bsz=4, val_bsz=4, val_episodes=4, workers=0,
-        checkpoint_every=0, device="cpu", deterministic=True, epochs=2, epoch_iterations=3, optimizer="sgd",
-        lr=0.05, weight_decay=1e-4, lr_schedule="poly", augment="geometric", data_root=str(root),
-        splits=str(root / "splits"), out=str(out),
-    )  # fmt: skip
+        pretrained=False,
+        calibrate_bn=False,
+        img_size=32,
+        bsz=4,
+        val_bsz=4,
+        val_episodes=4,
+        workers=0,
+        checkpoint_every=0,
+        device="cpu",
+        deterministic=True,
+        epochs=2,
+        epoch_iterations=3,
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=1e-4,
+        lr_schedule="poly",
+        augment="geometric",
+        data_root=str(root),
+        splits=str(root / "splits"),
+        out=str(out),
+    )
     return build_config("hsnet", "fss", 0, {**values, **extra})
 
 
@@ -129,7 +144,12 @@ def test_sgd_poly_run_resumes_on_the_same_curve_with_the_same_weights(synthetic_
     reference = train(_config(synthetic_root, tmp_path / "a"))
     assert _lrs(reference) == pytest.approx([0.05 * 0.5**0.9, 0.0])  # end of epoch 0 (3 of 6 iterations), end of run
     saved = json.loads((reference / "config.json").read_text())
-    assert (saved["optimizer"], saved["lr_schedule"], saved["poly_power"], saved["momentum"]) == ("sgd", "poly", 0.9, 0.9)
+    assert (saved["optimizer"], saved["lr_schedule"], saved["poly_power"], saved["momentum"]) == (
+        "sgd",
+        "poly",
+        0.9,
+        0.9,
+    )
     assert saved["augment"] == "geometric" and saved["scale_range"] == [0.9, 1.1]
 
     run = tmp_path / "b"
@@ -155,7 +175,9 @@ class _KShotModel(_TinyModel):
         if support.dim() == 4:
             return super().forward(query, support, mask)
         _KShotModel.shots_seen.append(support.shape[1])
-        return torch.stack([super(_KShotModel, self).forward(query, support[:, k], mask[:, k]) for k in range(support.shape[1])]).mean(0)
+        return torch.stack(
+            [super(_KShotModel, self).forward(query, support[:, k], mask[:, k]) for k in range(support.shape[1])]
+        ).mean(0)
 
 
 def test_kshot_training_gives_every_support_to_a_family_that_trains_so(synthetic_root, tmp_path, monkeypatch):
@@ -247,8 +269,14 @@ def test_geometric_dataset_carries_padding_as_ignore_and_the_loss_skips_it(synth
     support = next(n for n in pool.classwise[class_id] if n != name)
     params = GeometricParams(**{**OFF, "scale_range": (0.5, 0.5)})
     size = max(Image.open(bench.image_path(synthetic_root, name)).size)  # half of it cannot fill the crop
-    dataset = EpisodeDataset(bench, synthetic_root, [Episode(name, (support,), class_id)], img_size=size,
-                             transform=GeometricAugment(size, params), preprocess="hsnet")  # fmt: skip
+    dataset = EpisodeDataset(
+        bench,
+        synthetic_root,
+        [Episode(name, (support,), class_id)],
+        img_size=size,
+        transform=GeometricAugment(size, params),
+        preprocess="hsnet",
+    )
     item = dataset[0]
     assert item["query_img"].shape == (3, size, size) and item["support_masks"].shape == (1, size, size)
     assert item["query_ignore"][0, 0] == 1 and item["support_ignores"][0, 0, 0] == 1 and item["query_mask"][0, 0] == 0
@@ -260,7 +288,9 @@ def test_geometric_dataset_carries_padding_as_ignore_and_the_loss_skips_it(synth
     assert pixel_cross_entropy(wild, *batch) == pytest.approx(pixel_cross_entropy(logits, *batch).item())
     assert pixel_cross_entropy(wild, batch[0]) > 10 * pixel_cross_entropy(logits, batch[0])  # without: counted
     with pytest.raises(ValueError, match="original-size"):
-        EpisodeDataset(bench, synthetic_root, [], transform=GeometricAugment(size), original_size=True, preprocess="hsnet")
+        EpisodeDataset(
+            bench, synthetic_root, [], transform=GeometricAugment(size), original_size=True, preprocess="hsnet"
+        )
 
 
 def test_geometric_recipe_values_are_checked():
@@ -292,7 +322,9 @@ def test_bam_rule_drops_images_with_novel_pixels_and_small_classes(synthetic_roo
     assert [q for q in pool.queries if q[0] not in with_novel] == kept.queries  # order kept, nothing else dropped
 
     threshold = min(counts[n][c] for n, c in pool.queries) + 1  # drops the smallest object's pair(s)
-    small = filter_training_pool(pool, bench, synthetic_root, training, exclude_novel_images=False, min_class_pixels=threshold)
+    small = filter_training_pool(
+        pool, bench, synthetic_root, training, exclude_novel_images=False, min_class_pixels=threshold
+    )
     assert small.queries and all(counts[n][c] >= threshold for n, c in small.queries)
     assert all(counts[n][c] >= threshold for c, ns in small.classwise.items() for n in ns)
     assert len(small.queries) < len(pool.queries)
@@ -300,5 +332,10 @@ def test_bam_rule_drops_images_with_novel_pixels_and_small_classes(synthetic_roo
         filter_training_pool(pool, bench, synthetic_root, training, exclude_novel_images=False, min_class_pixels=10**9)
 
     with pytest.raises(HmreproError, match="exclude_novel_images"):
-        filter_training_pool(get_benchmark("fss").pool(splits, "trn", 0), get_benchmark("fss"), synthetic_root, [0],
-                             exclude_novel_images=True)  # fmt: skip
+        filter_training_pool(
+            get_benchmark("fss").pool(splits, "trn", 0),
+            get_benchmark("fss"),
+            synthetic_root,
+            [0],
+            exclude_novel_images=True,
+        )

@@ -26,7 +26,11 @@ def test_image_transform_is_pil_bilinear_then_imagenet_normalisation():
     )[:, None, None]
     assert out.shape == (3, 24, 24)
     assert torch.allclose(out, ref, atol=1e-6)
-    assert torch.allclose(denormalize(out), ref * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None], atol=1e-6)
+    assert torch.allclose(
+        denormalize(out),
+        ref * torch.tensor(IMAGENET_STD)[:, None, None] + torch.tensor(IMAGENET_MEAN)[:, None, None],
+        atol=1e-6,
+    )
 
 
 def test_mask_resize_is_nearest_and_keeps_values():
@@ -66,7 +70,9 @@ def test_pascal_item_binarises_class_and_ignores_255(tmp_path):
 
 def test_original_size_keeps_the_query_mask_unresized(tmp_path):
     root = _pascal_root(tmp_path)
-    item = EpisodeDataset("pascal", root, [Episode("a", ("b",), 2)], img_size=20, original_size=True, preprocess="hsnet")[0]
+    item = EpisodeDataset(
+        "pascal", root, [Episode("a", ("b",), 2)], img_size=20, original_size=True, preprocess="hsnet"
+    )[0]
     assert item["query_mask"].shape == (30, 40) and item["support_masks"].shape == (1, 20, 20)
     assert item["query_mask"].sum() == 10 * 15
 
@@ -78,7 +84,9 @@ def test_fss_threshold_at_128(tmp_path):
     for n in (1, 2):
         _image(4, 4).save(folder / f"{n}.jpg")
         Image.fromarray(grey).convert("RGB").save(folder / f"{n}.png")  # FSS masks are read as grey levels
-    item = EpisodeDataset("fss", tmp_path, [Episode("cls/1.jpg", ("cls/2.jpg",), 760)], img_size=4, preprocess="hsnet")[0]
+    item = EpisodeDataset("fss", tmp_path, [Episode("cls/1.jpg", ("cls/2.jpg",), 760)], img_size=4, preprocess="hsnet")[
+        0
+    ]
     assert item["query_mask"][0].tolist() == [0.0, 0.0, 1.0, 1.0]
     assert item["query_ignore"].sum() == 0
 

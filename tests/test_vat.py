@@ -12,9 +12,9 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import reuse_freed_memory
 
 import hmrepro
-from helpers import reuse_freed_memory
 from hmrepro.models.backbone import build_backbone
 from hmrepro.models.hsnet import kshot_vote
 from hmrepro.models.masking import hm, mask_features, mask_image
@@ -70,8 +70,13 @@ def test_registry_names_and_benchmark_argument():
 
 @pytest.mark.parametrize(
     "name, masking, mask_at",
-    [("vat", "fm", "resized"), ("vat-im", "im", "native"), ("vat-hm", "hm", "native"),
-     ("vat-hm-add", "hm-add", "native"), ("vat-hm-reverse", "hm-reverse", "native")],
+    [
+        ("vat", "fm", "resized"),
+        ("vat-im", "im", "native"),
+        ("vat-hm", "hm", "native"),
+        ("vat-hm-add", "hm-add", "native"),
+        ("vat-hm-reverse", "hm-reverse", "native"),
+    ],
 )
 def test_masking_modes_and_placement(name, masking, mask_at):
     model = hmrepro.create_model(name, benchmark="coco", pretrained=False)
@@ -289,8 +294,12 @@ def _naive_conv4d(conv, x):
 
 @pytest.mark.parametrize(
     "shape, stride",
-    [((2, 3, 8, 8, 8, 8), (2, 2, 1, 1)), ((1, 4, 8, 6, 8, 8), (1, 1, 2, 2)), ((2, 2, 6, 6, 6, 6), (2, 2, 2, 2)),
-     ((1, 3, 7, 5, 5, 7), (2, 2, 2, 2))],  # odd sizes: ceil-mode pooling keeps the partial last window
+    [
+        ((2, 3, 8, 8, 8, 8), (2, 2, 1, 1)),
+        ((1, 4, 8, 6, 8, 8), (1, 1, 2, 2)),
+        ((2, 2, 6, 6, 6, 6), (2, 2, 2, 2)),
+        ((1, 3, 7, 5, 5, 7), (2, 2, 2, 2)),
+    ],  # odd sizes: ceil-mode pooling keeps the partial last window
 )
 def test_separable_conv4d_matches_per_plane_ops(shape, stride):
     torch.manual_seed(0)
@@ -400,7 +409,9 @@ def test_the_first_shot_of_predict_nshot_is_the_1shot_forward(vat_models, monkey
     monkeypatch.setattr(model, "learner_logits", _cheap_learner)
     query, supports, masks, _ = _episode(bsz=1, shots=2, seed=2)
     shot_logits, logits_from_taps = [], model.logits_from_taps
-    monkeypatch.setattr(model, "logits_from_taps", lambda *a: shot_logits.append(logits_from_taps(*a)) or shot_logits[-1])
+    monkeypatch.setattr(
+        model, "logits_from_taps", lambda *a: shot_logits.append(logits_from_taps(*a)) or shot_logits[-1]
+    )
     with torch.no_grad():
         model.predict_nshot(query, supports, masks)
         monkeypatch.undo()

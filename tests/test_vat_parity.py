@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import reuse_freed_memory
+
 from hmrepro import create_model
 from hmrepro.models.testing import fill_params, load_fixture
 

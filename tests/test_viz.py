@@ -12,8 +12,23 @@ runner = CliRunner()
 
 
 def _args(root, out, layer):
-    return ["viz", "features", "-b", "pascal", "--layer", str(layer), "--no-pretrained", "--img-size", "64",
-            "--data-root", str(root), "--splits", str(root / "splits"), "-o", str(out)]  # fmt: skip
+    return [
+        "viz",
+        "features",
+        "-b",
+        "pascal",
+        "--layer",
+        str(layer),
+        "--no-pretrained",
+        "--img-size",
+        "64",
+        "--data-root",
+        str(root),
+        "--splits",
+        str(root / "splits"),
+        "-o",
+        str(out),
+    ]
 
 
 def test_features_png(synthetic_root, tmp_path):

@@ -81,8 +81,15 @@ def _sample(pairs: list, sample: int) -> list:
     return pairs[::step][:sample]
 
 
-def check_layout(benchmark: str, data_root: Path, splits: SplitFolder | None = None, *, sample: int = 16,
-                 full: bool = False, progress: Progress | None = None) -> LayoutReport:
+def check_layout(
+    benchmark: str,
+    data_root: Path,
+    splits: SplitFolder | None = None,
+    *,
+    sample: int = 16,
+    full: bool = False,
+    progress: Progress | None = None,
+) -> LayoutReport:
     """Check the files every split list of ``benchmark`` names below ``data_root``.
 
     Every named file must exist; then ``sample`` (image, mask) pairs spread over the lists are decoded and

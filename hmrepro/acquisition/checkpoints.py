@@ -18,10 +18,10 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..engine.records import atomic_write_text
 from ..errors import CorruptFileError, InvalidInputError, MissingDataError
 from ..locks import exclusive_lock, lock_path_for
 from ..models.cards import list_cards, published_checkpoints
-from ..engine.records import atomic_write_text
 from ..paths import default_data_root
 from .errors import ChecksumError, DownloadError
 from .extract import extract
@@ -136,7 +136,9 @@ def load_index(root: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise CorruptFileError(f"{path} is not valid JSON ({err}); delete it and run `hmrepro download checkpoints`") from None
+        raise CorruptFileError(
+            f"{path} is not valid JSON ({err}); delete it and run `hmrepro download checkpoints`"
+        ) from None
 
 
 def save_index(root: Path, index: dict) -> None:
@@ -145,8 +147,9 @@ def save_index(root: Path, index: dict) -> None:
     atomic_write_text(path, json.dumps(index, indent=1, sort_keys=True) + "\n")
 
 
-def index_folder(root: Path, folder: Path, source: Source | None, lock: LockFile, *, models=(), benchmarks=(),
-                 backbones=()) -> list[CheckpointEntry]:
+def index_folder(
+    root: Path, folder: Path, source: Source | None, lock: LockFile, *, models=(), benchmarks=(), backbones=()
+) -> list[CheckpointEntry]:
     """Record every weight file of ``folder`` whose run can be read from its path; returns the new entries."""
     models = models or (source.models if source else ())
     benchmarks = benchmarks or (source.benchmarks if source else ())
@@ -165,9 +168,14 @@ def index_folder(root: Path, folder: Path, source: Source | None, lock: LockFile
         sha = lock.entry(_lock_key(root, path)).get("sha256") or file_digests(path)["sha256"]
         entries.append(CheckpointEntry(*key, path=rel, sha256=sha, source=source.name if source else LOCAL_ORIGIN))
     index = load_index(root)
-    keep = [e for e in index["entries"] if tuple(e[k] for k in ("model", "backbone", "benchmark", "fold"))
-            not in {e.key for e in entries}]
-    index["entries"] = sorted(keep + [asdict(e) for e in entries], key=lambda e: (e["model"], e["benchmark"], e["backbone"], e["fold"]))
+    keep = [
+        e
+        for e in index["entries"]
+        if tuple(e[k] for k in ("model", "backbone", "benchmark", "fold")) not in {e.key for e in entries}
+    ]
+    index["entries"] = sorted(
+        keep + [asdict(e) for e in entries], key=lambda e: (e["model"], e["benchmark"], e["backbone"], e["fold"])
+    )
     index["unassigned"] = sorted(set(index.get("unassigned", [])) - {e.path for e in entries} | set(unassigned))
     save_index(root, index)
     return entries
@@ -188,7 +196,9 @@ def _pin_folder(root: Path, folder: Path, lock: LockFile, origin: str) -> None:
         pinned = lock.pinned(key, origin)
         if pinned and pinned != digests["sha256"]:
             path.unlink()
-            raise ChecksumError(f"{path} has sha256 {digests['sha256']}, but {pinned} was pinned in {lock.path}; deleted it")
+            raise ChecksumError(
+                f"{path} has sha256 {digests['sha256']}, but {pinned} was pinned in {lock.path}; deleted it"
+            )
         lock.record(key, path, digests, origin)
 
 
@@ -206,7 +216,7 @@ def _folder_intact(root: Path, folder: Path, lock: LockFile) -> bool:
             path.unlink()  # corrupt: fetched again (gdown skips the intact files)
             ok = False
     recorded = [k for k in lock.data["files"] if k.startswith(_lock_key(root, folder) + "/")]
-    missing = [k for k in recorded if not (root / k[len("checkpoints/"):]).exists()]
+    missing = [k for k in recorded if not (root / k[len("checkpoints/") :]).exists()]
     return ok and not missing
 
 
@@ -238,7 +248,9 @@ def acquire_folder(source: Source, root: Path, lock: LockFile, opts: FetchOption
                 try:
                     opts.gdrive.fetch_folder(drive_id, folder, retry=opts.retry, log=opts.log)
                 except DownloadError:
-                    opts.gdrive.fetch_file(drive_id, str(folder) + os.sep, retry=opts.retry, log=opts.log)  # gdown names it
+                    opts.gdrive.fetch_file(
+                        drive_id, str(folder) + os.sep, retry=opts.retry, log=opts.log
+                    )  # gdown names it
             _unpack_archives(folder, opts)
             _pin_folder(root, folder, lock, origin)
         except (DownloadError, ChecksumError) as err:
@@ -269,21 +281,29 @@ def _link_tree(src: Path, dest: Path) -> None:
 def select_sources(registry: Registry, model: str, benchmark: str | None) -> list[Source]:
     """The primary checkpoint sources of ``model`` (restricted to ``benchmark``)."""
     return [
-        s for s in registry.group("checkpoints", include_optional=True)
+        s
+        for s in registry.group("checkpoints", include_optional=True)
         if model in s.models and not s.fallback_for and (benchmark is None or benchmark in s.benchmarks)
     ]
 
 
 def fallbacks(registry: Registry, primary: Source, model: str, benchmark: str | None) -> list[Source]:
     return [
-        s for s in registry.group("checkpoints", include_optional=True)
+        s
+        for s in registry.group("checkpoints", include_optional=True)
         if s.fallback_for == primary.name and model in s.models and (benchmark is None or benchmark in s.benchmarks)
     ]
 
 
-def download_checkpoints(model: str, *, benchmark: str | None = None, data_root: Path | None = None,
-                         registry: Registry | None = None, opts: FetchOptions | None = None,
-                         from_dirs=()) -> list[CheckpointEntry]:
+def download_checkpoints(
+    model: str,
+    *,
+    benchmark: str | None = None,
+    data_root: Path | None = None,
+    registry: Registry | None = None,
+    opts: FetchOptions | None = None,
+    from_dirs=(),
+) -> list[CheckpointEntry]:
     """Fetch (or take from ``from_dirs``) the published weights of ``model`` and record them in the index.
 
     One process at a time fetches into a checkpoint folder and rewrites its index (``checkpoints.lock``); a
@@ -296,14 +316,20 @@ def download_checkpoints(model: str, *, benchmark: str | None = None, data_root:
     data_root = Path(data_root or default_data_root()).expanduser()
     root = checkpoint_root(data_root)
     root.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(lock_path_for(root), wait=True, holder_info=f"hmrepro download checkpoints --model {model}",
-                        subject=str(root), on_wait=opts.say):
+    with exclusive_lock(
+        lock_path_for(root),
+        wait=True,
+        holder_info=f"hmrepro download checkpoints --model {model}",
+        subject=str(root),
+        on_wait=opts.say,
+    ):
         lock = LockFile.for_data_root(data_root)
         return _download_locked(model, benchmark, registry, opts, root, lock, from_dirs)
 
 
-def _download_locked(model: str, benchmark: str | None, registry: Registry, opts: FetchOptions, root: Path,
-                     lock: LockFile, from_dirs) -> list[CheckpointEntry]:
+def _download_locked(
+    model: str, benchmark: str | None, registry: Registry, opts: FetchOptions, root: Path, lock: LockFile, from_dirs
+) -> list[CheckpointEntry]:
     bench = (benchmark,) if benchmark else ()
     entries: list[CheckpointEntry] = []
     if from_dirs:
@@ -315,7 +341,9 @@ def _download_locked(model: str, benchmark: str | None, registry: Registry, opts
         return entries
     sources = select_sources(registry, model, benchmark)
     if not sources:
-        raise MissingDataError(f"no published {model} weights{' for ' + benchmark if benchmark else ''} in {registry.origin}")
+        raise MissingDataError(
+            f"no published {model} weights{' for ' + benchmark if benchmark else ''} in {registry.origin}"
+        )
     failures: list[str] = []
     for source in sources:
         try:
@@ -339,8 +367,9 @@ def _download_locked(model: str, benchmark: str | None, registry: Registry, opts
     return entries
 
 
-def _fetch_and_index(source: Source, model: str, bench: tuple, root: Path, lock: LockFile,
-                     opts: FetchOptions) -> list[CheckpointEntry]:
+def _fetch_and_index(
+    source: Source, model: str, bench: tuple, root: Path, lock: LockFile, opts: FetchOptions
+) -> list[CheckpointEntry]:
     folder = acquire_folder(source, root, lock, opts)
     return index_folder(root, folder, source, lock, models=_models(source, model), benchmarks=bench)
 
@@ -351,8 +380,9 @@ def _models(source: Source, model: str) -> tuple[str, ...]:
 
 
 # -- resolving -----------------------------------------------------------------------------------------------
-def resolve_official_weights(model: str, backbone: str, benchmark: str, fold: int, *,
-                             data_root: Path | None = None) -> Path:
+def resolve_official_weights(
+    model: str, backbone: str, benchmark: str, fold: int, *, data_root: Path | None = None
+) -> Path:
     """The file of the authors' weights for this run (``hmrepro eval --weights official``).
 
     Raises :class:`MissingDataError` saying which command fetches it, or that the authors never published it.
@@ -367,19 +397,25 @@ def resolve_official_weights(model: str, backbone: str, benchmark: str, fold: in
         if (e["model"], e["backbone"], e["benchmark"], int(e["fold"])) == (model, backbone, benchmark, fold):
             path = root / e["path"]
             if not path.is_file():
-                raise MissingDataError(f"{path} (official {model} {backbone} {benchmark} fold {fold}) is gone; "
-                                       f"run `{fetch_command(model, benchmark)}`")
+                raise MissingDataError(
+                    f"{path} (official {model} {backbone} {benchmark} fold {fold}) is gone; "
+                    f"run `{fetch_command(model, benchmark)}`"
+                )
             lock = LockFile.for_data_root(root.parent)
             key = _lock_key(root, path)
             if not lock.is_fresh(key, path) and file_digests(path)["sha256"] != e["sha256"]:
-                raise CorruptFileError(f"{path} no longer matches the sha256 recorded at download; delete it and run "
-                                       f"`{fetch_command(model, benchmark)}`")
+                raise CorruptFileError(
+                    f"{path} no longer matches the sha256 recorded at download; delete it and run "
+                    f"`{fetch_command(model, benchmark)}`"
+                )
             return path
     published = published_checkpoints(model)
     if not any((p.backbone, p.benchmark) == (backbone, benchmark) for p in published):
         offered = ", ".join(f"{p.backbone} on {p.benchmark}" for p in published)
-        raise MissingDataError(f"the authors published no {model} weights for {backbone} on {benchmark} "
-                               f"(published: {offered}); train them with hmrepro instead")
+        raise MissingDataError(
+            f"the authors published no {model} weights for {backbone} on {benchmark} "
+            f"(published: {offered}); train them with hmrepro instead"
+        )
     raise MissingDataError(
         f"no official {model} weights for {backbone} {benchmark} fold {fold} in {index_path(root)}; fetch them with "
         f"`{fetch_command(model, benchmark)}` (add --data-root if your data root is elsewhere)"

@@ -131,8 +131,9 @@ def load_instances(path: Path) -> dict:
         raise CorruptFileError(f"{path} is not valid JSON ({err}); fetch it again") from None
 
 
-def generate_masks(instances_json: Path, out_dir: Path, *, workers: int = 1, progress: bool = True,
-                   console=None) -> MaskStats:
+def generate_masks(
+    instances_json: Path, out_dir: Path, *, workers: int = 1, progress: bool = True, console=None
+) -> MaskStats:
     """Write one class-mask PNG per image of ``instances_json`` into ``out_dir`` (existing PNGs are kept)."""
     tasks = plan(load_instances(instances_json))
     out_dir = Path(out_dir)
@@ -141,6 +142,7 @@ def generate_masks(instances_json: Path, out_dir: Path, *, workers: int = 1, pro
         stale.unlink()
     todo = [t for t in tasks if not (out_dir / mask_name(t.file_name)).is_file()]
     fn = functools.partial(write_one, out_dir=str(out_dir))
-    written = sum(run_tasks(fn, todo, workers=workers, description=f"masks {out_dir.name}", progress=progress,
-                            console=console))
+    written = sum(
+        run_tasks(fn, todo, workers=workers, description=f"masks {out_dir.name}", progress=progress, console=console)
+    )
     return MaskStats(images=len(tasks), written=written, skipped=len(tasks) - len(todo))

@@ -109,7 +109,9 @@ def _through_link(entry: Entry, links: set[str], archive: Path) -> None:
     for i, c in enumerate(comps):
         if c == "..":
             if not stack:
-                raise UnsafeArchiveError(f"{archive}: symlink entry {entry.name!r} -> {entry.link!r} leaves the target folder")
+                raise UnsafeArchiveError(
+                    f"{archive}: symlink entry {entry.name!r} -> {entry.link!r} leaves the target folder"
+                )
             stack.pop()
             continue
         stack.append(c)
@@ -195,18 +197,23 @@ def extract(archive: Path, dest: Path, *, marker: Path | None = None, progress: 
     ensure_free_space(dest, sum(e.size for e in pending if e.kind == "file"), f"extracting {archive.name}")
     is_zip = zipfile.is_zipfile(archive)
     opener = zipfile.ZipFile(archive) if is_zip else tarfile.open(archive)
-    with opener as ar, count_bar(f"extracting {archive.name}", len(pending), enabled=progress, console=console) as advance:
+    with (
+        opener as ar,
+        count_bar(f"extracting {archive.name}", len(pending), enabled=progress, console=console) as advance,
+    ):
         for e in pending:
             target = dest / e.path
             if e.path and not _inside(dest, target.parent if e.kind != "dir" else target):
-                raise UnsafeArchiveError(f"{archive}: entry {e.name!r} leaves the target folder through a link; refusing")
+                raise UnsafeArchiveError(
+                    f"{archive}: entry {e.name!r} leaves the target folder through a link; refusing"
+                )
             if e.kind == "dir":
                 target.mkdir(parents=True, exist_ok=True)
             elif e.kind == "file":
                 target.parent.mkdir(parents=True, exist_ok=True)
                 if target.is_symlink():
                     target.unlink()
-                with (ar.open(e.member) if is_zip else ar.extractfile(e.member)) as src:
+                with ar.open(e.member) if is_zip else ar.extractfile(e.member) as src:
                     _write_stream(src, target)
             elif e.kind == "symlink":
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -215,11 +222,15 @@ def extract(archive: Path, dest: Path, *, marker: Path | None = None, progress: 
                 os.symlink(e.link, target)
                 if not _inside(dest, target):
                     target.unlink()
-                    raise UnsafeArchiveError(f"{archive}: symlink entry {e.name!r} -> {e.link!r} leaves the target folder")
+                    raise UnsafeArchiveError(
+                        f"{archive}: symlink entry {e.name!r} -> {e.link!r} leaves the target folder"
+                    )
             elif e.kind == "hardlink":
                 source = dest / e.link
                 if not _inside(dest, source):
-                    raise UnsafeArchiveError(f"{archive}: hard-link entry {e.name!r} leaves the target folder; refusing")
+                    raise UnsafeArchiveError(
+                        f"{archive}: hard-link entry {e.name!r} leaves the target folder; refusing"
+                    )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.unlink(missing_ok=True)
                 shutil.copyfile(source, target)

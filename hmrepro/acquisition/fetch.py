@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import HmreproError, MissingDataError
+from ..locks import exclusive_lock, lock_path_for
 from .diskspace import ensure_free_space, human
 from .errors import ChecksumError, DownloadError, PermanentHTTPError
 from .gdrive import GDrive
 from .http import fetch_url, part_path
-from ..locks import exclusive_lock, lock_path_for
 from .lock import LockFile
 from .registry import Candidate, Source
 from .retry import RetryPolicy
@@ -95,8 +95,11 @@ def is_verified(source: Source, path: Path, lock: LockFile, *, rehash: bool = Tr
     exp = expected_for_origin(source, lock, entry.get("origin"))
     if lock.is_fresh(source.name, path):
         sha = entry["sha256"]
-        return ((not exp.sha256 or sha == exp.sha256) and (not exp.sha256_prefix or sha.startswith(exp.sha256_prefix))
-                and (not exp.md5 or entry.get("md5") == exp.md5))
+        return (
+            (not exp.sha256 or sha == exp.sha256)
+            and (not exp.sha256_prefix or sha.startswith(exp.sha256_prefix))
+            and (not exp.md5 or entry.get("md5") == exp.md5)
+        )
     if not rehash:
         return False
     try:
@@ -148,7 +151,9 @@ def take_local(source: Source, src: Path, dest: Path, lock: LockFile) -> Acquire
     try:
         digests = verify_file(src, exp)
     except ChecksumError as err:
-        raise ChecksumError(f"--from: {err}. This is not the expected {source.filename}; remove it or fix it.") from None
+        raise ChecksumError(
+            f"--from: {err}. This is not the expected {source.filename}; remove it or fix it."
+        ) from None
     pinned = lock.pinned_any(source.name)
     if not source.published and pinned and digests["sha256"] not in pinned:
         raise ChecksumError(
@@ -156,7 +161,9 @@ def take_local(source: Source, src: Path, dest: Path, lock: LockFile) -> Acquire
             f"{lock.path}. If yours is a legitimate other copy, delete the entry {source.name!r} from that file."
         )
     _link_or_copy(src, dest)
-    origin = next((o for o, s in lock.entry(source.name).get("origins", {}).items() if s == digests["sha256"]), LOCAL_ORIGIN)
+    origin = next(
+        (o for o, s in lock.entry(source.name).get("origins", {}).items() if s == digests["sha256"]), LOCAL_ORIGIN
+    )
     lock.record(source.name, dest, digests, origin)
     return Acquired(source, dest, "local", origin)
 
@@ -164,8 +171,17 @@ def take_local(source: Source, src: Path, dest: Path, lock: LockFile) -> Acquire
 def _fetch_candidate(source: Source, cand: Candidate, dest: Path, lock: LockFile, opts: FetchOptions) -> dict:
     exp = expected_for_origin(source, lock, cand.label)
     if cand.kind == "url":
-        return fetch_url(cand.location, dest, exp, retry=opts.retry, timeout=opts.timeout, progress=opts.progress,
-                         console=opts.console, refetches=opts.refetches, log=opts.log)
+        return fetch_url(
+            cand.location,
+            dest,
+            exp,
+            retry=opts.retry,
+            timeout=opts.timeout,
+            progress=opts.progress,
+            console=opts.console,
+            refetches=opts.refetches,
+            log=opts.log,
+        )
     tmp = dest.with_name(dest.name + ".gdown")
 
     def _transfer(path: Path) -> None:
@@ -191,8 +207,13 @@ def acquire(source: Source, data_root: Path, lock: LockFile, opts: FetchOptions 
     opts = opts or FetchOptions()
     dest = destination(source, data_root)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(lock_path_for(dest), wait=True, holder_info=f"hmrepro download of {source.filename}",
-                        subject=f"{dest}", on_wait=opts.say):
+    with exclusive_lock(
+        lock_path_for(dest),
+        wait=True,
+        holder_info=f"hmrepro download of {source.filename}",
+        subject=f"{dest}",
+        on_wait=opts.say,
+    ):
         lock.reload()  # the other process may have downloaded and pinned it meanwhile
         return _acquire_locked(source, dest, lock, opts)
 
@@ -211,7 +232,9 @@ def _acquire_locked(source: Source, dest: Path, lock: LockFile, opts: FetchOptio
         except ChecksumError as err:
             if primary:
                 raise
-            opts.say(f"{local} is not {source.filename} ({err}); ignoring it")  # e.g. COCO images vs masks train2014.zip
+            opts.say(
+                f"{local} is not {source.filename} ({err}); ignoring it"
+            )  # e.g. COCO images vs masks train2014.zip
     if source.kind == "manual" or not source.candidates:
         raise DownloadError(_manual_message(source, dest, []))
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -237,7 +260,9 @@ def _manual_message(source: Source, dest: Path, failures: list[str]) -> str:
     if pages:
         lines.append("Download it in a browser from one of: " + ", ".join(pages))
     names = " or ".join(source.accepted_names)
-    lines.append(f"then pass the folder that holds it (named {names}) with --from DIR; it is verified and linked to {dest}.")
+    lines.append(
+        f"then pass the folder that holds it (named {names}) with --from DIR; it is verified and linked to {dest}."
+    )
     return "\n".join(lines)
 
 
@@ -245,7 +270,9 @@ def require_verified(source: Source, data_root: Path, lock: LockFile, fetch_comm
     """The verified archive of ``source`` for extraction (no network). Missing or corrupt: an error saying what to run."""
     dest = destination(source, data_root)
     if not dest.exists():
-        raise MissingDataError(f"{dest} is missing. Fetch it with `{fetch_command}` (or add --from DIR if you have it).")
+        raise MissingDataError(
+            f"{dest} is missing. Fetch it with `{fetch_command}` (or add --from DIR if you have it)."
+        )
     require_readable_file(dest)
     if not is_verified(source, dest, lock):
         size = human(dest.stat().st_size)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import inspect
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .errors import DownloadError
 from .retry import RetryPolicy
@@ -50,7 +50,7 @@ class GDrive:
     quiet: bool = False
 
     @classmethod
-    def from_env(cls, **kwargs) -> "GDrive":
+    def from_env(cls, **kwargs) -> GDrive:
         kwargs.setdefault("file_url_template", os.environ.get(FILE_URL_ENV) or None)
         kwargs.setdefault("folder_url_template", os.environ.get(FOLDER_URL_ENV) or None)
         return cls(**kwargs)
@@ -107,20 +107,29 @@ class GDrive:
         result = self._retrying(
             f"Google-Drive file {self.describe(drive_id)}",
             retry,
-            lambda: _call(fn, output=out, quiet=self.quiet, resume=True, **self._target(self.file_url_template, drive_id)),
+            lambda: _call(
+                fn, output=out, quiet=self.quiet, resume=True, **self._target(self.file_url_template, drive_id)
+            ),
             log,
         )
         return Path(result) if isinstance(result, (str, os.PathLike)) else Path(output)
 
-    def fetch_folder(self, drive_id: str, output_dir: Path, *, retry: RetryPolicy = RetryPolicy(), log=None) -> list[Path]:
+    def fetch_folder(
+        self, drive_id: str, output_dir: Path, *, retry: RetryPolicy = RetryPolicy(), log=None
+    ) -> list[Path]:
         """Download Drive folder ``drive_id`` into ``output_dir`` (already complete files are skipped)."""
         fn = self._folder_fn()
         output_dir.mkdir(parents=True, exist_ok=True)
         result = self._retrying(
             f"Google-Drive folder {self.describe(drive_id, folder=True)}",
             retry,
-            lambda: _call(fn, output=str(output_dir), quiet=self.quiet, resume=True,
-                          **self._target(self.folder_url_template, drive_id)),
+            lambda: _call(
+                fn,
+                output=str(output_dir),
+                quiet=self.quiet,
+                resume=True,
+                **self._target(self.folder_url_template, drive_id),
+            ),
             log,
         )
         return [Path(p) for p in result] if isinstance(result, (list, tuple)) else []

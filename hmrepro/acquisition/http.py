@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import http.client
 import re
-import socket
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import __version__
 from .diskspace import ensure_free_space
@@ -52,8 +51,16 @@ def _total_from(resp, offset: int) -> int | None:
     return offset + int(length) if length and length.isdigit() else None
 
 
-def transfer_once(url: str, part: Path, *, size: int | None = None, timeout: float = 60.0, progress: bool = True,
-                  console=None, label: str | None = None) -> None:
+def transfer_once(
+    url: str,
+    part: Path,
+    *,
+    size: int | None = None,
+    timeout: float = 60.0,
+    progress: bool = True,
+    console=None,
+    label: str | None = None,
+) -> None:
     """One HTTP request that appends to (or restarts) ``part``. Raises :class:`TransientError` on a short body."""
     offset = part.stat().st_size if part.exists() else 0
     if size is not None and offset > size:  # longer than the file: cannot be a prefix of it
@@ -84,18 +91,22 @@ def transfer_once(url: str, part: Path, *, size: int | None = None, timeout: flo
         if size is not None and total is not None and total != size:
             raise ChecksumError(f"{url} has {total} bytes, but {size} are expected: a different file")
         if total is not None:
-            ensure_free_space(part.parent, total - offset, f"downloading {part.name[:-len('.part')]}")
+            ensure_free_space(part.parent, total - offset, f"downloading {part.name[: -len('.part')]}")
         length = resp.headers.get("Content-Length")
         remaining = int(length) if length and length.isdigit() else None
         received = 0
-        with open(part, mode) as f, byte_bar(label or part.name[: -len(".part")], total, enabled=progress,
-                                             console=console, completed=offset) as advance:
+        with (
+            open(part, mode) as f,
+            byte_bar(
+                label or part.name[: -len(".part")], total, enabled=progress, console=console, completed=offset
+            ) as advance,
+        ):
             while True:
                 try:
                     # read1: what has arrived (up to CHUNK), so a stall loses no byte already received; every
                     # block is in the .part file before the next read, and a resume continues after it
                     block = resp.read1(CHUNK)
-                except (http.client.IncompleteRead, ConnectionError, socket.timeout) as err:
+                except (TimeoutError, http.client.IncompleteRead, ConnectionError) as err:
                     partial = getattr(err, "partial", b"")
                     if partial:
                         f.write(partial)
@@ -110,9 +121,18 @@ def transfer_once(url: str, part: Path, *, size: int | None = None, timeout: flo
             raise TransientError(f"connection closed after {offset + received} of {offset + remaining} bytes")
 
 
-def transfer(url: str, part: Path, *, size: int | None = None, retry: RetryPolicy = RetryPolicy(),
-             timeout: float = 60.0, progress: bool = True, console=None, log: Callable[[str], None] | None = None,
-             label: str | None = None) -> None:
+def transfer(
+    url: str,
+    part: Path,
+    *,
+    size: int | None = None,
+    retry: RetryPolicy = RetryPolicy(),
+    timeout: float = 60.0,
+    progress: bool = True,
+    console=None,
+    log: Callable[[str], None] | None = None,
+    label: str | None = None,
+) -> None:
     """Bring ``part`` to the full remote file, resuming after every failure, ``retry.attempts`` times at most."""
     part.parent.mkdir(parents=True, exist_ok=True)
     last = None
@@ -120,20 +140,30 @@ def transfer(url: str, part: Path, *, size: int | None = None, retry: RetryPolic
         try:
             transfer_once(url, part, size=size, timeout=timeout, progress=progress, console=console, label=label)
             return
-        except (TransientError, urllib.error.URLError, http.client.HTTPException, ConnectionError,
-                socket.timeout) as err:
+        except (TimeoutError, TransientError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as err:
             last = err
             if attempt + 1 < retry.attempts:
                 if log:
-                    log(f"{url}: {err}; retrying in {retry.delay(attempt):.1f} s "
-                        f"(attempt {attempt + 2} of {retry.attempts}, resuming)")
+                    log(
+                        f"{url}: {err}; retrying in {retry.delay(attempt):.1f} s "
+                        f"(attempt {attempt + 2} of {retry.attempts}, resuming)"
+                    )
                 retry.wait(attempt)
     raise DownloadError(f"{url}: gave up after {retry.attempts} attempts: {last}")
 
 
-def fetch_url(url: str, dest: Path, expected: Expected = Expected(), *, retry: RetryPolicy = RetryPolicy(),
-              timeout: float = 60.0, progress: bool = True, console=None, refetches: int = 1,
-              log: Callable[[str], None] | None = None) -> dict[str, str]:
+def fetch_url(
+    url: str,
+    dest: Path,
+    expected: Expected = Expected(),
+    *,
+    retry: RetryPolicy = RetryPolicy(),
+    timeout: float = 60.0,
+    progress: bool = True,
+    console=None,
+    refetches: int = 1,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, str]:
     """Download ``url`` to ``dest`` (via ``dest.part``), verify it against ``expected``, rename atomically.
 
     A corrupt transfer (checksum mismatch) is deleted and fetched again ``refetches`` times before
@@ -142,7 +172,16 @@ def fetch_url(url: str, dest: Path, expected: Expected = Expected(), *, retry: R
     dest = Path(dest)
 
     def _transfer(part: Path) -> None:
-        transfer(url, part, size=expected.size, retry=retry, timeout=timeout, progress=progress, console=console,
-                 log=log, label=dest.name)
+        transfer(
+            url,
+            part,
+            size=expected.size,
+            retry=retry,
+            timeout=timeout,
+            progress=progress,
+            console=console,
+            log=log,
+            label=dest.name,
+        )
 
     return fetch_verified(_transfer, part_path(dest), dest, expected, refetches=refetches, on_corrupt=log)

@@ -11,8 +11,8 @@ import fnmatch
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import MissingDataError
 

@@ -33,7 +33,7 @@ class LockFile:
         self.data = self._load()
 
     @classmethod
-    def for_data_root(cls, data_root: Path) -> "LockFile":
+    def for_data_root(cls, data_root: Path) -> LockFile:
         return cls(Path(data_root) / LOCK_NAME)
 
     def _load(self) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from .progress import count_bar
 
@@ -13,8 +13,16 @@ def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 1)))
 
 
-def run_tasks(fn: Callable, tasks: list, *, workers: int = 1, description: str = "working", progress: bool = True,
-              console=None, chunksize: int = 16) -> Iterator:
+def run_tasks(
+    fn: Callable,
+    tasks: list,
+    *,
+    workers: int = 1,
+    description: str = "working",
+    progress: bool = True,
+    console=None,
+    chunksize: int = 16,
+) -> Iterator:
     """Yield ``fn(task)`` for every task (in any order). ``workers <= 1`` runs in this process.
 
     ``fn`` must be picklable (a module-level function or a functools.partial of one) when ``workers > 1``.

@@ -46,13 +46,22 @@ def prepare_coco(ctx: PrepareContext, registry: Registry, *, from_json: bool = F
         lines.append(place(ctx, registry[f"coco_{split}"], root / split, _images_of(split), f"{split} images"))
     if not from_json:
         for split in SPLITS:
-            lines.append(place(ctx, registry[f"coco_masks_{split}"], ann_dir / split, _masks_of(split), f"{split} masks"))
+            lines.append(
+                place(ctx, registry[f"coco_masks_{split}"], ann_dir / split, _masks_of(split), f"{split} masks")
+            )
         return lines
     lines.append(place_instances_json(ctx, registry, ann_dir))
     ctx.log(f"note: {APPROXIMATION_NOTE}")
     for split in SPLITS:
-        stats = generate_masks(ann_dir / f"instances_{split}.json", ann_dir / split, workers=ctx.workers,
-                               progress=ctx.progress, console=ctx.console)
-        lines.append(f"{ann_dir / split}: {stats.written} masks written, {stats.skipped} already there "
-                     f"({stats.images} images; regenerated, approximate)")
+        stats = generate_masks(
+            ann_dir / f"instances_{split}.json",
+            ann_dir / split,
+            workers=ctx.workers,
+            progress=ctx.progress,
+            console=ctx.console,
+        )
+        lines.append(
+            f"{ann_dir / split}: {stats.written} masks written, {stats.skipped} already there "
+            f"({stats.images} images; regenerated, approximate)"
+        )
     return lines

@@ -10,7 +10,6 @@ from .sbd import build_segclassaug
 from .steps import PrepareContext, extracted, place
 
 
-
 def prepare_pascal(ctx: PrepareContext, registry: Registry, *, from_sbd: bool = False, load_mat=None) -> list[str]:
     """Extract VOC 2012 and the augmented masks into place; ``from_sbd`` builds the masks from SBD instead."""
     root = Path(ctx.data_root)
@@ -22,10 +21,14 @@ def prepare_pascal(ctx: PrepareContext, registry: Registry, *, from_sbd: bool = 
         return lines
     sbd = registry["sbd_benchmark"]
     content = extracted(ctx, sbd)
-    cls_dir = find_dir(content, lambda d, dirs, files: d.name == "cls" and sum(f.endswith(".mat") for f in files),
-                       "SBD cls/ folder of .mat masks")
-    stats = build_segclassaug(voc, cls_dir, aug, load_mat=load_mat, workers=ctx.workers, progress=ctx.progress,
-                              console=ctx.console)
+    cls_dir = find_dir(
+        content,
+        lambda d, dirs, files: d.name == "cls" and sum(f.endswith(".mat") for f in files),
+        "SBD cls/ folder of .mat masks",
+    )
+    stats = build_segclassaug(
+        voc, cls_dir, aug, load_mat=load_mat, workers=ctx.workers, progress=ctx.progress, console=ctx.console
+    )
     remove_staging(root, sbd.name)
     mark_placed(root, "segclassaug_from_sbd", {"archive": sbd.filename, "target": str(aug)})
     lines.append(

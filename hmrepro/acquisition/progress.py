@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import (
@@ -20,21 +20,29 @@ _stderr = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def byte_bar(description: str, total: int | None, *, enabled: bool = True, console: Console | None = None,
-             completed: int = 0) -> Iterator[Callable[[int], None]]:
+def byte_bar(
+    description: str, total: int | None, *, enabled: bool = True, console: Console | None = None, completed: int = 0
+) -> Iterator[Callable[[int], None]]:
     """A bytes progress bar; yields ``advance(nbytes)``. Disabled: a no-op."""
     if not enabled:
         yield lambda n: None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console or _stderr, transient=False) as bar:
         task = bar.add_task(description, total=total, completed=completed)
         yield lambda n: bar.advance(task, n)
 
 
 @contextlib.contextmanager
-def count_bar(description: str, total: int | None, *, enabled: bool = True,
-              console: Console | None = None) -> Iterator[Callable[[int], None]]:
+def count_bar(
+    description: str, total: int | None, *, enabled: bool = True, console: Console | None = None
+) -> Iterator[Callable[[int], None]]:
     """An item-count progress bar; yields ``advance(n)``. Disabled: a no-op."""
     if not enabled:
         yield lambda n=1: None

@@ -14,8 +14,8 @@ except ModuleNotFoundError:  # Python 3.10
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..textfile import read_text
 from ..errors import HmreproError
+from ..textfile import read_text
 
 PACKAGED_REGISTRY = Path(__file__).resolve().parent / "sources.toml"
 GROUPS = ("pascal", "coco", "fss", "backbones", "checkpoints")

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -66,13 +66,23 @@ def _write(task: tuple[str, str, str], out_dir: str, load_mat: Callable) -> str:
     return kind
 
 
-def build_segclassaug(voc_dir: Path, sbd_cls_dir: Path, out_dir: Path, *, load_mat: Callable | None = None,
-                      workers: int = 1, progress: bool = True, console=None) -> AugStats:
+def build_segclassaug(
+    voc_dir: Path,
+    sbd_cls_dir: Path,
+    out_dir: Path,
+    *,
+    load_mat: Callable | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    console=None,
+) -> AugStats:
     """Write ``out_dir/<id>.png`` for every VOC or SBD id (existing PNGs are kept: resumable)."""
     voc_masks = {p.stem: p for p in (Path(voc_dir) / "SegmentationClass").glob("*.png")}
     sbd_masks = {p.stem: p for p in Path(sbd_cls_dir).glob("*.mat")}
     if not voc_masks:
-        raise MissingDataError(f"no VOC masks in {Path(voc_dir) / 'SegmentationClass'}; run `hmrepro prepare pascal` first")
+        raise MissingDataError(
+            f"no VOC masks in {Path(voc_dir) / 'SegmentationClass'}; run `hmrepro prepare pascal` first"
+        )
     if not sbd_masks:
         raise MissingDataError(f"no SBD .mat files in {sbd_cls_dir}")
     out_dir = Path(out_dir)
@@ -90,6 +100,7 @@ def build_segclassaug(voc_dir: Path, sbd_cls_dir: Path, out_dir: Path, *, load_m
             require_scipy()
         load_mat = load_sbd_mat
     fn = functools.partial(_write, out_dir=str(out_dir), load_mat=load_mat)
-    kinds = list(run_tasks(fn, tasks, workers=workers, description="SegmentationClassAug", progress=progress,
-                           console=console))
+    kinds = list(
+        run_tasks(fn, tasks, workers=workers, description="SegmentationClassAug", progress=progress, console=console)
+    )
     return AugStats(from_voc=kinds.count("voc"), from_sbd=kinds.count("sbd"), skipped=skipped)

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import MissingDataError
 from .extract import extract
 from .fetch import require_verified
-from .layout import IGNORED_DIRS, find_dir, is_placed, mark_placed, merge_move, non_empty_dir, remove_staging, staging_dir
+from .layout import (
+    IGNORED_DIRS,
+    find_dir,
+    is_placed,
+    mark_placed,
+    merge_move,
+    non_empty_dir,
+    remove_staging,
+    staging_dir,
+)
 from .lock import LockFile
 from .registry import Source
 

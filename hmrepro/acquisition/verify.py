@@ -84,7 +84,11 @@ def zip_problem(path: Path, expected: Expected) -> str | None:
         return None
     with open(path, "rb") as f:
         head = f.read(512).lower()
-    hint = " (it looks like an HTML page: the host refused the download)" if b"<html" in head or b"<!doctype" in head else ""
+    hint = (
+        " (it looks like an HTML page: the host refused the download)"
+        if b"<html" in head or b"<!doctype" in head
+        else ""
+    )
     return f"{path} is not a zip archive{hint}"
 
 
@@ -105,7 +109,11 @@ def verify_file(path: Path, expected: Expected, progress=None) -> dict[str, str]
     """
     path = Path(path)
     require_readable_file(path)
-    for check in (size_problem(path, expected), zip_problem(path, expected), member_problem(path, expected.expect_member)):
+    for check in (
+        size_problem(path, expected),
+        zip_problem(path, expected),
+        member_problem(path, expected.expect_member),
+    ):
         if check:
             raise ChecksumError(check)
     digests = file_digests(path, expected.algorithms(), progress=progress)
@@ -130,8 +138,9 @@ def deliver(tmp: Path, dest: Path, expected: Expected, progress=None) -> dict[st
     return digests
 
 
-def fetch_verified(transfer, tmp: Path, dest: Path, expected: Expected, *, refetches: int = 1,
-                   on_corrupt=None) -> dict[str, str]:
+def fetch_verified(
+    transfer, tmp: Path, dest: Path, expected: Expected, *, refetches: int = 1, on_corrupt=None
+) -> dict[str, str]:
     """Run ``transfer(tmp)`` until ``tmp`` verifies (at most ``1 + refetches`` complete transfers), then deliver it.
 
     ``on_corrupt(message)`` is told about every corrupt transfer that is fetched again.

@@ -6,7 +6,6 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.markup import escape
@@ -26,7 +25,7 @@ class SizeOf(str, Enum):
     support = "support"
 
 
-def _edges(value: Optional[str]) -> Optional[list[float]]:
+def _edges(value: str | None) -> list[float] | None:
     if value is None:
         return None
     try:
@@ -34,27 +33,37 @@ def _edges(value: Optional[str]) -> Optional[list[float]]:
     except ValueError:
         raise typer.BadParameter(f"{value!r}: give comma-separated fractions, e.g. 0,0.05,0.15,1") from None
     if len(edges) < 2 or edges != sorted(edges) or len(set(edges)) != len(edges) or edges[0] < 0 or edges[-1] > 1:
-        raise typer.BadParameter(f"{value!r}: give at least two increasing fractions between 0 and 1, e.g. 0,0.05,0.15,1")
+        raise typer.BadParameter(
+            f"{value!r}: give at least two increasing fractions between 0 and 1, e.g. 0,0.05,0.15,1"
+        )
     return edges
 
 
 @app.command("sizes")
 def sizes(
-    records: List[str] = typer.Argument(
-        ..., metavar="RECORD...",
+    records: list[str] = typer.Argument(
+        ...,
+        metavar="RECORD...",
         help="Two or more sets: each a record file, a folder of records (one per fold) or a glob pattern. The first "
         "is the baseline (e.g. FM), the others are compared with it (e.g. HM).",
         show_default=False,
-    ),  # fmt: skip
-    by: SizeOf = typer.Option(SizeOf.query, "--by", help="Bin by the query's foreground fraction or the supports' (mean over shots)."),
+    ),
+    by: SizeOf = typer.Option(
+        SizeOf.query, "--by", help="Bin by the query's foreground fraction or the supports' (mean over shots)."
+    ),
     bins: int = typer.Option(5, "--bins", min=1, max=50, help="Quantile bins of the first set's episodes."),
-    edges: Optional[str] = typer.Option(
-        None, "--edges", callback=_edges, show_default=False,
+    edges: str | None = typer.Option(
+        None,
+        "--edges",
+        callback=_edges,
+        show_default=False,
         help="Bin edges as foreground fractions instead of quantiles, e.g. 0,0.05,0.15,1 [default: quantiles].",
-    ),  # fmt: skip
+    ),
     resamples: int = typer.Option(2000, "--resamples", min=100, help="Bootstrap resamples per bin (and permutations)."),
     seed: int = SeedOption,
-    output: Path = typer.Option(Path("sizes.png"), "--output", "-o", callback=check_figure_path, help="Figure file (.png, .pdf or .svg)."),
+    output: Path = typer.Option(
+        Path("sizes.png"), "--output", "-o", callback=check_figure_path, help="Figure file (.png, .pdf or .svg)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the bins as JSON on stdout."),
 ) -> None:
     """mIoU per object-size bin for each set of records, the paired difference to the first set per bin with its
@@ -73,7 +82,9 @@ def sizes(
     from ..reporting.sizes import analyze_sizes, plot_sizes
 
     if len(records) < 2:
-        raise typer.BadParameter("give at least two sets of records: the baseline and the model compared with it", param_hint="RECORD...")
+        raise typer.BadParameter(
+            "give at least two sets of records: the baseline and the model compared with it", param_hint="RECORD..."
+        )
     sets = [load_set(spec) for spec in records]
     analysis = analyze_sizes(sets, by=by.value, bins=bins, edges=edges, resamples=resamples, seed=seed)
     path = plot_sizes(analysis, output)
@@ -91,7 +102,10 @@ def _print(analysis) -> None:
     from ..reporting.sizes import bin_label
 
     first = analysis.labels[0]
-    table = Table(title=f"mIoU by {analysis.by} object size ({analysis.resamples} resamples, seed {analysis.seed})", title_justify="left")
+    table = Table(
+        title=f"mIoU by {analysis.by} object size ({analysis.resamples} resamples, seed {analysis.seed})",
+        title_justify="left",
+    )
     table.add_column("size (fg share)")
     table.add_column("episodes", justify="right")
     for label in analysis.labels:
@@ -103,6 +117,8 @@ def _print(analysis) -> None:
             table.add_row(bin_label(b.low, b.high), "0", *["—"] * (2 * len(analysis.labels) - 1))
             continue
         values = [escape(f"{v.value:.1f} [{v.low:.1f}, {v.high:.1f}]") for v in b.values]
-        deltas = [escape(f"{d.delta_miou:+.1f} [{d.ci95[0]:+.1f}, {d.ci95[1]:+.1f}] p={d.p_value:.3f}") for d in b.deltas]
+        deltas = [
+            escape(f"{d.delta_miou:+.1f} [{d.ci95[0]:+.1f}, {d.ci95[1]:+.1f}] p={d.p_value:.3f}") for d in b.deltas
+        ]
         table.add_row(bin_label(b.low, b.high), str(b.episodes), *values, *deltas)
     Console().print(table)

@@ -13,18 +13,18 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 from .. import __version__
 from . import errors
 
-__all__ = ["app", "build_app", "main", "run"]
+__all__ = ["app", "build_app", "main", "run"]  # noqa: F822 - app is built on first use (module __getattr__)
 
 # Rich reads "[default: …]" in a help text as a (bad) markup tag and drops it; escaped, it is shown as written.
 _UNESCAPED_DEFAULT = re.compile(r"(?<!\\)\[(default:)")
 
 
-def escape_help_defaults(text: Optional[str]) -> Optional[str]:
+def escape_help_defaults(text: str | None) -> str | None:
     """``"Device [default: cuda]."`` → ``"Device \\[default: cuda]."`` (Rich then prints the brackets)."""
     return _UNESCAPED_DEFAULT.sub(r"\\[\1", text) if text else text
 
@@ -37,7 +37,7 @@ def _escape_tree(command) -> None:
         _escape_tree(sub)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def build_app():
     """The typer application with every command registered (imports typer and the command modules)."""
     import typer
@@ -109,11 +109,16 @@ def _register_root(application) -> None:
 
     @application.callback()
     def root(
-        version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+        version: bool = typer.Option(
+            False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
         debug: bool = typer.Option(
-            False, "--debug", callback=_debug, is_eager=True,
+            False,
+            "--debug",
+            callback=_debug,
+            is_eager=True,
             help="Show the Python traceback of an error (also: the environment variable HMREPRO_DEBUG=1).",
-        ),  # fmt: skip
+        ),
     ) -> None:
         """Reproduce, verify and extend HM: Hybrid Masking for Few-Shot Segmentation (ECCV 2022).
 
@@ -123,7 +128,7 @@ def _register_root(application) -> None:
         """
 
 
-def run(args: Optional[Sequence[str]] = None) -> int:
+def run(args: Sequence[str] | None = None) -> int:
     """Run ``hmrepro ARGS`` in this process through the error boundary; returns the exit status."""
     return errors.run(args, app_factory=build_app)
 

@@ -13,15 +13,22 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 
 from ..models.cards import list_cards
 from .common import (
-    BenchmarkName, DataRootOption, FoldOption, ImageCacheOption, ShotOption, SplitsOption, check_backbone,
-    check_device, console, report_saved,
+    BenchmarkName,
+    DataRootOption,
+    FoldOption,
+    ImageCacheOption,
+    ShotOption,
+    SplitsOption,
+    check_backbone,
+    check_device,
+    console,
+    report_saved,
 )
 
 BenchFamily = Enum("BenchFamily", {card.family: card.family for card in list_cards()}, type=str)
@@ -32,10 +39,29 @@ app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
 @app.callback(invoke_without_command=True)
 def bench_command(
     ctx: typer.Context,
-    model: BenchFamily = typer.Option(BenchFamily.hsnet, "--model", "-m", help="Model family: its FM variant (e.g. hsnet) is timed against its HM variant (hsnet-hm)."),
-    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
-    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side in pixels [default: the family's COCO-20i size, 400; VAT 417].", show_default=False),
+    model: BenchFamily = typer.Option(
+        BenchFamily.hsnet,
+        "--model",
+        "-m",
+        help="Model family: its FM variant (e.g. hsnet) is timed against its HM variant (hsnet-hm).",
+    ),
+    backbone: str = typer.Option(
+        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
+    ),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        callback=check_device,
+        help="cpu, cuda or cuda:N [default: cuda if available].",
+        show_default=False,
+    ),
+    img_size: int | None = typer.Option(
+        None,
+        "--img-size",
+        min=16,
+        help="Image side in pixels [default: the family's COCO-20i size, 400; VAT 417].",
+        show_default=False,
+    ),
     runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per model; the median is reported."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per model."),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench records."),
@@ -63,9 +89,14 @@ def bench_command(
     from ..engine.bench import bench, overhead_pct
 
     records = bench(
-        model.value, backbone=backbone, device=device, img_size=img_size, runs=runs, warmup=warmup,
+        model.value,
+        backbone=backbone,
+        device=device,
+        img_size=img_size,
+        runs=runs,
+        warmup=warmup,
         results_dir=None if no_record else results,
-    )  # fmt: skip
+    )
     table = Table(title=f"{model.value} ({backbone}), {records[0]['img_size']} px, 1-shot, {records[0]['device_name']}")
     for col in ("model", "masking", "secs/image (median)", "min", "runs"):
         table.add_column(col, justify="left" if col in ("model", "masking") else "right")
@@ -79,7 +110,7 @@ def bench_command(
     report_saved(records, no_record)
 
 
-def _model_name(value: Optional[str]) -> Optional[str]:
+def _model_name(value: str | None) -> str | None:
     from .train import _model_name as known_model
 
     return known_model(value)
@@ -99,21 +130,53 @@ def _memory_line(record: dict) -> str:
 
 @app.command("model")
 def model_command(
-    model: str = typer.Option(..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."),
+    model: str = typer.Option(
+        ..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."
+    ),
     shot: int = typer.Option(1, "--shot", "-k", min=1, max=10, help="Support images per episode."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: the model's size for --benchmark].", show_default=False),
-    benchmark: BenchmarkName = typer.Option(BenchmarkName.coco, "--benchmark", "-b", help="Whose decoder (VAT) and image size."),
+    img_size: int | None = typer.Option(
+        None, "--img-size", min=16, help="Image side [default: the model's size for --benchmark].", show_default=False
+    ),
+    benchmark: BenchmarkName = typer.Option(
+        BenchmarkName.coco, "--benchmark", "-b", help="Whose decoder (VAT) and image size."
+    ),
     bsz: int = typer.Option(1, "--bsz", min=1, help="Episodes per batch."),
-    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
-    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
+    backbone: str = typer.Option(
+        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
+    ),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        callback=check_device,
+        help="cpu, cuda or cuda:N [default: cuda if available].",
+        show_default=False,
+    ),
     runs: int = typer.Option(3, "--runs", min=1, help="Timed episodes; the median is reported."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed episodes first."),
     amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
-    channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last", help="Channels-last query images (recorded)."),
-    profile: bool = typer.Option(True, "--profile/--no-profile", help="One more episode under torch.profiler for the breakdown."),
-    multi_scale: bool = typer.Option(False, "--multi-scale/--single-scale", help="CRCNet: 0.75, 1 and 1.25 x the image size, probabilities averaged (recorded)."),
-    kshot: Optional[str] = typer.Option(None, "--kshot", help="CRCNet K-shot method: finetune-fusion, finetune or fusion (recorded) [default: finetune-fusion].", show_default=False),
-    model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments, 'key=value;...' (e.g. CRCNet's 'finetune_steps=5'; recorded) [default: none].", show_default=False),
+    channels_last: bool = typer.Option(
+        False, "--channels-last/--no-channels-last", help="Channels-last query images (recorded)."
+    ),
+    profile: bool = typer.Option(
+        True, "--profile/--no-profile", help="One more episode under torch.profiler for the breakdown."
+    ),
+    multi_scale: bool = typer.Option(
+        False,
+        "--multi-scale/--single-scale",
+        help="CRCNet: 0.75, 1 and 1.25 x the image size, probabilities averaged (recorded).",
+    ),
+    kshot: str | None = typer.Option(
+        None,
+        "--kshot",
+        help="CRCNet K-shot method: finetune-fusion, finetune or fusion (recorded) [default: finetune-fusion].",
+        show_default=False,
+    ),
+    model_args: str | None = typer.Option(
+        None,
+        "--model-args",
+        help="Constructor arguments, 'key=value;...' (e.g. CRCNet's 'finetune_steps=5'; recorded) [default: none].",
+        show_default=False,
+    ),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
@@ -135,11 +198,22 @@ def model_command(
     from ..engine.inference import MULTI_SCALES
 
     record = bench_model(
-        model, shot=shot, backbone=backbone, benchmark=benchmark.value, img_size=img_size, bsz=bsz, device=device,
-        runs=runs, warmup=warmup, bf16=amp, channels_last=channels_last, profile=profile,
-        results_dir=None if no_record else results, inference={"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot},
+        model,
+        shot=shot,
+        backbone=backbone,
+        benchmark=benchmark.value,
+        img_size=img_size,
+        bsz=bsz,
+        device=device,
+        runs=runs,
+        warmup=warmup,
+        bf16=amp,
+        channels_last=channels_last,
+        profile=profile,
+        results_dir=None if no_record else results,
+        inference={"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot},
         model_args=model_args or "",
-    )  # fmt: skip
+    )
     out = Console(stderr=as_json)
     title = f"{model} ({backbone}), {record['img_size']} px, {shot}-shot, batch {bsz}, {record['precision']}, {record['device_name']}"
     out.print(f"[bold]{title}[/]")
@@ -157,7 +231,9 @@ def model_command(
             secs = breakdown["stages"][stage]
             table.add_row(stage, f"{secs:.3f}", f"{100 * secs / max(breakdown['profiled_secs'], 1e-9):.0f}%")
         out.print(table)
-        out.print("slowest ops (self time): " + ", ".join(f"{op['op']} {op['secs']:.3f} s" for op in breakdown["top_ops"][:5]))
+        out.print(
+            "slowest ops (self time): " + ", ".join(f"{op['op']} {op['secs']:.3f} s" for op in breakdown["top_ops"][:5])
+        )
     if as_json:
         _print_json(record)
     report_saved([record], no_record)
@@ -165,21 +241,39 @@ def model_command(
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Option(..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."),
+    model: str = typer.Option(
+        ..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."
+    ),
     benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark folder to read."),
     fold: int = FoldOption,
     shot: int = ShotOption,
     episodes: int = typer.Option(20, "--episodes", min=1, help="The first N of the fold's fixed episodes."),
     weights: str = typer.Option("random", "--weights", "-w", help="'random', a checkpoint file or a run folder."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: the model's card].", show_default=False),
-    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Episodes per batch through the model [default: the recipe's: 1, ASNet 12].", show_default=False),
+    img_size: int | None = typer.Option(
+        None, "--img-size", min=16, help="Image side [default: the model's card].", show_default=False
+    ),
+    bsz: int | None = typer.Option(
+        None,
+        "--bsz",
+        min=1,
+        help="Episodes per batch through the model [default: the recipe's: 1, ASNet 12].",
+        show_default=False,
+    ),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA)."),
     image_cache_mib: int = ImageCacheOption,
-    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
-    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
+    backbone: str = typer.Option(
+        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
+    ),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        callback=check_device,
+        help="cpu, cuda or cuda:N [default: cuda if available].",
+        show_default=False,
+    ),
     amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
@@ -194,10 +288,23 @@ def eval_command(
     from ..engine.bench_run import bench_eval
 
     record = bench_eval(
-        model, benchmark.value, fold=fold, shot=shot, episodes=episodes, weights=weights, backbone=backbone,
-        img_size=img_size, bsz=bsz, workers=workers, device=device, amp=amp, data_root=data_root, splits=splits,
-        results_dir=None if no_record else results, image_cache_mib=image_cache_mib,
-    )  # fmt: skip
+        model,
+        benchmark.value,
+        fold=fold,
+        shot=shot,
+        episodes=episodes,
+        weights=weights,
+        backbone=backbone,
+        img_size=img_size,
+        bsz=bsz,
+        workers=workers,
+        device=device,
+        amp=amp,
+        data_root=data_root,
+        splits=splits,
+        results_dir=None if no_record else results,
+        image_cache_mib=image_cache_mib,
+    )
     console.print(
         f"[bold]{model}[/] on {benchmark.value} fold {fold}, {shot}-shot, {record['img_size']} px, batch {record['bsz']}, "
         f"{workers} workers, {record['precision']}, {record['device_name']}: {record['episodes_per_sec']:.3f} episodes/s "
@@ -223,14 +330,28 @@ def _cache_line(record: dict) -> str:
 
 @app.command("train")
 def train_command(
-    model: str = typer.Option(..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."),
-    benchmark: BenchmarkName = typer.Option(BenchmarkName.pascal, "--benchmark", "-b", help="Whose recipe (batch, image size)."),
+    model: str = typer.Option(
+        ..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."
+    ),
+    benchmark: BenchmarkName = typer.Option(
+        BenchmarkName.pascal, "--benchmark", "-b", help="Whose recipe (batch, image size)."
+    ),
     iterations: int = typer.Option(3, "--iterations", min=1, help="Timed iterations; the median is reported."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed iterations first."),
-    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Batch [default: the recipe's].", show_default=False),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: the recipe's].", show_default=False),
-    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
-    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda or cuda:N [default: cuda if available].", show_default=False),
+    bsz: int | None = typer.Option(None, "--bsz", min=1, help="Batch [default: the recipe's].", show_default=False),
+    img_size: int | None = typer.Option(
+        None, "--img-size", min=16, help="Image side [default: the recipe's].", show_default=False
+    ),
+    backbone: str = typer.Option(
+        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
+    ),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        callback=check_device,
+        help="cpu, cuda or cuda:N [default: cuda if available].",
+        show_default=False,
+    ),
     amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
@@ -248,9 +369,17 @@ def train_command(
     from ..engine.bench_run import bench_train
 
     record = bench_train(
-        model, benchmark.value, iterations=iterations, warmup=warmup, bsz=bsz, img_size=img_size, backbone=backbone,
-        device=device, bf16=amp, results_dir=None if no_record else results,
-    )  # fmt: skip
+        model,
+        benchmark.value,
+        iterations=iterations,
+        warmup=warmup,
+        bsz=bsz,
+        img_size=img_size,
+        backbone=backbone,
+        device=device,
+        bf16=amp,
+        results_dir=None if no_record else results,
+    )
     console.print(
         f"[bold]{model}[/] training, batch {record['bsz']} (recipe {record['recipe_bsz']}), {record['img_size']} px, "
         f"{record['precision']}, {record['device_name']}: {record['iterations_per_sec']:.3f} iterations/s "

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -37,7 +36,9 @@ SplitsOption = typer.Option(
 )
 
 ImageCacheOption = typer.Option(
-    DEFAULT_IMAGE_CACHE_MIB, "--image-cache-mib", min=0,
+    DEFAULT_IMAGE_CACHE_MIB,
+    "--image-cache-mib",
+    min=0,
     help="MiB of decoded, resized images kept per loading process (each --workers process has its own; 0: off). "
     "Queries and supports recur across a fold's episodes; results are identical either way.",
 )
@@ -52,7 +53,7 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def optional_path(value: Optional[Path]) -> Optional[Path]:
+def optional_path(value: Path | None) -> Path | None:
     return value.expanduser() if value is not None else None
 
 
@@ -61,7 +62,7 @@ def optional_path(value: Optional[Path]) -> Optional[Path]:
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
-def check_backbone(value: Optional[str]) -> Optional[str]:
+def check_backbone(value: str | None) -> str | None:
     """``--backbone``: one of the backbones every model family is built on."""
     from ..models.cards import ALL_BACKBONES
 
@@ -70,7 +71,7 @@ def check_backbone(value: Optional[str]) -> Optional[str]:
     return value
 
 
-def check_device(value: Optional[str]) -> Optional[str]:
+def check_device(value: str | None) -> str | None:
     """``--device``: cpu, cuda, cuda:N or auto (whether CUDA is there is checked when the device is opened)."""
     if value is None:
         return value
@@ -80,7 +81,7 @@ def check_device(value: Optional[str]) -> Optional[str]:
     raise typer.BadParameter(f"{value!r} is not a device; choose one of cpu, cuda, cuda:N (N = 0, 1, ...), auto")
 
 
-def check_figure_path(value: Optional[Path]) -> Optional[Path]:
+def check_figure_path(value: Path | None) -> Path | None:
     """``--output`` of a figure: its suffix names the format."""
     if value is not None and value.suffix.lower() not in FIGURE_SUFFIXES:
         raise typer.BadParameter(
@@ -100,6 +101,8 @@ def report_saved(records: list[dict], no_record: bool) -> None:
         console.print(f"records: {', '.join(saved)}", soft_wrap=True, highlight=False)
     failures = sorted({r["save_error"] for r in records if "save_error" in r})
     for failure in failures:
-        console.print(f"[bold red]error:[/] {failure}; the numbers above were not saved", highlight=False, soft_wrap=True)
+        console.print(
+            f"[bold red]error:[/] {failure}; the numbers above were not saved", highlight=False, soft_wrap=True
+        )
     if failures:
         raise typer.Exit(1)

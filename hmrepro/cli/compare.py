@@ -14,8 +14,15 @@ SeedOption = typer.Option(0, "--seed", min=0, help="Seed of the resampling (same
 
 
 def compare(
-    a: str = typer.Argument(..., metavar="A", help="Record file, folder of records (one per fold) or glob pattern: the baseline.", show_default=False),
-    b: str = typer.Argument(..., metavar="B", help="The same for the model compared with A (the difference is B − A).", show_default=False),
+    a: str = typer.Argument(
+        ...,
+        metavar="A",
+        help="Record file, folder of records (one per fold) or glob pattern: the baseline.",
+        show_default=False,
+    ),
+    b: str = typer.Argument(
+        ..., metavar="B", help="The same for the model compared with A (the difference is B − A).", show_default=False
+    ),
     resamples: int = ResamplesOption,
     seed: int = SeedOption,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -51,19 +58,37 @@ def compare(
 
 
 def _print(result, label_a: str, label_b: str, folds: list[int]) -> None:
-    table = Table(title=f"B − A over {result.episodes} paired episodes, fold(s) {', '.join(map(str, folds))}", title_justify="left")
+    table = Table(
+        title=f"B − A over {result.episodes} paired episodes, fold(s) {', '.join(map(str, folds))}",
+        title_justify="left",
+    )
     for column in ("metric", f"A: {label_a}", f"B: {label_b}", "B − A", "95% interval", "p (permutation)"):
         table.add_column(column, justify="left" if column == "metric" else "right")
-    table.add_row("mIoU", f"{result.miou_a:.2f}", f"{result.miou_b:.2f}", f"{result.delta_miou:+.2f}", _interval(result.ci95), _p(result.p_value))
     table.add_row(
-        "FB-IoU", f"{result.fb_iou_a:.2f}", f"{result.fb_iou_b:.2f}", f"{result.delta_fb_iou:+.2f}",
-        _interval(result.ci95_fb_iou), _p(result.p_value_fb_iou),
-    )  # fmt: skip
+        "mIoU",
+        f"{result.miou_a:.2f}",
+        f"{result.miou_b:.2f}",
+        f"{result.delta_miou:+.2f}",
+        _interval(result.ci95),
+        _p(result.p_value),
+    )
+    table.add_row(
+        "FB-IoU",
+        f"{result.fb_iou_a:.2f}",
+        f"{result.fb_iou_b:.2f}",
+        f"{result.delta_fb_iou:+.2f}",
+        _interval(result.ci95_fb_iou),
+        _p(result.p_value_fb_iou),
+    )
     from rich.console import Console
 
     out = Console()
     out.print(table)
-    verdict = "excludes 0: B differs from A beyond the episode draw" if result.ci95[0] > 0 or result.ci95[1] < 0 else "contains 0: no difference beyond the episode draw"
+    verdict = (
+        "excludes 0: B differs from A beyond the episode draw"
+        if result.ci95[0] > 0 or result.ci95[1] < 0
+        else "contains 0: no difference beyond the episode draw"
+    )
     out.print(
         f"mIoU interval {verdict} ({result.resamples} resamples, seed {result.seed}; training noise not included)",
         highlight=False,

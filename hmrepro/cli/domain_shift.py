@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-from .common import check_backbone, check_device, DataRootOption, ShotOption, SplitsOption, console, report_saved
+from .common import DataRootOption, ShotOption, SplitsOption, check_backbone, check_device, console, report_saved
 from .eval import FoldChoice, print_table
 from .progress import RichProgress
 from .train import _model_name
@@ -17,36 +16,65 @@ from .train import _model_name
 
 def domain_shift(
     model: str = typer.Argument(
-        ..., callback=_model_name, help="Model trained on COCO-20i: hsnet-hm, vat-hm, hsnet, vat, ...", show_default=False
+        ...,
+        callback=_model_name,
+        help="Model trained on COCO-20i: hsnet-hm, vat-hm, hsnet, vat, ...",
+        show_default=False,
     ),
     weights: str = typer.Option(
-        ..., "--weights", "-w",
+        ...,
+        "--weights",
+        "-w",
         help="COCO-20i checkpoint file or run folder ({fold} in the path for --fold all), 'official' (the authors' "
         "COCO-20i checkpoint) or 'random' (untrained, for checks).",
-    ),  # fmt: skip
-    fold: FoldChoice = typer.Option(FoldChoice.f0, "--fold", "-f", help="COCO-20i fold of the model, or all (the paper's mean)."),
+    ),
+    fold: FoldChoice = typer.Option(
+        FoldChoice.f0, "--fold", "-f", help="COCO-20i fold of the model, or all (the paper's mean)."
+    ),
     shot: int = ShotOption,
-    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
-    img_size: Optional[int] = typer.Option(
-        None, "--img-size", min=16,
+    backbone: str = typer.Option(
+        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
+    ),
+    img_size: int | None = typer.Option(
+        None,
+        "--img-size",
+        min=16,
         help="Image side [default: the size the checkpoint trained at, else the model's COCO recipe (400 for HSNet)].",
         show_default=False,
-    ),  # fmt: skip
-    episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="Only the first N of the 1000 fixed episodes (quick checks) [default: all].", show_default=False),
+    ),
+    episodes: int | None = typer.Option(
+        None,
+        "--episodes",
+        min=1,
+        help="Only the first N of the 1000 fixed episodes (quick checks) [default: all].",
+        show_default=False,
+    ),
     episode_seed: int = typer.Option(
-        0, "--episode-seed", min=0,
+        0,
+        "--episode-seed",
+        min=0,
         help="Another draw of the episodes by the same protocol (0: hmrepro's fixed domain-shift episodes). Records "
         "say so and fill no table cell.",
-    ),  # fmt: skip
-    bsz: int = typer.Option(1, "--bsz", min=1, help="Episodes per batch through the model (1 as the authors; README, Batched evaluation)."),
+    ),
+    bsz: int = typer.Option(
+        1, "--bsz", min=1, help="Episodes per batch through the model (1 as the authors; README, Batched evaluation)."
+    ),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
-    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
-    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        callback=check_device,
+        help="cpu, cuda, cuda:1 ... [default: cuda if available].",
+        show_default=False,
+    ),
+    pretrained: bool = typer.Option(
+        True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."
+    ),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the result records."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not write result records."),
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON on stdout."),
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
     """Test a COCO-20i model on PASCAL VOC (domain shift, Table 4 of the HM paper); one record per fold.
@@ -72,10 +100,23 @@ def domain_shift(
         console.print("[yellow]note:[/] records of random weights (origin 'random') never show in `hmrepro table 4`")
     with RichProgress(progress) as bars:
         records = evaluate_domain_shift(
-            model, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size, data_root=data_root,
-            splits=splits, results_dir=None if no_record else results, device=device, bsz=bsz, workers=workers,
-            episodes=episodes, pretrained=pretrained, progress=bars, episode_seed=episode_seed,
-        )  # fmt: skip
+            model,
+            fold.value,
+            shot,
+            weights=weights,
+            backbone=backbone,
+            img_size=img_size,
+            data_root=data_root,
+            splits=splits,
+            results_dir=None if no_record else results,
+            device=device,
+            bsz=bsz,
+            workers=workers,
+            episodes=episodes,
+            pretrained=pretrained,
+            progress=bars,
+            episode_seed=episode_seed,
+        )
     print_table(records, f"{model} ({backbone}) COCO-20i → PASCAL, {shot}-shot", to_stderr=as_json)
     if as_json:
         json.dump(records, sys.stdout, indent=2)

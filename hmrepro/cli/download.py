@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 from rich.table import Table
@@ -44,12 +43,16 @@ FromOption = typer.Option(
 OnlyOption = typer.Option(None, "--only", help="Fetch only these sources (names as shown by --list). Repeatable.")
 ListOption = typer.Option(False, "--list", help="Show what would be fetched (sizes, checksums, mirrors) and exit.")
 RetriesOption = typer.Option(5, "--retries", min=1, help="Attempts per mirror (a broken transfer resumes).")
-DelayOption = typer.Option(2.0, "--retry-delay", min=0.0, help="First wait between attempts in seconds (doubles each time).")
-TimeoutOption = typer.Option(60.0, "--timeout", min=1.0, help="Seconds without data before a connection counts as broken.")
+DelayOption = typer.Option(
+    2.0, "--retry-delay", min=0.0, help="First wait between attempts in seconds (doubles each time)."
+)
+TimeoutOption = typer.Option(
+    60.0, "--timeout", min=1.0, help="Seconds without data before a connection counts as broken."
+)
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
-def _options(from_: Optional[List[Path]], retries: int, delay: float, timeout: float, quiet: bool) -> FetchOptions:
+def _options(from_: list[Path] | None, retries: int, delay: float, timeout: float, quiet: bool) -> FetchOptions:
     return FetchOptions(
         retry=RetryPolicy(attempts=retries, base_delay=delay),
         timeout=timeout,
@@ -76,12 +79,18 @@ def _list(sources: list[Source], data_root: Path) -> None:
     for col in ("name", "file", "size", "checksum", "mirrors", "destination"):
         table.add_column(col)
     for s in sources:
-        table.add_row(s.name, s.filename, human(s.size) if s.size else "?", _checksum_text(s), str(len(s.candidates)),
-                      str(destination(s, data_root)))
+        table.add_row(
+            s.name,
+            s.filename,
+            human(s.size) if s.size else "?",
+            _checksum_text(s),
+            str(len(s.candidates)),
+            str(destination(s, data_root)),
+        )
     console.print(table)
 
 
-def _select(registry: Registry, group: str, extra: list[str], only: Optional[List[str]]) -> list[Source]:
+def _select(registry: Registry, group: str, extra: list[str], only: list[str] | None) -> list[Source]:
     sources = registry.group(group) + [registry[n] for n in extra]
     if only:
         sources = [registry[n] for n in only]
@@ -107,7 +116,7 @@ def fetch_sources(sources: list[Source], data_root: Path, opts: FetchOptions) ->
             console.print(table)
 
 
-def _run(group: str, data_root: Optional[Path], from_, only, list_, retries, delay, timeout, quiet, extra=()) -> Path:
+def _run(group: str, data_root: Path | None, from_, only, list_, retries, delay, timeout, quiet, extra=()) -> Path:
     root = resolve_data_root(data_root)
     sources = _select(load_registry(), group, list(extra), only)
     if list_:
@@ -119,10 +128,12 @@ def _run(group: str, data_root: Optional[Path], from_, only, list_, retries, del
 
 @app.command("pascal")
 def pascal(
-    data_root: Optional[Path] = DataRootOption,
-    from_: Optional[List[Path]] = FromOption,
-    with_sbd: bool = typer.Option(False, "--with-sbd", help="Also fetch the SBD release (for `hmrepro prepare pascal --from-sbd`)."),
-    only: Optional[List[str]] = OnlyOption,
+    data_root: Path | None = DataRootOption,
+    from_: list[Path] | None = FromOption,
+    with_sbd: bool = typer.Option(
+        False, "--with-sbd", help="Also fetch the SBD release (for `hmrepro prepare pascal --from-sbd`)."
+    ),
+    only: list[str] | None = OnlyOption,
     list_: bool = ListOption,
     retries: int = RetriesOption,
     retry_delay: float = DelayOption,
@@ -133,17 +144,29 @@ def pascal(
 
     Example: [bold]hmrepro download pascal --data-root ~/data && hmrepro prepare pascal --data-root ~/data[/]
     """
-    root = _run("pascal", data_root, from_, only, list_, retries, retry_delay, timeout, quiet,
-                extra=["sbd_benchmark"] if with_sbd else [])
+    root = _run(
+        "pascal",
+        data_root,
+        from_,
+        only,
+        list_,
+        retries,
+        retry_delay,
+        timeout,
+        quiet,
+        extra=["sbd_benchmark"] if with_sbd else [],
+    )
     console.print(f"next: [bold]hmrepro prepare pascal --data-root {root}{' --from-sbd' if with_sbd else ''}[/]")
 
 
 @app.command("coco")
 def coco(
-    data_root: Optional[Path] = DataRootOption,
-    from_: Optional[List[Path]] = FromOption,
-    with_json: bool = typer.Option(False, "--with-json", help="Also fetch annotations_trainval2014.zip (for `prepare coco --from-json`)."),
-    only: Optional[List[str]] = OnlyOption,
+    data_root: Path | None = DataRootOption,
+    from_: list[Path] | None = FromOption,
+    with_json: bool = typer.Option(
+        False, "--with-json", help="Also fetch annotations_trainval2014.zip (for `prepare coco --from-json`)."
+    ),
+    only: list[str] | None = OnlyOption,
     list_: bool = ListOption,
     retries: int = RetriesOption,
     retry_delay: float = DelayOption,
@@ -157,16 +180,26 @@ def coco(
 
     Example: [bold]hmrepro download coco --from ~/Downloads && hmrepro prepare coco[/]
     """
-    root = _run("coco", data_root, from_, only, list_, retries, retry_delay, timeout, quiet,
-                extra=["coco_annotations2014"] if with_json else [])
+    root = _run(
+        "coco",
+        data_root,
+        from_,
+        only,
+        list_,
+        retries,
+        retry_delay,
+        timeout,
+        quiet,
+        extra=["coco_annotations2014"] if with_json else [],
+    )
     console.print(f"next: [bold]hmrepro prepare coco --data-root {root}[/]")
 
 
 @app.command("fss")
 def fss(
-    data_root: Optional[Path] = DataRootOption,
-    from_: Optional[List[Path]] = FromOption,
-    only: Optional[List[str]] = OnlyOption,
+    data_root: Path | None = DataRootOption,
+    from_: list[Path] | None = FromOption,
+    only: list[str] | None = OnlyOption,
     list_: bool = ListOption,
     retries: int = RetriesOption,
     retry_delay: float = DelayOption,
@@ -183,10 +216,12 @@ def fss(
 
 @app.command("backbones")
 def backbones(
-    data_root: Optional[Path] = DataRootOption,
-    from_: Optional[List[Path]] = FromOption,
-    legacy: bool = typer.Option(False, "--legacy", help="Also fetch the torchvision <= 0.9 ResNet files the authors' environments used."),
-    only: Optional[List[str]] = OnlyOption,
+    data_root: Path | None = DataRootOption,
+    from_: list[Path] | None = FromOption,
+    legacy: bool = typer.Option(
+        False, "--legacy", help="Also fetch the torchvision <= 0.9 ResNet files the authors' environments used."
+    ),
+    only: list[str] | None = OnlyOption,
     list_: bool = ListOption,
     retries: int = RetriesOption,
     retry_delay: float = DelayOption,
@@ -199,8 +234,18 @@ def backbones(
 
     Example: [bold]hmrepro download backbones --legacy[/]
     """
-    _run("backbones", data_root, from_, only, list_, retries, retry_delay, timeout, quiet,
-         extra=["resnet50_legacy", "resnet101_legacy"] if legacy else [])
+    _run(
+        "backbones",
+        data_root,
+        from_,
+        only,
+        list_,
+        retries,
+        retry_delay,
+        timeout,
+        quiet,
+        extra=["resnet50_legacy", "resnet101_legacy"] if legacy else [],
+    )
 
 
 def _print_entries(entries, root: Path) -> None:
@@ -215,9 +260,11 @@ def _print_entries(entries, root: Path) -> None:
 @app.command("checkpoints")
 def checkpoints(
     model: ModelName = typer.Option("hsnet-hm", "--model", "-m", help="Whose weights."),
-    benchmark: Optional[BenchmarkName] = typer.Option(None, "--benchmark", "-b", help="Only this benchmark [default: all]."),
-    data_root: Optional[Path] = DataRootOption,
-    from_: Optional[List[Path]] = typer.Option(
+    benchmark: BenchmarkName | None = typer.Option(
+        None, "--benchmark", "-b", help="Only this benchmark [default: all]."
+    ),
+    data_root: Path | None = DataRootOption,
+    from_: list[Path] | None = typer.Option(
         None, "--from", help="A folder you downloaded yourself (e.g. in a browser): its weight files are recorded."
     ),
     retries: int = RetriesOption,
@@ -233,7 +280,10 @@ def checkpoints(
     root = resolve_data_root(data_root)
     opts = _options(None, retries, retry_delay, timeout, quiet)
     entries = download_checkpoints(
-        model.value, benchmark=benchmark.value if benchmark else None, data_root=root, opts=opts,
+        model.value,
+        benchmark=benchmark.value if benchmark else None,
+        data_root=root,
+        opts=opts,
         from_dirs=check_from_dirs(from_ or ()),
     )
     if entries:
@@ -241,14 +291,15 @@ def checkpoints(
     else:
         console.print(
             f"[yellow]no weight file could be matched to a (backbone, benchmark, fold); see 'unassigned' in "
-            f"{index_path(checkpoint_root(root))}[/]", highlight=False
+            f"{index_path(checkpoint_root(root))}[/]",
+            highlight=False,
         )
 
 
 @app.command("all")
 def all_(
-    data_root: Optional[Path] = DataRootOption,
-    from_: Optional[List[Path]] = FromOption,
+    data_root: Path | None = DataRootOption,
+    from_: list[Path] | None = FromOption,
     model: ModelName = typer.Option("hsnet-hm", "--model", "-m", help="Whose checkpoints to fetch as well."),
     retries: int = RetriesOption,
     retry_delay: float = DelayOption,
@@ -268,4 +319,6 @@ def all_(
     fetch_sources(sources, root, opts)
     entries = download_checkpoints(model.value, data_root=root, registry=registry, opts=opts, from_dirs=())
     _print_entries(entries, checkpoint_root(root))
-    console.print(f"next: [bold]hmrepro prepare pascal && hmrepro prepare coco && hmrepro prepare fss[/] (--data-root {root})")
+    console.print(
+        f"next: [bold]hmrepro prepare pascal && hmrepro prepare coco && hmrepro prepare fss[/] (--data-root {root})"
+    )

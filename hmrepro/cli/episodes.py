@@ -6,9 +6,9 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
+
 from .common import BenchmarkName, FoldOption, ShotOption, SplitsOption, console, fail
 
 
@@ -28,16 +28,19 @@ def episodes(
     fold: int = FoldOption,
     shot: int = ShotOption,
     protocol: Protocol = typer.Option(
-        Protocol.hsnet, "--protocol",
+        Protocol.hsnet,
+        "--protocol",
         help="Episode sampler: hsnet (HSNet, HM, VAT), asnet (reseeded per episode) or bam (MCE: BAM's 5 seeds x 1000).",
     ),
     split: EvalSplit = typer.Option(
         EvalSplit.test, "--split", help="test, or val (the validation episodes of training; differs for FSS-1000 only)."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the hsnet protocol (the authors use 0)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the list as JSON: [[query, [supports...], class_id], ...]."),
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the list as JSON: [[query, [supports...], class_id], ...]."
+    ),
     limit: int = typer.Option(10, "--limit", "-n", min=0, help="Rows to show in the table view (0: all)."),
-    splits: Optional[Path] = SplitsOption,
+    splits: Path | None = SplitsOption,
 ) -> None:
     """List the fixed evaluation episodes, drawn exactly as the authors' evaluation draws them.
 
@@ -56,7 +59,13 @@ def episodes(
         return
     try:
         eps = test_episodes(
-            benchmark.value, fold, shot, protocol=protocol.value, split=split.value, splits=SplitFolder(splits), seed=seed
+            benchmark.value,
+            fold,
+            shot,
+            protocol=protocol.value,
+            split=split.value,
+            splits=SplitFolder(splits),
+            seed=seed,
         )
     except ValueError as err:
         fail(str(err), code=2)

@@ -27,7 +27,7 @@ import re
 import signal
 import sys
 import traceback
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = ["Terminated", "describe_os_error", "enable_debug", "run", "unwrap_worker_error"]
 
@@ -66,10 +66,12 @@ def install_signal_handlers() -> None:
 
 # --- DataLoader workers -----------------------------------------------------------------------------------
 
-_WORKER = re.compile(r"^Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback \(most recent call last\):\n")
+_WORKER = re.compile(
+    r"^Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback \(most recent call last\):\n"
+)
 
 
-def unwrap_worker_error(err: BaseException) -> Optional[str]:
+def unwrap_worker_error(err: BaseException) -> str | None:
     """The original message of an exception torch re-raised from a DataLoader worker, else ``None``.
 
     torch re-raises ``X`` as ``X("Caught X in DataLoader worker process N.\\nOriginal Traceback …")``. After
@@ -91,9 +93,15 @@ def unwrap_worker_error(err: BaseException) -> Optional[str]:
 _OS_WORDS = {
     errno.EACCES: ("permission denied", "choose a location you may write to (or read from), or change its permissions"),
     errno.EPERM: ("operation not permitted", "choose another location, or change its permissions"),
-    errno.ENOENT: ("does not exist (or cannot be created there)", "check the path, or choose a folder you can write to"),
+    errno.ENOENT: (
+        "does not exist (or cannot be created there)",
+        "check the path, or choose a folder you can write to",
+    ),
     errno.EISDIR: ("is a folder where a file is needed", "give a file name (e.g. inside that folder)"),
-    errno.ENOTDIR: ("has a file where a folder is needed (a part of the path is a regular file)", "choose another path, or move that file away"),
+    errno.ENOTDIR: (
+        "has a file where a folder is needed (a part of the path is a regular file)",
+        "choose another path, or move that file away",
+    ),
     errno.EEXIST: ("exists already", "choose another name, or remove it first"),
     errno.ENOSPC: ("no space left on the device", "free some space, or choose a folder on another disk"),
     errno.EROFS: ("is on a read-only file system", "choose a folder on a writable disk"),
@@ -125,7 +133,7 @@ def describe_os_error(err: OSError) -> str:
     return f"{where}: {what}; {fix}" if where else f"{what} ({err.strerror or err}); {fix}"
 
 
-def _file_in_the_way(path) -> Optional[str]:
+def _file_in_the_way(path) -> str | None:
     """The first part of ``path`` that is a regular file where a folder is needed, if any."""
     parts = os.path.abspath(os.fsdecode(path)).split(os.sep)
     for n in range(2, len(parts) + 1):
@@ -194,7 +202,7 @@ def _failure(err: BaseException) -> tuple[int, str]:
     )
 
 
-def run(args: Optional[Sequence[str]] = None, app_factory: Optional[Callable] = None, prog_name: str = "hmrepro") -> int:
+def run(args: Sequence[str] | None = None, app_factory: Callable | None = None, prog_name: str = "hmrepro") -> int:
     """Run the CLI on ``args`` (default ``sys.argv[1:]``) and return its exit status; nothing escapes but
     ``SystemExit`` from code that calls ``sys.exit`` itself."""
     global _debug
@@ -216,7 +224,7 @@ def run(args: Optional[Sequence[str]] = None, app_factory: Optional[Callable] = 
     except BrokenPipeError:  # `hmrepro episodes --json | head`: the reader left; nothing to say
         _silence_stdout()
         return 1
-    except Exception as err:  # noqa: BLE001 - the boundary: every failure becomes one line
+    except Exception as err:
         return _report(err)
 
 

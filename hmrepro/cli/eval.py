@@ -6,16 +6,22 @@ import json
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from .common import (
-    check_backbone, check_device, BenchmarkName, DataRootOption, ImageCacheOption, ShotOption, SplitsOption, console,
+    BenchmarkName,
+    DataRootOption,
+    ImageCacheOption,
+    ShotOption,
+    SplitsOption,
+    check_backbone,
+    check_device,
+    console,
     report_saved,
-)  # fmt: skip
+)
 from .episodes import Protocol
 from .progress import RichProgress
 from .train import _model_name
@@ -43,9 +49,13 @@ def print_table(records: list[dict], title: str, to_stderr: bool = False) -> Non
         table.add_column(col, justify="right" if col not in ("origin",) else "left")
     for r in records:
         table.add_row(
-            str(r["fold"]), f"{r['miou']:.1f}", f"{r['fb_iou']:.1f}", str(r["episodes"]),
-            f"{r['secs_per_episode'] * 1000:.0f}", r["origin"],
-        )  # fmt: skip
+            str(r["fold"]),
+            f"{r['miou']:.1f}",
+            f"{r['fb_iou']:.1f}",
+            str(r["episodes"]),
+            f"{r['secs_per_episode'] * 1000:.0f}",
+            r["origin"],
+        )
     if len(records) > 1:
         m = mean_row(records)
         table.add_row("mean", f"[bold]{m['miou']:.1f}", f"[bold]{m['fb_iou']:.1f}", str(m["episodes"]), "", "")
@@ -54,54 +64,94 @@ def print_table(records: list[dict], title: str, to_stderr: bool = False) -> Non
 
 def eval_command(
     model: str = typer.Argument(
-        ..., callback=_model_name, help="Model: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... (-im, -hm-add, -hm-reverse: the masking ablations).", show_default=False
+        ...,
+        callback=_model_name,
+        help="Model: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... (-im, -hm-add, -hm-reverse: the masking ablations).",
+        show_default=False,
     ),
     benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark."),
     fold: FoldChoice = typer.Option(FoldChoice.f0, "--fold", "-f", help="Fold, or all (the paper's mean over folds)."),
     shot: int = ShotOption,
     weights: str = typer.Option(
-        ..., "--weights", "-w",
+        ...,
+        "--weights",
+        "-w",
         help="A checkpoint file, a run folder (its best_model.pt), 'random' (untrained learner) or 'official' "
         "(the authors' checkpoint). With --fold all put {fold} in the path: runs/hsnet-hm_fold{fold}.",
-    ),  # fmt: skip
-    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side [default: recipe, 400].", show_default=False),
-    original_size: bool = typer.Option(
-        False, "--original-size", help="Upsample the logits to each query's original size and score the unresized mask (batch 1)."
     ),
-    episodes: Optional[int] = typer.Option(None, "--episodes", min=1, help="Only the first N of the fixed episodes (quick checks) [default: all].", show_default=False),
+    backbone: str = typer.Option(
+        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
+    ),
+    img_size: int | None = typer.Option(
+        None, "--img-size", min=16, help="Image side [default: recipe, 400].", show_default=False
+    ),
+    original_size: bool = typer.Option(
+        False,
+        "--original-size",
+        help="Upsample the logits to each query's original size and score the unresized mask (batch 1).",
+    ),
+    episodes: int | None = typer.Option(
+        None,
+        "--episodes",
+        min=1,
+        help="Only the first N of the fixed episodes (quick checks) [default: all].",
+        show_default=False,
+    ),
     episode_seed: int = typer.Option(
-        0, "--episode-seed", min=0,
+        0,
+        "--episode-seed",
+        min=0,
         help="Another draw of the protocol's episodes (0: the authors' own). Records say so and fill no table cell; "
         "evaluate seeds 1, 2, ... to see how much a fold's mIoU moves with the draw alone.",
-    ),  # fmt: skip
-    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Episodes per batch through the model [default: recipe, 1 as the authors; ASNet 12]. A speed choice: each "
-        "episode is scored on its own; on a CPU a batch can round differently (README, Batched evaluation).", show_default=False),
+    ),
+    bsz: int | None = typer.Option(
+        None,
+        "--bsz",
+        min=1,
+        help="Episodes per batch through the model [default: recipe, 1 as the authors; ASNet 12]. A speed choice: each "
+        "episode is scored on its own; on a CPU a batch can round differently (README, Batched evaluation).",
+        show_default=False,
+    ),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA)."),
     image_cache_mib: int = ImageCacheOption,
-    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
-    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random (checkpoints bring their own)."),
-    amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (faster on GPUs; the authors evaluate in fp32)."),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        callback=check_device,
+        help="cpu, cuda, cuda:1 ... [default: cuda if available].",
+        show_default=False,
+    ),
+    pretrained: bool = typer.Option(
+        True,
+        "--pretrained/--no-pretrained",
+        help="ImageNet backbone for --weights random (checkpoints bring their own).",
+    ),
+    amp: bool = typer.Option(
+        False, "--amp/--no-amp", help="bf16 autocast (faster on GPUs; the authors evaluate in fp32)."
+    ),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the result records."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not write result records."),
     as_json: bool = typer.Option(False, "--json", help="Print the records as JSON on stdout."),
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     multi_scale: bool = typer.Option(
-        False, "--multi-scale/--single-scale",
+        False,
+        "--multi-scale/--single-scale",
         help="CRCNet: test at 0.75, 1 and 1.25 x the image size and average the probabilities (the paper's headline "
         "numbers; 3 times the work). Kept in the record.",
     ),
-    kshot: Optional[KShotMethod] = typer.Option(
-        None, "--kshot",
+    kshot: KShotMethod | None = typer.Option(
+        None,
+        "--kshot",
         help="CRCNet K-shot method [default: finetune-fusion]: fine-tune a copy of the model on pairs of the episode's "
         "supports, then average the predictions of every support (finetune: the first support only); fusion: average "
         "of K 1-shot predictions, no fine-tuning (the paper's Table 4). Kept in the record.",
         show_default=False,
     ),
-    protocol: Optional[Protocol] = typer.Option(
-        None, "--protocol",
+    protocol: Protocol | None = typer.Option(
+        None,
+        "--protocol",
         help="Episode protocol [default: the model's card: hsnet for HSNet/VAT, asnet, bam for MCE]. bam: BAM's 5 seeds "
         "x 1000 episodes, aspect-kept 473 canvas, scored at the original label; hsnet on an MCE model: the HM models' "
         "episodes with the square resize (like-for-like tables).",
@@ -129,12 +179,29 @@ def eval_command(
         console.print("[yellow]note:[/] the authors released ResNet-50/101 checkpoints only")
     with RichProgress(progress) as bars:
         records = evaluate(
-            model, benchmark.value, fold.value, shot, weights=weights, backbone=backbone, img_size=img_size,
-            original_size=original_size, data_root=data_root, splits=splits, results_dir=None if no_record else results,
-            device=device, bsz=bsz, workers=workers, episodes=episodes, pretrained=pretrained, amp=amp,
-            progress=bars, episode_seed=episode_seed, protocol=protocol.value if protocol else None, inference=inference,
+            model,
+            benchmark.value,
+            fold.value,
+            shot,
+            weights=weights,
+            backbone=backbone,
+            img_size=img_size,
+            original_size=original_size,
+            data_root=data_root,
+            splits=splits,
+            results_dir=None if no_record else results,
+            device=device,
+            bsz=bsz,
+            workers=workers,
+            episodes=episodes,
+            pretrained=pretrained,
+            amp=amp,
+            progress=bars,
+            episode_seed=episode_seed,
+            protocol=protocol.value if protocol else None,
+            inference=inference,
             image_cache_mib=image_cache_mib,
-        )  # fmt: skip
+        )
     print_table(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", to_stderr=as_json)
     if as_json:
         json.dump(records, sys.stdout, indent=2)

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
 from .common import (
-    BenchmarkName, DataRootOption, FoldOption, ShotOption, SplitsOption, check_backbone, check_device, check_figure_path,
+    BenchmarkName,
+    DataRootOption,
+    FoldOption,
+    ShotOption,
+    SplitsOption,
+    check_backbone,
+    check_device,
+    check_figure_path,
     console,
-)  # fmt: skip
+)
 from .train import _model_name
 
-app = typer.Typer(help="Figures from run folders.\n\nExample: [bold]hmrepro plot training-profile runs/hsnet_* runs/hsnet-hm_*[/]", no_args_is_help=True)
+app = typer.Typer(
+    help="Figures from run folders.\n\nExample: [bold]hmrepro plot training-profile runs/hsnet_* runs/hsnet-hm_*[/]",
+    no_args_is_help=True,
+)
 
 
 class ProfileMetric(str, Enum):
@@ -27,10 +36,20 @@ class ProfileMetric(str, Enum):
 
 @app.command("training-profile")
 def training_profile(
-    run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...", help="Run folders written by `hmrepro train`.", show_default=False),
-    output: Path = typer.Option(Path("training_profile.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."),
+    run_dirs: list[Path] = typer.Argument(
+        ..., metavar="RUN_DIR...", help="Run folders written by `hmrepro train`.", show_default=False
+    ),
+    output: Path = typer.Option(
+        Path("training_profile.png"),
+        "--output",
+        "-o",
+        callback=check_figure_path,
+        help="Image file (.png, .pdf or .svg).",
+    ),
     metric: ProfileMetric = typer.Option(ProfileMetric.val_miou, "--metric", help="What to plot per epoch."),
-    title: Optional[str] = typer.Option(None, "--title", help="Figure title [default: names the metric].", show_default=False),
+    title: str | None = typer.Option(
+        None, "--title", help="Figure title [default: names the metric].", show_default=False
+    ),
 ) -> None:
     """Plot validation mIoU per epoch of one or more runs with each run's best epoch marked (HM Fig. 6).
 
@@ -51,19 +70,41 @@ def episodes(
     shot: int = ShotOption,
     count: int = typer.Option(4, "--count", "-n", min=1, max=32, help="Episodes to draw."),
     start: int = typer.Option(0, "--start", min=0, help="Index of the first episode."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", callback=_model_name, help="Also draw this model's prediction (hsnet, hsnet-hm, ...).", show_default=False),
-    weights: Optional[str] = typer.Option(None, "--weights", "-w", help="With --model: a checkpoint file, a run folder, 'official' or 'random' [default: random].", show_default=False),
-    backbone: str = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."),
-    img_size: Optional[int] = typer.Option(
-        None, "--img-size", min=16, show_default=False,
+    model: str | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        callback=_model_name,
+        help="Also draw this model's prediction (hsnet, hsnet-hm, ...).",
+        show_default=False,
+    ),
+    weights: str | None = typer.Option(
+        None,
+        "--weights",
+        "-w",
+        help="With --model: a checkpoint file, a run folder, 'official' or 'random' [default: random].",
+        show_default=False,
+    ),
+    backbone: str = typer.Option(
+        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
+    ),
+    img_size: int | None = typer.Option(
+        None,
+        "--img-size",
+        min=16,
+        show_default=False,
         help="Image side in pixels [default: with --model the size hmrepro eval uses (the checkpoint's, else the "
         "recipe's), else 400].",
-    ),  # fmt: skip
-    device: Optional[str] = typer.Option("cpu", "--device", callback=check_device, help="cpu, cuda, cuda:1 ..."),
-    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."),
-    output: Path = typer.Option(Path("episodes.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."),
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
+    ),
+    device: str | None = typer.Option("cpu", "--device", callback=check_device, help="cpu, cuda, cuda:1 ..."),
+    pretrained: bool = typer.Option(
+        True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."
+    ),
+    output: Path = typer.Option(
+        Path("episodes.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."
+    ),
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
 ) -> None:
     """Draw fixed test episodes: supports with their masks, the query with its ground truth and, with --model,
     the model's prediction and IoU (qualitative results as HM Figs. 1 and 5).
@@ -73,10 +114,24 @@ def episodes(
     from ..reporting.figures import plot_episodes
 
     if weights is not None and model is None:
-        raise typer.BadParameter("--weights needs --model: name the model the weights belong to", param_hint="--weights")
+        raise typer.BadParameter(
+            "--weights needs --model: name the model the weights belong to", param_hint="--weights"
+        )
     path = plot_episodes(
-        benchmark.value, fold, shot, output, count=count, start=start, img_size=img_size, data_root=data_root,
-        splits=splits, model=model, weights=weights or "random", backbone=backbone, device=device, pretrained=pretrained,
+        benchmark.value,
+        fold,
+        shot,
+        output,
+        count=count,
+        start=start,
+        img_size=img_size,
+        data_root=data_root,
+        splits=splits,
+        model=model,
+        weights=weights or "random",
+        backbone=backbone,
+        device=device,
+        pretrained=pretrained,
         log=console.print,
-    )  # fmt: skip
+    )
     console.print(f"wrote {path}", soft_wrap=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,17 +19,20 @@ app = typer.Typer(
 
 @app.command("synthetic")
 def synthetic(
-    data_root: Optional[Path] = typer.Option(
+    data_root: Path | None = typer.Option(
         None, "--data-root", help="Where to write it [default: ~/.hmrepro/synthetic].", show_default=False
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the generator: the same seed gives the same files."),
     force: bool = typer.Option(False, "--force", help="Rewrite an existing synthetic benchmark."),
     scale: int = typer.Option(
-        1, "--scale", min=1, max=50,
+        1,
+        "--scale",
+        min=1,
+        max=50,
         help="Images per class of the PASCAL-like and COCO-like parts, times this: 1 is 3 training and 2 validation "
         "images per PASCAL-like class (every code path, minutes on a CPU); training from a random backbone needs more "
         "to generalise to a fold's new classes, e.g. 8 (README: CRCNet, MCE).",
-    ),  # fmt: skip  (max = data.synthetic.MAX_SCALE, not imported here so that --help stays light)
+    ),  # (max = data.synthetic.MAX_SCALE, not imported here so that --help stays light)
 ) -> None:
     """Write a small procedurally generated benchmark in all three on-disk layouts, plus its split lists.
 
@@ -49,9 +51,7 @@ def synthetic(
     console.print(f"[green]synthetic benchmark ready[/] in {root}")
     for line in summary:
         console.print(f"  {line}")
-    console.print(
-        f"next: [bold]hmrepro episodes --benchmark pascal --fold 0 --shot 1 --splits {root / 'splits'}[/]"
-    )
+    console.print(f"next: [bold]hmrepro episodes --benchmark pascal --fold 0 --shot 1 --splits {root / 'splits'}[/]")
 
 
 # real datasets (pascal, coco, fss) and `hmrepro prepare --check BENCHMARK` live in prepare_datasets.py

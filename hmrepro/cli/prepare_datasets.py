@@ -9,7 +9,6 @@ from __future__ import annotations
 import posixpath
 from collections import Counter
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,13 +24,17 @@ from .progress import RichProgress
 SHOW_MISSING = 10
 NAMES = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "fss": "FSS-1000"}
 
-CheckFlag = typer.Option(False, "--check", help="Only check the layout (every listed image and mask exists and a sample decodes); exit 1 if not.")
+CheckFlag = typer.Option(
+    False,
+    "--check",
+    help="Only check the layout (every listed image and mask exists and a sample decodes); exit 1 if not.",
+)
 WorkersOption = typer.Option(default_workers(), "--workers", "-j", min=1, help="Worker processes for mask generation.")
 ForceOption = typer.Option(False, "--force", help="Extract and place again even if it was done before.")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
-def report_check(benchmark: str, data_root: Path, splits: Optional[Path], full: bool = False) -> bool:
+def report_check(benchmark: str, data_root: Path, splits: Path | None, full: bool = False) -> bool:
     """Print the layout check of ``benchmark`` (every file decoded and validated with ``full``); True if complete."""
     from ..acquisition.check import check_layout  # imports torch (through data.benchmarks): not at start-up
 
@@ -45,7 +48,9 @@ def report_check(benchmark: str, data_root: Path, splits: Optional[Path], full: 
             f"lists exist; {decoded} and the masks are valid (values, size)."
         )
         return True
-    console.print(f"[bold red]{name} layout incomplete[/] in {data_root} ({report.referenced} files named by the split lists)")
+    console.print(
+        f"[bold red]{name} layout incomplete[/] in {data_root} ({report.referenced} files named by the split lists)"
+    )
     if report.missing:
         console.print(f"{len(report.missing)} missing:", highlight=False)
         for folder, n in Counter(posixpath.dirname(p) for p in report.missing).most_common(8):
@@ -54,8 +59,10 @@ def report_check(benchmark: str, data_root: Path, splits: Optional[Path], full: 
         for p in report.missing[:SHOW_MISSING]:
             console.print(f"  {p}", highlight=False, soft_wrap=True)
     if report.unreadable:
-        console.print(f"{len(report.unreadable)} of {report.sampled} decoded files are unreadable or invalid:", highlight=False)
-    for _, why in report.unreadable[:SHOW_MISSING * 2]:
+        console.print(
+            f"{len(report.unreadable)} of {report.sampled} decoded files are unreadable or invalid:", highlight=False
+        )
+    for _, why in report.unreadable[: SHOW_MISSING * 2]:
         console.print(f"  {why}", highlight=False, soft_wrap=True)
     if len(report.unreadable) > SHOW_MISSING * 2:
         console.print(f"  … and {len(report.unreadable) - SHOW_MISSING * 2} more", highlight=False)
@@ -63,12 +70,12 @@ def report_check(benchmark: str, data_root: Path, splits: Optional[Path], full: 
     return False
 
 
-def _check_or_exit(benchmark: str, data_root: Path, splits: Optional[Path], full: bool = False) -> None:
+def _check_or_exit(benchmark: str, data_root: Path, splits: Path | None, full: bool = False) -> None:
     if not report_check(benchmark, data_root, splits, full):
         raise typer.Exit(1)
 
 
-def _context(data_root: Optional[Path], benchmark: str, force: bool, quiet: bool, workers: int) -> PrepareContext:
+def _context(data_root: Path | None, benchmark: str, force: bool, quiet: bool, workers: int) -> PrepareContext:
     root = resolve_data_root(data_root)
     return PrepareContext(
         data_root=root,
@@ -82,19 +89,21 @@ def _context(data_root: Optional[Path], benchmark: str, force: bool, quiet: bool
     )
 
 
-def _finish(lines: list[str], benchmark: str, root: Path, splits: Optional[Path]) -> None:
+def _finish(lines: list[str], benchmark: str, root: Path, splits: Path | None) -> None:
     for line in lines:
         console.print(f"  {line}", highlight=False)
     _check_or_exit(benchmark, root, splits)
 
 
 def pascal(
-    data_root: Optional[Path] = DataRootOption,
+    data_root: Path | None = DataRootOption,
     from_sbd: bool = typer.Option(
-        False, "--from-sbd", help="Build SegmentationClassAug from VOC + SBD (needs `hmrepro download pascal --with-sbd` and scipy)."
+        False,
+        "--from-sbd",
+        help="Build SegmentationClassAug from VOC + SBD (needs `hmrepro download pascal --with-sbd` and scipy).",
     ),
     check: bool = CheckFlag,
-    splits: Optional[Path] = SplitsOption,
+    splits: Path | None = SplitsOption,
     workers: int = WorkersOption,
     force: bool = ForceOption,
     quiet: bool = QuietOption,
@@ -117,13 +126,14 @@ def pascal(
 
 
 def coco(
-    data_root: Optional[Path] = DataRootOption,
+    data_root: Path | None = DataRootOption,
     from_json: bool = typer.Option(
-        False, "--from-json",
+        False,
+        "--from-json",
         help="Regenerate the class masks from instances_*.json with pycocotools (approximate; needs `hmrepro download coco --with-json`).",
     ),
     check: bool = CheckFlag,
-    splits: Optional[Path] = SplitsOption,
+    splits: Path | None = SplitsOption,
     workers: int = WorkersOption,
     force: bool = ForceOption,
     quiet: bool = QuietOption,
@@ -146,9 +156,9 @@ def coco(
 
 
 def fss(
-    data_root: Optional[Path] = DataRootOption,
+    data_root: Path | None = DataRootOption,
     check: bool = CheckFlag,
-    splits: Optional[Path] = SplitsOption,
+    splits: Path | None = SplitsOption,
     force: bool = ForceOption,
     quiet: bool = QuietOption,
 ) -> None:
@@ -168,14 +178,18 @@ def fss(
 
 def prepare_group(
     ctx: typer.Context,
-    check: Optional[BenchmarkName] = typer.Option(
-        None, "--check", metavar="BENCHMARK",
+    check: BenchmarkName | None = typer.Option(
+        None,
+        "--check",
+        metavar="BENCHMARK",
         help="Check the layout of pascal, coco or fss (every listed image and mask exists, a sample decodes); exit 1 if not.",
     ),
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
     full: bool = typer.Option(
-        False, "--full", help="With --check: decode and validate every image and mask, not a sample (slow: minutes for COCO)."
+        False,
+        "--full",
+        help="With --check: decode and validate every image and mask, not a sample (slow: minutes for COCO).",
     ),
 ) -> None:
     """Prepare datasets in the layout the readers expect, or check one.
@@ -188,7 +202,9 @@ def prepare_group(
     """
     if check is None:
         if full:
-            console.print("[bold red]error:[/] --full goes with --check BENCHMARK (e.g. hmrepro prepare --check pascal --full)")
+            console.print(
+                "[bold red]error:[/] --full goes with --check BENCHMARK (e.g. hmrepro prepare --check pascal --full)"
+            )
             raise typer.Exit(2)
         if ctx.invoked_subcommand is None:
             console.print(ctx.get_help())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -30,12 +29,21 @@ hmrepro eval hsnet-hm --benchmark pascal --fold all --shot 1 --weights official 
 
 
 def quickstart(
-    workdir: Optional[Path] = typer.Option(
-        None, "--workdir", help="Where the synthetic data, runs and records go [default: ~/.hmrepro/synthetic].", show_default=False
+    workdir: Path | None = typer.Option(
+        None,
+        "--workdir",
+        help="Where the synthetic data, runs and records go [default: ~/.hmrepro/synthetic].",
+        show_default=False,
     ),
-    fast: bool = typer.Option(False, "--fast", help="A smoke test in well under a minute (64 px, 1 epoch): checks the plumbing only."),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help=f"Training epochs per model [default: {DEFAULT['epochs']}].", show_default=False),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=32, help=f"Image side [default: {DEFAULT['img_size']}].", show_default=False),
+    fast: bool = typer.Option(
+        False, "--fast", help="A smoke test in well under a minute (64 px, 1 epoch): checks the plumbing only."
+    ),
+    epochs: int | None = typer.Option(
+        None, "--epochs", min=1, help=f"Training epochs per model [default: {DEFAULT['epochs']}].", show_default=False
+    ),
+    img_size: int | None = typer.Option(
+        None, "--img-size", min=32, help=f"Image side [default: {DEFAULT['img_size']}].", show_default=False
+    ),
     workers: int = typer.Option(1, "--workers", min=0, help="DataLoader worker processes."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:
@@ -71,15 +79,28 @@ def quickstart(
 
     rows = []
     for i, model in enumerate(MODELS):
-        console.print(f"2/3 training {model} ({i + 1}/{len(MODELS)}): random ResNet-50, {size} px, {n_epochs} epoch(s), CPU")
+        console.print(
+            f"2/3 training {model} ({i + 1}/{len(MODELS)}): random ResNet-50, {size} px, {n_epochs} epoch(s), CPU"
+        )
         config = build_config(
-            model, BENCHMARK, 0,
+            model,
+            BENCHMARK,
+            0,
             {
-                "pretrained": False, "img_size": size, "epochs": n_epochs, "bsz": 8, "val_bsz": 8, "workers": workers,
-                "seed": 0, "checkpoint_every": 0, "device": "cpu", "out": str(out / "runs" / model),
-                "data_root": str(root), "splits": str(splits),
+                "pretrained": False,
+                "img_size": size,
+                "epochs": n_epochs,
+                "bsz": 8,
+                "val_bsz": 8,
+                "workers": workers,
+                "seed": 0,
+                "checkpoint_every": 0,
+                "device": "cpu",
+                "out": str(out / "runs" / model),
+                "data_root": str(root),
+                "splits": str(splits),
             },
-        )  # fmt: skip
+        )
         t0 = time.perf_counter()
         with RichProgress(progress, log_prefix="    ") as reporter:
             run_dir = train(config, progress=reporter)
@@ -95,9 +116,18 @@ def quickstart(
     for row in rows:
         with RichProgress(progress, log_prefix="    ") as bars:
             record = evaluate(
-                row["model"], BENCHMARK, 0, 1, weights=str(row["run_dir"]), data_root=root, splits=splits,
-                results_dir=results, device="cpu", workers=workers, progress=bars,
-            )[0]  # fmt: skip
+                row["model"],
+                BENCHMARK,
+                0,
+                1,
+                weights=str(row["run_dir"]),
+                data_root=root,
+                splits=splits,
+                results_dir=results,
+                device="cpu",
+                workers=workers,
+                progress=bars,
+            )[0]
         row["record"] = record
 
     table = Table(title="quickstart: synthetic FSS-like benchmark, 1-shot, random-init ResNet-50")
@@ -109,17 +139,23 @@ def quickstart(
             sum(m["train_secs"] for m in row["metrics"]), 1e-9
         )
         table.add_row(
-            row["model"], r["masking"], f"{best['val_miou']:.1f} ({best['epoch']})", f"{r['miou']:.1f}",
-            f"{r['fb_iou']:.1f}", f"{row['train_secs']:.0f} s", f"{speed:.1f}",
-        )  # fmt: skip
+            row["model"],
+            r["masking"],
+            f"{best['val_miou']:.1f} ({best['epoch']})",
+            f"{r['miou']:.1f}",
+            f"{r['fb_iou']:.1f}",
+            f"{row['train_secs']:.0f} s",
+            f"{speed:.1f}",
+        )
     Console().print(table)
     console.print(
         Panel(
             "These numbers come from a tiny synthetic benchmark, random backbones and a few minutes of CPU "
             "training. They test that the pipeline works; they say [bold]nothing[/] about the paper's claims "
             "(which need the real PASCAL-5i / COCO-20i / FSS-1000 data, ImageNet backbones and GPU training).",
-            title="read this", border_style="yellow",
-        )  # fmt: skip
+            title="read this",
+            border_style="yellow",
+        )
     )
     console.print("run folders (config.json, metrics.jsonl = training curve, best_model.pt, last.pt, run.json):")
     for row in rows:

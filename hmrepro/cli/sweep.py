@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -32,30 +31,62 @@ class Launcher(str, Enum):
 
 
 TargetArgument = typer.Argument(..., metavar="table", help="What to fill: a table of the paper.", show_default=False)
-NumberArgument = typer.Argument(..., metavar="N", help="Table number: HM 1-7; CRCNet 1-9, 11-15; MCE 1-4.", show_default=False)
-PaperOption = typer.Option("hm", "--paper", help="Whose table: hm (the HM paper), crcnet or mce (claimed numbers in recipes/claimed/<paper>/).")
-ModelOption = typer.Option(None, "--model", help="Only rows of this model, e.g. hsnet-hm, with their baselines (repeatable) [default: every row].", show_default=False)
-BackboneOption = typer.Option(None, "--backbone", help="Only rows of this backbone (repeatable) [default: every backbone of the table].", show_default=False)
-SeedsOption = typer.Option("0", "--seeds", help="Training seeds, comma-separated: one training run per seed (e.g. 0,1,2).")
-CellsOption = typer.Option("verified,reproduced", "--cells", help="Which cells: verified (official checkpoints), reproduced (own training), or both.")
-ResultsOption = typer.Option(Path("results"), "--results", envvar="HMREPRO_RESULTS", help="Folder of the result records (read and written).")
+NumberArgument = typer.Argument(
+    ..., metavar="N", help="Table number: HM 1-7; CRCNet 1-9, 11-15; MCE 1-4.", show_default=False
+)
+PaperOption = typer.Option(
+    "hm", "--paper", help="Whose table: hm (the HM paper), crcnet or mce (claimed numbers in recipes/claimed/<paper>/)."
+)
+ModelOption = typer.Option(
+    None,
+    "--model",
+    help="Only rows of this model, e.g. hsnet-hm, with their baselines (repeatable) [default: every row].",
+    show_default=False,
+)
+BackboneOption = typer.Option(
+    None,
+    "--backbone",
+    help="Only rows of this backbone (repeatable) [default: every backbone of the table].",
+    show_default=False,
+)
+SeedsOption = typer.Option(
+    "0", "--seeds", help="Training seeds, comma-separated: one training run per seed (e.g. 0,1,2)."
+)
+CellsOption = typer.Option(
+    "verified,reproduced",
+    "--cells",
+    help="Which cells: verified (official checkpoints), reproduced (own training), or both.",
+)
+ResultsOption = typer.Option(
+    Path("results"), "--results", envvar="HMREPRO_RESULTS", help="Folder of the result records (read and written)."
+)
 SweepDirOption = typer.Option(
-    None, "--sweep-dir", help="Folder of the sweep's run folders, logs and SLURM files, shared by a paper's tables (Table 4 uses Table 2's COCO runs) [default: sweeps/<paper>].", show_default=False
+    None,
+    "--sweep-dir",
+    help="Folder of the sweep's run folders, logs and SLURM files, shared by a paper's tables (Table 4 uses Table 2's COCO runs) [default: sweeps/<paper>].",
+    show_default=False,
 )
 TrainOverrideOption = typer.Option(
-    None, "--train-override", metavar="KEY=VALUE",
+    None,
+    "--train-override",
+    metavar="KEY=VALUE",
     help="A training setting for every run, after the row's own overrides, e.g. patience=100, amp=bf16, workers=8 "
-    "(repeatable; KEY is a `hmrepro train` option; true/false for switches) [default: none].", show_default=False,
-)  # fmt: skip
+    "(repeatable; KEY is a `hmrepro train` option; true/false for switches) [default: none].",
+    show_default=False,
+)
 EvalOverrideOption = typer.Option(
-    None, "--eval-override", metavar="KEY=VALUE",
+    None,
+    "--eval-override",
+    metavar="KEY=VALUE",
     help="An evaluation setting for every eval/domain-shift, e.g. workers=4 (repeatable; KEY is a `hmrepro eval` option) [default: none].",
     show_default=False,
-)  # fmt: skip
+)
 JsonOption = typer.Option(False, "--json", help="Print the jobs as JSON on stdout.")
 
 
-def _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override):
+def _spec(
+    number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override
+):
     from ..errors import HmreproError
     from ..papers import PAPERS
     from ..sweep.plan import SweepSpec, parse_key_values
@@ -64,11 +95,15 @@ def _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data
         raise typer.BadParameter(f"{paper!r} is not one of {', '.join(PAPERS)}", param_hint="--paper")
     if number not in PAPERS[paper].tables:
         allowed = ", ".join(map(str, PAPERS[paper].tables))
-        raise typer.BadParameter(f"the {paper} paper has no table {number} with results; choose one of {allowed}", param_hint="'N'")
+        raise typer.BadParameter(
+            f"the {paper} paper has no table {number} with results; choose one of {allowed}", param_hint="'N'"
+        )
     try:
         seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
-        raise typer.BadParameter(f"{seeds!r} is not a comma-separated list of integers (e.g. 0,1,2)", param_hint="--seeds") from None
+        raise typer.BadParameter(
+            f"{seeds!r} is not a comma-separated list of integers (e.g. 0,1,2)", param_hint="--seeds"
+        ) from None
     cell_list = tuple(c.strip() for c in cells.split(",") if c.strip())
     wrong = [c for c in cell_list if c not in CELLS]
     if wrong or not cell_list:
@@ -82,12 +117,19 @@ def _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data
         raise typer.BadParameter(str(err)) from None
     sweep_dir = (sweep_dir or Path("sweeps") / paper).expanduser().resolve()
     return SweepSpec(
-        table=number, paper=paper, models=tuple(model or ()), backbones=tuple(backbone or ()), seeds=seed_list, cells=cell_list,
-        results=results.expanduser().resolve(), sweep_dir=sweep_dir,
+        table=number,
+        paper=paper,
+        models=tuple(model or ()),
+        backbones=tuple(backbone or ()),
+        seeds=seed_list,
+        cells=cell_list,
+        results=results.expanduser().resolve(),
+        sweep_dir=sweep_dir,
         data_root=data_root.expanduser().resolve() if data_root else None,
         splits=splits.expanduser().resolve() if splits else None,
-        train_overrides=train_pairs, eval_overrides=eval_pairs,
-    )  # fmt: skip
+        train_overrides=train_pairs,
+        eval_overrides=eval_pairs,
+    )
 
 
 def _plan(spec):
@@ -117,16 +159,16 @@ def plan(
     target: Target = TargetArgument,
     number: int = NumberArgument,
     paper: str = PaperOption,
-    model: Optional[List[str]] = ModelOption,
-    backbone: Optional[List[str]] = BackboneOption,
+    model: list[str] | None = ModelOption,
+    backbone: list[str] | None = BackboneOption,
     seeds: str = SeedsOption,
     cells: str = CellsOption,
     results: Path = ResultsOption,
-    sweep_dir: Optional[Path] = SweepDirOption,
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
-    train_override: Optional[List[str]] = TrainOverrideOption,
-    eval_override: Optional[List[str]] = EvalOverrideOption,
+    sweep_dir: Path | None = SweepDirOption,
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
+    train_override: list[str] | None = TrainOverrideOption,
+    eval_override: list[str] | None = EvalOverrideOption,
     as_json: bool = JsonOption,
 ) -> None:
     """List the jobs that the empty cells of table N need, and which are done.
@@ -141,7 +183,20 @@ def plan(
     """
     from rich.table import Table
 
-    spec = _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
+    spec = _spec(
+        number,
+        paper,
+        model,
+        backbone,
+        seeds,
+        cells,
+        results,
+        sweep_dir,
+        data_root,
+        splits,
+        train_override,
+        eval_override,
+    )
     jobs = _plan(spec)
     if as_json:
         typer.echo(json.dumps([job.as_dict() for job in jobs], indent=2))
@@ -159,31 +214,70 @@ def plan(
 def run(
     target: Target = TargetArgument,
     number: int = NumberArgument,
-    launcher: Launcher = typer.Option(Launcher.local, "--launcher", help="local: this machine, in dependency order; slurm: submit through submitit."),
+    launcher: Launcher = typer.Option(
+        Launcher.local, "--launcher", help="local: this machine, in dependency order; slurm: submit through submitit."
+    ),
     paper: str = PaperOption,
-    model: Optional[List[str]] = ModelOption,
-    backbone: Optional[List[str]] = BackboneOption,
+    model: list[str] | None = ModelOption,
+    backbone: list[str] | None = BackboneOption,
     seeds: str = SeedsOption,
     cells: str = CellsOption,
     results: Path = ResultsOption,
-    sweep_dir: Optional[Path] = SweepDirOption,
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
-    train_override: Optional[List[str]] = TrainOverrideOption,
-    eval_override: Optional[List[str]] = EvalOverrideOption,
-    parallel: str = typer.Option("auto", "--parallel", help="local: jobs at a time; auto = one per visible GPU (one without a GPU)."),
-    gpus_per_job: int = typer.Option(1, "--gpus-per-job", min=1, help="slurm: GPUs of each training job (one node, torchrun DDP; --bsz stays global)."),
+    sweep_dir: Path | None = SweepDirOption,
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
+    train_override: list[str] | None = TrainOverrideOption,
+    eval_override: list[str] | None = EvalOverrideOption,
+    parallel: str = typer.Option(
+        "auto", "--parallel", help="local: jobs at a time; auto = one per visible GPU (one without a GPU)."
+    ),
+    gpus_per_job: int = typer.Option(
+        1,
+        "--gpus-per-job",
+        min=1,
+        help="slurm: GPUs of each training job (one node, torchrun DDP; --bsz stays global).",
+    ),
     cpus_per_gpu: int = typer.Option(8, "--cpus-per-gpu", min=1, help="slurm: CPU cores per GPU (DataLoader workers)."),
-    partition: Optional[str] = typer.Option(None, "--partition", help="slurm: partition [default: the cluster's].", show_default=False),
-    account: Optional[str] = typer.Option(None, "--account", help="slurm: account to charge [default: yours].", show_default=False),
-    qos: Optional[str] = typer.Option(None, "--qos", help="slurm: quality of service [default: the cluster's].", show_default=False),
-    constraint: Optional[str] = typer.Option(None, "--constraint", help="slurm: node features, e.g. a100 [default: none].", show_default=False),
-    mem: Optional[str] = typer.Option(None, "--mem", help="slurm: memory per node, e.g. 64G [default: the cluster's].", show_default=False),
-    time_min: int = typer.Option(24 * 60, "--time", min=10, help="slurm: time limit of a training job in minutes; it requeues itself and resumes when it runs out."),
-    eval_time_min: int = typer.Option(4 * 60, "--eval-time", min=10, help="slurm: time limit of the other jobs in minutes."),
-    max_requeues: int = typer.Option(20, "--max-requeues", min=0, help="slurm: time-outs after which a training is given up."),
-    setup: Optional[List[str]] = typer.Option(None, "--setup", help="slurm: shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable) [default: none].", show_default=False),
-    slurm_arg: Optional[List[str]] = typer.Option(None, "--slurm-arg", metavar="KEY=VALUE", help="slurm: any other sbatch option, e.g. mail-type=END (repeatable) [default: none].", show_default=False),
+    partition: str | None = typer.Option(
+        None, "--partition", help="slurm: partition [default: the cluster's].", show_default=False
+    ),
+    account: str | None = typer.Option(
+        None, "--account", help="slurm: account to charge [default: yours].", show_default=False
+    ),
+    qos: str | None = typer.Option(
+        None, "--qos", help="slurm: quality of service [default: the cluster's].", show_default=False
+    ),
+    constraint: str | None = typer.Option(
+        None, "--constraint", help="slurm: node features, e.g. a100 [default: none].", show_default=False
+    ),
+    mem: str | None = typer.Option(
+        None, "--mem", help="slurm: memory per node, e.g. 64G [default: the cluster's].", show_default=False
+    ),
+    time_min: int = typer.Option(
+        24 * 60,
+        "--time",
+        min=10,
+        help="slurm: time limit of a training job in minutes; it requeues itself and resumes when it runs out.",
+    ),
+    eval_time_min: int = typer.Option(
+        4 * 60, "--eval-time", min=10, help="slurm: time limit of the other jobs in minutes."
+    ),
+    max_requeues: int = typer.Option(
+        20, "--max-requeues", min=0, help="slurm: time-outs after which a training is given up."
+    ),
+    setup: list[str] | None = typer.Option(
+        None,
+        "--setup",
+        help="slurm: shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable) [default: none].",
+        show_default=False,
+    ),
+    slurm_arg: list[str] | None = typer.Option(
+        None,
+        "--slurm-arg",
+        metavar="KEY=VALUE",
+        help="slurm: any other sbatch option, e.g. mail-type=END (repeatable) [default: none].",
+        show_default=False,
+    ),
 ) -> None:
     """Run the jobs of table N that are not done: here, or submitted to SLURM.
 
@@ -203,7 +297,20 @@ def run(
     from ..sweep.folder import SweepFolder
     from ..sweep.plan import parse_key_values
 
-    spec = _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
+    spec = _spec(
+        number,
+        paper,
+        model,
+        backbone,
+        seeds,
+        cells,
+        results,
+        sweep_dir,
+        data_root,
+        splits,
+        train_override,
+        eval_override,
+    )
     try:
         extra = parse_key_values(slurm_arg or [], "--slurm-arg")
     except HmreproError as err:
@@ -212,7 +319,9 @@ def run(
     jobs = _plan(spec)
     folder = SweepFolder(spec.sweep_dir)
     todo = [job for job in jobs if job.state != "done"]
-    console.print(f"table {number}: {_summary(jobs)}; {len(todo)} job(s) to run; sweep folder {spec.sweep_dir}", highlight=False)
+    console.print(
+        f"table {number}: {_summary(jobs)}; {len(todo)} job(s) to run; sweep folder {spec.sweep_dir}", highlight=False
+    )
     if not todo:
         return
     if launcher is Launcher.local:
@@ -221,10 +330,19 @@ def run(
     from ..sweep.slurm import SlurmOptions
 
     options = SlurmOptions(
-        gpus_per_job=gpus_per_job, cpus_per_gpu=cpus_per_gpu, partition=partition, account=account, qos=qos,
-        constraint=constraint, mem=mem, train_time_min=time_min, eval_time_min=eval_time_min,
-        max_requeues=max_requeues, setup=tuple(setup or ()), extra=extra,
-    )  # fmt: skip
+        gpus_per_job=gpus_per_job,
+        cpus_per_gpu=cpus_per_gpu,
+        partition=partition,
+        account=account,
+        qos=qos,
+        constraint=constraint,
+        mem=mem,
+        train_time_min=time_min,
+        eval_time_min=eval_time_min,
+        max_requeues=max_requeues,
+        setup=tuple(setup or ()),
+        extra=extra,
+    )
     _run_slurm(jobs, folder, options)
 
 
@@ -235,7 +353,9 @@ def _slots(parallel: str) -> list:
     if parallel == "auto":
         return list(gpus) or [None]
     if not parallel.isdigit() or int(parallel) < 1:
-        raise typer.BadParameter(f"{parallel!r}: give auto or a number of jobs at a time (1, 2, ...)", param_hint="--parallel")
+        raise typer.BadParameter(
+            f"{parallel!r}: give auto or a number of jobs at a time (1, 2, ...)", param_hint="--parallel"
+        )
     count = int(parallel)
     return [gpus[i % len(gpus)] for i in range(count)] if gpus else [None] * count
 
@@ -258,7 +378,10 @@ def _run_local(spec, todo, jobs, folder, slots) -> None:
         elif event.what == "blocked":
             console.print(f"[yellow]{tag}: not run[/]: a job it needs failed", highlight=False)
         elif event.what == "stopped":
-            console.print(f"[yellow]{tag}: stopped[/] (exit {event.returncode}); run the same command again to continue", highlight=False)
+            console.print(
+                f"[yellow]{tag}: stopped[/] (exit {event.returncode}); run the same command again to continue",
+                highlight=False,
+            )
         elif event.unfilled:
             console.print(
                 f"[red]{tag}: finished, but no record fills its cell[/] (`hmrepro table {spec.table} --all-records` says why)",
@@ -267,12 +390,17 @@ def _run_local(spec, todo, jobs, folder, slots) -> None:
         elif event.returncode == 0:
             console.print(f"[green]{tag}: done[/] in {event.seconds:.0f} s", highlight=False)
         else:
-            console.print(f"[red]{tag}: failed[/] (exit {event.returncode}); log {folder.log_path(event.job.id)}", highlight=False)
+            console.print(
+                f"[red]{tag}: failed[/] (exit {event.returncode}); log {folder.log_path(event.job.id)}", highlight=False
+            )
 
     outcome = run_local(jobs, folder, gpus=slots, on_event=show, fills=fills)
     bad = [job_id for job_id, state in outcome.items() if state != "done"]
     if bad:
-        console.print(f"[red]{len(bad)} job(s) not done[/]; see `hmrepro sweep status`, fix, and run the same command again", highlight=False)
+        console.print(
+            f"[red]{len(bad)} job(s) not done[/]; see `hmrepro sweep status`, fix, and run the same command again",
+            highlight=False,
+        )
         raise typer.Exit(1)
     console.print(f"[green]all {len(outcome)} job(s) done[/]", highlight=False)
 
@@ -285,17 +413,26 @@ def _run_slurm(jobs, folder, options) -> None:
         if event.what == "submitted":
             console.print(f"{event.job.id}: submitted as SLURM job {event.slurm_id}", highlight=False)
         elif event.what == "in-flight":
-            console.print(f"{event.job.id}: already {event.state.lower()} as SLURM job {event.slurm_id}", highlight=False)
+            console.print(
+                f"{event.job.id}: already {event.state.lower()} as SLURM job {event.slurm_id}", highlight=False
+            )
         elif event.what == "cancelled":
-            console.print(f"{event.job.id}: cancelled SLURM job {event.slurm_id} (its dependency is submitted anew)", highlight=False)
+            console.print(
+                f"{event.job.id}: cancelled SLURM job {event.slurm_id} (its dependency is submitted anew)",
+                highlight=False,
+            )
         else:
-            console.print(f"[yellow]{event.job.id}: not submitted[/]: a job it needs was not submitted", highlight=False)
+            console.print(
+                f"[yellow]{event.job.id}: not submitted[/]: a job it needs was not submitted", highlight=False
+            )
 
     try:
         submitted = submit_plan(jobs, folder, options, on_event=show)
     except HmreproError as err:
         fail(str(err))
-    console.print(f"{len(submitted)} job(s) queued or running; follow them with `hmrepro sweep status`", highlight=False)
+    console.print(
+        f"{len(submitted)} job(s) queued or running; follow them with `hmrepro sweep status`", highlight=False
+    )
 
 
 @app.command("status")
@@ -303,17 +440,19 @@ def status(
     target: Target = TargetArgument,
     number: int = NumberArgument,
     paper: str = PaperOption,
-    model: Optional[List[str]] = ModelOption,
-    backbone: Optional[List[str]] = BackboneOption,
+    model: list[str] | None = ModelOption,
+    backbone: list[str] | None = BackboneOption,
     seeds: str = SeedsOption,
     cells: str = CellsOption,
     results: Path = ResultsOption,
-    sweep_dir: Optional[Path] = SweepDirOption,
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
-    train_override: Optional[List[str]] = TrainOverrideOption,
-    eval_override: Optional[List[str]] = EvalOverrideOption,
-    show_table: bool = typer.Option(True, "--table/--no-table", help="Also show the table with the cells filled so far."),
+    sweep_dir: Path | None = SweepDirOption,
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
+    train_override: list[str] | None = TrainOverrideOption,
+    eval_override: list[str] | None = EvalOverrideOption,
+    show_table: bool = typer.Option(
+        True, "--table/--no-table", help="Also show the table with the cells filled so far."
+    ),
     as_json: bool = JsonOption,
 ) -> None:
     """Where each job of table N stands: done, running, queued, failed (with its log's last lines), blocked or
@@ -327,7 +466,20 @@ def status(
     from ..sweep.folder import SweepFolder
     from ..sweep.status import job_statuses
 
-    spec = _spec(number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override)
+    spec = _spec(
+        number,
+        paper,
+        model,
+        backbone,
+        seeds,
+        cells,
+        results,
+        sweep_dir,
+        data_root,
+        splits,
+        train_override,
+        eval_override,
+    )
     jobs = _plan(spec)
     statuses = job_statuses(jobs, SweepFolder(spec.sweep_dir))
     if as_json:
@@ -347,7 +499,9 @@ def status(
     counts = Counter(s.state for s in statuses)
     console.print(", ".join(f"{n} {state}" for state, n in counts.items()), highlight=False)
     cells_total = sum(len(s.job.cells) for s in statuses if s.job.kind in ("eval", "domain-shift", "bench"))
-    cells_done = sum(len(s.job.cells) for s in statuses if s.job.kind in ("eval", "domain-shift", "bench") and s.state == "done")
+    cells_done = sum(
+        len(s.job.cells) for s in statuses if s.job.kind in ("eval", "domain-shift", "bench") and s.state == "done"
+    )
     console.print(f"cells filled: {cells_done} of {cells_total}", highlight=False)
     for s in statuses:
         if s.state == "failed" and s.tail:
@@ -365,7 +519,10 @@ def _show_table(spec) -> None:
 
     try:
         frame = compare_table(
-            spec.table, results_dir=spec.results if spec.results.is_dir() else None, claimed_folder=spec.claimed_folder, paper=spec.paper
+            spec.table,
+            results_dir=spec.results if spec.results.is_dir() else None,
+            claimed_folder=spec.claimed_folder,
+            paper=spec.paper,
         )
     except HmreproError as err:
         console.print(f"[yellow]table not shown:[/] {err}", highlight=False)

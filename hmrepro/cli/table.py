@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -39,7 +38,9 @@ def _check_table_number(number: int, paper: str) -> None:
     if number not in tables:
         allowed = ", ".join(map(str, tables))
         whose = "the paper" if paper == "hm" else f"the {paper} paper"
-        raise typer.BadParameter(f"{whose} has no table {number} with results; choose one of {allowed}", param_hint="'N'")
+        raise typer.BadParameter(
+            f"{whose} has no table {number} with results; choose one of {allowed}", param_hint="'N'"
+        )
 
 
 def table(
@@ -47,8 +48,10 @@ def table(
         ..., metavar="N", help="Table of the paper: HM 1-7; CRCNet 1-9, 11-15; MCE 1-4 (its Tables I-IV)."
     ),
     paper: PaperName = typer.Option(
-        PaperName.hm, "--paper", help="Whose table: hm (the HM paper), crcnet (CRCNet, IJCV 2022) or mce (MCE, arXiv "
-        "2308.11201); claimed numbers from recipes/claimed/ (hm) or recipes/claimed/<paper>/."
+        PaperName.hm,
+        "--paper",
+        help="Whose table: hm (the HM paper), crcnet (CRCNet, IJCV 2022) or mce (MCE, arXiv "
+        "2308.11201); claimed numbers from recipes/claimed/ (hm) or recipes/claimed/<paper>/.",
     ),
     compare_claimed: bool = typer.Option(
         False,
@@ -58,13 +61,14 @@ def table(
         "line: reproduced HM − reproduced baseline next to the claimed gain.",
     ),
     ci: bool = typer.Option(
-        False, "--ci",
+        False,
+        "--ci",
         help="With --compare-claimed: the 95 % bootstrap interval over the episodes of every verified/reproduced "
         "cell and the paired interval of every gain, saying whether the claimed gain lies inside (needs records "
         "with per-episode results).",
-    ),  # fmt: skip
+    ),
     fmt: TableFormat = typer.Option(TableFormat.rich, "--format", help="Output format."),
-    results: Optional[Path] = typer.Option(
+    results: Path | None = typer.Option(
         None,
         "--results",
         envvar="HMREPRO_RESULTS",
@@ -77,7 +81,7 @@ def table(
         help="Instead of the table, list every result record of its rows: the cell each one fills, or why it fills "
         "none (e.g. '20 of 1000 episodes', 'bf16', 'img 200 ≠ 400', 'original size', 'external checkpoint').",
     ),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write to this file instead of stdout."),
 ) -> None:
     """Show table N of a paper (the HM paper unless --paper says another): the claimed numbers next to the verified
     (official checkpoints) and reproduced (own training runs) ones from the result records.
@@ -122,7 +126,9 @@ def table(
     _write(render(frame, number, fmt.value, compare=compare_claimed), number, fmt, output)
 
 
-def _show_records(number: int, results_dir: Optional[Path], fmt: TableFormat, output: Optional[Path], paper: str = "hm") -> None:
+def _show_records(
+    number: int, results_dir: Path | None, fmt: TableFormat, output: Path | None, paper: str = "hm"
+) -> None:
     """``--all-records``: the record listing of table ``number``."""
     from ..reporting.render import build_records_view, print_rich, render_records
     from ..reporting.tables import record_listing
@@ -144,7 +150,7 @@ def _warn_skipped(frame) -> None:
         console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
 
-def _write(text: str, number: int, fmt: TableFormat, output: Optional[Path]) -> None:
+def _write(text: str, number: int, fmt: TableFormat, output: Path | None) -> None:
     """``text`` to stdout, or to ``output`` (saying so)."""
     if output is None:
         typer.echo(text, nl=False)
@@ -154,7 +160,7 @@ def _write(text: str, number: int, fmt: TableFormat, output: Optional[Path]) -> 
     console.print(f"table {number} ({fmt.value}) written to {output}")
 
 
-def _results_dir(results: Optional[Path]) -> Optional[Path]:
+def _results_dir(results: Path | None) -> Path | None:
     """The records folder: an explicit one must exist; the default ``./results`` may be absent (no records)."""
     if results is None:
         return DEFAULT_RESULTS if DEFAULT_RESULTS.is_dir() else None

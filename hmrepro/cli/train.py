@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,7 +17,7 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-def _model_name(value: Optional[str]) -> Optional[str]:
+def _model_name(value: str | None) -> str | None:
     from ..models.registry import list_models
 
     if value is not None and value not in list_models():
@@ -27,40 +26,161 @@ def _model_name(value: Optional[str]) -> Optional[str]:
 
 
 def train(
-    model: Optional[str] = typer.Argument(
-        None, callback=_model_name, help="Model to train: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... (-im, -hm-add, -hm-reverse: the masking ablations).",
+    model: str | None = typer.Argument(
+        None,
+        callback=_model_name,
+        help="Model to train: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... (-im, -hm-add, -hm-reverse: the masking ablations).",
         show_default=False,
     ),
-    benchmark: Optional[BenchmarkName] = typer.Option(None, "--benchmark", "-b", help="Benchmark.", show_default=False),
-    fold: Optional[int] = typer.Option(None, "--fold", "-f", min=0, max=3, help="Fold (0-3) [default: 0].", show_default=False),
-    backbone: Optional[str] = typer.Option(None, "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16 [default: resnet50].", show_default=False),
-    epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and their HM variants, VAT's 300 (COCO: 400)].", show_default=False),
-    bsz: Optional[int] = typer.Option(None, "--bsz", min=1, help="Global batch size, all processes together [default: recipe].", show_default=False),
-    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Learning rate [default: recipe].", show_default=False),
-    img_size: Optional[int] = typer.Option(None, "--img-size", min=16, help="Image side in pixels [default: recipe, 400].", show_default=False),
-    shot: Optional[int] = typer.Option(None, "--shot", min=1, help="Supports per training episode; K > 1 only for families that train on K-shot episodes (MCE's 5-shot model) [default: recipe, 1].", show_default=False),
-    augment: Optional[str] = typer.Option(None, "--augment", help="none, cats (image colours) or geometric (scale/rotate/blur/flip/crop of image and masks) [default: recipe].", show_default=False),
-    patience: Optional[int] = typer.Option(None, "--patience", min=0, help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe early (0: never, the authors') [default: recipe, 0].", show_default=False),
-    min_class_pixels: Optional[int] = typer.Option(None, "--min-class-pixels", min=0, help="BAM's training-image rule: use an (image, class) pair only if the class covers this many pixels of the stored mask (0: all); BAM's 2048 is 1.1 % of a 500x375 VOC image, on the synthetic benchmark (64-96 px images) about 100 [default: recipe: MCE 2048, else 0].", show_default=False),
-    val_episodes: Optional[int] = typer.Option(None, "--val-episodes", min=0, help="Validate on the first N of the fixed episodes (0: all, the authors' 1000) [default: recipe].", show_default=False),
-    val_bsz: Optional[int] = typer.Option(None, "--val-bsz", min=1, help="Validation batch size [default: recipe].", show_default=False),
-    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="DataLoader worker processes per process [default: min(4, cores-1)].", show_default=False),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the episode order, augmentation and initialisation [default: 0].", show_default=False),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to create [default: ~/.hmrepro/runs/<model>_<backbone>_<benchmark>_fold<f>_<time>].", show_default=False),
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
-    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained", help="ImageNet backbone weights [default: pretrained].", show_default=False),
-    calibrate_bn: Optional[bool] = typer.Option(None, "--calibrate-bn/--no-calibrate-bn", help="Re-estimate a random backbone's BatchNorm statistics on 64 training images, without which it cannot learn [default: on with --no-pretrained].", show_default=False),
-    deterministic: Optional[bool] = typer.Option(None, "--deterministic/--no-deterministic", help="Deterministic kernels (bit-reproducible on the CPU) [default: off].", show_default=False),
-    amp: Optional[Precision] = typer.Option(None, "--amp", help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, changes numbers; recorded in config.json) [default: fp32].", show_default=False),
-    tf32: Optional[bool] = typer.Option(None, "--tf32/--no-tf32", help="TF32 matmuls and convolutions on CUDA (faster, changes numbers) [default: off, as the authors].", show_default=False),
-    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=0, help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500].", show_default=False),
-    model_args: Optional[str] = typer.Option(None, "--model-args", help="Constructor arguments of the model, 'key=value;key=value' (CRCNet's ablations, e.g. 'mask_refine=false;feature_layers=layer3'); saved in config.json, and eval builds the same model [default: none].", show_default=False),
-    epoch_iterations: Optional[int] = typer.Option(None, "--epoch-iterations", min=0, help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole training split, the authors') [default: 0].", show_default=False),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder where it stopped (mid-epoch too).", show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available].", show_default=False),
+    benchmark: BenchmarkName | None = typer.Option(None, "--benchmark", "-b", help="Benchmark.", show_default=False),
+    fold: int | None = typer.Option(
+        None, "--fold", "-f", min=0, max=3, help="Fold (0-3) [default: 0].", show_default=False
+    ),
+    backbone: str | None = typer.Option(
+        None,
+        "--backbone",
+        callback=check_backbone,
+        help="resnet50, resnet101 or vgg16 [default: resnet50].",
+        show_default=False,
+    ),
+    epochs: int | None = typer.Option(
+        None,
+        "--epochs",
+        min=1,
+        help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and their HM variants, VAT's 300 (COCO: 400)].",
+        show_default=False,
+    ),
+    bsz: int | None = typer.Option(
+        None, "--bsz", min=1, help="Global batch size, all processes together [default: recipe].", show_default=False
+    ),
+    lr: float | None = typer.Option(None, "--lr", min=0.0, help="Learning rate [default: recipe].", show_default=False),
+    img_size: int | None = typer.Option(
+        None, "--img-size", min=16, help="Image side in pixels [default: recipe, 400].", show_default=False
+    ),
+    shot: int | None = typer.Option(
+        None,
+        "--shot",
+        min=1,
+        help="Supports per training episode; K > 1 only for families that train on K-shot episodes (MCE's 5-shot model) [default: recipe, 1].",
+        show_default=False,
+    ),
+    augment: str | None = typer.Option(
+        None,
+        "--augment",
+        help="none, cats (image colours) or geometric (scale/rotate/blur/flip/crop of image and masks) [default: recipe].",
+        show_default=False,
+    ),
+    patience: int | None = typer.Option(
+        None,
+        "--patience",
+        min=0,
+        help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe early (0: never, the authors') [default: recipe, 0].",
+        show_default=False,
+    ),
+    min_class_pixels: int | None = typer.Option(
+        None,
+        "--min-class-pixels",
+        min=0,
+        help="BAM's training-image rule: use an (image, class) pair only if the class covers this many pixels of the stored mask (0: all); BAM's 2048 is 1.1 % of a 500x375 VOC image, on the synthetic benchmark (64-96 px images) about 100 [default: recipe: MCE 2048, else 0].",
+        show_default=False,
+    ),
+    val_episodes: int | None = typer.Option(
+        None,
+        "--val-episodes",
+        min=0,
+        help="Validate on the first N of the fixed episodes (0: all, the authors' 1000) [default: recipe].",
+        show_default=False,
+    ),
+    val_bsz: int | None = typer.Option(
+        None, "--val-bsz", min=1, help="Validation batch size [default: recipe].", show_default=False
+    ),
+    workers: int | None = typer.Option(
+        None,
+        "--workers",
+        min=0,
+        help="DataLoader worker processes per process [default: min(4, cores-1)].",
+        show_default=False,
+    ),
+    seed: int | None = typer.Option(
+        None,
+        "--seed",
+        help="Seed of the episode order, augmentation and initialisation [default: 0].",
+        show_default=False,
+    ),
+    out: Path | None = typer.Option(
+        None,
+        "--out",
+        help="Run folder to create [default: ~/.hmrepro/runs/<model>_<backbone>_<benchmark>_fold<f>_<time>].",
+        show_default=False,
+    ),
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
+    pretrained: bool | None = typer.Option(
+        None,
+        "--pretrained/--no-pretrained",
+        help="ImageNet backbone weights [default: pretrained].",
+        show_default=False,
+    ),
+    calibrate_bn: bool | None = typer.Option(
+        None,
+        "--calibrate-bn/--no-calibrate-bn",
+        help="Re-estimate a random backbone's BatchNorm statistics on 64 training images, without which it cannot learn [default: on with --no-pretrained].",
+        show_default=False,
+    ),
+    deterministic: bool | None = typer.Option(
+        None,
+        "--deterministic/--no-deterministic",
+        help="Deterministic kernels (bit-reproducible on the CPU) [default: off].",
+        show_default=False,
+    ),
+    amp: Precision | None = typer.Option(
+        None,
+        "--amp",
+        help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, changes numbers; recorded in config.json) [default: fp32].",
+        show_default=False,
+    ),
+    tf32: bool | None = typer.Option(
+        None,
+        "--tf32/--no-tf32",
+        help="TF32 matmuls and convolutions on CUDA (faster, changes numbers) [default: off, as the authors].",
+        show_default=False,
+    ),
+    checkpoint_every: int | None = typer.Option(
+        None,
+        "--checkpoint-every",
+        min=0,
+        help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500].",
+        show_default=False,
+    ),
+    model_args: str | None = typer.Option(
+        None,
+        "--model-args",
+        help="Constructor arguments of the model, 'key=value;key=value' (CRCNet's ablations, e.g. 'mask_refine=false;feature_layers=layer3'); saved in config.json, and eval builds the same model [default: none].",
+        show_default=False,
+    ),
+    epoch_iterations: int | None = typer.Option(
+        None,
+        "--epoch-iterations",
+        min=0,
+        help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole training split, the authors') [default: 0].",
+        show_default=False,
+    ),
+    resume: Path | None = typer.Option(
+        None, "--resume", help="Continue the run in this folder where it stopped (mid-epoch too).", show_default=False
+    ),
+    device: str | None = typer.Option(
+        None,
+        "--device",
+        callback=check_device,
+        help="cpu, cuda, cuda:1 ... [default: cuda if available].",
+        show_default=False,
+    ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars [default: on]."),
-    print_config: bool = typer.Option(False, "--print-config", help="Print the effective configuration (recipe, flags, derived values) as JSON and exit without touching data."),
+    print_config: bool = typer.Option(
+        False,
+        "--print-config",
+        help="Print the effective configuration (recipe, flags, derived values) as JSON and exit without touching data.",
+    ),
 ) -> None:
     """Train MODEL episodically with a frozen backbone, validating every epoch and keeping the best weights.
 
@@ -80,17 +200,37 @@ def train(
     from ..engine.train_config import build_config, resume_config
 
     overrides = {
-        "backbone": backbone, "epochs": epochs, "bsz": bsz, "lr": lr, "img_size": img_size, "shot": shot, "augment": augment,
-        "patience": patience, "min_class_pixels": min_class_pixels, "val_episodes": val_episodes, "val_bsz": val_bsz, "workers": workers, "seed": seed,
-        "out": str(out.expanduser()) if out else None, "data_root": str(data_root.expanduser()) if data_root else None,
-        "splits": str(splits.expanduser()) if splits else None, "pretrained": pretrained, "calibrate_bn": calibrate_bn,
-        "deterministic": deterministic, "precision": amp.value if amp else None, "tf32": tf32,
-        "checkpoint_every": checkpoint_every, "epoch_iterations": epoch_iterations, "device": device,
+        "backbone": backbone,
+        "epochs": epochs,
+        "bsz": bsz,
+        "lr": lr,
+        "img_size": img_size,
+        "shot": shot,
+        "augment": augment,
+        "patience": patience,
+        "min_class_pixels": min_class_pixels,
+        "val_episodes": val_episodes,
+        "val_bsz": val_bsz,
+        "workers": workers,
+        "seed": seed,
+        "out": str(out.expanduser()) if out else None,
+        "data_root": str(data_root.expanduser()) if data_root else None,
+        "splits": str(splits.expanduser()) if splits else None,
+        "pretrained": pretrained,
+        "calibrate_bn": calibrate_bn,
+        "deterministic": deterministic,
+        "precision": amp.value if amp else None,
+        "tf32": tf32,
+        "checkpoint_every": checkpoint_every,
+        "epoch_iterations": epoch_iterations,
+        "device": device,
         "model_args": model_args,
-    }  # fmt: skip
+    }
     if resume is not None:
         if out is not None:
-            raise typer.BadParameter("--out and --resume exclude each other: a resumed run stays in its folder", param_hint="--out")
+            raise typer.BadParameter(
+                "--out and --resume exclude each other: a resumed run stays in its folder", param_hint="--out"
+            )
         resume = resume.expanduser()
         given = {"model": model, "benchmark": benchmark.value if benchmark else None, "fold": fold, **overrides}
         config = resume_config(resume, given)
@@ -106,9 +246,11 @@ def train(
             run_dir = run_training(config, resume=resume is not None, progress=reporter)
     except TrainingInterrupted as err:
         console.print(f"[yellow]interrupted:[/] {err}")
-        raise typer.Exit(err.exit_code)
+        raise typer.Exit(err.exit_code) from None
     console.print(f"[green]done[/]: run folder {run_dir}")
-    console.print(f"evaluate: [bold]hmrepro eval {config.model} -b {config.benchmark} --fold {config.fold} --weights {run_dir}[/]")
+    console.print(
+        f"evaluate: [bold]hmrepro eval {config.model} -b {config.benchmark} --fold {config.fold} --weights {run_dir}[/]"
+    )
 
 
 def effective_config(config) -> dict:

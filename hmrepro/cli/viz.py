@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -30,16 +29,23 @@ class BackboneName(str, Enum):
 @app.command("features")
 def features(
     backbone: BackboneName = typer.Option(BackboneName.resnet50, "--backbone", help="Frozen ImageNet backbone."),
-    layer: int = typer.Option(0, "--layer", min=0, help="Tap index, 0-based over the backbone's taps, shallowest first "
-                              "(resnet50: 0-12, resnet101: 0-29, vgg16: 0-6)."),  # fmt: skip
+    layer: int = typer.Option(
+        0,
+        "--layer",
+        min=0,
+        help="Tap index, 0-based over the backbone's taps, shallowest first "
+        "(resnet50: 0-12, resnet101: 0-29, vgg16: 0-6).",
+    ),
     benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark the support image comes from."),
     fold: int = FoldOption,
     episode: int = typer.Option(0, "--episode", min=0, help="Test episode (1-shot) whose support is drawn."),
     img_size: int = typer.Option(400, "--img-size", min=16, help="Image side in pixels."),
     pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet weights (else random)."),
-    output: Path = typer.Option(Path("features.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."),
-    data_root: Optional[Path] = DataRootOption,
-    splits: Optional[Path] = SplitsOption,
+    output: Path = typer.Option(
+        Path("features.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."
+    ),
+    data_root: Path | None = DataRootOption,
+    splits: Path | None = SplitsOption,
 ) -> None:
     """Draw the first channel of one backbone tap of a support image under FM, IM and HM masking (HM Fig. 5).
 
@@ -57,15 +63,31 @@ def features(
 
     eps = test_episodes(benchmark.value, fold, 1, splits=SplitFolder(splits))
     if episode >= len(eps):
-        raise HmreproError(f"--episode {episode} is out of range: {benchmark.value} fold {fold} has {len(eps)} "
-                           f"test episodes (0..{len(eps) - 1})")  # fmt: skip
+        raise HmreproError(
+            f"--episode {episode} is out of range: {benchmark.value} fold {fold} has {len(eps)} "
+            f"test episodes (0..{len(eps) - 1})"
+        )
     # the backbones are HSNet's (ImageNet, torchvision preprocessing): the support is loaded as HSNet loads it
-    dataset = EpisodeDataset(get_benchmark(benchmark.value), resolve_data_root(data_root), [eps[episode]],
-                             img_size=img_size, preprocess="hsnet")  # fmt: skip
+    dataset = EpisodeDataset(
+        get_benchmark(benchmark.value),
+        resolve_data_root(data_root),
+        [eps[episode]],
+        img_size=img_size,
+        preprocess="hsnet",
+    )
     item = dataset[0]
     support = Path(eps[episode].supports[0]).name
-    title = (f"{benchmark.value} fold {fold} episode {episode} support {support}: {backbone.value} tap {layer}, "
-             f"channel 0{'' if pretrained else ' [random weights]'}")  # fmt: skip
-    path = plot_support_features(item["support_imgs"][0], item["support_masks"][0], backbone.value, layer, output,
-                                 pretrained=pretrained, title=title)  # fmt: skip
+    title = (
+        f"{benchmark.value} fold {fold} episode {episode} support {support}: {backbone.value} tap {layer}, "
+        f"channel 0{'' if pretrained else ' [random weights]'}"
+    )
+    path = plot_support_features(
+        item["support_imgs"][0],
+        item["support_masks"][0],
+        backbone.value,
+        layer,
+        output,
+        pretrained=pretrained,
+        title=title,
+    )
     console.print(f"wrote {path}", soft_wrap=True)

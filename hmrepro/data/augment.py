@@ -25,7 +25,7 @@ number of DataLoader workers and processes.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch

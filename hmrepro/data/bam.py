@@ -27,12 +27,16 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .episodes import Episode, EpisodePool
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "BAM_EPISODES",
@@ -74,7 +78,7 @@ class BamPool:
     classwise: dict[int, tuple[str, ...]]
 
     @classmethod
-    def from_pool(cls, pool: EpisodePool) -> "BamPool":
+    def from_pool(cls, pool: EpisodePool) -> BamPool:
         """From an :class:`EpisodePool` of a test split: each image once, in list order, with its listed classes."""
         classes: dict[str, list[int]] = {}
         if pool.kind == "indexed":
@@ -139,8 +143,9 @@ def bam_new_size(height: int, width: int, size: int) -> tuple[int, int]:
     return (new_h // 8) * 8, (new_w // 8) * 8
 
 
-def seed_episode_lists(pool: BamPool, shot: int, seeds: Sequence[int], episodes: int = BAM_EPISODES,
-                       workers: int = BAM_WORKERS) -> list[tuple[int, list[Episode]]]:
+def seed_episode_lists(
+    pool: BamPool, shot: int, seeds: Sequence[int], episodes: int = BAM_EPISODES, workers: int = BAM_WORKERS
+) -> list[tuple[int, list[Episode]]]:
     """(seed, episodes) of every run."""
     return [(int(s), bam_episodes(pool, shot, s, episodes, workers)) for s in seeds]
 
@@ -153,7 +158,7 @@ class BamImageTransform:
     def __init__(self, img_size: int):
         self.img_size = int(img_size)
 
-    def __call__(self, img) -> "torch.Tensor":
+    def __call__(self, img) -> torch.Tensor:
         import cv2
         import torch
         from PIL import Image
@@ -176,7 +181,7 @@ def bam_image_transform(img_size: int) -> BamImageTransform:
     return BamImageTransform(img_size)
 
 
-def bam_resize_mask(mask: "torch.Tensor", size: tuple[int, int]) -> "torch.Tensor":
+def bam_resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """BAM's mask resize: cv2 INTER_NEAREST to :func:`bam_new_size`, top-left on a canvas of 255 (ignored)."""
     import cv2
     import torch
@@ -188,7 +193,7 @@ def bam_resize_mask(mask: "torch.Tensor", size: tuple[int, int]) -> "torch.Tenso
     return torch.from_numpy(canvas)
 
 
-def bam_logits_to_label(logits: "torch.Tensor", label_size: Sequence[int]) -> "torch.Tensor":
+def bam_logits_to_label(logits: torch.Tensor, label_size: Sequence[int]) -> torch.Tensor:
     """BAM's ``ori_resize`` scoring: logits [B, 2, S, S] upsampled (bilinear, align_corners=True) to the square of
     the label's longer side, then the top-left ``label_size`` (H, W) crop — the part not padded with 255."""
     import torch.nn.functional as F
@@ -199,8 +204,13 @@ def bam_logits_to_label(logits: "torch.Tensor", label_size: Sequence[int]) -> "t
 
 
 def bam_test_episodes(
-    benchmark: str, fold: int, shot: int, splits=None, seeds: Sequence[int] | None = None,
-    episodes: int = BAM_EPISODES, workers: int = BAM_WORKERS,
+    benchmark: str,
+    fold: int,
+    shot: int,
+    splits=None,
+    seeds: Sequence[int] | None = None,
+    episodes: int = BAM_EPISODES,
+    workers: int = BAM_WORKERS,
 ) -> list[tuple[int, list[Episode]]]:
     """(seed, episodes) of each of BAM's evaluation runs on ``benchmark``/``fold`` (no image is read)."""
     from .benchmarks import get_benchmark

@@ -15,9 +15,10 @@ Layout below the data root (identical to the authors'):
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -48,8 +49,10 @@ def open_image(path: Path, benchmark: str) -> Image.Image:
             f"`{_FETCH_HINT[benchmark]}`, or make the synthetic benchmark with `hmrepro prepare synthetic`."
         )
     if not path.is_file():
-        raise CorruptFileError(f"{path} is a folder (or another non-file), not an image; remove it and run "
-                               f"`{_FETCH_HINT[benchmark]}` to put the file back")
+        raise CorruptFileError(
+            f"{path} is a folder (or another non-file), not an image; remove it and run "
+            f"`{_FETCH_HINT[benchmark]}` to put the file back"
+        )
     try:
         img = Image.open(path)
         img.load()
@@ -80,11 +83,14 @@ def _mask_array(img: Image.Image, path: Path, benchmark: str, valid: str, data_r
     )
 
 
-def _check_values(arr: np.ndarray, allowed: np.ndarray, path: Path, benchmark: str, valid: str,
-                  data_root: Path | None) -> None:
+def _check_values(
+    arr: np.ndarray, allowed: np.ndarray, path: Path, benchmark: str, valid: str, data_root: Path | None
+) -> None:
     """Refuse a mask with a value that is no class of ``benchmark`` (``allowed``: a 256-entry lookup table)."""
     if arr.size == 0:
-        raise CorruptFileError(f"mask {path} has no pixels; replace it and check with {_check_hint(benchmark, data_root)}")
+        raise CorruptFileError(
+            f"mask {path} has no pixels; replace it and check with {_check_hint(benchmark, data_root)}"
+        )
     if arr.dtype == np.uint8 and allowed[arr].all():
         return
     low, high = int(arr.min()), int(arr.max())
@@ -104,8 +110,9 @@ def _allowed(values) -> np.ndarray:
     return table
 
 
-def check_mask_size(mask_path: Path, mask_shape: tuple[int, ...], image: Image.Image, benchmark: str,
-                    data_root: Path | None = None) -> None:
+def check_mask_size(
+    mask_path: Path, mask_shape: tuple[int, ...], image: Image.Image, benchmark: str, data_root: Path | None = None
+) -> None:
     """Refuse a mask whose size is not its image's (errors name the mask and both sizes)."""
     if tuple(mask_shape) != (image.height, image.width):
         raise CorruptFileError(
@@ -149,8 +156,10 @@ class Benchmark:
         """``data_root`` if it holds this benchmark's folder, else an error naming it and the fix."""
         root = Path(data_root).expanduser()
         if root.exists() and not root.is_dir():
-            raise InvalidInputError(f"data root {root} is a file, not a folder; pass --data-root (or set HMREPRO_DATA) "
-                                    f"to the folder holding {self.top_folder}/")
+            raise InvalidInputError(
+                f"data root {root} is a file, not a folder; pass --data-root (or set HMREPRO_DATA) "
+                f"to the folder holding {self.top_folder}/"
+            )
         if not root.is_dir():
             raise MissingDataError(
                 f"data root {root} does not exist. Pass --data-root (or set HMREPRO_DATA) to the folder holding "
@@ -158,8 +167,10 @@ class Benchmark:
                 f"for a no-download try-out: `hmrepro prepare synthetic`."
             )
         if (root / self.top_folder).exists() and not (root / self.top_folder).is_dir():
-            raise CorruptFileError(f"{root / self.top_folder} is a file, not the {self.name} folder; move it away and "
-                                   f"run `{_FETCH_HINT[self.name]} --data-root {root}`")
+            raise CorruptFileError(
+                f"{root / self.top_folder} is a file, not the {self.name} folder; move it away and "
+                f"run `{_FETCH_HINT[self.name]} --data-root {root}`"
+            )
         if not (root / self.top_folder).is_dir():
             raise MissingDataError(
                 f"{root / self.top_folder} does not exist: the data root {root} has no {self.name} data. "
@@ -373,7 +384,9 @@ def test_episodes(
         return bam_test_episodes(benchmark, fold, shot, splits, seeds=[seed or bam_seeds()[0]])[0][1]
     bench = get_benchmark(benchmark)
     if protocol == "asnet" and benchmark == "fss":
-        raise InvalidInputError("the asnet protocol has no FSS-1000 episodes (the authors' ASNet code has no FSS loader)")
+        raise InvalidInputError(
+            "the asnet protocol has no FSS-1000 episodes (the authors' ASNet code has no FSS loader)"
+        )
     pool = bench.pool(splits or SplitFolder(), split, fold)
     return evaluation_episodes(pool, shot, bench.test_episodes, protocol=protocol, seed=seed)
 

@@ -6,8 +6,8 @@ training epoch or an evaluation is fixed in the main process and does not depend
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -62,13 +62,17 @@ class EpisodeDataset(Dataset):
         self.original_size = original_size
         pre = get_preprocessing(preprocess)
         if original_size and not pre.original_size:
-            raise ValueError(f"the {pre.name} preprocessing resizes every mask: original-size evaluation is not possible")
+            raise ValueError(
+                f"the {pre.name} preprocessing resizes every mask: original-size evaluation is not possible"
+            )
         self.preprocess = pre.name
         self.resize_mask = pre.resize_mask
         self.transform = transform or pre.image_transform(img_size)
         self.pairs = hasattr(self.transform, "pair")
         if original_size and self.pairs:
-            raise ValueError("a transform of image and mask (geometric augmentation) is for training, not original-size evaluation")
+            raise ValueError(
+                "a transform of image and mask (geometric augmentation) is for training, not original-size evaluation"
+            )
         self.image_cache = ImageCache.of_mib(image_cache_mib if transform is None else 0)
 
     def __len__(self) -> int:

@@ -22,8 +22,9 @@ Draw rules per benchmark (the pool's ``kind``):
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -155,4 +156,3 @@ def training_episodes(pool: EpisodePool, shot: int, seed: int, epoch: int) -> li
     rng = np.random.RandomState([seed, epoch])
     order = rng.permutation(len(pool)) if pool.shuffle else np.arange(len(pool))
     return [pool.draw(rng, int(idx), shot) for idx in order]
-

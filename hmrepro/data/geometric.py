@@ -27,8 +27,9 @@ reseeded per episode from (seed, epoch, episode index) by :meth:`GeometricAugmen
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -77,7 +78,7 @@ class GeometricParams:
             raise ValueError(f"pad_label must be 255 (ignored) or 0 (background) (got {self.pad_label})")
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any]) -> "GeometricParams":
+    def from_config(cls, config: Mapping[str, Any]) -> GeometricParams:
         """The parameters named in ``config`` (a recipe or a TrainConfig as dict); the others keep their defaults."""
         return cls(**{f.name: config[f.name] for f in fields(cls) if config.get(f.name) is not None})
 
@@ -136,8 +137,10 @@ class GeometricAugment:
             size = (max(1, int(round(arr.shape[1] * s))), max(1, int(round(arr.shape[0] * s))))
         if size == (arr.shape[1], arr.shape[0]):
             return arr, label
-        return (cv2.resize(arr, size, interpolation=cv2.INTER_LINEAR),
-                cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))  # fmt: skip
+        return (
+            cv2.resize(arr, size, interpolation=cv2.INTER_LINEAR),
+            cv2.resize(label, size, interpolation=cv2.INTER_NEAREST),
+        )
 
     def rotate(self, arr: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         cv2, p = _cv2(), self.params
@@ -146,9 +149,12 @@ class GeometricAugment:
         angle = float(self.rng.uniform(*p.rotate_range))
         h, w = label.shape
         matrix = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1)
-        arr = cv2.warpAffine(arr, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=MEAN_255)
-        label = cv2.warpAffine(label, matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
-                               borderValue=p.pad_label)  # fmt: skip
+        arr = cv2.warpAffine(
+            arr, matrix, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=MEAN_255
+        )
+        label = cv2.warpAffine(
+            label, matrix, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=p.pad_label
+        )
         return arr, label
 
     def blur(self, arr: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ supports, binarized masks, a cloned query image), so results are identical with 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, Hashable
+from collections.abc import Callable, Hashable
 
 __all__ = ["DEFAULT_IMAGE_CACHE_MIB", "ImageCache"]
 
@@ -42,7 +42,7 @@ class ImageCache:
         self._entries: OrderedDict[Hashable, tuple] = OrderedDict()
 
     @classmethod
-    def of_mib(cls, mib: int | float) -> "ImageCache":
+    def of_mib(cls, mib: int | float) -> ImageCache:
         return cls(int(mib * 2**20))
 
     def __len__(self) -> int:
@@ -74,7 +74,11 @@ class ImageCache:
         """The counters, the hit rate (None before any look-up), the bytes held and the bound."""
         lookups = self.hits + self.misses
         return {
-            "hits": self.hits, "misses": self.misses, "evictions": self.evictions,
-            "hit_rate": self.hits / lookups if lookups else None, "bytes": self.bytes, "max_bytes": self.max_bytes,
+            "hits": self.hits,
+            "misses": self.misses,
+            "evictions": self.evictions,
+            "hit_rate": self.hits / lookups if lookups else None,
+            "bytes": self.bytes,
+            "max_bytes": self.max_bytes,
             "entries": len(self._entries),
-        }  # fmt: skip
+        }

@@ -14,8 +14,8 @@ The recipe key ``preprocess`` (``[recipe]`` table of ``recipes/<family>.toml``, 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import torch
 
@@ -38,18 +38,27 @@ class Preprocessing:
 
 PREPROCESSINGS: dict[str, Preprocessing] = {
     "hsnet": Preprocessing(
-        "hsnet", image_transform, resize_mask, True,
+        "hsnet",
+        image_transform,
+        resize_mask,
+        True,
         "torchvision Resize on PIL (bilinear, antialiased), ToTensor, ImageNet normalisation; torch nearest masks",
-    ),  # fmt: skip
+    ),
     "vat": Preprocessing(
-        "vat", vat_image_transform, resize_mask_cv2, False,
+        "vat",
+        vat_image_transform,
+        resize_mask_cv2,
+        False,
         "cv2.resize INTER_LINEAR on uint8 (no antialiasing), Albumentations Normalize; cv2 INTER_NEAREST masks",
-    ),  # fmt: skip
+    ),
     "bam": Preprocessing(
-        "bam", bam_image_transform, bam_resize_mask, True,
+        "bam",
+        bam_image_transform,
+        bam_resize_mask,
+        True,
         "BAM/PFENet: aspect kept, longer side to S (sides floored to x8), top-left on an S x S canvas (zeros; masks "
         "255), cv2 INTER_LINEAR / INTER_NEAREST; scored at the original label by the bam protocol",
-    ),  # fmt: skip
+    ),
 }
 
 

@@ -14,8 +14,8 @@ import json
 import re
 from pathlib import Path
 
-from ..textfile import read_text
 from ..errors import CorruptFileError, HmreproError, InvalidInputError, MissingDataError
+from ..textfile import read_text
 
 PACKAGED_SPLITS = Path(__file__).resolve().parent / "splits"
 CHECKSUM_FILE = "SHA256SUMS"
@@ -100,7 +100,9 @@ def _verify(path: Path, root: Path, stamp, sums_stamp) -> Path:
     try:
         actual = sha256_file(path)
     except PermissionError:
-        raise HmreproError(f"cannot read split list {path}: permission denied; make it readable (chmod a+r {path})") from None
+        raise HmreproError(
+            f"cannot read split list {path}: permission denied; make it readable (chmod a+r {path})"
+        ) from None
     if actual != expected:
         raise CorruptFileError(
             f"split list {path} has sha256 {actual}, but {root / CHECKSUM_FILE} expects {expected}: "
@@ -115,7 +117,9 @@ class SplitFolder:
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root).expanduser().resolve() if root else PACKAGED_SPLITS
         if self.root.exists() and not self.root.is_dir():
-            raise InvalidInputError(f"--splits {self.root} is a file, not a folder (pass --splits DIR with the split lists)")
+            raise InvalidInputError(
+                f"--splits {self.root} is a file, not a folder (pass --splits DIR with the split lists)"
+            )
         if not self.root.is_dir():
             raise MissingDataError(f"splits folder {self.root} does not exist (pass --splits DIR with the split lists)")
 
@@ -142,7 +146,9 @@ class SplitFolder:
                 for c, ids in data["classes"].items()
             }
         except json.JSONDecodeError as err:
-            raise CorruptFileError(f"split list {path} is not valid JSON (line {err.lineno}: {err.msg}); {_RESTORE}") from None
+            raise CorruptFileError(
+                f"split list {path} is not valid JSON (line {err.lineno}: {err.msg}); {_RESTORE}"
+            ) from None
         except (KeyError, TypeError, ValueError, AttributeError):
             raise CorruptFileError(
                 f"split list {path} is not a COCO split list ({{'image_dir': ..., 'classes': {{class: [ids]}}}}); {_RESTORE}"

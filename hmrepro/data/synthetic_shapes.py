@@ -9,8 +9,8 @@ apply to such polygons; images paint objects with an anti-aliased coverage of th
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 from pycocotools import mask as mask_utils

@@ -21,9 +21,9 @@ pre-generated lists, so the filtered lists are BAM's rule applied to HSNet's lis
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -81,7 +81,9 @@ def filter_training_pool(
         queries = [(n, c) for n, c in pool.queries if n in kept]
     else:
         queries = [(n, c) for n, c in pool.queries if c in usable.get(n, ())]
-    rule = f"BAM's training-image rule (exclude_novel_images={exclude_novel_images}, min_class_pixels={min_class_pixels})"
+    rule = (
+        f"BAM's training-image rule (exclude_novel_images={exclude_novel_images}, min_class_pixels={min_class_pixels})"
+    )
     if not queries:
         raise HmreproError(f"{benchmark.name}: {rule} left no training image; relax it in the recipe")
     drawn = pool.class_ids if pool.kind == "class_uniform" else sorted({c for _, c in queries})

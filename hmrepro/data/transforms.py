@@ -88,7 +88,9 @@ class VatImageTransform:
 
     def __call__(self, img) -> torch.Tensor:
         cv2 = _cv2()
-        arr = np.ascontiguousarray(np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.uint8))
+        arr = np.ascontiguousarray(
+            np.asarray(img.convert("RGB") if isinstance(img, Image.Image) else img, dtype=np.uint8)
+        )
         resized = cv2.resize(arr, (self.img_size, self.img_size), interpolation=cv2.INTER_LINEAR)
         return torch.from_numpy(np.ascontiguousarray(albumentations_normalize(resized).transpose(2, 0, 1)))
 

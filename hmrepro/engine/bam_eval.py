@@ -9,9 +9,9 @@ are kept in the record (``bam_runs``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -25,12 +25,14 @@ from .runner import BatchHook, EpisodePlan, EpisodeResult, episode_loader, run_l
 __all__ = ["predict_on_label", "run_bam"]
 
 
-def predict_on_label(model, batch: dict, output_size: Optional[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+def predict_on_label(model, batch: dict, output_size: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
     """BAM's ``ori_resize`` scoring: the K-shot prediction at the square of the label's longer side, cropped to the
     label's (H, W) — the top-left part of the canvas the image was put on."""
     height, width = (int(v) for v in output_size)
     side = max(height, width)
-    pred = model.predict_nshot(batch["query_img"], batch["support_imgs"], batch["support_masks"], output_size=(side, side))
+    pred = model.predict_nshot(
+        batch["query_img"], batch["support_imgs"], batch["support_masks"], output_size=(side, side)
+    )
     pred = pred[:, :height, :width]
     return pred, pred
 
@@ -47,7 +49,7 @@ def run_bam(
     device: torch.device,
     workers: int = 0,
     amp: bool = False,
-    on_batch: Optional[BatchHook] = None,
+    on_batch: BatchHook | None = None,
 ) -> tuple[EpisodeResult, list[dict]]:
     """The mean result over BAM's runs (``runs``: (seed, episodes)) and each run's ``seed``, ``miou``, ``fb_iou``."""
     scoring = replace(plan, original_size=True)
@@ -57,9 +59,16 @@ def run_bam(
         torch.manual_seed(seed)
         loader = episode_loader(benchmark, data_root, episodes, scoring, device=device, bsz=1, workers=workers)
         results.append(
-            run_loader(model, loader, FewShotMeter(nclass, class_ids), device=device, amp=amp, predict=predict_on_label,
-                       on_batch=on_batch)
-        )  # fmt: skip
+            run_loader(
+                model,
+                loader,
+                FewShotMeter(nclass, class_ids),
+                device=device,
+                amp=amp,
+                predict=predict_on_label,
+                on_batch=on_batch,
+            )
+        )
     total = sum(r.episodes for r in results)
     tables = [r.per_episode for r in results]
     combined = replace(

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -35,12 +35,20 @@ from .memory import PeakMemory
 __all__ = ["STAGES", "bench_model", "episode_inputs", "stage_breakdown"]
 
 QUERY_BACKBONE, SUPPORT_BACKBONE, CORRELATION, LEARNER, OTHER = (
-    "query backbone", "support backbone", "correlation", "learner", "other",
-)  # fmt: skip
+    "query backbone",
+    "support backbone",
+    "correlation",
+    "learner",
+    "other",
+)
 STAGES = (QUERY_BACKBONE, SUPPORT_BACKBONE, CORRELATION, LEARNER, OTHER)
 EPISODE_LABEL = "hmrepro::episode"
-LABELS = {f"hmrepro::{QUERY_BACKBONE}": QUERY_BACKBONE, f"hmrepro::{SUPPORT_BACKBONE}": SUPPORT_BACKBONE,
-          CORRELATION_LABEL: CORRELATION, f"hmrepro::{LEARNER}": LEARNER}  # fmt: skip
+LABELS = {
+    f"hmrepro::{QUERY_BACKBONE}": QUERY_BACKBONE,
+    f"hmrepro::{SUPPORT_BACKBONE}": SUPPORT_BACKBONE,
+    CORRELATION_LABEL: CORRELATION,
+    f"hmrepro::{LEARNER}": LEARNER,
+}
 TOP_OPS = 8
 
 
@@ -78,7 +86,7 @@ def _labelled_pieces(model: nn.Module) -> Iterator[None]:
 
             backbone.taps = labelled_taps  # an instance attribute shadows the method; removed below
             stack.callback(lambda: backbone.__dict__.pop("taps", None))
-        for name, child in model.named_children():
+        for _name, child in model.named_children():
             if child is backbone:
                 continue
             ranges: list = []
@@ -136,16 +144,16 @@ def bench_model(
     shot: int = 1,
     backbone: str = "resnet50",
     benchmark: str = "coco",
-    img_size: Optional[int] = None,
+    img_size: int | None = None,
     bsz: int = 1,
-    device: Optional[str] = None,
+    device: str | None = None,
     runs: int = 3,
     warmup: int = 1,
     bf16: bool = False,
     channels_last: bool = False,
     profile: bool = True,
     results_dir: str | Path | None = "results",
-    inference: Optional[dict] = None,
+    inference: dict | None = None,
     model_args: str = "",
 ) -> dict:
     """Time, peak memory and breakdown of ``model_name``'s K-shot episode; returns (and writes) one record
@@ -153,10 +161,10 @@ def bench_model(
     from .. import create_model
     from ..errors import HmreproError
     from ..models.cards import card_of, eval_plan
-    from .distributed import resolve_device
     from ..models.model_args import model_arguments
-    from .inference import apply_inference, inference_fields
+    from .distributed import resolve_device
     from .evaluate import set_eval_numerics
+    from .inference import apply_inference, inference_fields
     from .records import ensure_writable_dir, machine_fields, save_records
 
     if shot < 1 or bsz < 1 or runs < 1 or warmup < 0:
@@ -170,8 +178,12 @@ def bench_model(
     torch.manual_seed(0)
     try:
         model = create_model(
-            model_name, backbone=backbone, pretrained=False, benchmark=benchmark, **model_arguments(model_name, model_args)
-        )  # fmt: skip
+            model_name,
+            backbone=backbone,
+            pretrained=False,
+            benchmark=benchmark,
+            **model_arguments(model_name, model_args),
+        )
     except ValueError as err:
         raise HmreproError(f"{model_name} on {backbone}: {err}") from None
     apply_inference(model, inference, model_name)  # test-time options (CRCNet: --multi-scale, --kshot)

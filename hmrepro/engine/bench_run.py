@@ -18,7 +18,6 @@ from __future__ import annotations
 import statistics
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -36,10 +35,10 @@ def bench_eval(
     episodes: int = 20,
     weights: str = "random",
     backbone: str = "resnet50",
-    img_size: Optional[int] = None,
-    bsz: Optional[int] = None,
+    img_size: int | None = None,
+    bsz: int | None = None,
     workers: int = 0,
-    device: Optional[str] = None,
+    device: str | None = None,
     amp: bool = False,
     data_root: str | Path | None = None,
     splits: str | Path | None = None,
@@ -61,16 +60,46 @@ def bench_eval(
     start = time.perf_counter()
     with PeakMemory(dev) as memory:
         (evaluation,) = evaluate(
-            model_name, benchmark, fold, shot, weights=weights, backbone=backbone, img_size=img_size,
-            data_root=data_root, splits=splits, results_dir=None, device=str(dev), bsz=bsz, workers=workers,
-            episodes=episodes, pretrained=False, amp=amp, progress=progress, log=lambda msg: None,
+            model_name,
+            benchmark,
+            fold,
+            shot,
+            weights=weights,
+            backbone=backbone,
+            img_size=img_size,
+            data_root=data_root,
+            splits=splits,
+            results_dir=None,
+            device=str(dev),
+            bsz=bsz,
+            workers=workers,
+            episodes=episodes,
+            pretrained=False,
+            amp=amp,
+            progress=progress,
+            log=lambda msg: None,
             image_cache_mib=DEFAULT_IMAGE_CACHE_MIB if image_cache_mib is None else image_cache_mib,
-        )  # fmt: skip
+        )
     wall = time.perf_counter() - start
     secs = float(evaluation["secs_per_episode"])
     record = {
-        **{k: evaluation.get(k) for k in ("model", "masking", "backbone", "benchmark", "fold", "shot", "protocol",
-                                           "img_size", "original_size", "checkpoint_sha256", "origin", "precision")},
+        **{
+            k: evaluation.get(k)
+            for k in (
+                "model",
+                "masking",
+                "backbone",
+                "benchmark",
+                "fold",
+                "shot",
+                "protocol",
+                "img_size",
+                "original_size",
+                "checkpoint_sha256",
+                "origin",
+                "precision",
+            )
+        },
         "kind": "bench-eval",
         "miou": None,  # a few episodes: the throughput is the point, not the score
         "fb_iou": None,
@@ -116,10 +145,10 @@ def bench_train(
     *,
     iterations: int = 3,
     warmup: int = 1,
-    bsz: Optional[int] = None,
-    img_size: Optional[int] = None,
+    bsz: int | None = None,
+    img_size: int | None = None,
     backbone: str = "resnet50",
-    device: Optional[str] = None,
+    device: str | None = None,
     bf16: bool = False,
     results_dir: str | Path | None = "results",
 ) -> dict:
@@ -168,15 +197,36 @@ def bench_train(
         raise HmreproError(f"training {model_name} at batch {bsz}, {img_size} px failed: {err}") from None
     median = statistics.median(secs)
     record = {
-        "kind": "bench-train", "model": model_name, "masking": model.masking.name, "backbone": backbone,
-        "benchmark": benchmark, "fold": 0, "shot": cfg.shot, "miou": None, "fb_iou": None, "episodes": iterations * bsz,
-        "protocol": "bench", "img_size": img_size, "original_size": False, "checkpoint_sha256": None,
-        "origin": "random", "weights": "random", "precision": "bf16" if bf16 else "fp32", "bsz": bsz,
-        "recipe_bsz": cfg.bsz, "recipe_img_size": cfg.img_size, "optimizer": cfg.optimizer, "iterations": iterations,
-        "warmup": warmup, "secs_per_iteration": median, "secs_runs": secs, "iterations_per_sec": 1.0 / median,
-        "secs_per_episode": median / bsz, **memory.as_dict(),
+        "kind": "bench-train",
+        "model": model_name,
+        "masking": model.masking.name,
+        "backbone": backbone,
+        "benchmark": benchmark,
+        "fold": 0,
+        "shot": cfg.shot,
+        "miou": None,
+        "fb_iou": None,
+        "episodes": iterations * bsz,
+        "protocol": "bench",
+        "img_size": img_size,
+        "original_size": False,
+        "checkpoint_sha256": None,
+        "origin": "random",
+        "weights": "random",
+        "precision": "bf16" if bf16 else "fp32",
+        "bsz": bsz,
+        "recipe_bsz": cfg.bsz,
+        "recipe_img_size": cfg.img_size,
+        "optimizer": cfg.optimizer,
+        "iterations": iterations,
+        "warmup": warmup,
+        "secs_per_iteration": median,
+        "secs_runs": secs,
+        "iterations_per_sec": 1.0 / median,
+        "secs_per_episode": median / bsz,
+        **memory.as_dict(),
         "inputs": "random episodes in memory (data loading excluded), random frozen backbone",
         **machine_fields(dev),
-    }  # fmt: skip
+    }
     save_records([record], None if results_dir is None else Path(results_dir))
     return record

@@ -36,9 +36,10 @@ import os
 import pickle
 import re
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -80,8 +81,8 @@ class Checkpoint:
     source_format: str
     """``hmrepro`` (ours), ``dataparallel`` (bare, ``module.`` keys: the authors' HSNet), ``bare``, ``wrapped``, or
     ``lightning`` (a PyTorch-Lightning checkpoint: the authors' ASNet / ASNet-HM)."""
-    model_name: Optional[str] = None
-    backbone: Optional[str] = None
+    model_name: str | None = None
+    backbone: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     """Other top-level entries of the file (e.g. optimizer state, epoch)."""
@@ -100,12 +101,14 @@ def strip_module_prefix(state_dict: Mapping[str, Tensor]) -> tuple[dict[str, Ten
 
 
 def _is_state_dict(obj: Any) -> bool:
-    return isinstance(obj, Mapping) and bool(obj) and all(
-        isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()
+    return (
+        isinstance(obj, Mapping)
+        and bool(obj)
+        and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items())
     )
 
 
-def read_checkpoint(path: Union[str, os.PathLike], map_location: Any = "cpu") -> Checkpoint:
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> Checkpoint:
     """Read any supported checkpoint file (see the module docstring) without a model."""
     path = Path(path)
     if not path.is_file():
@@ -242,7 +245,7 @@ def _read_lightning_with_placeholders(path: Path, map_location: Any, err: Except
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _guess_backbone(state_dict: Mapping[str, Tensor]) -> Optional[str]:
+def _guess_backbone(state_dict: Mapping[str, Tensor]) -> str | None:
     if "backbone.features.0.weight" in state_dict:
         return "vgg16"
     blocks = {m.group(1) for key in state_dict if (m := re.match(r"backbone\.layer3\.(\d+)\.", key))}
@@ -251,7 +254,7 @@ def _guess_backbone(state_dict: Mapping[str, Tensor]) -> Optional[str]:
     return {6: "resnet50", 23: "resnet101"}.get(len(blocks), f"ResNet with {len(blocks)} layer3 blocks")
 
 
-def family_card(state_dict: Mapping[str, Tensor]) -> Optional[ModelCard]:
+def family_card(state_dict: Mapping[str, Tensor]) -> ModelCard | None:
     """The card of the family whose key signature the state dict (no ``module.`` prefix) has, else None."""
     for card in list_cards():
         if any(key.startswith(card.key_signature) for key in state_dict):
@@ -259,7 +262,7 @@ def family_card(state_dict: Mapping[str, Tensor]) -> Optional[ModelCard]:
     return None
 
 
-def _trained_benchmark(state_dict: Mapping[str, Tensor]) -> Optional[str]:
+def _trained_benchmark(state_dict: Mapping[str, Tensor]) -> str | None:
     """The benchmark a state dict's parameters belong to, for families whose shapes differ per benchmark (VAT's
     decoder; the card's ``benchmark_probe``), else None."""
     card = family_card(state_dict)
@@ -332,9 +335,7 @@ def check_compatible(model: nn.Module, state_dict: Mapping[str, Tensor], source:
     raise CheckpointMismatchError(" ".join(lines))
 
 
-def load_checkpoint(
-    path: Union[str, os.PathLike], model: nn.Module, map_location: Any = "cpu"
-) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, model: nn.Module, map_location: Any = "cpu") -> Checkpoint:
     """Read ``path`` and load its weights strictly into ``model`` (plain or DataParallel-wrapped)."""
     checkpoint = read_checkpoint(path, map_location=map_location)
     check_compatible(model, checkpoint.state_dict, source=f"checkpoint {path}")
@@ -348,13 +349,13 @@ def load_checkpoint(
 
 
 def save_checkpoint(
-    path: Union[str, os.PathLike],
-    model: Union[nn.Module, Mapping[str, Tensor]],
+    path: str | os.PathLike,
+    model: nn.Module | Mapping[str, Tensor],
     *,
-    model_name: Optional[str] = None,
-    backbone: Optional[str] = None,
-    metadata: Optional[Mapping[str, Any]] = None,
-    extra: Optional[Mapping[str, Any]] = None,
+    model_name: str | None = None,
+    backbone: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write an hmrepro checkpoint atomically (temporary file in the same folder, then ``os.replace``).
 

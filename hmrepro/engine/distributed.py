@@ -13,13 +13,23 @@ global batch even when the last batch does not split evenly.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Dist", "all_reduce_sum", "barrier", "broadcast_object", "loss_scale", "max_replica_difference", "setup", "shard"]
+__all__ = [
+    "Dist",
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
+    "loss_scale",
+    "max_replica_difference",
+    "setup",
+    "shard",
+]
 
 T = TypeVar("T")
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -44,16 +44,24 @@ from ..data.preprocessing import get_preprocessing, preprocess_of
 from ..data.splits import PACKAGED_SPLITS, SplitFolder, sha256_file
 from ..errors import HmreproError
 from ..models.cards import ORIGINAL_SIZE_BENCHMARKS
+from ..models.model_args import model_arguments
 from ..paths import resolve_data_root
 from . import runs
+from .bam_eval import run_bam
 from .checkpoints import load_checkpoint
 from .distributed import resolve_device
 from .inference import apply_inference, inference_fields
-from ..models.model_args import model_arguments
 from .progress import Progress, Silent
-from .records import PER_EPISODE, ensure_writable_dir, git_commit, now_iso, record_protocol_fields, save_records, versions
 from .recipes import resolve as resolve_recipe
-from .bam_eval import run_bam
+from .records import (
+    PER_EPISODE,
+    ensure_writable_dir,
+    git_commit,
+    now_iso,
+    record_protocol_fields,
+    save_records,
+    versions,
+)
 from .runner import EpisodePlan, EpisodePrediction, run_episodes
 
 __all__ = [
@@ -74,13 +82,13 @@ __all__ = [
 class WeightsSource:
     """Where the weights of one fold come from."""
 
-    path: Optional[Path]  # None for random weights
+    path: Path | None  # None for random weights
     origin: str  # 'own' | 'official' | 'random'
-    run_dir: Optional[Path] = None
-    sha256: Optional[str] = None
-    trained_img_size: Optional[int] = None  # our own runs: the image size they trained at
-    trained_benchmark: Optional[str] = None  # our own runs: the benchmark they trained on (VAT's decoder differs)
-    trained_seed: Optional[int] = None  # our own runs: the training --seed
+    run_dir: Path | None = None
+    sha256: str | None = None
+    trained_img_size: int | None = None  # our own runs: the image size they trained at
+    trained_benchmark: str | None = None  # our own runs: the benchmark they trained on (VAT's decoder differs)
+    trained_seed: int | None = None  # our own runs: the training --seed
     trained_model_args: str = ""  # our own runs: the model's constructor arguments (--model-args)
 
 
@@ -91,14 +99,16 @@ def folds_of(benchmark: str, fold: str | int) -> list[int]:
         return list(range(bench.nfolds))
     fold = int(fold)
     if fold >= bench.nfolds:
-        raise HmreproError(f"{benchmark} has {bench.nfolds} fold(s); use --fold 0" if bench.nfolds == 1 else f"no fold {fold}")
+        raise HmreproError(
+            f"{benchmark} has {bench.nfolds} fold(s); use --fold 0" if bench.nfolds == 1 else f"no fold {fold}"
+        )
     return [fold]
 
 
 def _official(model: str, backbone: str, benchmark: str, fold: int, data_root: Path | None) -> Path:
     try:
         module = importlib.import_module("hmrepro.acquisition.checkpoints")
-        resolver = getattr(module, "resolve_official_weights")
+        resolver = module.resolve_official_weights
     except (ImportError, AttributeError):
         raise HmreproError(
             "--weights official: this hmrepro cannot fetch the authors' checkpoints yet "
@@ -134,7 +144,9 @@ def resolve_weights(
                 f"test classes of fold {fold}. Evaluate it on --fold {config['fold']}"
             )
     elif not path.is_file():
-        raise HmreproError(f"--weights {spec}: {path} is neither a checkpoint file, a run folder, 'random' nor 'official'")
+        raise HmreproError(
+            f"--weights {spec}: {path} is neither a checkpoint file, a run folder, 'random' nor 'official'"
+        )
     from .checkpoints import read_checkpoint
     from .origins import origin_of
 
@@ -144,11 +156,15 @@ def resolve_weights(
     config = ckpt.metadata.get("config") or {}
     trained = int(config["img_size"]) if origin == "own" and config.get("img_size") else None
     return WeightsSource(
-        path, origin, run_dir=run_dir, sha256=digest, trained_img_size=trained,
+        path,
+        origin,
+        run_dir=run_dir,
+        sha256=digest,
+        trained_img_size=trained,
         trained_benchmark=config.get("benchmark") if origin == "own" else None,
         trained_seed=int(config["seed"]) if origin == "own" and config.get("seed") is not None else None,
         trained_model_args=str(config.get("model_args") or "") if origin == "own" else "",
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True)
@@ -177,12 +193,18 @@ def bam_runs(fold: FoldEpisodes, limit: int | None) -> list[tuple[int, list[Epis
     the first episodes of each run)."""
     seeds = fold.fields["bam_seeds"]
     size = len(fold.episodes) // len(seeds)
-    return [(seed, fold.episodes[i * size : (i + 1) * size][:limit] if limit else fold.episodes[i * size : (i + 1) * size])
-            for i, seed in enumerate(seeds)]
+    return [
+        (seed, fold.episodes[i * size : (i + 1) * size][:limit] if limit else fold.episodes[i * size : (i + 1) * size])
+        for i, seed in enumerate(seeds)
+    ]
 
 
 def eval_settings(
-    model_name: str, benchmark: str, *, preprocess: str | None = None, original_size: bool = False,
+    model_name: str,
+    benchmark: str,
+    *,
+    preprocess: str | None = None,
+    original_size: bool = False,
     protocol: str | None = None,
 ) -> dict:
     """The recipe of ``model_name`` on ``benchmark`` with the ``protocol`` (episodes) and ``preprocess`` (image and
@@ -220,9 +242,12 @@ def load_model(
 
     torch.manual_seed(0)  # 'random' weights depend on this seed only
     model = create_model(
-        model_name, backbone=backbone, pretrained=pretrained if source.path is None else False,
-        benchmark=source.trained_benchmark or benchmark, **model_arguments(model_name, source.trained_model_args),
-    )  # fmt: skip
+        model_name,
+        backbone=backbone,
+        pretrained=pretrained if source.path is None else False,
+        benchmark=source.trained_benchmark or benchmark,
+        **model_arguments(model_name, source.trained_model_args),
+    )
     if source.path is not None:
         ckpt = load_checkpoint(source.path, model)
         if ckpt.model_name and ckpt.model_name != model_name:
@@ -263,16 +288,18 @@ class _Evaluation:
     shot: int
     recipe: dict  # eval_settings(model_name, trained_on): protocol, preprocess, img_size
     weights: str
-    img_size: Optional[int]
+    img_size: int | None
     original_size: bool
     bsz: int
     workers: int
-    episodes: Optional[int]
+    episodes: int | None
     pretrained: bool
     amp: bool
     episode_seed: int = 0  # the draw of the protocol's episodes (0: the protocol's own)
     inference: dict = field(default_factory=dict)  # test-time options (CRCNet: scales, kshot); empty: the model's
-    image_cache_mib: float = DEFAULT_IMAGE_CACHE_MIB  # each loading process's bound (0: off); results do not depend on it
+    image_cache_mib: float = (
+        DEFAULT_IMAGE_CACHE_MIB  # each loading process's bound (0: off); results do not depend on it
+    )
 
 
 def fold_plan(recipe: dict, source: WeightsSource, img_size: int | None, original_size: bool, log) -> EpisodePlan:
@@ -313,14 +340,23 @@ def _evaluate_folds(
     if results_dir is not None:
         ensure_writable_dir(Path(results_dir))
     sources = [
-        resolve_weights(job.weights, job.model_name, job.backbone, job.trained_on, f, multi_fold=len(folds) > 1,
-                        data_root=data_root)
+        resolve_weights(
+            job.weights, job.model_name, job.backbone, job.trained_on, f, multi_fold=len(folds) > 1, data_root=data_root
+        )
         for f in folds
-    ]  # fmt: skip
+    ]
     records = []
     for f, source in zip(folds, sources):
         record = _evaluate_fold(
-            job, f, episodes_of(f), source, data_root=data_root, splits=splits, device=device, progress=progress, log=log
+            job,
+            f,
+            episodes_of(f),
+            source,
+            data_root=data_root,
+            splits=splits,
+            device=device,
+            progress=progress,
+            log=log,
         )
         records += save_records([record], None if results_dir is None else Path(results_dir))
     return records
@@ -339,7 +375,9 @@ def _evaluate_fold(
     log: Callable[[str], None],
 ) -> dict:
     """One fold: the model with the weights of ``source``, its plan, the runner over ``fold``'s episodes, the record."""
-    model = load_model(source, job.model_name, job.backbone, job.trained_on, pretrained=job.pretrained, device=device, log=log)
+    model = load_model(
+        source, job.model_name, job.backbone, job.trained_on, pretrained=job.pretrained, device=device, log=log
+    )
     apply_inference(model, job.inference, job.model_name)
     if source.trained_benchmark and source.trained_benchmark != job.trained_on:
         log(f"note: {source.path} was trained on {source.trained_benchmark}, not {job.trained_on}")
@@ -352,17 +390,35 @@ def _evaluate_fold(
     advance = lambda batch, _, meter: progress.advance(task, len(batch["class_id"]), f"mIoU {meter.compute()[0]:5.1f}")  # noqa: E731
     if runs is not None:  # BAM: one run per seed, the mean kept as the fold's numbers, each run in the record
         result, per_run = run_bam(
-            model, runs, benchmark=get_benchmark(fold.benchmark), plan=plan, nclass=fold.nclass,
-            class_ids=fold.class_ids, data_root=data_root, device=device, workers=job.workers, amp=job.amp,
+            model,
+            runs,
+            benchmark=get_benchmark(fold.benchmark),
+            plan=plan,
+            nclass=fold.nclass,
+            class_ids=fold.class_ids,
+            data_root=data_root,
+            device=device,
+            workers=job.workers,
+            amp=job.amp,
             on_batch=advance,
-        )  # fmt: skip
+        )
         fold = replace(fold, fields={**fold.fields, "bam_runs": per_run})
     else:
         result = run_episodes(
-            model, eps, benchmark=get_benchmark(fold.benchmark), plan=plan, nclass=fold.nclass,
-            class_ids=fold.class_ids, data_root=data_root, device=device, bsz=job.bsz, workers=job.workers,
-            amp=job.amp, on_batch=advance, image_cache_mib=job.image_cache_mib,
-        )  # fmt: skip
+            model,
+            eps,
+            benchmark=get_benchmark(fold.benchmark),
+            plan=plan,
+            nclass=fold.nclass,
+            class_ids=fold.class_ids,
+            data_root=data_root,
+            device=device,
+            bsz=job.bsz,
+            workers=job.workers,
+            amp=job.amp,
+            on_batch=advance,
+            image_cache_mib=job.image_cache_mib,
+        )
     progress.finish(task)
     log(
         f"{fold.name}: mIoU {result.miou:.1f}, FB-IoU {result.fb_iou:.1f} over {result.episodes} episodes "
@@ -391,13 +447,19 @@ def _evaluate_fold(
         "image_cache_mib": job.image_cache_mib,
         "image_cache": result.image_cache,  # counters of the main process's cache (None with workers or BAM runs)
         **record_protocol_fields(
-            amp=job.amp, episodes=result.episodes, total_episodes=len(fold.episodes), img_size=plan.img_size,
-            default_img_size=job.recipe["img_size"], original_size=plan.original_size,
+            amp=job.amp,
+            episodes=result.episodes,
+            total_episodes=len(fold.episodes),
+            img_size=plan.img_size,
+            default_img_size=job.recipe["img_size"],
+            original_size=plan.original_size,
         ),
     }
 
 
-def episode_fields(episodes: Sequence[Episode], class_ids: Sequence[int], episode_seed: int, source: WeightsSource) -> dict:
+def episode_fields(
+    episodes: Sequence[Episode], class_ids: Sequence[int], episode_seed: int, source: WeightsSource
+) -> dict:
     """The record fields that say which episodes were drawn and scored (what ``hmrepro compare`` pairs by) and
     which training seed produced the weights."""
     listing = json.dumps([e.to_json() for e in episodes], separators=(",", ":")).encode()
@@ -458,27 +520,57 @@ def evaluate(
         if recipe["protocol"] == "bam":  # BAM's five seeds x 1000 episodes, one run after the other
             runs = bam_test_episodes(benchmark, f, shot, split_folder)
             return FoldEpisodes(
-                benchmark, [e for _, run in runs for e in run], bench.num_classes(split_folder),
-                bench.class_ids(f, "test", split_folder), task=f"{model_name} {benchmark} fold {f} {shot}-shot (bam)",
-                name=f"fold {f}", fields={"bam_seeds": [seed for seed, _ in runs]},
-            )  # fmt: skip
+                benchmark,
+                [e for _, run in runs for e in run],
+                bench.num_classes(split_folder),
+                bench.class_ids(f, "test", split_folder),
+                task=f"{model_name} {benchmark} fold {f} {shot}-shot (bam)",
+                name=f"fold {f}",
+                fields={"bam_seeds": [seed for seed, _ in runs]},
+            )
         eps = test_episodes(
             benchmark, f, shot, protocol=recipe["protocol"], split="test", splits=split_folder, seed=episode_seed
         )
         return FoldEpisodes(
-            benchmark, eps, bench.num_classes(split_folder), bench.class_ids(f, "test", split_folder),
-            task=f"{model_name} {benchmark} fold {f} {shot}-shot", name=f"fold {f}",
-        )  # fmt: skip
+            benchmark,
+            eps,
+            bench.num_classes(split_folder),
+            bench.class_ids(f, "test", split_folder),
+            task=f"{model_name} {benchmark} fold {f} {shot}-shot",
+            name=f"fold {f}",
+        )
 
     job = _Evaluation(
-        "eval", benchmark, model_name, backbone, benchmark, shot, recipe, weights, img_size, original_size,
-        int(bsz or recipe.get("eval_bsz", 1)), workers, episodes, pretrained, amp, episode_seed=episode_seed,
-        inference=dict(inference or {}), image_cache_mib=image_cache_mib,
-    )  # fmt: skip
+        "eval",
+        benchmark,
+        model_name,
+        backbone,
+        benchmark,
+        shot,
+        recipe,
+        weights,
+        img_size,
+        original_size,
+        int(bsz or recipe.get("eval_bsz", 1)),
+        workers,
+        episodes,
+        pretrained,
+        amp,
+        episode_seed=episode_seed,
+        inference=dict(inference or {}),
+        image_cache_mib=image_cache_mib,
+    )
     return _evaluate_folds(
-        job, folds, episodes_of, data_root=resolve_data_root(data_root), splits=split_folder, results_dir=results_dir,
-        device=device, progress=progress, log=log,
-    )  # fmt: skip
+        job,
+        folds,
+        episodes_of,
+        data_root=resolve_data_root(data_root),
+        splits=split_folder,
+        results_dir=results_dir,
+        device=device,
+        progress=progress,
+        log=log,
+    )
 
 
 def evaluate_domain_shift(
@@ -529,18 +621,44 @@ def evaluate_domain_shift(
         }
         eps = domain_shift_episodes(f, shot, split_folder, protocol=recipe["protocol"], seed=episode_seed)
         return FoldEpisodes(
-            "pascal", eps, get_benchmark("pascal").num_classes(), classes,
-            task=f"{model_name} COCO→PASCAL fold {f} {shot}-shot", name=f"fold {f} ({', '.join(names)})", fields=fields,
-        )  # fmt: skip
+            "pascal",
+            eps,
+            get_benchmark("pascal").num_classes(),
+            classes,
+            task=f"{model_name} COCO→PASCAL fold {f} {shot}-shot",
+            name=f"fold {f} ({', '.join(names)})",
+            fields=fields,
+        )
 
     job = _Evaluation(
-        "domain-shift", DOMAIN_SHIFT_BENCHMARK, model_name, backbone, "coco", shot, recipe, weights, img_size, False,
-        bsz, workers, episodes, pretrained, amp, episode_seed=episode_seed,
-    )  # fmt: skip
+        "domain-shift",
+        DOMAIN_SHIFT_BENCHMARK,
+        model_name,
+        backbone,
+        "coco",
+        shot,
+        recipe,
+        weights,
+        img_size,
+        False,
+        bsz,
+        workers,
+        episodes,
+        pretrained,
+        amp,
+        episode_seed=episode_seed,
+    )
     return _evaluate_folds(
-        job, folds, episodes_of, data_root=root, splits=split_folder, results_dir=results_dir,
-        device=device, progress=progress, log=log,
-    )  # fmt: skip
+        job,
+        folds,
+        episodes_of,
+        data_root=root,
+        splits=split_folder,
+        results_dir=results_dir,
+        device=device,
+        progress=progress,
+        log=log,
+    )
 
 
 @dataclass(frozen=True)
@@ -549,7 +667,7 @@ class EpisodeFigure:
 
     plan: EpisodePlan
     episodes: list[Episode]
-    predictions: Optional[list[EpisodePrediction]] = None
+    predictions: list[EpisodePrediction] | None = None
 
 
 def figure_episodes(
@@ -586,13 +704,22 @@ def figure_episodes(
     model = load_model(source, model_name, backbone, benchmark, pretrained=pretrained, device=dev, log=log)
     bench = get_benchmark(benchmark)
     result = run_episodes(
-        model, eps, benchmark=bench, plan=plan, nclass=bench.num_classes(split_folder),
-        class_ids=bench.class_ids(fold, "test", split_folder), data_root=root, device=dev, keep_predictions=True,
-    )  # fmt: skip
+        model,
+        eps,
+        benchmark=bench,
+        plan=plan,
+        nclass=bench.num_classes(split_folder),
+        class_ids=bench.class_ids(fold, "test", split_folder),
+        data_root=root,
+        device=dev,
+        keep_predictions=True,
+    )
     return EpisodeFigure(plan, eps, result.predictions)
 
 
-def _episode_slice(benchmark, fold, shot, plan: EpisodePlan, splits: SplitFolder, start: int, count: int) -> list[Episode]:
+def _episode_slice(
+    benchmark, fold, shot, plan: EpisodePlan, splits: SplitFolder, start: int, count: int
+) -> list[Episode]:
     eps = test_episodes(benchmark, fold, shot, protocol=plan.protocol, splits=splits)[start : start + count]
     if not eps:
         raise HmreproError(f"no episodes from {start}: the fold has fewer")

@@ -7,7 +7,8 @@ here; every record of such a model says which ones it ran with (``inference``), 
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 from ..errors import HmreproError
 
@@ -19,7 +20,7 @@ MULTI_SCALES = (0.75, 1.0, 1.25)
 INFERENCE_OPTIONS = ("scales", "kshot")
 
 
-def apply_inference(model: Any, options: Optional[Mapping[str, Any]], model_name: str) -> None:
+def apply_inference(model: Any, options: Mapping[str, Any] | None, model_name: str) -> None:
     """Set the test-time ``options`` (None or empty: the model's defaults) on ``model``; a model without test-time
     options refuses any."""
     options = {k: v for k, v in (options or {}).items() if v is not None}
@@ -27,7 +28,9 @@ def apply_inference(model: Any, options: Optional[Mapping[str, Any]], model_name
         return
     if not hasattr(model, "set_inference"):
         flags = ", ".join("--multi-scale" if k == "scales" else f"--{k}" for k in options)
-        raise HmreproError(f"{flags} applies to models with test-time options (crcnet and its variants), not {model_name}; drop it")
+        raise HmreproError(
+            f"{flags} applies to models with test-time options (crcnet and its variants), not {model_name}; drop it"
+        )
     try:
         model.set_inference(**options)
     except ValueError as err:

@@ -19,7 +19,6 @@ import ctypes.util
 import resource
 import sys
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -30,7 +29,7 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
-def _status_mib(field: str) -> Optional[float]:
+def _status_mib(field: str) -> float | None:
     try:
         for line in _STATUS.read_text().splitlines():
             if line.startswith(field + ":"):
@@ -75,7 +74,7 @@ class PeakMemory:
     def increase_mib(self) -> float:
         return max(self.peak_mib - self.base_mib, 0.0)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)

@@ -15,7 +15,7 @@ theirs only by float32 rounding (< 1e-5 percentage points on a full benchmark).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -71,10 +71,14 @@ class FewShotMeter:
             ignore = ignore[None] if ignore is not None and ignore.dim() == 2 else ignore
         if ignore is not None and ignore.numel() == 0:
             ignore = None
-        inter, union = intersection_union(pred.detach().cpu(), gt.detach().cpu(), None if ignore is None else ignore.detach().cpu())
+        inter, union = intersection_union(
+            pred.detach().cpu(), gt.detach().cpu(), None if ignore is None else ignore.detach().cpu()
+        )
         self.add_counts(inter, union, class_id)
 
-    def add_counts(self, inter: torch.Tensor, union: torch.Tensor, class_id: torch.Tensor | Sequence[int] | int) -> None:
+    def add_counts(
+        self, inter: torch.Tensor, union: torch.Tensor, class_id: torch.Tensor | Sequence[int] | int
+    ) -> None:
         """Add per-episode counts of :func:`intersection_union` ([2, B] each) for the episodes' ``class_id`` [B]."""
         class_id = torch.as_tensor(class_id, dtype=torch.long).reshape(-1).cpu()
         if class_id.numel() != inter.shape[1]:
@@ -104,7 +108,7 @@ class FewShotMeter:
         self.union.copy_(state["union"])
         self.episodes = int(state["episodes"])
 
-    def copy(self) -> "FewShotMeter":
+    def copy(self) -> FewShotMeter:
         twin = FewShotMeter(self.nclass, self.eval_class_ids.tolist())
         twin.load_state_dict(self.state_dict())
         return twin
@@ -119,7 +123,7 @@ class FewShotMeter:
         self.union.copy_(flat[n : 2 * n].view_as(self.union))
         self.episodes = int(flat[-1])
 
-    def merge(self, other: "FewShotMeter") -> None:
+    def merge(self, other: FewShotMeter) -> None:
         """Add another meter's counts (e.g. from another process)."""
         self.intersection += other.intersection
         self.union += other.union

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
+
+import tomllib
 
 from ..errors import HmreproError
 from ..models.cards import eval_plan

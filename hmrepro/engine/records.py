@@ -29,10 +29,10 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from datetime import datetime, timezone
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Iterator
 
 from ..errors import HmreproError
 from ..filemode import as_if_opened
@@ -107,9 +107,13 @@ def machine_fields(device) -> dict:
 
     info = device_description(device)
     fields = {
-        "git_commit": git_commit(), "versions": versions(), "device": info["device"], "device_name": info["device_name"],
-        "torch_threads": info["torch_threads"], "date": now_iso(),
-    }  # fmt: skip
+        "git_commit": git_commit(),
+        "versions": versions(),
+        "device": info["device"],
+        "device_name": info["device_name"],
+        "torch_threads": info["torch_threads"],
+        "date": now_iso(),
+    }
     if str(info["device"]).startswith("cuda"):
         fields["cuda_numerics"] = cuda_numerics()
     return fields
@@ -122,9 +126,11 @@ def cuda_numerics() -> dict:
 
     backends = torch.backends
     return {
-        "tf32_matmul": backends.cuda.matmul.allow_tf32, "tf32_cudnn": backends.cudnn.allow_tf32,
-        "cudnn_benchmark": backends.cudnn.benchmark, "cudnn_deterministic": backends.cudnn.deterministic,
-    }  # fmt: skip
+        "tf32_matmul": backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": backends.cudnn.allow_tf32,
+        "cudnn_benchmark": backends.cudnn.benchmark,
+        "cudnn_deterministic": backends.cudnn.deterministic,
+    }
 
 
 def _slug(value) -> str:
@@ -164,7 +170,9 @@ def ensure_writable_dir(path: Path, option: str = "--results") -> Path:
         raise HmreproError(f"{option} {path}: a file stands where the folder should be; pass a folder") from None
     except OSError as err:
         reason = err.strerror or str(err)
-        raise HmreproError(f"{option} {path}: cannot write there ({reason}); pass a writable folder with {option}") from None
+        raise HmreproError(
+            f"{option} {path}: cannot write there ({reason}); pass a writable folder with {option}"
+        ) from None
     return path
 
 
@@ -270,9 +278,13 @@ def read_episode_table(record_path: Path) -> tuple[dict, dict, list]:
     try:
         data = sidecar.read_bytes()
     except OSError as err:
-        raise HmreproError(f"{sidecar}: cannot be read ({err.strerror or err}); keep it next to {record_path.name}") from None
+        raise HmreproError(
+            f"{sidecar}: cannot be read ({err.strerror or err}); keep it next to {record_path.name}"
+        ) from None
     if record.get("per_episode_sha256") and sha256_bytes(data) != record["per_episode_sha256"]:
-        raise HmreproError(f"{sidecar}: its sha256 is not the one {record_path.name} names; it belongs to another record")
+        raise HmreproError(
+            f"{sidecar}: its sha256 is not the one {record_path.name} names; it belongs to another record"
+        )
     try:
         table, class_ids = load_table(sidecar)
     except (ValueError, OSError) as err:
@@ -451,7 +463,7 @@ def _default_img_size_of(record: dict) -> int | None:
     return size if size is not None else _as_int(record.get("default_img_size"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _looked_up_img_size(model: str, benchmark: str) -> int | None:
     try:
         return default_img_size(model, benchmark)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,7 +46,7 @@ __all__ = [
 ]
 
 # predict(model, batch on the device, output_size or None) -> (0/1 query masks [B, H, W], the model's outputs)
-Predict = Callable[[torch.nn.Module, dict, Optional[tuple]], tuple[torch.Tensor, Any]]
+Predict = Callable[[torch.nn.Module, dict, tuple | None], tuple[torch.Tensor, Any]]
 # on_batch(batch on the device, the model's outputs, the meter after this batch)
 BatchHook = Callable[[dict, Any, FewShotMeter], None]
 
@@ -83,22 +84,29 @@ class EpisodeResult:
     fb_iou: float
     episodes: int
     secs_per_episode: float
-    predictions: Optional[list[EpisodePrediction]] = None
-    per_episode: Optional[EpisodeTable] = None
-    image_cache: Optional[dict] = None
+    predictions: list[EpisodePrediction] | None = None
+    per_episode: EpisodeTable | None = None
+    image_cache: dict | None = None
 
     def metrics(self) -> dict:
         """The record fields: ``miou``, ``fb_iou``, ``episodes``, ``secs_per_episode``."""
-        return {"miou": self.miou, "fb_iou": self.fb_iou, "episodes": self.episodes, "secs_per_episode": self.secs_per_episode}
+        return {
+            "miou": self.miou,
+            "fb_iou": self.fb_iou,
+            "episodes": self.episodes,
+            "secs_per_episode": self.secs_per_episode,
+        }
 
 
-def kshot_vote(model, batch: dict, output_size: Optional[tuple]) -> tuple[torch.Tensor, torch.Tensor]:
+def kshot_vote(model, batch: dict, output_size: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The evaluation's prediction: the authors' K-shot vote (``model.predict_nshot``); outputs = the masks."""
-    pred = model.predict_nshot(batch["query_img"], batch["support_imgs"], batch["support_masks"], output_size=output_size)
+    pred = model.predict_nshot(
+        batch["query_img"], batch["support_imgs"], batch["support_masks"], output_size=output_size
+    )
     return pred, pred
 
 
-def one_shot_logits(model, batch: dict, output_size: Optional[tuple] = None) -> tuple[torch.Tensor, Outputs]:
+def one_shot_logits(model, batch: dict, output_size: tuple | None = None) -> tuple[torch.Tensor, Outputs]:
     """The validation's prediction: one forward pass with the first support and the argmax of its logits.
 
     Outputs: the model's outputs with the logits in fp32 (what ``model.compute_objective(outputs, batch)`` takes).
@@ -124,14 +132,23 @@ def episode_loader(
     """A loader over ``episodes`` in order, preprocessed by ``plan`` (batch 1 with ``original_size``), pinned
     memory on CUDA; ``image_cache_mib``: the bound of each loading process's image cache (0: off)."""
     dataset = EpisodeDataset(
-        benchmark, data_root, episodes, img_size=plan.img_size, original_size=plan.original_size,
-        preprocess=plan.preprocess, image_cache_mib=image_cache_mib,
-    )  # fmt: skip
+        benchmark,
+        data_root,
+        episodes,
+        img_size=plan.img_size,
+        original_size=plan.original_size,
+        preprocess=plan.preprocess,
+        image_cache_mib=image_cache_mib,
+    )
     return DataLoader(
-        dataset, batch_size=1 if plan.original_size else bsz, shuffle=False, num_workers=workers,
-        pin_memory=device.type == "cuda", persistent_workers=persistent_workers and workers > 0,
+        dataset,
+        batch_size=1 if plan.original_size else bsz,
+        shuffle=False,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=persistent_workers and workers > 0,
         generator=torch.Generator().manual_seed(0),  # never touch the global torch RNG
-    )  # fmt: skip
+    )
 
 
 def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
@@ -166,8 +183,8 @@ def run_loader(
     device: torch.device,
     amp: bool = False,
     predict: Predict = kshot_vote,
-    on_batch: Optional[BatchHook] = None,
-    reduce: Optional[Callable[[FewShotMeter], None]] = None,
+    on_batch: BatchHook | None = None,
+    reduce: Callable[[FewShotMeter], None] | None = None,
     channels_last: bool = False,
     keep_predictions: bool = False,
 ) -> EpisodeResult:
@@ -179,7 +196,7 @@ def run_loader(
     """
     was_training = model.training
     model.eval()
-    predictions: Optional[list[EpisodePrediction]] = [] if keep_predictions else None
+    predictions: list[EpisodePrediction] | None = [] if keep_predictions else None
     rows, scored = [], 0  # per-episode rows of each batch, episodes scored so far
     original_size = bool(getattr(loader.dataset, "original_size", False))  # score at each query's own size
     start = time.perf_counter()
@@ -218,7 +235,7 @@ def run_episodes(
     bsz: int = 1,
     workers: int = 0,
     amp: bool = False,
-    on_batch: Optional[BatchHook] = None,
+    on_batch: BatchHook | None = None,
     keep_predictions: bool = False,
     image_cache_mib: float = 0,
 ) -> EpisodeResult:
@@ -231,7 +248,12 @@ def run_episodes(
         benchmark, data_root, episodes, plan, device=device, bsz=bsz, workers=workers, image_cache_mib=image_cache_mib
     )
     result = run_loader(
-        model, loader, FewShotMeter(nclass, class_ids), device=device, amp=amp, on_batch=on_batch,
+        model,
+        loader,
+        FewShotMeter(nclass, class_ids),
+        device=device,
+        amp=amp,
+        on_batch=on_batch,
         keep_predictions=keep_predictions,
-    )  # fmt: skip
+    )
     return replace(result, image_cache=loader.dataset.image_cache.stats()) if workers == 0 else result

@@ -19,8 +19,9 @@ from __future__ import annotations
 import json
 import platform
 import socket
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import HmreproError
 from ..paths import hmrepro_home

@@ -29,10 +29,11 @@ import os
 import random
 import signal
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,7 +123,9 @@ def set_rng_state(state: dict) -> None:
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"]))
+    np.random.set_state(
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached_gaussian"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -133,7 +136,9 @@ def iteration_seed(seed: int, rank: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, rank, iteration]).generate_state(1, np.uint64)[0] >> 1)
 
 
-def build_optimizer(name: str, params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float, momentum: float = 0.9):
+def build_optimizer(
+    name: str, params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float, momentum: float = 0.9
+):
     """Adam/AdamW (the HM families) or SGD with momentum (CRCNet, MCE: PFENet/BAM's ``torch.optim.SGD``)."""
     if name == "adam":
         optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -157,7 +162,9 @@ def fp32(outputs: Any) -> Any:
     if isinstance(outputs, torch.Tensor):
         return outputs.float()
     if isinstance(outputs, dict):
-        return {k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in outputs.items()}
+        return {
+            k: v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v for k, v in outputs.items()
+        }
     return outputs
 
 
@@ -188,7 +195,9 @@ def calibrate_batchnorm(backbone: torch.nn.Module, images: torch.Tensor, chunk: 
     return len(norms)
 
 
-def calibration_images(bench, data_root, pool, shot: int, seed: int, img_size: int, preprocess: str, n: int = CALIBRATION_IMAGES):
+def calibration_images(
+    bench, data_root, pool, shot: int, seed: int, img_size: int, preprocess: str, n: int = CALIBRATION_IMAGES
+):
     """The query images of the first ``n`` episodes of epoch 0 (a pure function of the run's seed)."""
     episodes = training_episodes(pool, shot, seed, 0)[:n]
     dataset = EpisodeDataset(bench, data_root, episodes, img_size=img_size, preprocess=preprocess)
@@ -268,7 +277,13 @@ def forward_1shot(model, batch: dict):
     inner = getattr(model, "module", model)
     if getattr(inner, "takes_query_mask", False) and inner.training:
         extra = {"sample_keys": sample_keys(batch)} if getattr(inner, "takes_sample_keys", False) else {}
-        return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0], query_mask=batch["query_mask"], **extra)
+        return model(
+            batch["query_img"],
+            batch["support_imgs"][:, 0],
+            batch["support_masks"][:, 0],
+            query_mask=batch["query_mask"],
+            **extra,
+        )
     return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0])
 
 
@@ -364,7 +379,9 @@ def resume_state(model, calibrated: bool) -> dict:
     """
     state = learnable_state(model)
     if calibrated:
-        state.update({k: v for k, v in model.state_dict().items() if k.startswith(FROZEN_PREFIX) and _is_norm_statistic(k)})
+        state.update(
+            {k: v for k, v in model.state_dict().items() if k.startswith(FROZEN_PREFIX) and _is_norm_statistic(k)}
+        )
     return state
 
 
@@ -475,19 +492,35 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
     train_set = TrainEpisodes(bench, data_root, cfg.img_size, train_tf, cfg.seed, preprocess=cfg.preprocess)
     sampler = EpochBatches()
     val_loader = episode_loader(
-        bench, data_root, distributed.shard(val_episodes, d.rank, d.world_size),
-        EpisodePlan(cfg.protocol, cfg.preprocess, cfg.img_size), device=d.device, bsz=cfg.val_bsz, workers=cfg.workers,
+        bench,
+        data_root,
+        distributed.shard(val_episodes, d.rank, d.world_size),
+        EpisodePlan(cfg.protocol, cfg.preprocess, cfg.img_size),
+        device=d.device,
+        bsz=cfg.val_bsz,
+        workers=cfg.workers,
         persistent_workers=True,
-    )  # fmt: skip
+    )
     probe = _to(default_collate([val_loader.dataset[0]]), d.device, False)
     pool = filter_training_pool(
-        bench.pool(splits, "trn", cfg.fold), bench, data_root, bench.class_ids(cfg.fold, "trn", splits),
-        exclude_novel_images=cfg.exclude_novel_images, min_class_pixels=cfg.min_class_pixels,
-    )  # fmt: skip
+        bench.pool(splits, "trn", cfg.fold),
+        bench,
+        data_root,
+        bench.class_ids(cfg.fold, "trn", splits),
+        exclude_novel_images=cfg.exclude_novel_images,
+        min_class_pixels=cfg.min_class_pixels,
+    )
     return TrainData(
-        bench, splits, data_root, pool, _loader(train_set, d, cfg.workers, batch_sampler=sampler),
-        sampler, val_loader, len(val_episodes), probe,
-    )  # fmt: skip
+        bench,
+        splits,
+        data_root,
+        pool,
+        _loader(train_set, d, cfg.workers, batch_sampler=sampler),
+        sampler,
+        val_loader,
+        len(val_episodes),
+        probe,
+    )
 
 
 @dataclass
@@ -517,10 +550,18 @@ class Run:
     def save_last(self, epoch_stats: dict | None) -> None:
         cfg = self.config
         save_checkpoint(
-            self.run_dir / runs.LAST, resume_state(self.model, cfg.calibrate_bn), model_name=cfg.model, backbone=cfg.backbone,
+            self.run_dir / runs.LAST,
+            resume_state(self.model, cfg.calibrate_bn),
+            model_name=cfg.model,
+            backbone=cfg.backbone,
             metadata={"config": self.saved_config(), "kind": "resume", "backbone_sha256": self.fingerprint},
-            extra={"optimizer": self.optimizer.state_dict(), "rng": rng_state(), **self.state.as_dict(), "epoch_stats": epoch_stats},
-        )  # fmt: skip
+            extra={
+                "optimizer": self.optimizer.state_dict(),
+                "rng": rng_state(),
+                **self.state.as_dict(),
+                "epoch_stats": epoch_stats,
+            },
+        )
 
     def saved_config(self) -> dict:
         return {**self.config.as_dict(), "world_size": self.d.world_size}
@@ -547,10 +588,12 @@ def _run_folder(cfg: TrainConfig, d: distributed.Dist, resume: bool, hold: ExitS
         run_dir.mkdir(parents=True, exist_ok=True)
         hold.enter_context(
             exclusive_lock(
-                run_dir / RUN_LOCK, wait=False, subject=f"run folder {run_dir}",
+                run_dir / RUN_LOCK,
+                wait=False,
+                subject=f"run folder {run_dir}",
                 holder_info=f"hmrepro train {'--resume ' if resume else ''}{run_dir}",
             )
-        )  # fmt: skip
+        )
         for stale in run_dir.glob(".*.tmp"):  # partial writes of a killed run
             stale.unlink(missing_ok=True)
     return run_dir
@@ -576,13 +619,18 @@ def _build_model(cfg: TrainConfig, bench, data_root: Path, pool, progress: Progr
 
     torch.manual_seed(cfg.seed)  # random-init backbones/learners depend on the seed only
     model = create_model(
-        cfg.model, backbone=cfg.backbone, pretrained=cfg.pretrained, benchmark=cfg.benchmark,
+        cfg.model,
+        backbone=cfg.backbone,
+        pretrained=cfg.pretrained,
+        benchmark=cfg.benchmark,
         **model_arguments(cfg.model, cfg.model_args),
-    )  # fmt: skip
+    )
     if cfg.calibrate_bn:
         images = calibration_images(bench, data_root, pool, cfg.shot, cfg.seed, cfg.img_size, cfg.preprocess)
         touched = calibrate_batchnorm(model.backbone, images)
-        progress.log(f"random backbone: BatchNorm statistics of {touched} layers estimated on {len(images)} training images")
+        progress.log(
+            f"random backbone: BatchNorm statistics of {touched} layers estimated on {len(images)} training images"
+        )
     return model
 
 
@@ -646,7 +694,9 @@ class _Session:
     def __init__(self, run: Run, resumed: bool) -> None:
         self.run = run
         self.start = time.perf_counter()
-        self.info = runs.start_session(run.run_dir, run.d.device, run.d.world_size, resumed=resumed) if run.main else None
+        self.info = (
+            runs.start_session(run.run_dir, run.d.device, run.d.world_size, resumed=resumed) if run.main else None
+        )
 
     def update(self, status: str | None = None) -> None:
         if self.run.main:
@@ -671,7 +721,8 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
         raise HmreproError(f"the training split has {len(episodes)} episodes: fewer than the {d.world_size} processes")
     start_step = state.step
     run.data.sampler.batches = [
-        [(epoch, i, episodes[i]) for i in distributed.shard(list(b), d.rank, d.world_size)] for b in batches[start_step:]
+        [(epoch, i, episodes[i]) for i in distributed.shard(list(b), d.rank, d.world_size)]
+        for b in batches[start_step:]
     ]
     stats = EpochStats(run.meter("trn"))
     if state.epoch_stats is not None and start_step > 0 and run.main:
@@ -700,7 +751,9 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
         state.step, state.global_iter = step + 1, state.global_iter + 1
         seen += n_global
         speed = seen / max(time.perf_counter() - t0, 1e-9)
-        progress.advance(task, n_global, info=f"loss {stats.mean_loss:.4f} mIoU {stats.meter.compute()[0]:5.1f} {speed:.1f} ep/s")
+        progress.advance(
+            task, n_global, info=f"loss {stats.mean_loss:.4f} mIoU {stats.meter.compute()[0]:5.1f} {speed:.1f} ep/s"
+        )
 
         stop_now = _stop_requested(stop, d)
         mid_epoch = state.step < len(batches)
@@ -738,9 +791,16 @@ def validate_epoch(run: Run, progress: Progress) -> dict:
 
     start = time.perf_counter()
     result = run_loader(
-        model, run.data.val_loader, meter, device=d.device, amp=run.config.bf16, predict=one_shot_logits,
-        on_batch=add_loss, reduce=lambda m: m.all_reduce(sum_over_processes), channels_last=run.channels_last,
-    )  # fmt: skip
+        model,
+        run.data.val_loader,
+        meter,
+        device=d.device,
+        amp=run.config.bf16,
+        predict=one_shot_logits,
+        on_batch=add_loss,
+        reduce=lambda m: m.all_reduce(sum_over_processes),
+        channels_last=run.channels_last,
+    )
     total_loss = sum_over_processes(loss_sum)
     seconds = time.perf_counter() - start
     progress.finish(task)
@@ -771,10 +831,18 @@ def finish_epoch(run: Run, row: dict, session: _Session, progress: Progress) -> 
     if run.main:
         if improved:
             save_checkpoint(
-                run.run_dir / runs.BEST, run.model, model_name=cfg.model, backbone=cfg.backbone,
-                metadata={"config": run.saved_config(), "epoch": epoch, "val_miou": row["val_miou"],
-                          "val_fb_iou": row["val_fb_iou"], "kind": "best"},
-            )  # fmt: skip
+                run.run_dir / runs.BEST,
+                run.model,
+                model_name=cfg.model,
+                backbone=cfg.backbone,
+                metadata={
+                    "config": run.saved_config(),
+                    "epoch": epoch,
+                    "val_miou": row["val_miou"],
+                    "val_fb_iou": row["val_fb_iou"],
+                    "kind": "best",
+                },
+            )
         run.save_last(None)
         runs.write_metrics(run.run_dir, state.history)
         session.update()

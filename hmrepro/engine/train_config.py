@@ -13,8 +13,9 @@ asked), no TF32, the recipe's epochs (HSNet, HSNet-HM and ASNet: the authors' 20
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import HmreproError
 from .recipes import resolve as resolve_recipe
@@ -23,7 +24,17 @@ __all__ = ["PRECISIONS", "RESUMABLE_CHANGES", "TrainConfig", "build_config", "co
 
 PRECISIONS = ("fp32", "bf16")
 # what --resume may change; anything else must match the saved configuration
-RESUMABLE_CHANGES = ("epochs", "patience", "workers", "device", "checkpoint_every", "precision", "tf32", "data_root", "splits")
+RESUMABLE_CHANGES = (
+    "epochs",
+    "patience",
+    "workers",
+    "device",
+    "checkpoint_every",
+    "precision",
+    "tf32",
+    "data_root",
+    "splits",
+)
 
 
 @dataclass(frozen=True)
@@ -67,7 +78,9 @@ class TrainConfig:
     exclude_novel_images: bool = False
     min_class_pixels: int = 0  # BAM: 2 * 32 * 32
     # the run
-    model_args: str = ""  # constructor arguments of the model, 'key=value;...' (CRCNet's ablations; models/model_args.py)
+    model_args: str = (
+        ""  # constructor arguments of the model, 'key=value;...' (CRCNet's ablations; models/model_args.py)
+    )
     backbone: str = "resnet50"
     pretrained: bool = True
     calibrate_bn: bool | None = None  # None: on for random (not pretrained) backbones
@@ -87,13 +100,15 @@ class TrainConfig:
         for key in ("scale_range", "rotate_range"):  # JSON and TOML give lists; keep the dataclass hashable
             object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
         if self.precision not in PRECISIONS:
-            raise HmreproError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)} (use --amp bf16 or --amp fp32)")
+            raise HmreproError(
+                f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)} (use --amp bf16 or --amp fp32)"
+            )
 
     @property
     def bf16(self) -> bool:
         return self.precision == "bf16"
 
-    def derived(self, device_type: str) -> "TrainConfig":
+    def derived(self, device_type: str) -> TrainConfig:
         """The configuration with the machine-dependent defaults filled in."""
         workers = self.workers if self.workers is not None else default_workers()
         calibrate = self.calibrate_bn if self.calibrate_bn is not None else not self.pretrained

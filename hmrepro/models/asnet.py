@@ -24,7 +24,7 @@ Only square inputs of 393-512 px fit the learner's fixed strides (the authors tr
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,7 +86,7 @@ class ASNet(nn.Module):
         query_taps: Sequence[Tensor],
         support_taps: Sequence[Tensor],
         support_mask: Tensor,
-        output_size: Optional[Sequence[int]] = None,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """Learner logits from (masked) taps; resized (bilinear, align_corners=True) to ``output_size`` if given."""
         with torch.no_grad():
@@ -101,7 +101,7 @@ class ASNet(nn.Module):
         query_img: Tensor,
         support_img: Tensor,
         support_mask: Tensor,
-        output_size: Optional[Sequence[int]] = None,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype).
 
@@ -120,7 +120,7 @@ class ASNet(nn.Module):
         query_img: Tensor,
         support_imgs: Tensor,
         support_masks: Tensor,
-        output_size: Optional[Sequence[int]] = None,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote; supports [B, K, 3, H, W], masks [B, K, H, W].
 

@@ -22,7 +22,7 @@ Module and attribute names follow the authors' ``state_dict`` keys (``attn.short
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +52,7 @@ def attention_key_mask(support_mask: Tensor, key_size: Sequence[int]) -> Tensor:
     The [B, H, W] mask is resized bilinearly with ``align_corners=True`` from its full resolution straight to
     ``key_size``: a point sampling on a grid of spacing (H−1)/(kh−1), so a 2×2 grid reads the four corner pixels.
     """
-    resized = F.interpolate(
-        support_mask.unsqueeze(1).float(), tuple(key_size), mode="bilinear", align_corners=True
-    )
+    resized = F.interpolate(support_mask.unsqueeze(1).float(), tuple(key_size), mode="bilinear", align_corners=True)
     return resized.flatten(1) == 0
 
 

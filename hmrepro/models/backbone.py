@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -172,7 +172,7 @@ class FrozenBackbone(nn.Module):
         self.requires_grad_(False)
         self.train(False)
 
-    def train(self, mode: bool = True) -> "FrozenBackbone":
+    def train(self, mode: bool = True) -> FrozenBackbone:
         """Stay in eval mode whatever ``mode`` is, so BatchNorm always uses (and never updates) running stats."""
         return super().train(False)
 
@@ -271,7 +271,11 @@ def dilate_layer(layer: nn.Sequential, dilation: int) -> None:
     3×3 conv, and its downsample stride 1: *all* blocks are dilated, as CaNet/PFENet do (torchvision's
     ``replace_stride_with_dilation`` leaves the first block of a layer at the previous dilation)."""
     for block in layer:
-        block.conv2.stride, block.conv2.dilation, block.conv2.padding = (1, 1), (dilation, dilation), (dilation, dilation)
+        block.conv2.stride, block.conv2.dilation, block.conv2.padding = (
+            (1, 1),
+            (dilation, dilation),
+            (dilation, dilation),
+        )
         if block.downsample is not None:
             block.downsample[0].stride = (1, 1)
 

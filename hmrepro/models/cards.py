@@ -14,9 +14,9 @@ runtime benchmark (:mod:`hmrepro.engine.bench`) all read the cards.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping, Optional
 
 from ..errors import HmreproError
 
@@ -57,7 +57,7 @@ class PublishedCheckpoint:
     benchmark: str
     source: str
     """The key of the download in ``hmrepro/acquisition/sources.toml`` (its primary source; fallbacks live there)."""
-    sha256: Optional[str] = None
+    sha256: str | None = None
     """The file's sha256 when the authors published it (none of them do; downloads are pinned in the lock)."""
 
 
@@ -106,7 +106,7 @@ class ModelCard:
     published: tuple[PublishedCheckpoint, ...] = ()
     description: str = ""
     """How the family reads in messages, e.g. ``HSNet / HSNet-HM``."""
-    benchmark_probe: Optional[str] = None
+    benchmark_probe: str | None = None
     """``module:function`` under ``hmrepro.models`` that tells from a state dict which benchmark it was trained on
     (for families whose parameters differ per benchmark), else None."""
 
@@ -302,12 +302,12 @@ def eval_plan(model_name: str, benchmark: str) -> EvalPlan:
     return card_of(model_name).plan(model_name, benchmark)
 
 
-def published_checkpoints(model_name: Optional[str] = None) -> list[PublishedCheckpoint]:
+def published_checkpoints(model_name: str | None = None) -> list[PublishedCheckpoint]:
     """The authors' published weights, of every card or only of ``model_name``."""
     every = [p for card in CARDS for p in card.published]
     return [p for p in every if model_name is None or p.model == model_name]
 
 
-def published_with_sha256(sha256: str) -> Optional[PublishedCheckpoint]:
+def published_with_sha256(sha256: str) -> PublishedCheckpoint | None:
     """The published checkpoint whose known sha256 is ``sha256``, else None."""
     return next((p for p in published_checkpoints() if p.sha256 and p.sha256 == sha256), None)

@@ -7,7 +7,7 @@ correlations of each stage are stacked on a channel axis, deepest stage first.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

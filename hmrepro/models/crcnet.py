@@ -25,7 +25,7 @@ or the first one; ``fusion`` averages K 1-shot predictions (Table 4's baseline).
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ KSHOT_MODES = ("finetune-fusion", "finetune", "fusion")
 IGNORE = 255
 
 
-def ignore_cross_entropy(logits: Tensor, mask: Tensor, ignore: Optional[Tensor] = None) -> Tensor:
+def ignore_cross_entropy(logits: Tensor, mask: Tensor, ignore: Tensor | None = None) -> Tensor:
     """Cross-entropy of logits [B, 2, H, W] against the 0/1 ``mask`` [B, H, W], mean over the pixels that
     ``ignore`` (1 = ignore, e.g. PASCAL's 255 boundary) leaves; 0 (with a gradient) when every pixel is ignored."""
     target = mask.long()
@@ -129,7 +129,9 @@ class CRCNet(nn.Module):
         self.embedding_dropout = nn.Dropout2d(dropout)
         self.cross_reference = CrossReference(gate=gate) if cross_reference else None
         self.co_occurrence = CoOccurrenceHead() if cross_reference else None
-        self.global_conditional = GlobalConditional(dropout=dropout, eps=map_eps) if conditional and global_conditional else None
+        self.global_conditional = (
+            GlobalConditional(dropout=dropout, eps=map_eps) if conditional and global_conditional else None
+        )
         self.local_conditional = LocalConditional(mask_mode=local_mask) if conditional and local_conditional else None
         # the MRM reads [G ‖ C^g ‖ C^l] (G = E without the cross-reference module, Table 1 row 1)
         refine_in = WIDTH * (1 + int(self.global_conditional is not None) + int(self.local_conditional is not None))
@@ -137,10 +139,16 @@ class CRCNet(nn.Module):
         self.history = HistoryMaps(history_zero_prob) if mrm_gradient == "canet" else None
         self.aux_weight = aux_weight
         self.set_inference(scales=scales, kshot=kshot)
-        self.finetune = dict(steps=finetune_steps, lr=finetune_lr, momentum=finetune_momentum,
-                             weight_decay=finetune_weight_decay, embedding=finetune_embedding, seed=finetune_seed)  # fmt: skip
+        self.finetune = dict(
+            steps=finetune_steps,
+            lr=finetune_lr,
+            momentum=finetune_momentum,
+            weight_decay=finetune_weight_decay,
+            embedding=finetune_embedding,
+            seed=finetune_seed,
+        )
 
-    def set_inference(self, scales: Optional[Sequence[float]] = None, kshot: Optional[str] = None) -> None:
+    def set_inference(self, scales: Sequence[float] | None = None, kshot: str | None = None) -> None:
         """Choose the test-time scales and the K-shot method (``finetune-fusion`` | ``finetune`` | ``fusion``)."""
         if scales is not None:
             if not scales or any(s <= 0 for s in scales):
@@ -200,9 +208,9 @@ class CRCNet(nn.Module):
         query_img: Tensor,
         support_img: Tensor,
         support_mask: Tensor,
-        query_mask: Optional[Tensor] = None,
-        output_size: Optional[Sequence[int]] = None,
-        sample_keys: Optional[tuple[Sequence, Sequence]] = None,
+        query_mask: Tensor | None = None,
+        output_size: Sequence[int] | None = None,
+        sample_keys: tuple[Sequence, Sequence] | None = None,
     ) -> Outputs:
         """1-shot: images [B, 3, H, W], support mask [B, H, W] → query logits [B, 2, H, W] (eval mode), resized
         (bilinear, align_corners=True) to the support size or ``output_size``. ``sample_keys`` (query keys, support
@@ -220,8 +228,9 @@ class CRCNet(nn.Module):
         query_cond = None
         if self.training and query_mask is not None:
             query_cond = self.conditioning_levels(query_levels, query_img, query_mask)
-        return self.decode(query_levels, support_levels, support_cond, support_mask, query_cond, query_mask, size,
-                           sample_keys)  # fmt: skip
+        return self.decode(
+            query_levels, support_levels, support_cond, support_mask, query_cond, query_mask, size, sample_keys
+        )
 
     def decode(
         self,
@@ -229,10 +238,10 @@ class CRCNet(nn.Module):
         support_levels: list[Tensor],
         support_cond: list[Tensor],
         support_mask: Tensor,
-        query_cond: Optional[list[Tensor]] = None,
-        query_mask: Optional[Tensor] = None,
+        query_cond: list[Tensor] | None = None,
+        query_mask: Tensor | None = None,
         size: Sequence[int] = (),
-        sample_keys: Optional[tuple[Sequence, Sequence]] = None,
+        sample_keys: tuple[Sequence, Sequence] | None = None,
     ) -> Outputs:
         """Everything after the frozen encoder (see :meth:`forward`); ``*_cond`` are :meth:`conditioning_levels`.
         The support branch runs in training mode when ``query_cond`` and ``query_mask`` are given."""
@@ -295,7 +304,7 @@ class CRCNet(nn.Module):
         query_img: Tensor,
         support_imgs: Tensor,
         support_masks: Tensor,
-        output_size: Optional[Sequence[int]] = None,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """0/1 query mask [B, H, W] (int64) of a K-shot episode (supports [B, K, 3, H, W], masks [B, K, H, W]).
 
@@ -314,20 +323,22 @@ class CRCNet(nn.Module):
             used = range(shots) if self.kshot == "finetune-fusion" else range(1)
             with torch.no_grad():
                 predictions.append(
-                    self._fused(tuned, query_img[b : b + 1], support_imgs[b : b + 1], support_masks[b : b + 1], size, used)
+                    self._fused(
+                        tuned, query_img[b : b + 1], support_imgs[b : b + 1], support_masks[b : b + 1], size, used
+                    )
                 )
         return torch.cat(predictions)
 
     @staticmethod
     @torch.no_grad()
-    def _fused(model: "CRCNet", query_img, support_imgs, support_masks, size, shots) -> Tensor:
+    def _fused(model: CRCNet, query_img, support_imgs, support_masks, size, shots) -> Tensor:
         was_training = model.training
         model.eval()
         probs = sum(model.query_probability(query_img, support_imgs[:, k], support_masks[:, k], size) for k in shots)
         model.train(was_training)
         return probs.argmax(dim=1)
 
-    def finetuned(self, support_imgs: Tensor, support_masks: Tensor) -> "CRCNet":
+    def finetuned(self, support_imgs: Tensor, support_masks: Tensor) -> CRCNet:
         """A copy of the model fine-tuned on one episode's supports [K, 3, H, W], masks [K, H, W] (paper §4.6).
 
         The copy shares the frozen backbone, whose levels (plain and, by the masking mode, masked) are computed
@@ -347,15 +358,27 @@ class CRCNet(nn.Module):
             levels = [x.clone() for x in self.features(images)]
             cond = [x.clone() for x in self.conditioning_levels(levels, images, masks)]
             params = [p for p in tuned.parameters() if p.requires_grad]
-            optimizer = torch.optim.SGD(params, lr=self.finetune["lr"], momentum=self.finetune["momentum"],
-                                        weight_decay=self.finetune["weight_decay"])  # fmt: skip
+            optimizer = torch.optim.SGD(
+                params,
+                lr=self.finetune["lr"],
+                momentum=self.finetune["momentum"],
+                weight_decay=self.finetune["weight_decay"],
+            )
             generator = torch.Generator().manual_seed(self.finetune["seed"])
             tuned.train()
             for _ in range(self.finetune["steps"]):
                 a, b = torch.randperm(images.shape[0], generator=generator)[:2].tolist()
                 pick = lambda xs, i: [x[i : i + 1] for x in xs]  # noqa: E731
-                outputs = tuned.decode(pick(levels, a), pick(levels, b), pick(cond, b), masks[b : b + 1],
-                                       pick(cond, a), masks[a : a + 1], images.shape[-2:], ([a], [b]))  # fmt: skip
+                outputs = tuned.decode(
+                    pick(levels, a),
+                    pick(levels, b),
+                    pick(cond, b),
+                    masks[b : b + 1],
+                    pick(cond, a),
+                    masks[a : a + 1],
+                    images.shape[-2:],
+                    ([a], [b]),
+                )
                 pair = {"query_mask": masks[a : a + 1], "support_masks": masks[b : b + 1, None]}
                 loss = tuned.compute_objective(outputs, pair)
                 optimizer.zero_grad(set_to_none=True)

@@ -21,7 +21,7 @@ a ReLU unless the spec says otherwise, with bias and no BatchNorm (the paper nam
 
 from __future__ import annotations
 
-from typing import Hashable, Optional, Sequence
+from collections.abc import Hashable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -231,8 +231,9 @@ class MaskRefinement(nn.Module):
     option runs the T steps from a zero cache.
     """
 
-    def __init__(self, in_channels: int, width: int = WIDTH, steps: int = 10, use_cache: bool = True,
-                 gradient: str = "truncated") -> None:  # fmt: skip
+    def __init__(
+        self, in_channels: int, width: int = WIDTH, steps: int = 10, use_cache: bool = True, gradient: str = "truncated"
+    ) -> None:
         super().__init__()
         if gradient not in MRM_GRADIENTS:
             raise ValueError(f"mrm gradient must be one of {MRM_GRADIENTS}, not {gradient!r}")
@@ -254,7 +255,7 @@ class MaskRefinement(nn.Module):
         d = F.relu(self.gcb_high(self.combine2(d, cache)))
         return self.classifier(d)
 
-    def forward(self, x: Tensor, cache: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, cache: Tensor | None = None) -> Tensor:
         """Logits [B, 2, h, w] of the features ``x``; ``cache`` [B, 2, h, w] is read only by ``canet`` training."""
         features = F.relu(self.project(x))
         zeros = features.new_zeros(features.shape[0], 2, *features.shape[-2:])

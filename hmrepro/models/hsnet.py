@@ -21,7 +21,7 @@ parameters, so every mode loads every HSNet checkpoint of the same backbone.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,7 @@ class HSNet(nn.Module):
         query_img: Tensor,
         support_img: Tensor,
         support_mask: Tensor,
-        output_size: Optional[Sequence[int]] = None,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype).
 
@@ -96,7 +96,7 @@ class HSNet(nn.Module):
         query_img: Tensor,
         support_imgs: Tensor,
         support_masks: Tensor,
-        output_size: Optional[Sequence[int]] = None,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote; supports [B, K, 3, H, W], masks [B, K, H, W].
 

@@ -18,7 +18,8 @@ The engine (training, evaluation, benchmarks) talks to a model only through :cla
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Protocol, Sequence, Union, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, Union, runtime_checkable
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -29,7 +30,7 @@ __all__ = ["Backbone", "Batch", "FewShotModel", "Outputs", "logits_of", "pixel_c
 
 IGNORE_INDEX = 255  # the target value of ignored pixels (PASCAL's void label, the augmentation's padding)
 
-Outputs = Union[Tensor, Mapping[str, Any]]
+Outputs = Union[Tensor, Mapping[str, Any]]  # noqa: UP007 - a runtime alias; X | Y needs Python 3.10's types here
 """What a model's forward returns: the logits, or a dict with the logits under ``"logits"``."""
 
 Batch = Mapping[str, Any]
@@ -55,7 +56,7 @@ class FewShotModel(Protocol):
         query_imgs: Tensor,
         support_imgs: Tensor,
         support_masks: Tensor,
-        output_size: Optional[Sequence[int]] = None,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor: ...
 
     def compute_objective(self, outputs: Outputs, batch: Batch) -> Tensor: ...
@@ -68,7 +69,7 @@ def logits_of(outputs: Outputs) -> Tensor:
     return outputs["logits"]
 
 
-def pixel_cross_entropy(logits: Tensor, query_mask: Tensor, ignore: Optional[Tensor] = None) -> Tensor:
+def pixel_cross_entropy(logits: Tensor, query_mask: Tensor, ignore: Tensor | None = None) -> Tensor:
     """Cross-entropy of logits [B, 2, H, W] against the 0/1 mask [B, H, W], mean over the pixels that count.
 
     Without ``ignore`` (HSNet, VAT, ASNet): every pixel counts, so PASCAL's 255 (boundary) pixels are background,

@@ -11,7 +11,7 @@ resizes the *query* dims (Hq, Wq) of the coarser stage to the finer stage's quer
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch.nn.functional as F
 from torch import Tensor, nn

@@ -23,8 +23,8 @@ support mask. A mode that does not need one of the tap lists accepts ``None`` fo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -92,34 +92,32 @@ def hybrid_reverse(fm_taps: Sequence[Tensor], im_taps: Sequence[Tensor]) -> Taps
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def fm(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+def fm(image_taps: Sequence[Tensor] | None, masked_image_taps: Sequence[Tensor] | None, mask: Tensor) -> Taps:
     """Feature masking (HSNet)."""
     return mask_features(image_taps, mask)
 
 
-def im(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+def im(image_taps: Sequence[Tensor] | None, masked_image_taps: Sequence[Tensor] | None, mask: Tensor) -> Taps:
     """Input masking: the taps of the masked image, as they are."""
     return list(masked_image_taps)
 
 
-def hm(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+def hm(image_taps: Sequence[Tensor] | None, masked_image_taps: Sequence[Tensor] | None, mask: Tensor) -> Taps:
     """Hybrid masking (HM): FM where FM > 0, else IM."""
     return hybrid_replace(mask_features(image_taps, mask), masked_image_taps)
 
 
-def hm_add(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+def hm_add(image_taps: Sequence[Tensor] | None, masked_image_taps: Sequence[Tensor] | None, mask: Tensor) -> Taps:
     """HM (Simple Add.): FM + IM."""
     return hybrid_add(mask_features(image_taps, mask), masked_image_taps)
 
 
-def hm_reverse(
-    image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor
-) -> Taps:
+def hm_reverse(image_taps: Sequence[Tensor] | None, masked_image_taps: Sequence[Tensor] | None, mask: Tensor) -> Taps:
     """HM (Reverse): IM where IM > 0, else FM."""
     return hybrid_reverse(mask_features(image_taps, mask), masked_image_taps)
 
 
-def none(image_taps: Optional[Sequence[Tensor]], masked_image_taps: Optional[Sequence[Tensor]], mask: Tensor) -> Taps:
+def none(image_taps: Sequence[Tensor] | None, masked_image_taps: Sequence[Tensor] | None, mask: Tensor) -> Taps:
     """No support feature masking (the ASNet baseline: its mask only masks attention keys inside the learner)."""
     return list(image_taps)
 
@@ -129,7 +127,7 @@ class MaskingMode:
     """A masking mode and which backbone passes it needs."""
 
     name: str
-    apply: Callable[[Optional[Sequence[Tensor]], Optional[Sequence[Tensor]], Tensor], Taps]
+    apply: Callable[[Sequence[Tensor] | None, Sequence[Tensor] | None, Tensor], Taps]
     needs_image_taps: bool
     """Needs the taps of the plain support image (for FM)."""
     needs_masked_image_taps: bool
@@ -184,8 +182,8 @@ def masked_support_taps(
 
 def apply_masking(
     name: str,
-    image_taps: Optional[Sequence[Tensor]],
-    masked_image_taps: Optional[Sequence[Tensor]],
+    image_taps: Sequence[Tensor] | None,
+    masked_image_taps: Sequence[Tensor] | None,
     mask: Tensor,
 ) -> Taps:
     """Masked support taps by mode ``name``."""

@@ -20,7 +20,7 @@ is not the HSNet vote. Every open choice [A#] of the spec is a constructor argum
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -241,10 +241,12 @@ class MCE(nn.Module):
         self.down_query = _reduce(channels[2] + channels[3], dim, query_dropout)
         self.down_supp = _reduce(channels[2] + channels[3], dim, query_dropout)
         if use_cross:
-            self.encoders = nn.ModuleDict({
-                str(level): CrossImageEncoder(channels[level], dim, heads, mlp_ratio, branches, attention, block)
-                for level in levels
-            })  # fmt: skip
+            self.encoders = nn.ModuleDict(
+                {
+                    str(level): CrossImageEncoder(channels[level], dim, heads, mlp_ratio, branches, attention, block)
+                    for level in levels
+                }
+            )
             maps = len(levels) * (2 if branches == "both" else 1)
             self.cross_fusion = _reduce(maps * dim, dim)
         merged = 2 * dim + (dim if use_cross else 0) + (1 if use_prior else 0)
@@ -252,13 +254,17 @@ class MCE(nn.Module):
         self.aspp = ASPP(dim)
         self.res1 = _reduce(5 * dim, dim)
         self.res2 = nn.Sequential(
-            nn.Conv2d(dim, dim, 3, padding=1, bias=False), nn.ReLU(inplace=True),
-            nn.Conv2d(dim, dim, 3, padding=1, bias=False), nn.ReLU(inplace=True),
-        )  # fmt: skip
+            nn.Conv2d(dim, dim, 3, padding=1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(dim, dim, 3, padding=1, bias=False),
+            nn.ReLU(inplace=True),
+        )
         self.cls = nn.Sequential(
-            nn.Conv2d(dim, dim, 3, padding=1, bias=False), nn.ReLU(inplace=True), nn.Dropout2d(p=cls_dropout),
+            nn.Conv2d(dim, dim, 3, padding=1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(p=cls_dropout),
             nn.Conv2d(dim, 2, 1),
-        )  # fmt: skip
+        )
 
     # -- features ---------------------------------------------------------------------------------------------
 
@@ -312,7 +318,11 @@ class MCE(nn.Module):
     # -- 1-shot and K-shot -------------------------------------------------------------------------------------
 
     def logits(
-        self, query_img: Tensor, support_imgs: Tensor, support_masks: Tensor, output_size: Optional[Sequence[int]] = None
+        self,
+        query_img: Tensor,
+        support_imgs: Tensor,
+        support_masks: Tensor,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """Logits [B, 2, H, W] of a K-shot episode (supports [B, K, 3, H, W], masks [B, K, H, W]): the per-shot V_s,
         f_cross and A_sim are averaged (the paper); resized (bilinear, align_corners=True) to the query image
@@ -329,7 +339,7 @@ class MCE(nn.Module):
         return F.interpolate(logits, size, mode="bilinear", align_corners=True)
 
     def forward(
-        self, query_img: Tensor, support_img: Tensor, support_mask: Tensor, output_size: Optional[Sequence[int]] = None
+        self, query_img: Tensor, support_img: Tensor, support_mask: Tensor, output_size: Sequence[int] | None = None
     ) -> Tensor:
         """Logits [B, 2, H, W] of a 1-shot episode (support [B, 3, H, W], mask [B, H, W], 0/1, any dtype) or of a
         K-shot one (supports [B, K, 3, H, W], masks [B, K, H, W]; K-shot training, :meth:`logits`)."""
@@ -339,7 +349,11 @@ class MCE(nn.Module):
 
     @torch.no_grad()
     def predict_nshot(
-        self, query_img: Tensor, support_imgs: Tensor, support_masks: Tensor, output_size: Optional[Sequence[int]] = None
+        self,
+        query_img: Tensor,
+        support_imgs: Tensor,
+        support_masks: Tensor,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """0/1 query mask [B, H, W] (int64): argmax of the K-shot logits (feature averaging, not a vote)."""
         return self.logits(query_img, support_imgs, support_masks, output_size).argmax(dim=1)
@@ -360,4 +374,3 @@ def _resize_mask(mask: Tensor, like: Tensor) -> Tensor:
 def _stage_channels(backbone: str) -> tuple[int, int, int]:
     """Channels of the level-2, -3 and -4 features."""
     return (256, 512, 512) if backbone == "vgg16" else (512, 1024, 2048)
-

@@ -50,7 +50,9 @@ def model_arguments(model_name: str, text: str) -> dict[str, Any]:
         return {}
     card = card_of(model_name)
     cls = getattr(importlib.import_module(f".{card.module}", __package__), card.class_name)
-    params = {name: p for name, p in inspect.signature(cls).parameters.items() if name not in RESERVED and name != "self"}
+    params = {
+        name: p for name, p in inspect.signature(cls).parameters.items() if name not in RESERVED and name != "self"
+    }
     unknown = sorted(set(args) - set(params))
     if unknown:
         raise HmreproError(

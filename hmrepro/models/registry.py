@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 from .cards import ModelCard, ModelCardError, list_cards
 
@@ -35,7 +36,7 @@ def list_models() -> list[str]:
 
 
 def create_model(
-    name: str, backbone: str = "resnet50", pretrained: bool = True, benchmark: Optional[str] = None, **kwargs: Any
+    name: str, backbone: str = "resnet50", pretrained: bool = True, benchmark: str | None = None, **kwargs: Any
 ) -> Any:
     """Build model ``name`` on ``backbone``; ``pretrained`` loads the backbone's ImageNet weights.
 
@@ -55,9 +56,7 @@ def create_model(
 def card_builder(card: ModelCard, masking: str) -> Builder:
     """The builder of ``card``'s model with support masking ``masking`` (imports the model module when called)."""
 
-    def build(
-        backbone: str = "resnet50", pretrained: bool = True, benchmark: Optional[str] = None, **kwargs: Any
-    ) -> Any:
+    def build(backbone: str = "resnet50", pretrained: bool = True, benchmark: str | None = None, **kwargs: Any) -> Any:
         cls = getattr(importlib.import_module(f".{card.module}", __package__), card.class_name)
         if card.needs_benchmark:
             if benchmark is None:

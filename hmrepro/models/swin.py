@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -94,7 +94,7 @@ def relative_position_index(window: int, ndim: int) -> Tensor:
     return _relative_position_index(window, ndim).clone()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _relative_position_index(window: int, ndim: int) -> Tensor:
     axes = [torch.arange(window)] * ndim
     coords = torch.stack(torch.meshgrid(*axes, indexing="ij")).flatten(1)  # [ndim, N]
@@ -149,7 +149,7 @@ class WindowAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
-        self._masked_bias_cache: Optional[tuple[tuple, Tensor]] = None
+        self._masked_bias_cache: tuple[tuple, Tensor] | None = None
 
     def position_bias(self) -> Tensor:
         """[heads, N, N] relative position bias."""
@@ -182,7 +182,7 @@ class WindowAttention(nn.Module):
         bias = self.position_bias().contiguous().unsqueeze(0)  # contiguous: the sum comes out contiguous too
         return (bias + mask.unsqueeze(1)).to(dtype)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``x`` [B · windows, N, C]; ``mask`` [windows, N, N] or None (windows vary fastest within a sample)."""
         batch_windows, tokens, ch = x.shape
         qkv = self.qkv(x).view(batch_windows, tokens, 3, self.num_heads, ch // self.num_heads)
@@ -221,7 +221,7 @@ class Mlp(nn.Module):
 class SwinBlock(nn.Module):
     """One (shifted-)window transformer block on channels-last tokens ``[B, *spatial, C]``."""
 
-    attn_mask: Optional[Tensor]
+    attn_mask: Tensor | None
 
     def __init__(
         self, dim: int, spatial: Sequence[int], num_heads: int, window: int, shift: int, mlp_ratio: float = 4.0
@@ -283,7 +283,6 @@ def init_swin_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
-
 
 
 # ---------------------------------------------------------------------------------------------------------------

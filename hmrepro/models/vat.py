@@ -26,7 +26,7 @@ keys (591 for ResNet-50, 897 for ResNet-101), including the persistent shifted-w
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +56,7 @@ class VAT(nn.Module):
         benchmark: str = "pascal",
         masking: str = "fm",
         pretrained: bool = True,
-        mask_at: Optional[str] = None,
+        mask_at: str | None = None,
     ) -> None:
         super().__init__()
         if benchmark not in BENCHMARK_FEATURE_AFFINITY:
@@ -145,7 +145,7 @@ class VAT(nn.Module):
         query_img: Tensor,
         support_img: Tensor,
         support_mask: Tensor,
-        output_size: Optional[Sequence[int]] = None,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype)."""
         size = support_img.shape[-2:] if output_size is None else output_size
@@ -159,7 +159,7 @@ class VAT(nn.Module):
         query_img: Tensor,
         support_imgs: Tensor,
         support_masks: Tensor,
-        output_size: Optional[Sequence[int]] = None,
+        output_size: Sequence[int] | None = None,
     ) -> Tensor:
         """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote (:func:`~hmrepro.models.hsnet.kshot_vote`).
 

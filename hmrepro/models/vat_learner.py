@@ -12,7 +12,7 @@ support w).
 
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +73,7 @@ DECODER_NORM_KEY = "ours.swin_decoder.{stage}.0.transformer.norm.weight"
 """Key (under the learner) whose length is a decoder stage's embedding dim."""
 
 
-def decoder_benchmark(state_dict: Mapping[str, Tensor], prefix: str = "hpn_learner.") -> Optional[str]:
+def decoder_benchmark(state_dict: Mapping[str, Tensor], prefix: str = "hpn_learner.") -> str | None:
     """The benchmark whose decoder a VAT state dict holds (from its decoder shapes), or None if it is not VAT's."""
     dims = []
     for stage in range(3):
@@ -133,7 +133,7 @@ def conv_over_query_dims(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return out.view(*out.shape[:4], hs, ws)
 
 
-def _conv3d(x: Tensor, weight: Tensor, bias: Optional[Tensor], stride: tuple, padding: tuple) -> Tensor:
+def _conv3d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple, padding: tuple) -> Tensor:
     """``F.conv3d``, but always through oneDNN for float32 on a CPU.
 
     PyTorch picks its slow reference kernel (``slow_conv3d``) for a batch-1 input with few channels and a small

@@ -12,8 +12,8 @@ matplotlib is imported lazily with the non-interactive Agg backend, so no displa
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from ..errors import HmreproError
 
@@ -39,7 +39,9 @@ class TrainingProfile:
         return self.values[self.epochs.index(self.best_epoch)] if self.best_epoch in self.epochs else None
 
 
-def read_training_profile(run_dir: str | Path, metric: str = "val_miou", problems: list[str] | None = None) -> TrainingProfile:
+def read_training_profile(
+    run_dir: str | Path, metric: str = "val_miou", problems: list[str] | None = None
+) -> TrainingProfile:
     """The per-epoch ``metric`` of ``run_dir`` (an error naming the folder when it has no finished epoch); a torn
     last line of its ``metrics.jsonl`` is dropped and said in ``problems``."""
     from ..engine import runs
@@ -55,8 +57,9 @@ def read_training_profile(run_dir: str | Path, metric: str = "val_miou", problem
     config = runs.read_config(run_dir) if runs.is_run_dir(run_dir) else {}
     label = (
         f"{config['model']} {config.get('backbone', '')} {config.get('benchmark', '')} fold {config.get('fold', '?')}"
-        if config.get("model") else run_dir.name
-    )  # fmt: skip
+        if config.get("model")
+        else run_dir.name
+    )
     epochs = [int(r.get("epoch", i)) for i, r in enumerate(rows)]
     values = [float(r[metric]) for r in rows]
     val = [(float(r["val_miou"]), int(r.get("epoch", i))) for i, r in enumerate(rows) if r.get("val_miou") is not None]
@@ -93,8 +96,16 @@ def plot_training_profile(
         best = f" (best {p.best_value:.1f} @ epoch {p.best_epoch})" if p.best_value is not None else ""
         (line,) = ax.plot(p.epochs, p.values, label=p.label + best, linewidth=1.4)
         if p.best_value is not None:
-            ax.plot([p.best_epoch], [p.best_value], marker="*", markersize=13, color=line.get_color(),
-                    markeredgecolor="black", linestyle="none", zorder=5)  # fmt: skip
+            ax.plot(
+                [p.best_epoch],
+                [p.best_value],
+                marker="*",
+                markersize=13,
+                color=line.get_color(),
+                markeredgecolor="black",
+                linestyle="none",
+                zorder=5,
+            )
     names = {"val_miou": "val mIoU (%)", "val_fb_iou": "val FB-IoU (%)", "train_miou": "train mIoU (%)"}
     ax.set_xlabel("epoch")
     ax.set_ylabel(names.get(metric, metric))
@@ -172,23 +183,45 @@ def plot_episodes(
     from ..paths import resolve_data_root
 
     figure = figure_episodes(
-        benchmark, fold, shot, start=start, count=count, model_name=model, weights=weights or "random",
-        backbone=backbone, img_size=img_size, data_root=data_root, splits=splits, device=device,
-        pretrained=pretrained, log=log,
-    )  # fmt: skip
+        benchmark,
+        fold,
+        shot,
+        start=start,
+        count=count,
+        model_name=model,
+        weights=weights or "random",
+        backbone=backbone,
+        img_size=img_size,
+        data_root=data_root,
+        splits=splits,
+        device=device,
+        pretrained=pretrained,
+        log=log,
+    )
     plan, eps = figure.plan, figure.episodes
-    dataset = EpisodeDataset(get_benchmark(benchmark), resolve_data_root(data_root), eps, img_size=plan.img_size,
-                             preprocess=plan.preprocess)  # fmt: skip
+    dataset = EpisodeDataset(
+        get_benchmark(benchmark), resolve_data_root(data_root), eps, img_size=plan.img_size, preprocess=plan.preprocess
+    )
     ncols = shot + 1 + (figure.predictions is not None)
     plt = _pyplot()
     fig, axes = plt.subplots(len(eps), ncols, figsize=(1.9 * ncols, 2.0 * len(eps)), squeeze=False)
     for row, episode in enumerate(eps):
         item = dataset[row]
         for k in range(shot):
-            _overlay(axes[row][k], item["support_imgs"][k], item["support_masks"][k], (0.1, 0.9, 0.1),
-                     f"support {k + 1}: {Path(episode.supports[k]).name}")  # fmt: skip
-        _overlay(axes[row][shot], item["query_img"], item["query_mask"], (0.1, 0.3, 1.0),
-                 f"query {start + row} (class {episode.class_id}): GT")  # fmt: skip
+            _overlay(
+                axes[row][k],
+                item["support_imgs"][k],
+                item["support_masks"][k],
+                (0.1, 0.9, 0.1),
+                f"support {k + 1}: {Path(episode.supports[k]).name}",
+            )
+        _overlay(
+            axes[row][shot],
+            item["query_img"],
+            item["query_mask"],
+            (0.1, 0.3, 1.0),
+            f"query {start + row} (class {episode.class_id}): GT",
+        )
         if figure.predictions is not None:
             pred = figure.predictions[row]
             _overlay(axes[row][shot + 1], item["query_img"], pred.mask, (1.0, 0.1, 0.1), f"{model}: IoU {pred.iou:.1f}")
@@ -223,8 +256,10 @@ def plot_support_features(
     net = build_backbone(backbone_name, pretrained)  # a missing ImageNet file raises a clear HmreproError
     n_taps = net.extra_shallow_taps + sum(net.stage_tap_counts)
     if not 0 <= layer < n_taps:
-        raise HmreproError(f"--layer {layer} is out of range for {backbone_name}: choose 0..{n_taps - 1} "
-                           f"(its {n_taps} taps, shallowest first)")  # fmt: skip
+        raise HmreproError(
+            f"--layer {layer} is out of range for {backbone_name}: choose 0..{n_taps - 1} "
+            f"(its {n_taps} taps, shallowest first)"
+        )
     img = image[None].float()
     m = mask[None].float()
     with torch.no_grad():
@@ -245,6 +280,10 @@ def plot_support_features(
         ax.set_title(names[name], fontsize=8)
         ax.axis("off")
     fig.colorbar(shown, ax=list(axes[1:]), fraction=0.025, pad=0.02)
-    fig.suptitle(title or f"{backbone_name} tap {layer} of 0..{n_taps - 1} ({channels} × {h} × {w}), channel 0"
-                 f"{'' if pretrained else ' [random weights]'}", fontsize=9)  # fmt: skip
+    fig.suptitle(
+        title
+        or f"{backbone_name} tap {layer} of 0..{n_taps - 1} ({channels} × {h} × {w}), channel 0"
+        f"{'' if pretrained else ' [random weights]'}",
+        fontsize=9,
+    )
     return _save(plt, fig, output, dpi, bbox_inches="tight")

@@ -10,9 +10,9 @@ one-line :class:`~hmrepro.errors.HmreproError` saying what differs.
 from __future__ import annotations
 
 import glob
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -47,9 +47,13 @@ def record_paths(spec: str | Path) -> list[Path]:
     """The record files ``spec`` names: a file, a folder (its records, recursively) or a glob pattern."""
     text = str(spec)
     if any(ch in text for ch in "*?["):
-        paths = [Path(p) for p in sorted(glob.glob(str(Path(text).expanduser()), recursive=True)) if p.endswith(".json")]
+        paths = [
+            Path(p) for p in sorted(glob.glob(str(Path(text).expanduser()), recursive=True)) if p.endswith(".json")
+        ]
         if not paths:
-            raise HmreproError(f"{text}: no record file matches; give record files, a folder or a pattern like 'results/*hm*.json'")
+            raise HmreproError(
+                f"{text}: no record file matches; give record files, a folder or a pattern like 'results/*hm*.json'"
+            )
         return paths
     path = Path(text).expanduser()
     if path.is_dir():
@@ -80,7 +84,9 @@ def check_sets_paired(a: Sequence[RecordFold], b: Sequence[RecordFold]) -> None:
     """One-line ``HmreproError`` unless ``a`` and ``b`` hold the same folds evaluated on the same episodes."""
     folds_a, folds_b = [x.fold_number for x in a], [x.fold_number for x in b]
     if folds_a != folds_b:
-        raise HmreproError(f"not paired: A has fold(s) {_list(folds_a)}, B has {_list(folds_b)}; give both the same folds")
+        raise HmreproError(
+            f"not paired: A has fold(s) {_list(folds_a)}, B has {_list(folds_b)}; give both the same folds"
+        )
     for x, y in zip(a, b):
         why = _unpaired_reason(x, y)
         if why:
@@ -96,7 +102,11 @@ def _unpaired_reason(x: RecordFold, y: RecordFold) -> str | None:
             return f"differ in {key} ({x.record.get(key)} vs {y.record.get(key)})"
     sha_a, sha_b = x.record.get("episodes_sha256"), y.record.get("episodes_sha256")
     if sha_a and sha_b and sha_a != sha_b:
-        episodes = f"{x.record.get('episodes')} vs {y.record.get('episodes')} episodes, " if x.record.get("episodes") != y.record.get("episodes") else ""
+        episodes = (
+            f"{x.record.get('episodes')} vs {y.record.get('episodes')} episodes, "
+            if x.record.get("episodes") != y.record.get("episodes")
+            else ""
+        )
         return f"were evaluated on different episode lists ({episodes}episode seed {x.record.get('episode_seed', 0)} vs {y.record.get('episode_seed', 0)})"
     try:
         check_paired(x.fold, y.fold)

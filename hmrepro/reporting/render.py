@@ -52,10 +52,19 @@ RECORDS_LEGEND = (
     "of origin official (verified) or own (reproduced) fill a cell, the newest of them per fold."
 )
 RECORDS_HEADERS = {
-    "method": "Method", "backbone": "Backbone", "shot": "Shot", "fold": "Fold", "origin": "Origin", "miou": "mIoU",
-    "episodes": "Episodes", "precision": "Precision", "img_size": "Img", "date": "Date", "status": "Cell / why not",
+    "method": "Method",
+    "backbone": "Backbone",
+    "shot": "Shot",
+    "fold": "Fold",
+    "origin": "Origin",
+    "miou": "mIoU",
+    "episodes": "Episodes",
+    "precision": "Precision",
+    "img_size": "Img",
+    "date": "Date",
+    "status": "Cell / why not",
     "path": "File",
-}  # fmt: skip
+}
 
 CSV_COLUMNS = (
     "table",
@@ -122,7 +131,17 @@ def build_view(frame: pd.DataFrame, table: int, compare: bool = False) -> TableV
                     cells = [measured_cell(row, prefix, c) for c in values]
                     view.rows.append(["", "", "", "", prefix, *cells, ""])
             if row.get("gain_baseline"):
-                view.rows.append(["", "", "", "", f"gain over {row['gain_baseline']}", *(gain_cell(row, c) for c in values), gain_note(row)])
+                view.rows.append(
+                    [
+                        "",
+                        "",
+                        "",
+                        "",
+                        f"gain over {row['gain_baseline']}",
+                        *(gain_cell(row, c) for c in values),
+                        gain_note(row),
+                    ]
+                )
         else:
             summaries = [summary_cell(row, "verified"), summary_cell(row, "reproduced")]
             view.rows.append([*lead_cells, *claimed_cells, *summaries, note])
@@ -214,7 +233,16 @@ def with_difference(measured: float, claimed: float, digits: int = 1) -> str:
 
 def _bench_view(frame: pd.DataFrame, title: str) -> TableView:
     """Table 7: claimed and measured seconds per image and overhead over the first row (HSNet-FM)."""
-    headers = ["Method", "Source", "Shot", "secs/image", "Overhead %", "Measured secs/image", "Measured overhead %", "Note"]
+    headers = [
+        "Method",
+        "Source",
+        "Shot",
+        "secs/image",
+        "Overhead %",
+        "Measured secs/image",
+        "Measured overhead %",
+        "Note",
+    ]
     view = TableView(title=title, headers=headers, numeric_columns={3, 4, 5, 6})
     for _, row in frame.iterrows():
         measured = row["measured_secs_per_image"]
@@ -271,8 +299,13 @@ def _missing(value) -> bool:
 def build_records_view(listing: pd.DataFrame, table: int) -> TableView:
     """The text cells of a record listing (:func:`hmrepro.reporting.tables.record_listing`)."""
     paper = paper_of(listing)
-    view = TableView(title=f"{_paper_prefix(paper)}{paper.table_label(table)}: result records", headers=list(RECORDS_HEADERS.values()))
-    view.numeric_columns = {i for i, key in enumerate(RECORDS_HEADERS) if key in ("fold", "miou", "episodes", "img_size")}
+    view = TableView(
+        title=f"{_paper_prefix(paper)}{paper.table_label(table)}: result records",
+        headers=list(RECORDS_HEADERS.values()),
+    )
+    view.numeric_columns = {
+        i for i, key in enumerate(RECORDS_HEADERS) if key in ("fold", "miou", "episodes", "img_size")
+    }
     view.legend = RECORDS_LEGEND
     for _, line in listing.iterrows():
         view.rows.append([records_cell(line, key) for key in RECORDS_HEADERS])
@@ -438,10 +471,19 @@ def csv_frame(frame: pd.DataFrame, table: int) -> pd.DataFrame:
 
 
 UNCERTAINTY_CSV_COLUMNS = (
-    "verified_miou_low", "verified_miou_high", "reproduced_miou_low", "reproduced_miou_high", "reproduced_miou_sd",
-    "reproduced_miou_seeds", "gain_baseline", "gain_claimed_miou", "gain_miou", "gain_miou_low", "gain_miou_high",
+    "verified_miou_low",
+    "verified_miou_high",
+    "reproduced_miou_low",
+    "reproduced_miou_high",
+    "reproduced_miou_sd",
+    "reproduced_miou_seeds",
+    "gain_baseline",
+    "gain_claimed_miou",
+    "gain_miou",
+    "gain_miou_low",
+    "gain_miou_high",
     "gain_inside",
-)  # fmt: skip
+)
 
 
 def render_csv(frame: pd.DataFrame, table: int, compare: bool = False) -> str:

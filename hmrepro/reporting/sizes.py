@@ -10,9 +10,9 @@ later set's paired difference to the first (B − A) with its interval and permu
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -114,7 +114,9 @@ def plot_sizes(analysis: SizeAnalysis, output: str | Path, title: str | None = N
         _axis(ax, x, ticks, analysis.by, ylabel, "Paired difference per size (band clear of 0: a real difference)")
         ax.legend(loc="best", fontsize=8)
     what = "query" if analysis.by == "query" else "supports' mean"
-    fig.suptitle(title or f"IoU vs object size ({what} foreground fraction, {analysis.resamples} resamples)", fontsize=11)
+    fig.suptitle(
+        title or f"IoU vs object size ({what} foreground fraction, {analysis.resamples} resamples)", fontsize=11
+    )
     fig.tight_layout()
     return _save(plt, fig, output, dpi)
 

@@ -23,8 +23,8 @@ another model: that needs several trained runs).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -222,9 +222,21 @@ def compare(
     delta = (obs_b[0] - obs_a[0], obs_b[1] - obs_a[1])
     p = [_p_value(perm[k], delta[k]) for k in range(2)]
     return Comparison(
-        obs_a[0], obs_b[0], delta[0], _percentiles(boot[0]), p[0], obs_a[1], obs_b[1], delta[1],
-        _percentiles(boot[1]), p[1], sum(len(_design(f)) for f in a), len(a), resamples, seed,
-    )  # fmt: skip
+        obs_a[0],
+        obs_b[0],
+        delta[0],
+        _percentiles(boot[0]),
+        p[0],
+        obs_a[1],
+        obs_b[1],
+        delta[1],
+        _percentiles(boot[1]),
+        p[1],
+        sum(len(_design(f)) for f in a),
+        len(a),
+        resamples,
+        seed,
+    )
 
 
 def compare_means(
@@ -296,7 +308,9 @@ def check_paired(a: Fold, b: Fold) -> None:
     ea, eb = np.asarray(a.table["episode"]), np.asarray(b.table["episode"])
     if len(ea) != len(eb):
         raise ValueError(f"{len(ea)} episodes against {len(eb)}")
-    if not np.array_equal(ea, eb) or not np.array_equal(np.asarray(a.table["class_id"]), np.asarray(b.table["class_id"])):
+    if not np.array_equal(ea, eb) or not np.array_equal(
+        np.asarray(a.table["class_id"]), np.asarray(b.table["class_id"])
+    ):
         raise ValueError("the episode indices or classes differ")
     if sorted(a.class_ids) != sorted(b.class_ids):
         raise ValueError("the folds' classes differ")

@@ -35,9 +35,9 @@ weights, and a bench record evaluates no episodes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Iterable
 
 import pandas as pd
 
@@ -50,9 +50,22 @@ NEVER_SHOWN = {"external": "external checkpoint", "random": "random weights"}  #
 MEASURED = "measured"  # Table 7's cell prefix
 SUPERSEDED = "a newer record fills the cell"
 LISTING_COLUMNS = (
-    "method", "backbone", "shot", "model", "benchmark", "fold", "origin", "miou", "episodes", "precision",
-    "img_size", "date", "cell", "reason", "path",
-)  # fmt: skip
+    "method",
+    "backbone",
+    "shot",
+    "model",
+    "benchmark",
+    "fold",
+    "origin",
+    "miou",
+    "episodes",
+    "precision",
+    "img_size",
+    "date",
+    "cell",
+    "reason",
+    "path",
+)
 SINGLE_SPLIT_BENCHMARKS = {"fss"}
 DOMAIN_SHIFT_TABLE = 4
 BENCH_TABLE = 7
@@ -161,9 +174,10 @@ def row_cells(row: pd.Series, records: list[dict], *, original_size: bool = Fals
     applicable = applicable_columns(row)
     return {
         prefix: cell_records(row, matching_records(row, records, [origin]), original_size=original_size)
-        if applicable[prefix] else {}
+        if applicable[prefix]
+        else {}
         for origin, prefix in ORIGIN_COLUMNS.items()
-    }  # fmt: skip
+    }
 
 
 def compare_table(
@@ -226,8 +240,11 @@ def record_listing(
     for _, row in claimed.iterrows():
         if not takes_records(row):
             continue
-        filled = {id(r): f"{prefix} {column}" for prefix, cells in row_cells(row, records, original_size=original_size).items()
-                  for column, r in cells.items()}  # fmt: skip
+        filled = {
+            id(r): f"{prefix} {column}"
+            for prefix, cells in row_cells(row, records, original_size=original_size).items()
+            for column, r in cells.items()
+        }
         matched = sorted(matching_records(row, records, ORIGINS), key=_record_time, reverse=True)
         for record in sorted(matched, key=lambda r: _as_int(r.get("fold")) or 0):
             cell = filled.get(id(record), "")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Sequence
+from collections.abc import Sequence
 
 import pandas as pd
 
@@ -37,8 +37,9 @@ VALUE_COLUMNS = (*FOLD_COLUMNS, "miou")
 PREFIXES = ("verified", "reproduced")
 
 
-def add_uncertainty(frame: pd.DataFrame, records: list[dict], *, original_size: bool, ci: bool,
-                    resamples: int = TABLE_RESAMPLES) -> pd.DataFrame:
+def add_uncertainty(
+    frame: pd.DataFrame, records: list[dict], *, original_size: bool, ci: bool, resamples: int = TABLE_RESAMPLES
+) -> pd.DataFrame:
     """``frame`` with the seed, interval and gain columns of the module docstring (a new frame)."""
     from .tables import matching_records, row_cells
 
@@ -46,13 +47,18 @@ def add_uncertainty(frame: pd.DataFrame, records: list[dict], *, original_size: 
     extra: dict[str, list] = {}
     cells_by_row = [row_cells(row, records, original_size=original_size) for _, row in frame.iterrows()]
     seeds_by_row = []  # per row: the reproduced cells of each training seed ([] for one seed or none)
-    for position, (index, row) in enumerate(frame.iterrows()):
+    for position, (_index, row) in enumerate(frame.iterrows()):
         own = [r for r in matching_records(row, records, ["own"])] if row["reproduced_applicable"] else []
         seeds_by_row.append(_seed_cells(row, own, original_size))
         _put(extra, position, len(frame), _seed_columns(seeds_by_row[-1]))
         if ci:
             for prefix in PREFIXES:
-                _put(extra, position, len(frame), _interval_columns(prefix, cells_by_row[position].get(prefix, {}), resamples))
+                _put(
+                    extra,
+                    position,
+                    len(frame),
+                    _interval_columns(prefix, cells_by_row[position].get(prefix, {}), resamples),
+                )
     for column, values in extra.items():
         frame[column] = values
     frame = _apply_seed_means(frame)
@@ -178,14 +184,19 @@ def baseline_position(frame: pd.DataFrame, position: int) -> int | None:
     except Exception:  # a model this hmrepro does not know: no baseline
         return None
     same = (
-        (frame["model"] == base) & (frame["backbone"] == row["backbone"]) & (frame["benchmark"] == row["benchmark"])
-        & (frame["shot"] == row["shot"]) & (frame["trained_on"] == row["trained_on"])
-    )  # fmt: skip
+        (frame["model"] == base)
+        & (frame["backbone"] == row["backbone"])
+        & (frame["benchmark"] == row["benchmark"])
+        & (frame["shot"] == row["shot"])
+        & (frame["trained_on"] == row["trained_on"])
+    )
     hits = [i for i, hit in enumerate(same.tolist()) if hit]
     return hits[0] if hits else None
 
 
-def _add_gains(frame: pd.DataFrame, cells_by_row: list[dict], seeds_by_row: list[list], ci: bool, resamples: int) -> None:
+def _add_gains(
+    frame: pd.DataFrame, cells_by_row: list[dict], seeds_by_row: list[list], ci: bool, resamples: int
+) -> None:
     def runs(position: int, column: str) -> list[list[dict]]:
         return _shown_runs(frame, position, column, cells_by_row, seeds_by_row)
 
@@ -214,7 +225,9 @@ def _gain(frame: pd.DataFrame, position: int, base: int, runs, ci: bool, resampl
     return out
 
 
-def _shown_runs(frame: pd.DataFrame, position: int, column: str, cells_by_row: list[dict], seeds_by_row: list[list]) -> list[list[dict]]:
+def _shown_runs(
+    frame: pd.DataFrame, position: int, column: str, cells_by_row: list[dict], seeds_by_row: list[list]
+) -> list[list[dict]]:
     """The records behind the reproduced ``column`` cell of the row at ``position``, as runs (each a list of one
     record per fold): every training seed's when the cell shows their mean, else the cell's own records; [] if
     the cell is empty."""

@@ -14,8 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 from .folder import SweepFolder
 from .plan import DONE, Job, current_command, process_argv
@@ -150,4 +150,3 @@ def _stop_all(running: dict[str, _Running], folder: SweepFolder) -> list[_Runnin
             run.process.wait()
         _close(run, folder, run.process.returncode)
     return list(running.values())
-

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from ..errors import HmreproError
 
@@ -160,7 +160,16 @@ def process_argv(command: Sequence[str], *, gpus: int = 1, python: str = "python
     GPU; ``--bsz`` stays the global batch)."""
     rest = list(command[1:]) if command and command[0] == "hmrepro" else list(command)
     if gpus > 1 and rest[:1] == ["train"]:
-        return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}", "-m", "hmrepro", *rest]
+        return [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc_per_node={gpus}",
+            "-m",
+            "hmrepro",
+            *rest,
+        ]
     return [python, "-m", "hmrepro", *rest]
 
 
@@ -233,7 +242,9 @@ class _Builder:
     def add_row(self, row) -> None:
         from ..reporting.tables import row_kind, takes_records
 
-        if not takes_records(row) or (self.spec.backbones and row["backbone"] and row["backbone"] not in self.spec.backbones):
+        if not takes_records(row) or (
+            self.spec.backbones and row["backbone"] and row["backbone"] not in self.spec.backbones
+        ):
             return
         if self.spec.models and row["model"] not in self._selected_models():
             return
@@ -276,9 +287,11 @@ class _Builder:
         if self.rows is None:
             self.rows = load_rows(self.spec)
         own = self.rows[
-            (self.rows["model"] == family) & (self.rows["backbone"] == row["backbone"])
-            & (self.rows["benchmark"] == row["benchmark"]) & (self.rows["shot"] == row["shot"])
-        ]  # fmt: skip
+            (self.rows["model"] == family)
+            & (self.rows["backbone"] == row["backbone"])
+            & (self.rows["benchmark"] == row["benchmark"])
+            & (self.rows["shot"] == row["shot"])
+        ]
         if any(takes_records(r) for _, r in own.iterrows()):
             return None
         base = row.copy()
@@ -299,7 +312,9 @@ class _Builder:
         return "miou" if row["benchmark"] in SINGLE_SPLIT_BENCHMARKS else FOLD_COLUMNS[fold]
 
     def _cell(self, row, prefix: str, fold: int) -> str:
-        return f"{row['method']} {row['backbone'] or ''} {int(row['shot'])}-shot: {prefix} {self._column(row, fold)}".replace("  ", " ")
+        return f"{row['method']} {row['backbone'] or ''} {int(row['shot'])}-shot: {prefix} {self._column(row, fold)}".replace(
+            "  ", " "
+        )
 
     def _filled(self, row, origin: str, fold: int, run_dir: str | None = None) -> bool:
         """Whether a record fills ``row``'s cell of ``fold`` for ``origin`` (of ``run_dir`` when given)."""
@@ -332,28 +347,72 @@ class _Builder:
             for seed in self.spec.seeds:
                 name = run_folder_name(row["model"], row["backbone"], trained_on, fold, seed, overrides)
                 run_dir = str(Path(self.spec.sweep_dir) / RUNS / name)
-                train = self._add(Job(
-                    id=f"train_{name}", kind="train", run_dir=run_dir,
-                    command=("hmrepro", "train", row["model"], "--benchmark", trained_on, "--fold", str(fold),
-                             "--backbone", row["backbone"], "--seed", str(seed), *override_argv(overrides),
-                             *override_argv(self.spec.train_overrides), *self._data_args(), "--no-progress",
-                             "--out", run_dir),
-                ))  # fmt: skip
+                train = self._add(
+                    Job(
+                        id=f"train_{name}",
+                        kind="train",
+                        run_dir=run_dir,
+                        command=(
+                            "hmrepro",
+                            "train",
+                            row["model"],
+                            "--benchmark",
+                            trained_on,
+                            "--fold",
+                            str(fold),
+                            "--backbone",
+                            row["backbone"],
+                            "--seed",
+                            str(seed),
+                            *override_argv(overrides),
+                            *override_argv(self.spec.train_overrides),
+                            *self._data_args(),
+                            "--no-progress",
+                            "--out",
+                            run_dir,
+                        ),
+                    )
+                )
                 exact = run_dir if len(self.spec.seeds) > 1 else None
                 done = self._filled(row, "own", fold, exact)
-                self._add(self._evaluation(row, fold, run_dir, f"seed{seed}" + (f"_{_slug(overrides)}" if overrides else ""),
-                                           depends_on=train.id, prefix="reproduced", done=done))  # fmt: skip
+                self._add(
+                    self._evaluation(
+                        row,
+                        fold,
+                        run_dir,
+                        f"seed{seed}" + (f"_{_slug(overrides)}" if overrides else ""),
+                        depends_on=train.id,
+                        prefix="reproduced",
+                        done=done,
+                    )
+                )
 
     def _verified(self, row) -> None:
         trained_on = row["trained_on"] or row["benchmark"]
-        download = self._add(Job(
-            id=f"download_{row['model']}_{trained_on}", kind="download",
-            command=("hmrepro", "download", "checkpoints", "--model", row["model"], "--benchmark", trained_on,
-                     *(["--data-root", str(self.spec.data_root)] if self.spec.data_root else []), "--quiet"),
-        ))  # fmt: skip
+        download = self._add(
+            Job(
+                id=f"download_{row['model']}_{trained_on}",
+                kind="download",
+                command=(
+                    "hmrepro",
+                    "download",
+                    "checkpoints",
+                    "--model",
+                    row["model"],
+                    "--benchmark",
+                    trained_on,
+                    *(["--data-root", str(self.spec.data_root)] if self.spec.data_root else []),
+                    "--quiet",
+                ),
+            )
+        )
         for fold in self._folds(row):
             done = self._filled(row, "official", fold)
-            self._add(self._evaluation(row, fold, "official", "official", depends_on=download.id, prefix="verified", done=done))
+            self._add(
+                self._evaluation(
+                    row, fold, "official", "official", depends_on=download.id, prefix="verified", done=done
+                )
+            )
 
     def _evaluation(self, row, fold: int, weights: str, tag: str, *, depends_on: str, prefix: str, done: bool) -> Job:
         kind = self._eval_kind(row)
@@ -361,13 +420,29 @@ class _Builder:
         command = ["hmrepro", kind, row["model"]]
         if kind == "eval":
             command += ["--benchmark", row["benchmark"]]
-        command += ["--fold", str(fold), "--shot", str(shot), "--backbone", row["backbone"], "--weights", weights,
-                    "--results", str(self.spec.results), *self._data_args(), *override_argv(self.spec.eval_overrides),
-                    "--no-progress"]  # fmt: skip
+        command += [
+            "--fold",
+            str(fold),
+            "--shot",
+            str(shot),
+            "--backbone",
+            row["backbone"],
+            "--weights",
+            weights,
+            "--results",
+            str(self.spec.results),
+            *self._data_args(),
+            *override_argv(self.spec.eval_overrides),
+            "--no-progress",
+        ]
         return Job(
             id=f"{kind}_{row['model']}_{row['backbone']}_{row['benchmark']}_fold{fold}_{shot}shot_{tag}",
-            kind=kind, command=tuple(command), depends_on=(depends_on,), state=DONE if done else PENDING,
-            run_dir=None if weights == "official" else weights, cells=(self._cell(row, prefix, fold),),
+            kind=kind,
+            command=tuple(command),
+            depends_on=(depends_on,),
+            state=DONE if done else PENDING,
+            run_dir=None if weights == "official" else weights,
+            cells=(self._cell(row, prefix, fold),),
         )
 
     def _bench(self, row) -> None:
@@ -378,10 +453,21 @@ class _Builder:
         backbone = row["backbone"] or "resnet50"
         done = bool(row_cells(row, self.records)[MEASURED])
         job = Job(
-            id=f"bench_{family}_{backbone}", kind="bench", state=DONE if done else PENDING,
-            command=("hmrepro", "bench", "--model", family, "--backbone", backbone, "--results", str(self.spec.results)),
+            id=f"bench_{family}_{backbone}",
+            kind="bench",
+            state=DONE if done else PENDING,
+            command=(
+                "hmrepro",
+                "bench",
+                "--model",
+                family,
+                "--backbone",
+                backbone,
+                "--results",
+                str(self.spec.results),
+            ),
             cells=(f"{row['method']}: measured secs_per_image",),
-        )  # fmt: skip
+        )
         self._add(job)
 
     def _add(self, job: Job) -> Job:
@@ -428,4 +514,3 @@ def _settle(job: Job, users: list[Job]) -> Job:
     if is_run_dir(Path(job.run_dir)):
         return replace(job, note="resumes its run folder (no checkpoint yet)")
     return job
-

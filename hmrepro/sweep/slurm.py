@@ -23,8 +23,8 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import submitit
 
@@ -34,8 +34,18 @@ from .plan import DONE, Job, current_command, process_argv
 
 __all__ = ["CommandJob", "SlurmEvent", "SlurmOptions", "TrainingJob", "latest_states", "slurm_states", "submit_plan"]
 
-IN_FLIGHT = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD",
-             "REQUEUE_FED", "SUBMITTED"}  # fmt: skip
+IN_FLIGHT = {
+    "PENDING",
+    "RUNNING",
+    "REQUEUED",
+    "CONFIGURING",
+    "COMPLETING",
+    "RESIZING",
+    "SUSPENDED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "SUBMITTED",
+}
 STOP_GRACE_S = 80  # submitit signals 90 s before the limit (signal_delay_s): the trainer checkpoints within it
 
 
@@ -113,7 +123,11 @@ class TrainingJob(submitit.helpers.Checkpointable):
         if returncode != 0:
             raise RuntimeError(
                 f"{self.job_id}: `{shlex.join(argv)}` exited with status {returncode}"
-                + (" (stopped by a signal; last.pt is saved and `hmrepro sweep run` resumes it)" if returncode in (130, 143) else "")
+                + (
+                    " (stopped by a signal; last.pt is saved and `hmrepro sweep run` resumes it)"
+                    if returncode in (130, 143)
+                    else ""
+                )
             )
         return returncode
 
@@ -188,7 +202,9 @@ def _parameters(options: SlurmOptions, kind: str, name: str, dependencies: Seque
 
 
 def _executor(folder: SweepFolder, options: SlurmOptions, params: dict) -> submitit.SlurmExecutor:
-    executor = submitit.SlurmExecutor(folder=folder.slurm / "%j", max_num_timeout=options.max_requeues, python=options.python)
+    executor = submitit.SlurmExecutor(
+        folder=folder.slurm / "%j", max_num_timeout=options.max_requeues, python=options.python
+    )
     executor.update_parameters(**params)
     return executor
 

@@ -9,9 +9,9 @@ or stopped and to be continued by the next ``hmrepro sweep run``).
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .folder import SweepFolder, log_tail, process_alive
 from .plan import DONE, PENDING, Job
@@ -20,7 +20,16 @@ __all__ = ["STATES", "JobStatus", "job_statuses"]
 
 STATES = ("done", "running", "queued", "failed", "blocked", "pending")
 SLURM_RUNNING = {"RUNNING", "COMPLETING"}
-SLURM_WAITING = {"PENDING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "REQUEUE_HOLD", "REQUEUE_FED", "UNKNOWN"}
+SLURM_WAITING = {
+    "PENDING",
+    "REQUEUED",
+    "CONFIGURING",
+    "RESIZING",
+    "SUSPENDED",
+    "REQUEUE_HOLD",
+    "REQUEUE_FED",
+    "UNKNOWN",
+}
 TAIL_LINES = 5
 
 
@@ -33,7 +42,13 @@ class JobStatus:
     tail: tuple[str, ...] = ()  # last lines of that log, for failed jobs
 
     def as_dict(self) -> dict:
-        return {**self.job.as_dict(), "state": self.state, "where": self.where, "log": self.log, "log_tail": list(self.tail)}
+        return {
+            **self.job.as_dict(),
+            "state": self.state,
+            "where": self.where,
+            "log": self.log,
+            "log_tail": list(self.tail),
+        }
 
 
 def job_statuses(
@@ -50,7 +65,9 @@ def job_statuses(
         statuses[job.id] = _status(job, folder, slurm_state_of)
     for job in jobs:  # a pending job waits for ever on a failed one
         status = statuses[job.id]
-        if status.state == PENDING and any(statuses[d].state in ("failed", "blocked") for d in job.depends_on if d in statuses):
+        if status.state == PENDING and any(
+            statuses[d].state in ("failed", "blocked") for d in job.depends_on if d in statuses
+        ):
             statuses[job.id] = JobStatus(job, "blocked", where="a job it needs failed")
     return [statuses[job.id] for job in jobs]
 
@@ -73,7 +90,9 @@ def _local_status(job: Job, folder: SweepFolder, attempt: dict) -> JobStatus:
     if "ended" not in attempt:
         if attempt.get("host") != socket.gethostname() or process_alive(int(attempt.get("pid", 0))):
             return JobStatus(job, "running", where, str(log))
-        return JobStatus(job, "failed", where + ", gone without an exit status (killed)", str(log), tuple(log_tail(log, TAIL_LINES)))
+        return JobStatus(
+            job, "failed", where + ", gone without an exit status (killed)", str(log), tuple(log_tail(log, TAIL_LINES))
+        )
     returncode = attempt.get("returncode")
     if job.kind == "train" and returncode in (130, 143):
         return JobStatus(job, PENDING, f"stopped (exit {returncode}); `hmrepro sweep run` resumes it", str(log))
