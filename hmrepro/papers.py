@@ -53,7 +53,8 @@ class Paper:
     def check_table(self, number: int) -> int:
         if number not in self.captions:
             raise HmreproError(
-                f"the {self.key} paper has no table {number} with results; choose one of {', '.join(map(str, self.tables))}"
+                f"the {self.key} paper has no table {number} with results; choose one of "
+                f"{', '.join(map(str, self.tables))}"
             )
         return number
 

@@ -110,7 +110,8 @@ def test_bad_values_are_refused_without_importing_torch():
         "codes = [run(a) for a in (['eval', 'hsnet', '-b', 'pascal', '-w', 'random', '--backbone', 'x'], "
         "['table', '9'], ['viz', 'features', '-b', 'pascal', '-o', 'x.xyz'], ['--version'], ['--help'])]; "
         "assert codes == [2, 2, 2, 0, 0], codes; "
-        "heavy = [m for m in ('torch', 'torchvision', 'numpy', 'pandas', 'matplotlib', 'cv2', 'PIL') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'torchvision', 'numpy', 'pandas', 'matplotlib', 'cv2', 'PIL') if m in "
+        "sys.modules]; "
         "assert not heavy, heavy"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -120,7 +121,8 @@ def test_bad_values_are_refused_without_importing_torch():
 def test_importing_the_cli_and_building_every_command_imports_no_heavy_library():
     code = (
         "import sys; import hmrepro, hmrepro.cli.app as a; assert 'typer' not in sys.modules; a.build_app(); "
-        "heavy = [m for m in ('torch', 'torchvision', 'numpy', 'pandas', 'matplotlib', 'cv2', 'PIL') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'torchvision', 'numpy', 'pandas', 'matplotlib', 'cv2', 'PIL') if m in "
+        "sys.modules]; "
         "assert not heavy, heavy"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -1,4 +1,6 @@
-"""Training on the synthetic benchmark: the loss falls, validation beats trivial predictors, the run folder is complete."""
+"""Training on the synthetic benchmark.
+
+The loss falls, validation beats trivial predictors, the run folder is complete."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""`hmrepro viz`: FM/IM/HM support features of one backbone tap (HM Fig. 5) and `viz episodes` (the one episodes figure command)."""
+"""`hmrepro viz`: FM/IM/HM support features of one backbone tap (HM Fig. 5).
+
+And `viz episodes`, the one episodes figure command."""
 
 from __future__ import annotations
 

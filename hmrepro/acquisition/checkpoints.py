@@ -236,7 +236,8 @@ def acquire_folder(source: Source, root: Path, lock: LockFile, opts: FetchOption
     if source.kind == "manual":
         raise DownloadError(
             f"{source.description}: automatic download is not possible. Open {', '.join(source.manual_urls)} in a "
-            f"browser, download the folder, and run `hmrepro download checkpoints --model {source.models[0]} --from DIR`."
+            f"browser, download the folder, and run "
+            f"`hmrepro download checkpoints --model {source.models[0]} --from DIR`."
         )
     failures = []
     for drive_id in source.gdrive_ids:

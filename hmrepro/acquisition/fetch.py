@@ -267,7 +267,9 @@ def _manual_message(source: Source, dest: Path, failures: list[str]) -> str:
 
 
 def require_verified(source: Source, data_root: Path, lock: LockFile, fetch_command: str) -> Path:
-    """The verified archive of ``source`` for extraction (no network). Missing or corrupt: an error saying what to run."""
+    """The verified archive of ``source`` for extraction (no network).
+
+    Missing or corrupt: an error saying what to run."""
     dest = destination(source, data_root)
     if not dest.exists():
         raise MissingDataError(

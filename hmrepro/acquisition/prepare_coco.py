@@ -1,4 +1,5 @@
-"""``hmrepro prepare coco``: ``COCO2014/{train2014,val2014}/*.jpg`` and ``COCO2014/annotations/{train2014,val2014}/*.png``."""
+"""``hmrepro prepare coco``: ``COCO2014/{train2014,val2014}/*.jpg`` and
+``COCO2014/annotations/{train2014,val2014}/*.png``."""
 
 from __future__ import annotations
 

@@ -15,7 +15,10 @@ from .common import check_figure_path, console
 from .compare import SeedOption
 
 app = typer.Typer(
-    help="Analyses of per-episode results.\n\nExample: [bold]hmrepro analyze sizes results/fm/ results/hm/ -o sizes.png[/]",
+    help=(
+        "Analyses of per-episode results.\n\n"
+        "Example: [bold]hmrepro analyze sizes results/fm/ results/hm/ -o sizes.png[/]"
+    ),
     no_args_is_help=True,
 )
 
@@ -74,9 +77,11 @@ def sizes(
     benchmark, folds, shot, episode draw); several folds are pooled. A bin's mIoU averages the classes present in
     the bin.
 
-    Example: [bold]hmrepro analyze sizes results/eval_hsnet_*fold0*.json results/eval_hsnet-hm_*fold0*.json -o sizes.png[/]
+    Example:
+    [bold]hmrepro analyze sizes results/eval_hsnet_*fold0*.json results/eval_hsnet-hm_*fold0*.json -o sizes.png[/]
 
-    Example: [bold]hmrepro analyze sizes 'results/fm/*.json' 'results/hm/*.json' --edges 0,0.05,0.15,0.3,1 --by support[/]
+    Example:
+    [bold]hmrepro analyze sizes 'results/fm/*.json' 'results/hm/*.json' --edges 0,0.05,0.15,0.3,1 --by support[/]
     """
     from ..reporting.paired import load_set
     from ..reporting.sizes import analyze_sizes, plot_sizes

@@ -122,7 +122,8 @@ def _register_root(application) -> None:
     ) -> None:
         """Reproduce, verify and extend HM: Hybrid Masking for Few-Shot Segmentation (ECCV 2022).
 
-        Errors are one line naming the file or value and the fix (exit status 1; 2 for a bad option, 130 after Ctrl-C, 143 after SIGTERM); --debug adds the traceback.
+        Errors are one line naming the file or value and the fix (exit status 1; 2 for a bad option, 130 after
+        Ctrl-C, 143 after SIGTERM); --debug adds the traceback.
 
         Example: [bold]hmrepro prepare synthetic && hmrepro episodes --benchmark pascal --fold 0 --shot 1[/]
         """

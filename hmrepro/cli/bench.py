@@ -123,7 +123,8 @@ def _print_json(record: dict) -> None:
 
 def _memory_line(record: dict) -> str:
     return (
-        f"peak memory {record['peak_memory_mib']:.0f} MiB, {record['peak_memory_increase_mib']:.0f} MiB above the start "
+        f"peak memory {record['peak_memory_mib']:.0f} MiB, "
+        f"{record['peak_memory_increase_mib']:.0f} MiB above the start "
         f"({record['peak_memory_method']})"
     )
 
@@ -190,7 +191,8 @@ def model_command(
 
     Example: [bold]hmrepro bench model -m vat-hm -b pascal --device cuda --runs 20 --amp[/]
 
-    Example (CRCNet, multi-scale, fine-tuned 5-shot): [bold]hmrepro bench model -m crcnet-hm -k 5 -b pascal --multi-scale --kshot finetune-fusion --device cpu --runs 1 --warmup 0[/]
+    Example (CRCNet, multi-scale, fine-tuned 5-shot):
+    [bold]hmrepro bench model -m crcnet-hm -k 5 -b pascal --multi-scale --kshot finetune-fusion --runs 1 --warmup 0[/]
     """
     from rich.table import Table
 
@@ -215,7 +217,10 @@ def model_command(
         model_args=model_args or "",
     )
     out = Console(stderr=as_json)
-    title = f"{model} ({backbone}), {record['img_size']} px, {shot}-shot, batch {bsz}, {record['precision']}, {record['device_name']}"
+    title = (
+        f"{model} ({backbone}), {record['img_size']} px, {shot}-shot, batch {bsz}, "
+        f"{record['precision']}, {record['device_name']}"
+    )
     out.print(f"[bold]{title}[/]")
     out.print(
         f"{record['secs_per_episode']:.3f} s/episode (median of {runs}; min {record['secs_min']:.3f}; process CPU "
@@ -283,7 +288,8 @@ def eval_command(
     Runs the real evaluation (fixed episodes, DataLoader, K-shot vote, metric) on the first --episodes episodes and
     writes one record (kind 'bench-eval'; it fills no table cell).
 
-    Example: [bold]hmrepro prepare synthetic --data-root /tmp/syn && hmrepro bench eval -m hsnet-hm -b fss --data-root /tmp/syn --splits /tmp/syn/splits --device cpu[/]
+    Example:
+    [bold]hmrepro prepare synthetic --data-root syn && hmrepro bench eval -m hsnet-hm -b fss --data-root syn[/]
     """
     from ..engine.bench_run import bench_eval
 
@@ -306,8 +312,9 @@ def eval_command(
         image_cache_mib=image_cache_mib,
     )
     console.print(
-        f"[bold]{model}[/] on {benchmark.value} fold {fold}, {shot}-shot, {record['img_size']} px, batch {record['bsz']}, "
-        f"{workers} workers, {record['precision']}, {record['device_name']}: {record['episodes_per_sec']:.3f} episodes/s "
+        f"[bold]{model}[/] on {benchmark.value} fold {fold}, {shot}-shot, {record['img_size']} px, "
+        f"batch {record['bsz']}, {workers} workers, {record['precision']}, {record['device_name']}: "
+        f"{record['episodes_per_sec']:.3f} episodes/s "
         f"({record['secs_per_episode']:.3f} s/episode over {record['episodes']}); {_memory_line(record)}; "
         f"{_cache_line(record)}"
     )

@@ -1,4 +1,6 @@
-"""``hmrepro compare A B``: is B better than A, beyond the noise of the episode draw? (paired bootstrap + permutation)"""
+"""``hmrepro compare A B``: is B better than A, beyond the noise of the episode draw?
+
+Paired bootstrap + permutation."""
 
 from __future__ import annotations
 

@@ -30,7 +30,8 @@ def episodes(
     protocol: Protocol = typer.Option(
         Protocol.hsnet,
         "--protocol",
-        help="Episode sampler: hsnet (HSNet, HM, VAT), asnet (reseeded per episode) or bam (MCE: BAM's 5 seeds x 1000).",
+        help="Episode sampler: hsnet (HSNet, HM, VAT), asnet (reseeded per episode) "
+        "or bam (MCE: BAM's 5 seeds x 1000).",
     ),
     split: EvalSplit = typer.Option(
         EvalSplit.test, "--split", help="test, or val (the validation episodes of training; differs for FSS-1000 only)."

@@ -66,7 +66,8 @@ def eval_command(
     model: str = typer.Argument(
         ...,
         callback=_model_name,
-        help="Model: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... (-im, -hm-add, -hm-reverse: the masking ablations).",
+        help="Model: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... "
+        "(-im, -hm-add, -hm-reverse: the masking ablations).",
         show_default=False,
     ),
     benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark."),
@@ -152,7 +153,8 @@ def eval_command(
     protocol: Protocol | None = typer.Option(
         None,
         "--protocol",
-        help="Episode protocol [default: the model's card: hsnet for HSNet/VAT, asnet, bam for MCE]. bam: BAM's 5 seeds "
+        help="Episode protocol [default: the model's card: hsnet for HSNet/VAT, asnet, bam for MCE]. bam: BAM's 5 "
+        "seeds "
         "x 1000 episodes, aspect-kept 473 canvas, scored at the original label; hsnet on an MCE model: the HM models' "
         "episodes with the square resize (like-for-like tables).",
         show_default=False,
@@ -163,13 +165,17 @@ def eval_command(
     Writes one result record per fold to --results (never overwriting one) with the checkpoint's sha256, its
     origin (own / official / random), versions, device and seconds per episode.
 
-    Example: [bold]hmrepro eval hsnet-hm --benchmark pascal --fold all --shot 5 --weights runs/hsnet-hm_pascal_fold{fold}[/]
+    Example:
+    [bold]hmrepro eval hsnet-hm --benchmark pascal --fold all --shot 5 --weights runs/hsnet-hm_pascal_fold{fold}[/]
 
-    Example (authors' weights, original-size masks): [bold]hmrepro eval hsnet-hm -b coco --fold 0 --weights official --original-size[/]
+    Example (authors' weights, original-size masks):
+    [bold]hmrepro eval hsnet-hm -b coco --fold 0 --weights official --original-size[/]
 
-    Example (CRCNet as in its paper: multi-scale, fine-tuned 5-shot): [bold]hmrepro eval crcnet -b pascal --shot 5 --multi-scale --kshot finetune-fusion --weights runs/crcnet_pascal_fold0[/]
+    Example (CRCNet as in its paper: multi-scale, fine-tuned 5-shot):
+    [bold]hmrepro eval crcnet -b pascal -k 5 --multi-scale --kshot finetune-fusion --weights runs/crcnet_pascal_fold0[/]
 
-    Example (MCE, BAM's protocol: 5 seeds, each kept in the record): [bold]hmrepro eval mce-hm -b pascal --protocol bam --weights runs/mce-hm_pascal_fold0[/]
+    Example (MCE, BAM's protocol: 5 seeds, each kept in the record):
+    [bold]hmrepro eval mce-hm -b pascal --protocol bam --weights runs/mce-hm_pascal_fold0[/]
     """
     from ..engine.evaluate import evaluate
     from ..engine.inference import MULTI_SCALES

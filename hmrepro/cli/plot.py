@@ -109,7 +109,8 @@ def episodes(
     """Draw fixed test episodes: supports with their masks, the query with its ground truth and, with --model,
     the model's prediction and IoU (qualitative results as HM Figs. 1 and 5).
 
-    Example: [bold]hmrepro viz episodes -b pascal --fold 0 --shot 1 -n 6 --model hsnet-hm --weights official -o fig5.png[/]
+    Example:
+    [bold]hmrepro viz episodes -b pascal --fold 0 --shot 1 -n 6 --model hsnet-hm --weights official -o fig5.png[/]
     """
     from ..reporting.figures import plot_episodes
 

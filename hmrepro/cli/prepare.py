@@ -40,9 +40,9 @@ def synthetic(
     instances_*.json, 80 classes) and FSS-like (FSS-1000/<class>/), with split lists in DATA_ROOT/splits.
     Use it with any command that reads data: --data-root DATA_ROOT --splits DATA_ROOT/splits.
 
-    Example: [bold]hmrepro prepare synthetic --data-root /tmp/synth && hmrepro episodes -b pascal --splits /tmp/synth/splits[/]
+    Example: [bold]hmrepro prepare synthetic --data-root synth && hmrepro episodes -b pascal --splits synth/splits[/]
 
-    Example (a larger benchmark for learning checks): [bold]hmrepro prepare synthetic --data-root /tmp/synth8 --scale 8[/]
+    Example (a larger benchmark for learning checks): [bold]hmrepro prepare synthetic --data-root synth8 --scale 8[/]
     """
     from ..data.synthetic import make_synthetic
 

@@ -113,7 +113,8 @@ def pascal(
     With --from-sbd the augmented masks are built from the SBD release instead of the authors' zip: VOC's mask is
     used where both exist. Afterwards the layout is checked against the split lists.
 
-    Example: [bold]hmrepro download pascal && hmrepro prepare pascal[/]   (check only: [bold]hmrepro prepare --check pascal[/])
+    Example: [bold]hmrepro download pascal && hmrepro prepare pascal[/]
+    (check only: [bold]hmrepro prepare --check pascal[/])
     """
     ctx = _context(data_root, "pascal", force, quiet, workers)
     if check:
@@ -130,7 +131,8 @@ def coco(
     from_json: bool = typer.Option(
         False,
         "--from-json",
-        help="Regenerate the class masks from instances_*.json with pycocotools (approximate; needs `hmrepro download coco --with-json`).",
+        help="Regenerate the class masks from instances_*.json with pycocotools "
+        "(approximate; needs `hmrepro download coco --with-json`).",
     ),
     check: bool = CheckFlag,
     splits: Path | None = SplitsOption,
@@ -138,12 +140,15 @@ def coco(
     force: bool = ForceOption,
     quiet: bool = QuietOption,
 ) -> None:
-    """Extract COCO 2014 images and class masks into DATA_ROOT/COCO2014/ ({train,val}2014/, annotations/{train,val}2014/).
+    """Extract COCO 2014 images and class masks into DATA_ROOT/COCO2014/.
+
+    The folders: {train,val}2014/ and annotations/{train,val}2014/.
 
     The masks come from the authors' archives by default. --from-json regenerates them (crowd annotations
     skipped, later instances on top, pixel = 1 + class index): close to, but not byte-identical with, the authors'.
 
-    Example: [bold]hmrepro download coco && hmrepro prepare coco[/]   or   [bold]hmrepro prepare coco --from-json -j 8[/]
+    Example: [bold]hmrepro download coco && hmrepro prepare coco[/]
+    or [bold]hmrepro prepare coco --from-json -j 8[/]
     """
     ctx = _context(data_root, "coco", force, quiet, workers)
     if check:
@@ -182,7 +187,8 @@ def prepare_group(
         None,
         "--check",
         metavar="BENCHMARK",
-        help="Check the layout of pascal, coco or fss (every listed image and mask exists, a sample decodes); exit 1 if not.",
+        help="Check the layout of pascal, coco or fss (every listed image and mask exists, a sample decodes); "
+        "exit 1 if not.",
     ),
     data_root: Path | None = DataRootOption,
     splits: Path | None = SplitsOption,
@@ -198,7 +204,8 @@ def prepare_group(
     the masks (single-channel, values that are classes of the benchmark, the size of their image); --full does
     so for every pair.
 
-    Example: [bold]hmrepro prepare --check pascal --data-root ~/data[/]   (everything: [bold]hmrepro prepare --check pascal --full[/])
+    Example: [bold]hmrepro prepare --check pascal --data-root ~/data[/]
+    (everything: [bold]hmrepro prepare --check pascal --full[/])
     """
     if check is None:
         if full:

@@ -63,7 +63,8 @@ ResultsOption = typer.Option(
 SweepDirOption = typer.Option(
     None,
     "--sweep-dir",
-    help="Folder of the sweep's run folders, logs and SLURM files, shared by a paper's tables (Table 4 uses Table 2's COCO runs) [default: sweeps/<paper>].",
+    help="Folder of the sweep's run folders, logs and SLURM files, shared by a paper's tables "
+    "(Table 4 uses Table 2's COCO runs) [default: sweeps/<paper>].",
     show_default=False,
 )
 TrainOverrideOption = typer.Option(
@@ -78,7 +79,8 @@ EvalOverrideOption = typer.Option(
     None,
     "--eval-override",
     metavar="KEY=VALUE",
-    help="An evaluation setting for every eval/domain-shift, e.g. workers=4 (repeatable; KEY is a `hmrepro eval` option) [default: none].",
+    help="An evaluation setting for every eval/domain-shift, e.g. workers=4 "
+    "(repeatable; KEY is a `hmrepro eval` option) [default: none].",
     show_default=False,
 )
 JsonOption = typer.Option(False, "--json", help="Print the jobs as JSON on stdout.")
@@ -291,7 +293,8 @@ def run(
 
     Example: [bold]hmrepro sweep run table 3 --launcher local --data-root ~/data[/]
 
-    Example: [bold]hmrepro sweep run table 2 --launcher slurm --gpus-per-job 4 --partition gpu --time 1440 --setup 'source ~/hm/.venv/bin/activate'[/]
+    Example:
+    [bold]hmrepro sweep run table 2 --launcher slurm --partition gpu --time 1440 --setup 'source .venv/bin/activate'[/]
     """
     from ..errors import HmreproError
     from ..sweep.folder import SweepFolder
@@ -384,7 +387,8 @@ def _run_local(spec, todo, jobs, folder, slots) -> None:
             )
         elif event.unfilled:
             console.print(
-                f"[red]{tag}: finished, but no record fills its cell[/] (`hmrepro table {spec.table} --all-records` says why)",
+                f"[red]{tag}: finished, but no record fills its cell[/] "
+                f"(`hmrepro table {spec.table} --all-records` says why)",
                 highlight=False,
             )
         elif event.returncode == 0:
@@ -459,7 +463,8 @@ def status(
     pending; read from the records, the run folders, the local launcher's files and SLURM (sacct through submitit).
     Then the table itself, with the cells filled so far.
 
-    Example: [bold]hmrepro sweep status table 2[/]   (same --paper/--backbone/--seeds/--cells/--results/--sweep-dir as the run)
+    Example: [bold]hmrepro sweep status table 2[/]
+    (same --paper/--backbone/--seeds/--cells/--results/--sweep-dir as the run)
     """
     from rich.table import Table
 

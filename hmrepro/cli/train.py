@@ -29,7 +29,8 @@ def train(
     model: str | None = typer.Argument(
         None,
         callback=_model_name,
-        help="Model to train: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... (-im, -hm-add, -hm-reverse: the masking ablations).",
+        help="Model to train: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... "
+        "(-im, -hm-add, -hm-reverse: the masking ablations).",
         show_default=False,
     ),
     benchmark: BenchmarkName | None = typer.Option(None, "--benchmark", "-b", help="Benchmark.", show_default=False),
@@ -47,7 +48,8 @@ def train(
         None,
         "--epochs",
         min=1,
-        help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and their HM variants, VAT's 300 (COCO: 400)].",
+        help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and "
+        "their HM variants, VAT's 300 (COCO: 400)].",
         show_default=False,
     ),
     bsz: int | None = typer.Option(
@@ -61,27 +63,32 @@ def train(
         None,
         "--shot",
         min=1,
-        help="Supports per training episode; K > 1 only for families that train on K-shot episodes (MCE's 5-shot model) [default: recipe, 1].",
+        help="Supports per training episode; K > 1 only for families that train on K-shot episodes (MCE's 5-shot "
+        "model) [default: recipe, 1].",
         show_default=False,
     ),
     augment: str | None = typer.Option(
         None,
         "--augment",
-        help="none, cats (image colours) or geometric (scale/rotate/blur/flip/crop of image and masks) [default: recipe].",
+        help="none, cats (image colours) or geometric (scale/rotate/blur/flip/crop of image and masks) [default: "
+        "recipe].",
         show_default=False,
     ),
     patience: int | None = typer.Option(
         None,
         "--patience",
         min=0,
-        help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe early (0: never, the authors') [default: recipe, 0].",
+        help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe "
+        "early (0: never, the authors') [default: recipe, 0].",
         show_default=False,
     ),
     min_class_pixels: int | None = typer.Option(
         None,
         "--min-class-pixels",
         min=0,
-        help="BAM's training-image rule: use an (image, class) pair only if the class covers this many pixels of the stored mask (0: all); BAM's 2048 is 1.1 % of a 500x375 VOC image, on the synthetic benchmark (64-96 px images) about 100 [default: recipe: MCE 2048, else 0].",
+        help="BAM's training-image rule: use an (image, class) pair only if the class covers this many pixels of "
+        "the stored mask (0: all); BAM's 2048 is 1.1 % of a 500x375 VOC image, on the synthetic benchmark "
+        "(64-96 px images) about 100 [default: recipe: MCE 2048, else 0].",
         show_default=False,
     ),
     val_episodes: int | None = typer.Option(
@@ -124,7 +131,8 @@ def train(
     calibrate_bn: bool | None = typer.Option(
         None,
         "--calibrate-bn/--no-calibrate-bn",
-        help="Re-estimate a random backbone's BatchNorm statistics on 64 training images, without which it cannot learn [default: on with --no-pretrained].",
+        help="Re-estimate a random backbone's BatchNorm statistics on 64 training images, without which it cannot "
+        "learn [default: on with --no-pretrained].",
         show_default=False,
     ),
     deterministic: bool | None = typer.Option(
@@ -136,7 +144,8 @@ def train(
     amp: Precision | None = typer.Option(
         None,
         "--amp",
-        help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, changes numbers; recorded in config.json) [default: fp32].",
+        help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, "
+        "changes numbers; recorded in config.json) [default: fp32].",
         show_default=False,
     ),
     tf32: bool | None = typer.Option(
@@ -155,14 +164,17 @@ def train(
     model_args: str | None = typer.Option(
         None,
         "--model-args",
-        help="Constructor arguments of the model, 'key=value;key=value' (CRCNet's ablations, e.g. 'mask_refine=false;feature_layers=layer3'); saved in config.json, and eval builds the same model [default: none].",
+        help="Constructor arguments of the model, 'key=value;key=value' (CRCNet's ablations, e.g. "
+        "'mask_refine=false;feature_layers=layer3'); saved in config.json, and eval builds the same model "
+        "[default: none].",
         show_default=False,
     ),
     epoch_iterations: int | None = typer.Option(
         None,
         "--epoch-iterations",
         min=0,
-        help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole training split, the authors') [default: 0].",
+        help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole "
+        "training split, the authors') [default: 0].",
         show_default=False,
     ),
     resume: Path | None = typer.Option(
@@ -179,7 +191,8 @@ def train(
     print_config: bool = typer.Option(
         False,
         "--print-config",
-        help="Print the effective configuration (recipe, flags, derived values) as JSON and exit without touching data.",
+        help="Print the effective configuration (recipe, flags, derived values) as JSON and exit without touching "
+        "data.",
     ),
 ) -> None:
     """Train MODEL episodically with a frozen backbone, validating every epoch and keeping the best weights.

@@ -135,7 +135,9 @@ def bam_episodes(
 
 
 def bam_new_size(height: int, width: int, size: int) -> tuple[int, int]:
-    """BAM's ``find_new_hw``: the longer side to ``size``, the other scaled (truncated); each floored to a multiple of 8."""
+    """BAM's ``find_new_hw``: the longer side to ``size``, the other scaled (truncated).
+
+    Each side is floored to a multiple of 8."""
     if height >= width:
         new_h, new_w = size, int(width * (size / height))
     else:

@@ -34,7 +34,9 @@ def published_sha256s(data_root: Path | None) -> set[str]:
 
 
 def downloaded_sha256s(data_root: Path | None) -> set[str]:
-    """The sha256 recorded in the checkpoint index and pinned in the lock of ``data_root`` (default data root if None)."""
+    """The sha256 recorded in the checkpoint index and pinned in the lock of ``data_root``.
+
+    ``None``: the default data root."""
     from ..acquisition.checkpoints import checkpoint_root, load_index
     from ..acquisition.lock import LockFile
 

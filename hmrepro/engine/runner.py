@@ -190,9 +190,10 @@ def run_loader(
 ) -> EpisodeResult:
     """Run ``model`` (in eval mode; its train/eval mode is restored) over every batch of ``loader``.
 
-    Each batch goes to ``device`` (all its tensors; the masks are scored where the loader left them), ``predict`` runs under bf16 autocast when ``amp``, the 0/1
-    masks update ``meter``, then ``on_batch(batch, outputs, meter)`` is called. After the loop ``reduce(meter)``
-    may combine the counts of several processes before mIoU and FB-IoU are computed. The caller seeds (or not).
+    Each batch goes to ``device`` (all its tensors; the masks are scored where the loader left them), ``predict``
+    runs under bf16 autocast when ``amp``, the 0/1 masks update ``meter``, then ``on_batch(batch, outputs, meter)``
+    is called. After the loop ``reduce(meter)`` may combine the counts of several processes before mIoU
+    and FB-IoU are computed. The caller seeds (or not).
     """
     was_training = model.training
     model.eval()

@@ -147,7 +147,8 @@ def best_weights(run_dir: Path) -> Path:
     if not path.is_file():
         if is_run_dir(run_dir):
             raise RunError(
-                f"run {run_dir} has no {BEST} yet (no epoch finished); resume it with `hmrepro train --resume {run_dir}`"
+                f"run {run_dir} has no {BEST} yet (no epoch finished); resume it with `hmrepro train --resume "
+                f"{run_dir}`"
             )
         raise RunError(f"{run_dir} is not a run folder (no {CONFIG}) and holds no {BEST}")
     return path

@@ -328,9 +328,11 @@ def build_dilated_resnet(
 
 
 class FrozenStagedVGG16BN(FrozenBackbone):
-    """torchvision ``vgg16_bn``'s ``features`` (no classifier) cut into PFENet's stages (``features`` 0-6, 7-13, 14-23, 24-33, 34-42; the last
-    max-pool is dropped). :meth:`mid` gives (layer2, layer3) with layer2 resized (bilinear, align_corners=True)
-    to layer3's size, as PFENet does, so every stage has the same spatial size."""
+    """torchvision ``vgg16_bn``'s ``features`` (no classifier) cut into PFENet's stages.
+
+    The stages are ``features`` 0-6, 7-13, 14-23, 24-33, 34-42; the last max-pool is dropped. :meth:`mid` gives
+    (layer2, layer3) with layer2 resized (bilinear, align_corners=True) to layer3's size,
+    as PFENet does, so every stage has the same spatial size."""
 
     feature_layers = ("layer2", "layer3")
 

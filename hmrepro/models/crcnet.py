@@ -43,7 +43,7 @@ from .crcnet_modules import (
     MaskRefinement,
     resize_mask,
 )
-from .interface import Batch, Outputs, logits_of
+from .interface import Batch, FewShotModule, Outputs, logits_of
 from .masking import get_masking_mode, mask_image
 
 __all__ = ["CRCNet", "KSHOT_MODES", "ignore_cross_entropy"]
@@ -67,7 +67,7 @@ def _upsample(logits: Tensor, size) -> Tensor:
     return F.interpolate(logits, tuple(size), mode="bilinear", align_corners=True)
 
 
-class CRCNet(nn.Module):
+class CRCNet(FewShotModule):
     """CRCNet on a frozen dilated ``backbone`` (resnet50, resnet101) with support masking ``masking``.
 
     Ablation switches (the paper's tables): ``cross_reference`` / ``conditional`` (Table 1), ``feature_layers``
@@ -158,6 +158,10 @@ class CRCNet(nn.Module):
             if kshot not in KSHOT_MODES:
                 raise ValueError(f"kshot must be one of {KSHOT_MODES}, not {kshot!r}")
             self.kshot = kshot
+
+    def inference_options(self) -> dict:
+        """The test-time scales and K-shot method in use (:meth:`set_inference`)."""
+        return {"scales": self.scales, "kshot": self.kshot}
 
     # -- features -----------------------------------------------------------------------------------------------
 
@@ -345,7 +349,8 @@ class CRCNet(nn.Module):
         once; the embedding conv stays frozen unless ``finetune_embedding`` [G5]. Everything after it is trained
         for ``finetune_steps`` SGD steps (the training lr, momentum and weight decay [G22]) at the base scale, each
         step on one random unordered pair of distinct supports, both predicted (the training loss, all four
-        terms), dropout on; under ``mrm_gradient="canet"`` each support's history lives in the copy only. Works under ``torch.no_grad`` and ``torch.inference_mode`` (the runner's): gradients are
+        terms), dropout on; under ``mrm_gradient="canet"`` each support's history lives in the copy only.
+        Works under ``torch.no_grad`` and ``torch.inference_mode`` (the runner's): gradients are
         switched on and the inputs cloned into normal tensors.
         """
         with torch.inference_mode(False), torch.enable_grad():

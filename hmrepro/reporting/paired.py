@@ -107,7 +107,8 @@ def _unpaired_reason(x: RecordFold, y: RecordFold) -> str | None:
             if x.record.get("episodes") != y.record.get("episodes")
             else ""
         )
-        return f"were evaluated on different episode lists ({episodes}episode seed {x.record.get('episode_seed', 0)} vs {y.record.get('episode_seed', 0)})"
+        seeds = f"{x.record.get('episode_seed', 0)} vs {y.record.get('episode_seed', 0)}"
+        return f"were evaluated on different episode lists ({episodes}episode seed {seeds})"
     try:
         check_paired(x.fold, y.fold)
     except ValueError as err:

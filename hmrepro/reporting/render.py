@@ -38,7 +38,8 @@ VALUE_HEADERS = {
 }
 LEGEND = (
     "Source: HM = run by the HM authors; quoted [n] = copied by the paper from its reference [n] (claimed values "
-    "only, except the baselines HSNet, VAT and ASNet, which hmrepro verifies and reproduces). Verified = the authors' official checkpoints (recognised by sha256) evaluated by hmrepro; reproduced = "
+    "only, except the baselines HSNet, VAT and ASNet, which hmrepro verifies and reproduces). Verified = the "
+    "authors' official checkpoints (recognised by sha256) evaluated by hmrepro; reproduced = "
     "hmrepro's own training runs; only full-protocol records count (all episodes, the model's image size, fp32; "
     "--all-records lists the others). (±x) = difference to the claimed value; [a, b] = 95 % bootstrap interval over "
     "the episodes (--ci); ± s (n seeds) = standard deviation over training seeds; gain over X = reproduced HM − "

@@ -312,9 +312,8 @@ class _Builder:
         return "miou" if row["benchmark"] in SINGLE_SPLIT_BENCHMARKS else FOLD_COLUMNS[fold]
 
     def _cell(self, row, prefix: str, fold: int) -> str:
-        return f"{row['method']} {row['backbone'] or ''} {int(row['shot'])}-shot: {prefix} {self._column(row, fold)}".replace(
-            "  ", " "
-        )
+        text = f"{row['method']} {row['backbone'] or ''} {int(row['shot'])}-shot: {prefix} {self._column(row, fold)}"
+        return text.replace("  ", " ")
 
     def _filled(self, row, origin: str, fold: int, run_dir: str | None = None) -> bool:
         """Whether a record fills ``row``'s cell of ``fold`` for ``origin`` (of ``run_dir`` when given)."""
