@@ -9,11 +9,11 @@ synthetic benchmark. Every file is checked against ``SHA256SUMS`` the first time
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import re
 from pathlib import Path
 
+from ..atomic import atomic_write_text, sha256_file
 from ..errors import CorruptFileError, HmreproError, InvalidInputError, MissingDataError
 from ..textfile import read_text
 
@@ -31,14 +31,6 @@ def _read_text(path: Path, what: str) -> str:
     return read_text(path, what, _RESTORE, error=CorruptFileError, missing=MissingDataError)
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def write_checksums(root: Path) -> Path:
     """Write ``root/SHA256SUMS`` for every split file below ``root`` (used by the synthetic benchmark)."""
     root = Path(root)
@@ -46,7 +38,7 @@ def write_checksums(root: Path) -> Path:
     for path in sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUM_FILE):
         lines.append(f"{sha256_file(path)}  ./{path.relative_to(root).as_posix()}")
     out = root / CHECKSUM_FILE
-    out.write_text("\n".join(lines) + "\n")
+    atomic_write_text(out, "\n".join(lines) + "\n", what="checksum file")
     return out
 
 
@@ -151,7 +143,8 @@ class SplitFolder:
             ) from None
         except (KeyError, TypeError, ValueError, AttributeError):
             raise CorruptFileError(
-                f"split list {path} is not a COCO split list ({{'image_dir': ..., 'classes': {{class: [ids]}}}}); {_RESTORE}"
+                f"split list {path} is not a COCO split list ({{'image_dir': ..., 'classes': {{class: [ids]}}}}); "
+                f"{_RESTORE}"
             ) from None
         return _not_empty(classes, path)
 

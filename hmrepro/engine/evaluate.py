@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..atomic import sha256_file
 from ..data.bam import bam_test_episodes
 from ..data.benchmarks import get_benchmark, test_episodes
 from ..data.domain_shift import (
@@ -41,7 +42,7 @@ from ..data.domain_shift import (
 from ..data.episodes import Episode
 from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
 from ..data.preprocessing import get_preprocessing, preprocess_of
-from ..data.splits import PACKAGED_SPLITS, SplitFolder, sha256_file
+from ..data.splits import PACKAGED_SPLITS, SplitFolder
 from ..errors import HmreproError
 from ..models.cards import ORIGINAL_SIZE_BENCHMARKS
 from ..models.model_args import model_arguments

@@ -19,13 +19,14 @@ foreground sums. Records keep the table in a compressed NumPy file next to the r
 
 from __future__ import annotations
 
-import hashlib
 import io
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ..atomic import sha256_bytes  # noqa: F401 - re-exported: older callers import it from here
 
 EPISODE_COLUMNS = (
     "episode",
@@ -97,10 +98,6 @@ def table_bytes(table: Mapping, class_ids: Sequence[int]) -> bytes:
     arrays = {c: a.astype(np.int32 if c in COUNT_COLUMNS and _fits_int32(a) else a.dtype) for c, a in arrays.items()}
     np.savez_compressed(buffer, **arrays, **{CLASS_IDS_KEY: np.asarray(list(class_ids), dtype=np.int32)})
     return buffer.getvalue()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def load_table(path: Path) -> tuple[EpisodeTable, np.ndarray]:

@@ -34,8 +34,8 @@ from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
 
+from ..atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
 from ..errors import HmreproError
-from ..filemode import as_if_opened
 
 RECORD_FIELDS = (
     "model",
@@ -137,22 +137,6 @@ def _slug(value) -> str:
     return re.sub(r"[^A-Za-z0-9.+-]+", "-", str(value)).strip("-")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            as_if_opened(f.fileno())  # mkstemp creates 0600
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def ensure_writable_dir(path: Path, option: str = "--results") -> Path:
     """Create ``path`` if needed and prove it takes a new file; raise a one-line ``HmreproError`` naming it if not.
 
@@ -218,7 +202,6 @@ def write_record(record: dict, results_dir: Path) -> Path:
             record["date"].replace(":", ""),
         )
     )
-    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
     for n in range(10_000):
         path = results_dir / (f"{stem}.json" if n == 0 else f"{stem}_{n}.json")
         try:
@@ -227,42 +210,43 @@ def write_record(record: dict, results_dir: Path) -> Path:
         except FileExistsError:
             continue
         os.close(fd)
-        if per_episode is not None:
-            record.update(_write_per_episode(path, per_episode, record.get("eval_class_ids")))
-            text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-        atomic_write_text(path, text)
+        _fill_claimed_record(path, record, per_episode)
         return path
     raise RuntimeError(f"could not find a free record name for {stem} in {results_dir}")
+
+
+def _fill_claimed_record(path: Path, record: dict, per_episode: dict | None) -> None:
+    """Write ``record`` (and its per-episode file first) into the empty file ``path`` claimed for it; a failed
+    write removes both, so no empty or half-written record is left behind."""
+    try:
+        if per_episode is not None:
+            record.update(_write_per_episode(path, per_episode, record.get("eval_class_ids")))
+        atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n", what="result record")
+    except BaseException:
+        path.unlink(missing_ok=True)
+        if record.get("per_episode_file"):
+            (path.parent / record["per_episode_file"]).unlink(missing_ok=True)
+        raise
 
 
 def _write_per_episode(record_path: Path, table: dict, class_ids) -> dict:
     """Write ``table`` beside ``record_path`` (atomically) and return the record fields that name it."""
     import numpy as np
 
-    from .per_episode import sha256_bytes, table_bytes
+    from .per_episode import table_bytes
 
     if class_ids is None:  # the classes the episodes touch (records give eval_class_ids)
         class_ids = sorted({int(c) for c in np.asarray(table["class_id"]).tolist()})
     data = table_bytes(table, class_ids)
     sidecar = record_path.with_name(record_path.name[: -len(".json")] + EPISODES_SUFFIX)
-    fd, tmp = tempfile.mkstemp(dir=sidecar.parent, prefix=f".{sidecar.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            as_if_opened(f.fileno())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, sidecar)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(sidecar, data, what="per-episode file")
     return {"per_episode_file": sidecar.name, "per_episode_sha256": sha256_bytes(data)}
 
 
 def read_episode_table(record_path: Path) -> tuple[dict, dict, list]:
     """(record, per-episode table as numpy columns, the classes mIoU averages over) of the record at
     ``record_path``; a one-line ``HmreproError`` when the record has no per-episode results or they do not match."""
-    from .per_episode import load_table, sha256_bytes
+    from .per_episode import load_table
 
     record_path = Path(record_path)
     record, problem = _read_record(record_path)
