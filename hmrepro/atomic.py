@@ -90,12 +90,14 @@ def _is_torch_write_failure(err: BaseException) -> bool:
 
 
 @contextmanager
-def atomic_open(path: Path, mode: str = "wb", *, what: str = "file") -> Iterator[IO]:
+def atomic_open(path: Path, mode: str = "wb", *, what: str = "file", sync: bool = True) -> Iterator[IO]:
     """A handle on a temporary file that replaces ``path`` when the ``with`` block ends without an error.
 
     ``mode`` is ``"wb"`` or ``"w"`` (UTF-8, ``\\n`` line ends). The new file gets the mode ``open()`` would have
-    given it. Any error in the block or in the write removes the temporary file and leaves ``path`` as it was;
-    write errors (full disk, memory, permissions) are raised as :class:`WriteFailed`.
+    given it; ``sync=False`` skips the ``fsync`` (bulk files that are made again if lost in a power cut, such as
+    extracted archive members: thousands of fsyncs would cost minutes). Any error in the block or in the write
+    removes the temporary file and leaves ``path`` as it was; write errors (full disk, memory, permissions) are
+    raised as :class:`WriteFailed`.
     """
     if mode not in ("wb", "w"):
         raise ValueError(f"atomic_open: mode {mode!r} is not 'wb' or 'w'")
@@ -109,7 +111,8 @@ def atomic_open(path: Path, mode: str = "wb", *, what: str = "file") -> Iterator
             as_if_opened(handle.fileno())  # mkstemp creates 0600
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
         tmp = None
     except BaseException as err:

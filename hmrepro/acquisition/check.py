@@ -8,8 +8,8 @@ from pathlib import Path
 
 from ..data.benchmarks import Benchmark, check_mask_size, get_benchmark, load_image, open_image
 from ..data.splits import SplitFolder
-from ..engine.progress import Progress, Silent
 from ..errors import HmreproError, InvalidInputError
+from ..progress import Progress, Silent
 
 FETCH_COMMANDS = {
     "pascal": "hmrepro download pascal && hmrepro prepare pascal",

@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..engine.records import atomic_write_text
+from ..atomic import atomic_write_text
 from ..errors import CorruptFileError, InvalidInputError, MissingDataError
 from ..locks import exclusive_lock, lock_path_for
 from ..models.cards import list_cards, published_checkpoints
@@ -258,7 +258,7 @@ def acquire_folder(source: Source, root: Path, lock: LockFile, opts: FetchOption
             failures.append(f"{origin}: {err}")
             opts.say(f"{source.filename}: {origin} failed ({err})")
             continue
-        (folder / COMPLETE).write_text(json.dumps({"source": source.name, "origin": origin}))
+        atomic_write_text(folder / COMPLETE, json.dumps({"source": source.name, "origin": origin}), what="marker")
         return folder
     pages = ", ".join(f"https://drive.google.com/drive/folders/{i}" for i in source.gdrive_ids)
     raise DownloadError(

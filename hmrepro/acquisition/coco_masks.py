@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_open, is_temporary
 from ..errors import CorruptFileError, MissingDataError
 from .parallel import run_tasks
 
@@ -116,9 +116,8 @@ def write_one(task: MaskTask, out_dir: str) -> bool:
     target = Path(out_dir) / mask_name(task.file_name)
     if target.is_file():
         return False
-    tmp = target.with_name(target.name + ".tmp.png")
-    Image.fromarray(render(task), mode="L").save(tmp)
-    os.replace(tmp, target)
+    with atomic_open(target, "wb", what="mask", sync=False) as out:
+        Image.fromarray(render(task), mode="L").save(out, format="PNG")
     return True
 
 
@@ -138,8 +137,9 @@ def generate_masks(
     tasks = plan(load_instances(instances_json))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob("*.tmp.png"):  # left by an interrupted run
-        stale.unlink()
+    for stale in out_dir.glob("*.tmp*"):  # left by an interrupted run (older versions: <name>.tmp.png)
+        if is_temporary(stale) or stale.name.endswith(".tmp.png"):
+            stale.unlink()
     todo = [t for t in tasks if not (out_dir / mask_name(t.file_name)).is_file()]
     fn = functools.partial(write_one, out_dir=str(out_dir))
     written = sum(

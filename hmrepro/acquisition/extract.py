@@ -21,6 +21,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..atomic import atomic_open, atomic_write_text
 from ..errors import CorruptFileError
 from .diskspace import ensure_free_space
 from .errors import UnsafeArchiveError
@@ -161,10 +162,8 @@ def _inside(root: Path, target: Path) -> bool:
 
 
 def _write_stream(src, target: Path) -> None:
-    tmp = target.with_name(target.name + ".extracting")
-    with open(tmp, "wb") as out:
+    with atomic_open(target, "wb", what="extracted file", sync=False) as out:
         shutil.copyfileobj(src, out, 1 << 20)
-    os.replace(tmp, target)
 
 
 def marker_path(archive: Path, dest: Path) -> Path:
@@ -236,7 +235,8 @@ def extract(archive: Path, dest: Path, *, marker: Path | None = None, progress: 
                 shutil.copyfile(source, target)
             advance(1)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"archive": str(archive), "size": archive.stat().st_size, "entries": len(entries)}))
+    summary = {"archive": str(archive), "size": archive.stat().st_size, "entries": len(entries)}
+    atomic_write_text(marker, json.dumps(summary), what="extraction marker")
     return dest
 
 

@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..errors import MissingDataError
 
 STAGING = ".staging"
@@ -91,9 +92,7 @@ def mark_placed(data_root: Path, key: str, info: dict) -> None:
     data = _prepared(data_root)
     data[key] = info
     path = Path(data_root) / PREPARED
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True) + "\n", what="placement record")
 
 
 def non_empty_dir(path: Path) -> bool:

@@ -12,13 +12,11 @@ file is read again, changed and written atomically, so two downloads into one da
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
+from ..atomic import atomic_write_text
 from ..errors import HmreproError
-from ..filemode import as_if_opened
 from ..locks import exclusive_lock, lock_path_for
 
 LOCK_NAME = ".hmrepro-lock.json"
@@ -73,16 +71,7 @@ class LockFile:
             self._write()
 
     def _write(self) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=self.path.name, suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                as_if_opened(f.fileno())
-                json.dump(self.data, f, indent=1, sort_keys=True)
-                f.write("\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self.path, json.dumps(self.data, indent=1, sort_keys=True) + "\n", what="lock file")
 
     # -- pinned checksums -------------------------------------------------------------------------
     def entry(self, key: str) -> dict:

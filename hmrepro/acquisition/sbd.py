@@ -9,7 +9,6 @@ needs scipy, which hmrepro does not require: it is imported only here.
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_open
 from ..errors import HmreproError, MissingDataError
 from .parallel import run_tasks
 
@@ -60,9 +60,8 @@ def _write(task: tuple[str, str, str], out_dir: str, load_mat: Callable) -> str:
     image_id, kind, src = task
     mask = load_voc_png(Path(src)) if kind == "voc" else load_mat(Path(src))
     target = Path(out_dir) / f"{image_id}.png"
-    tmp = target.with_name(target.name + ".tmp.png")
-    Image.fromarray(mask.astype(np.uint8), mode="L").save(tmp)
-    os.replace(tmp, target)
+    with atomic_open(target, "wb", what="mask", sync=False) as out:
+        Image.fromarray(mask.astype(np.uint8), mode="L").save(out, format="PNG")
     return kind
 
 
