@@ -14,6 +14,7 @@ from hmrepro.errors import HmreproError
 from hmrepro.models.cards import card_of
 from hmrepro.models.crcnet import ignore_cross_entropy
 from hmrepro.models.crcnet_modules import HistoryMaps, MaskRefinement
+from hmrepro.models.interface import FewShotModule
 from hmrepro.models.masking import get_masking_mode
 
 SIZE = 41
@@ -177,7 +178,7 @@ def test_multiscale_fusion_and_the_eval_option_check(model):
     apply_inference(model, {"kshot": "fusion", "scales": None}, "crcnet-hm")
     assert inference_fields(model) == {"inference": {"scales": [1.0], "kshot": "fusion"}}
     with pytest.raises(HmreproError, match="--kshot applies to models with test-time options"):
-        apply_inference(object(), {"kshot": "fusion"}, "hsnet")
+        apply_inference(FewShotModule(), {"kshot": "fusion"}, "hsnet")
     with pytest.raises(HmreproError, match="kshot must be one of"):
         apply_inference(model, {"kshot": "vote"}, "crcnet-hm")
     model.set_inference(kshot="finetune-fusion")

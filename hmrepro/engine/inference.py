@@ -1,8 +1,9 @@
 """Test-time options of a model (CRCNet's multi-scale testing and K-shot method), applied and recorded.
 
-A model with test-time options has ``set_inference(**options)`` and exposes the chosen values as attributes named
-like the options (CRCNet: ``scales``, ``kshot``). ``hmrepro eval --multi-scale --kshot finetune`` passes them
-here; every record of such a model says which ones it ran with (``inference``), chosen or default.
+A model's ``inference_options()`` gives its test-time options and their values (none for most; CRCNet:
+``scales``, ``kshot``) and ``set_inference(**options)`` chooses them (the model interface,
+:class:`~hmrepro.models.interface.FewShotModel`). ``hmrepro eval --multi-scale --kshot finetune`` passes them here;
+every record of such a model says which ones it ran with (``inference``), chosen or default.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ __all__ = ["MULTI_SCALES", "apply_inference", "inference_fields"]
 MULTI_SCALES = (0.75, 1.0, 1.25)
 """The paper's multi-scale testing (CRCNet §5.3): both images at 0.75, 1 and 1.25 of the base size."""
 
-INFERENCE_OPTIONS = ("scales", "kshot")
-
 
 def apply_inference(model: Any, options: Mapping[str, Any] | None, model_name: str) -> None:
     """Set the test-time ``options`` (None or empty: the model's defaults) on ``model``; a model without test-time
@@ -26,7 +25,7 @@ def apply_inference(model: Any, options: Mapping[str, Any] | None, model_name: s
     options = {k: v for k, v in (options or {}).items() if v is not None}
     if not options:
         return
-    if not hasattr(model, "set_inference"):
+    if not model.inference_options():
         flags = ", ".join("--multi-scale" if k == "scales" else f"--{k}" for k in options)
         raise HmreproError(
             f"{flags} applies to models with test-time options (crcnet and its variants), not {model_name}; drop it"
@@ -39,9 +38,9 @@ def apply_inference(model: Any, options: Mapping[str, Any] | None, model_name: s
 
 def inference_fields(model: Any) -> dict:
     """``{"inference": {"scales": [...], "kshot": ...}}`` for a model with test-time options, else ``{}``."""
-    if not hasattr(model, "set_inference"):
+    values = dict(model.inference_options())
+    if not values:
         return {}
-    values = {name: getattr(model, name) for name in INFERENCE_OPTIONS if hasattr(model, name)}
     if "scales" in values:
         values["scales"] = [float(s) for s in values["scales"]]
     return {"inference": values}

@@ -274,9 +274,9 @@ def forward_1shot(model, batch: dict):
     A model whose ``takes_query_mask`` is true (CRCNet: its support branch is conditioned on the query's mask)
     also gets ``query_mask=`` while it trains, inside the (DDP) forward so that every gradient is synchronised, and
     one whose ``takes_sample_keys`` is true (CRCNet's ``mrm_gradient="canet"``) the :func:`sample_keys`."""
-    inner = getattr(model, "module", model)
-    if getattr(inner, "takes_query_mask", False) and inner.training:
-        extra = {"sample_keys": sample_keys(batch)} if getattr(inner, "takes_sample_keys", False) else {}
+    inner = unwrap_ddp(model)
+    if inner.takes_query_mask and inner.training:
+        extra = {"sample_keys": sample_keys(batch)} if inner.takes_sample_keys else {}
         return model(
             batch["query_img"],
             batch["support_imgs"][:, 0],
@@ -285,6 +285,11 @@ def forward_1shot(model, batch: dict):
             **extra,
         )
     return model(batch["query_img"], batch["support_imgs"][:, 0], batch["support_masks"][:, 0])
+
+
+def unwrap_ddp(model):
+    """The model a DistributedDataParallel wrapper holds (``model`` itself when it is not wrapped)."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
 
 
 def sample_keys(batch: dict) -> tuple[list, list]:
@@ -305,7 +310,7 @@ def forward_train(model, batch: dict, shot: int):
 
 def check_training_shot(model, shot: int, name: str) -> None:
     """Refuse K-shot training for a family whose ``forward`` takes one support (HSNet, VAT, ASNet: trained 1-shot)."""
-    if shot > 1 and not getattr(model, "trains_kshot", False):
+    if shot > 1 and not model.trains_kshot:
         raise HmreproError(
             f"{name} trains on 1-shot episodes only (its forward takes one support); set shot = 1 in its recipe"
         )

@@ -15,8 +15,8 @@ repository's ``asnet.py``, the same file plus a hybrid-masking block) number for
 - logits of the learner (100×100 at 400 px) are resized (bilinear, align_corners=True) to the **support** image
   size, or to ``output_size`` when one is given (the authors' ``use_original_imgsize`` evaluation);
 - ``compute_objective(outputs, batch)``: cross-entropy over all pixels on ``batch["query_mask"]``, no ignore index;
-- ``predict_nshot``: the authors' K-shot vote (:func:`.hsnet.kshot_vote`). The authors call the 1-shot model once
-  per shot; here the query taps are computed once and reused, which gives the same numbers (the per-shot
+- ``predict_nshot``: the authors' K-shot vote (:class:`.kshot.ShotVoteModel`). The authors call the 1-shot model
+  once per shot; here the query taps are computed once and reused, which gives the same numbers (the per-shot
   support pass and learner run on the same batch as theirs).
 
 Only square inputs of 393-512 px fit the learner's fixed strides (the authors train and test at 400).
@@ -28,13 +28,13 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .attentive_squeeze import AttentiveSqueezeLearner
 from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
-from .hsnet import kshot_vote
 from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
+from .kshot import ShotVoteModel
 from .masking import get_masking_mode, masked_support_taps
 
 __all__ = ["ASNet", "SUPPORT_POOL_WIDTH", "pool_support_taps"]
@@ -50,7 +50,7 @@ def pool_support_taps(taps: Sequence[Tensor], min_width: int = SUPPORT_POOL_WIDT
     return [F.avg_pool2d(tap, 3, stride=2, padding=1) if tap.shape[-1] >= min_width else tap for tap in taps]
 
 
-class ASNet(nn.Module):
+class ASNet(ShotVoteModel):
     """ASNet on a frozen ``backbone`` (resnet50, resnet101) with support masking ``masking`` (``none`` = ASNet)."""
 
     def __init__(self, backbone: str = "resnet50", masking: str = "none", pretrained: bool = True) -> None:
@@ -96,46 +96,14 @@ class ASNet(nn.Module):
             return logits
         return F.interpolate(logits, tuple(output_size), mode="bilinear", align_corners=True)
 
-    def forward(
-        self,
-        query_img: Tensor,
-        support_img: Tensor,
-        support_mask: Tensor,
-        output_size: Sequence[int] | None = None,
+    def shot_logits(
+        self, query_taps: Sequence[Tensor], support_img: Tensor, support_mask: Tensor, output_size: Sequence[int]
     ) -> Tensor:
-        """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype).
-
-        The logits are resized to the support image size, or to ``output_size`` (H, W) when given (evaluation at
-        the query's original size: the authors resize the learner's low-resolution logits straight to it).
-        """
-        size = support_img.shape[-2:] if output_size is None else output_size
+        """1-shot logits from the query taps and one pooled, masked support, resized to ``output_size`` (the
+        authors resize the learner's low-resolution logits straight to it; ``forward`` and the K-shot vote of
+        :class:`~.kshot.ShotVoteModel` run it)."""
         support_taps = self.support_taps(support_img, support_mask)
-        return self.logits_from_taps(self.query_taps(query_img), support_taps, support_mask, size)
-
-    # -- K-shot -------------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def predict_nshot(
-        self,
-        query_img: Tensor,
-        support_imgs: Tensor,
-        support_masks: Tensor,
-        output_size: Sequence[int] | None = None,
-    ) -> Tensor:
-        """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote; supports [B, K, 3, H, W], masks [B, K, H, W].
-
-        Every shot is a 1-shot prediction (the query taps are computed once); see :func:`.hsnet.kshot_vote`.
-        With K = 1 this is the 1-shot argmax.
-        """
-        size = support_imgs.shape[-2:] if output_size is None else output_size
-        query_taps = self.query_taps(query_img)
-        shot_predictions = []
-        for shot in range(support_imgs.shape[1]):
-            support_img, support_mask = support_imgs[:, shot], support_masks[:, shot]
-            support_taps = self.support_taps(support_img, support_mask)
-            logits = self.logits_from_taps(query_taps, support_taps, support_mask, size)
-            shot_predictions.append(logits.argmax(dim=1))
-        return kshot_vote(torch.stack(shot_predictions, dim=1))
+        return self.logits_from_taps(query_taps, support_taps, support_mask, output_size)
 
     # -- training -----------------------------------------------------------------------------------------------
 

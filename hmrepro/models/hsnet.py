@@ -9,11 +9,11 @@ Matches the authors' ``HypercorrSqueezeNetwork`` (HSNet ``model/hsnet.py``; HSNe
 - logits are resized (bilinear, align_corners=True) to the support image size, or straight from the learner's
   output to ``output_size`` when one is given (the authors' ``use_original_imgsize`` evaluation);
 - ``compute_objective(outputs, batch)`` is their cross-entropy over all pixels on ``batch["query_mask"]``;
-- ``predict_nshot`` is their K-shot vote. Unlike the authors, who call the 1-shot model once per shot and so
-  recompute the query features K times, it computes the query taps once, then runs one shot at a time (support
-  pass, correlation, learner) as the authors do: the same numbers bit for bit, less work, and the peak memory of
-  one shot (batching all K shots through the correlation and the learner would hold K times the largest
-  correlation, K × 4 × 2500² floats at 400 px, and is slower on a CPU).
+- ``predict_nshot`` is their K-shot vote (:class:`~.kshot.ShotVoteModel`). Unlike the authors, who call the 1-shot
+  model once per shot and so recompute the query features K times, it computes the query taps once, then runs one
+  shot at a time (support pass, correlation, learner) as the authors do: the same numbers bit for bit, less work,
+  and the peak memory of one shot (batching all K shots through the correlation and the learner would hold K times
+  the largest correlation, K × 4 × 2500² floats at 400 px, and is slower on a CPU).
 
 The masking mode (``fm`` = HSNet, ``im``, ``hm`` = HSNet-HM, ``hm-add``, ``hm-reverse``) does not change the
 parameters, so every mode loads every HSNet checkpoint of the same backbone.
@@ -25,18 +25,19 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
 from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
+from .kshot import ShotVoteModel, kshot_vote
 from .learner import HypercorrelationLearner
 from .masking import get_masking_mode, masked_support_taps
 
 __all__ = ["HSNet", "kshot_vote"]
 
 
-class HSNet(nn.Module):
+class HSNet(ShotVoteModel):
     """HSNet on a frozen ``backbone`` (resnet50, resnet101, vgg16) with support masking ``masking``."""
 
     def __init__(self, backbone: str = "resnet50", masking: str = "fm", pretrained: bool = True) -> None:
@@ -73,45 +74,12 @@ class HSNet(nn.Module):
         logits = self.hpn_learner(pyramid)
         return F.interpolate(logits, tuple(output_size), mode="bilinear", align_corners=True)
 
-    def forward(
-        self,
-        query_img: Tensor,
-        support_img: Tensor,
-        support_mask: Tensor,
-        output_size: Sequence[int] | None = None,
+    def shot_logits(
+        self, query_taps: Sequence[Tensor], support_img: Tensor, support_mask: Tensor, output_size: Sequence[int]
     ) -> Tensor:
-        """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype).
-
-        ``output_size`` (H, W) replaces the support image size as the target of the final resize (evaluation at
-        the query's original size).
-        """
-        size = support_img.shape[-2:] if output_size is None else output_size
-        return self.logits_from_taps(self.query_taps(query_img), self.support_taps(support_img, support_mask), size)
-
-    # -- K-shot -------------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def predict_nshot(
-        self,
-        query_img: Tensor,
-        support_imgs: Tensor,
-        support_masks: Tensor,
-        output_size: Sequence[int] | None = None,
-    ) -> Tensor:
-        """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote; supports [B, K, 3, H, W], masks [B, K, H, W].
-
-        Every shot is a 1-shot prediction; see :func:`kshot_vote`. With K = 1 this is the 1-shot argmax. The query
-        taps are computed once; each shot's support pass, correlation and learner run on their own, one shot at a
-        time, so peak memory is that of a 1-shot forward whatever K, and every shot's logits are bit for bit those
-        of ``forward`` on that shot.
-        """
-        size = support_imgs.shape[-2:] if output_size is None else output_size
-        query_taps = self.query_taps(query_img)
-        shot_predictions = []
-        for shot in range(support_imgs.shape[1]):
-            support_taps = self.support_taps(support_imgs[:, shot], support_masks[:, shot])
-            shot_predictions.append(self.logits_from_taps(query_taps, support_taps, size).argmax(dim=1))
-        return kshot_vote(torch.stack(shot_predictions, dim=1))
+        """1-shot logits from the query taps and one masked support (``forward`` and the K-shot vote of
+        :class:`~.kshot.ShotVoteModel` run it)."""
+        return self.logits_from_taps(query_taps, self.support_taps(support_img, support_mask), output_size)
 
     # -- training -----------------------------------------------------------------------------------------------
 
@@ -119,15 +87,3 @@ class HSNet(nn.Module):
         """The authors' loss: cross-entropy of the logits against ``batch["query_mask"]``, mean over all pixels
         (:func:`~hmrepro.models.interface.pixel_cross_entropy`)."""
         return pixel_cross_entropy(logits_of(outputs), batch["query_mask"])
-
-
-def kshot_vote(shot_predictions: Tensor) -> Tensor:
-    """The authors' K-shot vote over per-shot 0/1 predictions [B, K, H, W] → [B, H, W] (int64).
-
-    Votes are summed over shots and divided by max(the sample's largest vote, 1); pixels at ≥ 0.5 are 1.
-    """
-    votes = shot_predictions.long().sum(dim=1)
-    if shot_predictions.shape[1] == 1:
-        return votes
-    max_vote = votes.flatten(1).max(dim=1).values.clamp(min=1).view(-1, 1, 1)
-    return (votes.float() / max_vote >= 0.5).long()

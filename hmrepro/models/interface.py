@@ -12,8 +12,15 @@ The engine (training, evaluation, benchmarks) talks to a model only through :cla
   ``support_ignores``, ``class_id``, ...) on the model's device;
 - ``model.backbone`` (frozen; ``backbone.taps(images)`` gives the taps the model correlates) and
   ``model.masking`` (the :class:`~hmrepro.models.masking.MaskingMode` of its support masking);
-- optionally ``trains_kshot = True``: ``forward`` also takes K supports [B, K, 3, H, W] with masks [B, K, H, W], and
-  the engine then trains on K-shot episodes when the recipe's ``shot`` > 1 (MCE's 5-shot model).
+- ``model.trains_kshot``: whether ``forward`` also takes K supports [B, K, 3, H, W] with masks [B, K, H, W], so
+  that the engine trains on K-shot episodes when the recipe's ``shot`` > 1 (MCE's 5-shot model);
+- ``model.takes_query_mask`` / ``model.takes_sample_keys``: whether the training forward also takes
+  ``query_mask=`` / ``sample_keys=`` (CRCNet's support branch and its ``canet`` history maps);
+- ``model.inference_options()`` → the test-time options and their values (``{}`` for a model without any;
+  CRCNet: ``scales``, ``kshot``), and ``model.set_inference(**options)`` to choose them.
+
+Every family derives from :class:`FewShotModule`, which gives the optional capabilities their defaults (no K-shot
+training, no extra training inputs, no test-time options), so the engine reads them as plain attributes.
 """
 
 from __future__ import annotations
@@ -22,11 +29,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, Union, runtime_checkable
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .masking import MaskingMode
 
-__all__ = ["Backbone", "Batch", "FewShotModel", "Outputs", "logits_of", "pixel_cross_entropy"]
+__all__ = ["Backbone", "Batch", "FewShotModel", "FewShotModule", "Outputs", "logits_of", "pixel_cross_entropy"]
 
 IGNORE_INDEX = 255  # the target value of ignored pixels (PASCAL's void label, the augmentation's padding)
 
@@ -39,7 +46,13 @@ Batch = Mapping[str, Any]
 
 @runtime_checkable
 class Backbone(Protocol):
+    """The frozen feature extractor of a model (:class:`hmrepro.models.backbone.FrozenBackbone`)."""
+
     def taps(self, images: Tensor) -> list[Tensor]: ...
+
+    def calibration_pass(self, images: Tensor) -> None:
+        """Run every layer the model runs on ``images`` (the BatchNorm re-estimation of a random backbone)."""
+        ...
 
 
 @runtime_checkable
@@ -48,6 +61,9 @@ class FewShotModel(Protocol):
 
     backbone: Backbone
     masking: MaskingMode
+    trains_kshot: bool
+    takes_query_mask: bool
+    takes_sample_keys: bool
 
     def __call__(self, query_img: Tensor, support_img: Tensor, support_mask: Tensor) -> Outputs: ...
 
@@ -60,6 +76,34 @@ class FewShotModel(Protocol):
     ) -> Tensor: ...
 
     def compute_objective(self, outputs: Outputs, batch: Batch) -> Tensor: ...
+
+    def inference_options(self) -> dict[str, Any]: ...
+
+    def set_inference(self, **options: Any) -> None: ...
+
+
+class FewShotModule(nn.Module):
+    """The base class of hmrepro's models: the optional capabilities of :class:`FewShotModel` with their defaults.
+
+    A family overrides what it has: ``trains_kshot = True`` (MCE), ``takes_query_mask`` / ``takes_sample_keys``
+    (CRCNet), :meth:`inference_options` and :meth:`set_inference` (CRCNet's test-time options).
+    """
+
+    trains_kshot: bool = False
+    """Whether ``forward`` also takes K supports, so that the model trains on K-shot episodes."""
+    takes_query_mask: bool = False
+    """Whether the training forward takes ``query_mask=`` (inside the DDP call, so its gradients are synchronised)."""
+    takes_sample_keys: bool = False
+    """Whether the training forward takes ``sample_keys=`` (query and support keys of each episode)."""
+
+    def inference_options(self) -> dict[str, Any]:
+        """The test-time options and their current values; none by default."""
+        return {}
+
+    def set_inference(self, **options: Any) -> None:
+        """Choose test-time options; a model without any refuses every one."""
+        if options:
+            raise ValueError(f"{type(self).__name__} has no test-time options, not {', '.join(options)}")
 
 
 def logits_of(outputs: Outputs) -> Tensor:

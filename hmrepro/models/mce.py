@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import build_dilated_backbone
-from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
+from .interface import Batch, FewShotModule, Outputs, logits_of, pixel_cross_entropy
 from .masking import get_masking_mode, masked_support_taps
 
 __all__ = [
@@ -198,7 +198,7 @@ def _mlp(dim: int, ratio: int) -> nn.Sequential:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-class MCE(nn.Module):
+class MCE(FewShotModule):
     """MCE on a frozen ``backbone`` (resnet50, resnet101, vgg16 = vgg16_bn) with support masking ``masking``.
 
     Open choices of the spec (§10), with its defaults: ``dim`` 256 and ``heads`` 8 [A5], ``mlp_ratio`` 4 [A7],

@@ -16,8 +16,8 @@ number (``../shared/specs/vat.md``):
   decoders have differently shaped parameters, so checkpoints of one benchmark do not load into another's model;
 - logits [B, 2, 128, 128] are resized (bilinear, align_corners=True) to the support image size (or to
   ``output_size``);
-- ``compute_objective(outputs, batch)`` and the K-shot vote (:func:`~hmrepro.models.hsnet.kshot_vote`) are HSNet's.
-  ``predict_nshot`` computes the query taps once and runs one support at a time (the authors recompute the
+- ``compute_objective(outputs, batch)`` and the K-shot vote (:class:`~hmrepro.models.kshot.ShotVoteModel`) are
+  HSNet's. ``predict_nshot`` computes the query taps once and runs one support at a time (the authors recompute the
   query per shot); same result, less work and a bounded memory footprint (a VAT forward holds ~1 GB per sample).
 
 Attributes ``backbone`` (torchvision ResNet, frozen, eval) and ``hpn_learner`` give the authors' ``state_dict``
@@ -30,12 +30,12 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
-from .hsnet import kshot_vote
 from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
+from .kshot import ShotVoteModel
 from .masking import get_masking_mode, masked_support_taps
 from .vat_learner import BENCHMARK_FEATURE_AFFINITY, VATLearner
 
@@ -47,7 +47,7 @@ STAGE_GRIDS = (128, 64, 32, 16)
 MASK_AT = ("resized", "native")
 
 
-class VAT(nn.Module):
+class VAT(ShotVoteModel):
     """VAT on a frozen ResNet ``backbone`` with the decoder of ``benchmark`` and support masking ``masking``."""
 
     def __init__(
@@ -140,39 +140,12 @@ class VAT(nn.Module):
         logits = self.learner_logits(query_taps, support_taps)
         return F.interpolate(logits, tuple(output_size), mode="bilinear", align_corners=True)
 
-    def forward(
-        self,
-        query_img: Tensor,
-        support_img: Tensor,
-        support_mask: Tensor,
-        output_size: Sequence[int] | None = None,
+    def shot_logits(
+        self, query_taps: Sequence[Tensor], support_img: Tensor, support_mask: Tensor, output_size: Sequence[int]
     ) -> Tensor:
-        """1-shot logits [B, 2, H, W]: images [B, 3, H, W], mask [B, H, W] (0/1, any dtype)."""
-        size = support_img.shape[-2:] if output_size is None else output_size
-        return self.logits_from_taps(self.query_taps(query_img), self.support_taps(support_img, support_mask), size)
-
-    # -- K-shot -------------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def predict_nshot(
-        self,
-        query_img: Tensor,
-        support_imgs: Tensor,
-        support_masks: Tensor,
-        output_size: Sequence[int] | None = None,
-    ) -> Tensor:
-        """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote (:func:`~hmrepro.models.hsnet.kshot_vote`).
-
-        Supports [B, K, 3, H, W], masks [B, K, H, W]; with K = 1 this is the 1-shot argmax.
-        """
-        shots = support_imgs.shape[1]
-        size = support_imgs.shape[-2:] if output_size is None else output_size
-        query_taps = self.query_taps(query_img)
-        votes = []
-        for k in range(shots):
-            support_taps = self.support_taps(support_imgs[:, k], support_masks[:, k])
-            votes.append(self.logits_from_taps(query_taps, support_taps, size).argmax(dim=1))
-        return kshot_vote(torch.stack(votes, dim=1))
+        """1-shot logits from the resized query taps and one masked support (``forward`` and the K-shot vote of
+        :class:`~.kshot.ShotVoteModel` run it)."""
+        return self.logits_from_taps(query_taps, self.support_taps(support_img, support_mask), output_size)
 
     # -- training -----------------------------------------------------------------------------------------------
 
