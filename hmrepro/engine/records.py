@@ -36,6 +36,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
 from ..errors import HmreproError
+from .record_schema import RECORD_SCHEMA
 
 RECORD_FIELDS = (
     "model",
@@ -185,7 +186,7 @@ def write_record(record: dict, results_dir: Path) -> Path:
         raise ValueError(f"result record lacks fields: {', '.join(missing)}")
     if record["origin"] not in ORIGINS:
         raise ValueError(f"origin {record['origin']!r} is not one of {', '.join(ORIGINS)}")
-    record = {"precision": precision_of(record), **record}
+    record = {"precision": precision_of(record), "record_schema": RECORD_SCHEMA, **record}
     per_episode = record.pop(PER_EPISODE, None)
     results_dir = Path(results_dir)
     results_dir.mkdir(parents=True, exist_ok=True)
@@ -245,36 +246,27 @@ def _write_per_episode(record_path: Path, table: dict, class_ids) -> dict:
 
 def read_episode_table(record_path: Path) -> tuple[dict, dict, list]:
     """(record, per-episode table as numpy columns, the classes mIoU averages over) of the record at
-    ``record_path``; a one-line ``HmreproError`` when the record has no per-episode results or they do not match."""
-    from .per_episode import load_table
+    ``record_path``, both checked (:mod:`hmrepro.engine.record_schema`: the sidecar's sha256, its counts, and the
+    record's mIoU and FB-IoU recomputed from it); a one-line ``HmreproError`` naming the file otherwise."""
+    from .record_schema import RecordError, load_record, load_sidecar
 
     record_path = Path(record_path)
-    record, problem = _read_record(record_path)
+    try:
+        record = load_record(record_path)
+    except RecordError as err:
+        raise HmreproError(f"{record_path}: {err}") from None
     if record is None:
-        raise HmreproError(f"{record_path}: {problem or 'is not a result record'}")
-    name = record.get("per_episode_file")
-    if not name:
+        raise HmreproError(f"{record_path}: is not a result record")
+    if not record.get("per_episode_file"):
         raise HmreproError(
             f"{record_path}: the record has no per-episode results (written before hmrepro recorded them); "
             "evaluate again to get them"
         )
-    sidecar = record_path.parent / name
     try:
-        data = sidecar.read_bytes()
-    except OSError as err:
-        raise HmreproError(
-            f"{sidecar}: cannot be read ({err.strerror or err}); keep it next to {record_path.name}"
-        ) from None
-    if record.get("per_episode_sha256") and sha256_bytes(data) != record["per_episode_sha256"]:
-        raise HmreproError(
-            f"{sidecar}: its sha256 is not the one {record_path.name} names; it belongs to another record"
-        )
-    try:
-        table, class_ids = load_table(sidecar)
-    except (ValueError, OSError) as err:
-        raise HmreproError(f"{sidecar}: not a per-episode file ({err}); evaluate again") from None
-    record.setdefault("path", str(record_path))
-    return record, table, [int(c) for c in class_ids]
+        table, class_ids = load_sidecar(record, record_path)
+    except RecordError as err:
+        raise HmreproError(f"{record_path}: {err}") from None
+    return record, table, class_ids
 
 
 def read_episodes(record_path: Path):
@@ -289,43 +281,37 @@ def read_episodes(record_path: Path):
     return pd.DataFrame({c: table[c] for c in EPISODE_COLUMNS}, columns=list(EPISODE_COLUMNS))
 
 
-_CORE_FIELDS = ("model", "benchmark", "miou")
-
-
 def read_records(results_dir: Path, problems: list[str] | None = None) -> Iterator[dict]:
-    """Every record below ``results_dir``.
+    """Every valid record below ``results_dir`` (:mod:`hmrepro.engine.record_schema`), each with its ``path``.
 
-    A file that cannot be read, is not JSON, or is a record without its core fields is skipped; with
-    ``problems``, one line naming each such file and why is appended to it (JSON files of other kinds, e.g. a
-    run's ``config.json``, are passed over without a word).
+    A file that cannot be read (not a regular file, a link out of the folder, too large, too deeply nested), is not
+    JSON, fails the record schema, or names a per-episode file that does not agree with it is skipped; with
+    ``problems``, one line naming each such file and the field or reason is appended to it (JSON files of other
+    kinds, e.g. a run's ``config.json``, are passed over without a word). A bad file never stops the others.
     """
-    for path in sorted(Path(results_dir).rglob("*.json")):
-        record, problem = _read_record(path)
+    results_dir = Path(results_dir)
+    for path in sorted(results_dir.rglob("*.json")):
+        record, problem = _read_record(path, results_dir)
         if problem and problems is not None:
             problems.append(f"skipped {path}: {problem}")
         if record is not None:
-            record.setdefault("path", str(path))
             yield record
 
 
-def _read_record(path: Path) -> tuple[dict | None, str | None]:
-    """(record, None), (None, why it is skipped) or (None, None) for a JSON file that is no record at all."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except PermissionError:
-        return None, "permission denied (make it readable)"
-    except IsADirectoryError:
+def _read_record(path: Path, folder: Path | None = None) -> tuple[dict | None, str | None]:
+    """(record, None), (None, why it is skipped) or (None, None) for a JSON file that is no record at all (or a
+    folder named ``*.json``). A record naming a per-episode file is read with it and refused unless they agree."""
+    from .record_schema import RecordError, load_record, load_sidecar
+
+    if path.is_dir() and not path.is_symlink():
         return None, None  # a folder named *.json: rglob walks into it
-    except OSError as err:
-        return None, f"cannot be read ({err.strerror or err})"
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return None, f"is not valid JSON ({err}); a truncated record: rerun the evaluation or delete the file"
-    if not isinstance(data, dict) or not any(f in data for f in _CORE_FIELDS):
-        return None, None
-    missing = [f for f in _CORE_FIELDS if f not in data]
-    if missing:
-        return None, f"is a result record without {', '.join(missing)}"
-    return data, None
+    try:
+        record = load_record(path, folder)
+        if record is not None and record.get("per_episode_file"):
+            load_sidecar(record, path)
+    except RecordError as err:
+        return None, str(err)
+    return record, None
 
 
 # ---------------------------------------------------------------------------------------------------------------
