@@ -71,21 +71,20 @@ def episode_inputs(img_size: int, shot: int, bsz: int, device: torch.device, see
 @contextmanager
 def _labelled_pieces(model: nn.Module) -> Iterator[None]:
     """Profiler ranges around the backbone's ``taps`` calls and the learner modules' forwards, for one episode."""
-    backbone = getattr(model, "backbone", None)
-    taps = getattr(backbone, "taps", None)
+    backbone = model.backbone
+    taps = backbone.taps
     calls = {"n": 0}
     handles = []
     with ExitStack() as stack:
-        if callable(taps):
 
-            def labelled_taps(*args, **kwargs):
-                label = QUERY_BACKBONE if calls["n"] == 0 else SUPPORT_BACKBONE
-                calls["n"] += 1
-                with torch.profiler.record_function(f"hmrepro::{label}"):
-                    return taps(*args, **kwargs)
+        def labelled_taps(*args, **kwargs):
+            label = QUERY_BACKBONE if calls["n"] == 0 else SUPPORT_BACKBONE
+            calls["n"] += 1
+            with torch.profiler.record_function(f"hmrepro::{label}"):
+                return taps(*args, **kwargs)
 
-            backbone.taps = labelled_taps  # an instance attribute shadows the method; removed below
-            stack.callback(lambda: backbone.__dict__.pop("taps", None))
+        backbone.taps = labelled_taps  # an instance attribute shadows the method; removed below
+        stack.callback(lambda: backbone.__dict__.pop("taps", None))
         for _name, child in model.named_children():
             if child is backbone:
                 continue

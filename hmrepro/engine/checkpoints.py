@@ -268,8 +268,9 @@ def _trained_benchmark(state_dict: Mapping[str, Tensor]) -> str | None:
     card = family_card(state_dict)
     if card is None or card.benchmark_probe is None:
         return None
-    module, function = card.benchmark_probe.split(":")
-    probe = getattr(importlib.import_module(f"..models.{module}", __package__), function)
+    module_name, function = card.benchmark_probe.split(":")
+    probe_module = importlib.import_module(f"..models.{module_name}", __package__)
+    probe = getattr(probe_module, function)
     return probe(state_dict)
 
 
