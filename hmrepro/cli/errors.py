@@ -6,6 +6,7 @@ failure                                status  line
 bad option or argument (usage)         2       ``error: hmrepro eval: Invalid value for '--backbone' …``
 :class:`~hmrepro.errors.HmreproError`  1       its message (it names the file or value and the fix)
 ``OSError`` (permission, full disk …)  1       the path, what went wrong in words, the fix
+``MemoryError``, CUDA out of memory    1       ``out of memory on the machine …``: settings to lower
 Ctrl-C (``KeyboardInterrupt``)         130     ``interrupted``
 SIGTERM                                143     ``terminated``
 anything else (a bug)                  1       its type and message, and how to get the traceback
@@ -196,9 +197,20 @@ def _failure(err: BaseException) -> tuple[int, str]:
             return 1, f"{original}; check the path and its permissions"
         return 1, describe_os_error(err)
     message = original if original is not None else str(err)
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        return 1, _out_of_memory(err, message)
     return 1, (
         f"internal error: {type(err).__name__}: {message} — a bug in hmrepro; "
         "run again with `hmrepro --debug …` and report the traceback"
+    )
+
+
+def _out_of_memory(err: BaseException, message: str) -> str:
+    where = "the GPU" if type(err).__name__ == "OutOfMemoryError" else "the machine"
+    first = message.strip().splitlines()[0][:200] if message.strip() else ""
+    return (
+        f"out of memory on {where}{f' ({first})' if first else ''}; use smaller settings (--batch-size, --workers, "
+        "--resamples, --img-size), close other programs, or run on a machine with more memory"
     )
 
 

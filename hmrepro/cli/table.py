@@ -155,8 +155,9 @@ def _write(text: str, number: int, fmt: TableFormat, output: Path | None) -> Non
     if output is None:
         typer.echo(text, nl=False)
         return
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(text)
+    from ..atomic import atomic_write_text
+
+    atomic_write_text(output, text, what="table")  # a full disk keeps the old table whole
     console.print(f"table {number} ({fmt.value}) written to {output}")
 
 

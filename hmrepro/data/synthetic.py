@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_open, atomic_write_text
 from ..errors import HmreproError
 from .splits import write_checksums
 from .synthetic_coco import categories_json, crowd_annotation, image_json, object_annotation
@@ -86,8 +86,7 @@ def _save_png(path: Path, array: np.ndarray) -> None:
 
 
 def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="\n") as f:
+    with atomic_open(path, "w", what="file", sync=False) as f:  # regenerated if lost: no fsync per file
         f.write(text)
 
 
@@ -334,9 +333,7 @@ def _clear_previous(root: Path) -> None:
 
 
 def _write_marker(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(state, indent=1) + "\n", what="completion marker")
 
 
 def _folder_bytes(root: Path) -> int:

@@ -35,7 +35,6 @@ import importlib
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,8 +43,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..atomic import atomic_open
 from ..errors import CorruptFileError, HmreproError, MissingDataError
-from ..filemode import as_if_opened
 from ..models.cards import ModelCard, list_cards
 
 __all__ = [
@@ -358,7 +357,7 @@ def save_checkpoint(
     metadata: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Write an hmrepro checkpoint atomically (temporary file in the same folder, then ``os.replace``).
+    """Write an hmrepro checkpoint atomically (:func:`hmrepro.atomic.atomic_open`).
 
     ``model`` is a module (DataParallel unwrapped) or a state dict (a ``module.`` prefix is stripped).
     ``extra`` adds top-level entries (e.g. optimizer state); they must be loadable with ``weights_only=True``.
@@ -377,17 +376,6 @@ def save_checkpoint(
         if key in payload:
             raise ValueError(f"extra entry {key!r} would overwrite a checkpoint field")
         payload[key] = value
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            as_if_opened(handle.fileno())  # mkstemp creates 0600
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
-        raise
+    with atomic_open(path, "wb", what="checkpoint") as handle:  # a full disk: WriteFailed, the old file kept
+        torch.save(payload, handle)
     return path

@@ -23,10 +23,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..atomic import atomic_write_text
 from ..errors import HmreproError
 from ..paths import hmrepro_home
 from ..textfile import read_text
-from .records import atomic_write_text, git_commit, now_iso, versions
+from .records import git_commit, now_iso, versions
 
 CONFIG = "config.json"
 RUN_INFO = "run.json"
@@ -207,7 +208,29 @@ def update_session(run_dir: Path, info: dict, wall_seconds: float, status: str |
     session["updated"] = now_iso()
     if status is not None:
         info["status"] = status
+        if status != "failed":
+            info.pop("failure", None)  # a resumed run that goes on is no longer the failed one
         if status != "running":
             session["ended"] = now_iso()
     info["wall_seconds"] = round(sum(s.get("wall_seconds", 0.0) for s in info["sessions"]), 3)
     atomic_write_text(Path(run_dir) / RUN_INFO, json.dumps(info, indent=2, sort_keys=True) + "\n")
+
+
+def fail_session(run_dir: Path, info: dict, wall_seconds: float, err: BaseException) -> None:
+    """Mark the run ``failed`` in run.json, with ``failure``: why, in one line. When run.json cannot be written
+    either (the disk that stopped the run is full) it is left as it was: the error that stopped the run is the one
+    the user sees."""
+    info["failure"] = failure_reason(err)
+    try:
+        update_session(run_dir, info, wall_seconds, status="failed")
+    except (OSError, MemoryError):
+        pass
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line saying why a run stopped: the message of an ``HmreproError``, else the type and message."""
+    if isinstance(err, MemoryError):
+        return "out of memory"
+    message = " ".join(str(err).split())
+    text = message if isinstance(err, HmreproError) and message else f"{type(err).__name__}: {message}"
+    return text[:500]

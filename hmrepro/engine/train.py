@@ -707,6 +707,11 @@ class _Session:
         if self.run.main:
             runs.update_session(self.run.run_dir, self.info, time.perf_counter() - self.start, status=status)
 
+    def fail(self, err: BaseException) -> None:
+        """run.json: ``failed``, and why (an interrupt has said ``interrupted`` already)."""
+        if self.run.main and not isinstance(err, (TrainingInterrupted, KeyboardInterrupt)):
+            runs.fail_session(self.run.run_dir, self.info, time.perf_counter() - self.start, err)
+
 
 def _stop_requested(stop: _StopFlag, d: distributed.Dist) -> bool:
     """Whether any process got a stop signal (every process stops at the same iteration)."""
@@ -881,14 +886,18 @@ def _train_loop(run: Run, progress: Progress, resumed: bool) -> None:
     session = _Session(run, resumed)
     run.model.train()
     epochs_task = progress.start("epochs", total=cfg.epochs, completed=state.epoch)
-    with _StopFlag() as stop:
-        while state.epoch < cfg.epochs and not state.done:
-            stats, train_secs, seen = train_epoch(run, stop, session, progress)
-            row = {"epoch": state.epoch, "iterations": state.global_iter, "lr": run.optimizer.param_groups[0]["lr"]}
-            row.update(stats.summary(stats.reduced(run.d)))
-            row.update(train_secs=train_secs, train_episodes_per_s=seen / max(train_secs, 1e-9))
-            row.update(validate_epoch(run, progress))
-            row["replica_max_abs_diff"] = distributed.max_replica_difference(run.model, run.d)
-            finish_epoch(run, row, session, progress)
-            progress.advance(epochs_task, 1)
+    try:
+        with _StopFlag() as stop:
+            while state.epoch < cfg.epochs and not state.done:
+                stats, train_secs, seen = train_epoch(run, stop, session, progress)
+                row = {"epoch": state.epoch, "iterations": state.global_iter, "lr": run.optimizer.param_groups[0]["lr"]}
+                row.update(stats.summary(stats.reduced(run.d)))
+                row.update(train_secs=train_secs, train_episodes_per_s=seen / max(train_secs, 1e-9))
+                row.update(validate_epoch(run, progress))
+                row["replica_max_abs_diff"] = distributed.max_replica_difference(run.model, run.d)
+                finish_epoch(run, row, session, progress)
+                progress.advance(epochs_task, 1)
+    except BaseException as err:  # a full disk, exhausted memory, a bug: run.json must not say "running" for ever
+        session.fail(err)
+        raise
     session.update(status="early-stopped" if state.early_stopped else "finished")

@@ -127,11 +127,16 @@ def _pyplot():
 
 
 def _save(plt, fig, output: str | Path, dpi: int, **savefig) -> Path:
-    """Write ``fig`` to ``output`` (its folder created; the format from its suffix) and close it."""
+    """Write ``fig`` to ``output`` atomically (its folder created; the format from its suffix) and close it."""
+    from ..atomic import atomic_open
+
     output = Path(output).expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=dpi, **savefig)
-    plt.close(fig)
+    savefig.setdefault("format", output.suffix.lstrip(".").lower() or None)
+    try:
+        with atomic_open(output, "wb", what="figure") as handle:
+            fig.savefig(handle, dpi=dpi, **savefig)
+    finally:
+        plt.close(fig)
     return output
 
 

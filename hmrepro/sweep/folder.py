@@ -18,7 +18,8 @@ import os
 import socket
 from pathlib import Path
 
-from ..engine.records import atomic_write_text, now_iso
+from ..atomic import atomic_write_text
+from ..engine.records import now_iso
 
 __all__ = ["SweepFolder", "log_tail", "process_alive"]
 
