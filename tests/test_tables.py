@@ -327,7 +327,16 @@ def test_official_baseline_checkpoints_do_not_verify_the_hm_authors_retrained_ba
     for fold in range(4):
         write_record(_record(model="hsnet", masking="fm", benchmark="pascal", fold=fold, miou=64.0), tmp_path)
         write_record(
-            _record(model="hsnet", masking="fm", benchmark="pascal", fold=fold, miou=63.0, origin="own"), tmp_path
+            _record(
+                model="hsnet",
+                masking="fm",
+                benchmark="pascal",
+                fold=fold,
+                miou=63.0,
+                origin="own",
+                train_config={"augment": "cats"},  # HSNet*: retrained with augmentation (the row's augment=cats)
+            ),
+            tmp_path,
         )
     row = _row(_csv("1", "--results", str(tmp_path)), "HSNet*", "resnet50", 1)
     assert pd.isna(row["verified_miou"]) and row["reproduced_miou"] == pytest.approx(63.0)

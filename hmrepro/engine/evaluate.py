@@ -91,6 +91,7 @@ class WeightsSource:
     trained_benchmark: str | None = None  # our own runs: the benchmark they trained on (VAT's decoder differs)
     trained_seed: int | None = None  # our own runs: the training --seed
     trained_model_args: str = ""  # our own runs: the model's constructor arguments (--model-args)
+    trained_config: dict | None = field(default=None, hash=False, compare=False)  # our own runs: the run's config
 
 
 def folds_of(benchmark: str, fold: str | int) -> list[int]:
@@ -165,6 +166,7 @@ def resolve_weights(
         trained_benchmark=config.get("benchmark") if origin == "own" else None,
         trained_seed=int(config["seed"]) if origin == "own" and config.get("seed") is not None else None,
         trained_model_args=str(config.get("model_args") or "") if origin == "own" else "",
+        trained_config=dict(config) if origin == "own" and config else None,
     )
 
 
@@ -433,6 +435,7 @@ def _evaluate_fold(
         "masking": model.masking.name,
         **inference_fields(model),
         **({"model_args": source.trained_model_args} if source.trained_model_args else {}),
+        **run_fields(job.model_name, source),
         "backbone": job.backbone,
         "benchmark": job.record_benchmark,
         "fold": f,
@@ -456,6 +459,18 @@ def _evaluate_fold(
             original_size=plan.original_size,
         ),
     }
+
+
+def run_fields(model_name: str, source: WeightsSource) -> dict:
+    """The record fields that say which run a number belongs to, for the tables' cells: ``model_arguments``, every
+    constructor argument the model was built with (its defaults and the run's ``--model-args``), and, for our own
+    runs, ``train_config``, the configuration the checkpoint was trained with (recipe values and flags)."""
+    from ..models.model_args import recorded_arguments
+
+    fields: dict = {"model_arguments": recorded_arguments(model_name, source.trained_model_args)}
+    if source.trained_config is not None:
+        fields["train_config"] = json.loads(json.dumps(source.trained_config, default=str))
+    return fields
 
 
 def episode_fields(

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import HmreproError
 from .cards import card_of
 
-__all__ = ["model_arguments", "parse_model_args"]
+__all__ = ["constructor_defaults", "model_arguments", "parse_model_args", "recorded_arguments"]
 
 RESERVED = ("backbone", "masking", "pretrained", "benchmark")
 
@@ -43,16 +43,42 @@ def parse_model_args(text: str) -> dict[str, Any]:
     return args
 
 
+def _parameters(model_name: str) -> dict[str, inspect.Parameter]:
+    card = card_of(model_name)
+    cls = getattr(importlib.import_module(f".{card.module}", __package__), card.class_name)
+    return {name: p for name, p in inspect.signature(cls).parameters.items() if name not in RESERVED and name != "self"}
+
+
+def constructor_defaults(model_name: str) -> dict[str, Any]:
+    """Every keyword argument of ``model_name``'s class (``backbone``, ``masking``, ... excepted) with its default."""
+    return {
+        name: p.default
+        for name, p in _parameters(model_name).items()
+        if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
+    }
+
+
+def recorded_arguments(model_name: str, text: str) -> dict[str, Any]:
+    """Every constructor argument ``model_name`` is built with from ``text`` (its defaults, then ``text``'s), as
+    JSON values (tuples as lists): what a result record keeps as ``model_arguments``."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return [plain(v) for v in value]
+        return value if value is None or isinstance(value, (bool, int, float, str)) else str(value)
+
+    return {
+        key: plain(value)
+        for key, value in {**constructor_defaults(model_name), **model_arguments(model_name, text)}.items()
+    }
+
+
 def model_arguments(model_name: str, text: str) -> dict[str, Any]:
     """The keyword arguments ``text`` gives to ``model_name``'s class, checked against its constructor."""
     args = parse_model_args(text)
     if not args:
         return {}
-    card = card_of(model_name)
-    cls = getattr(importlib.import_module(f".{card.module}", __package__), card.class_name)
-    params = {
-        name: p for name, p in inspect.signature(cls).parameters.items() if name not in RESERVED and name != "self"
-    }
+    params = _parameters(model_name)
     unknown = sorted(set(args) - set(params))
     if unknown:
         raise HmreproError(

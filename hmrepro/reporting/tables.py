@@ -11,7 +11,11 @@ record matches a row when all of these hold:
   Table 4, ``'bench'`` for Table 7; ``'eval'`` otherwise and for every table of the other papers;
 - ``benchmark`` is the row's; for Table 4 (a COCO-20i model tested on PASCAL-5i) the record may name the test
   benchmark (``'pascal'``), the training benchmark (``'coco'``) or both (``'coco2pascal'``);
-- ``fold`` gives the column; FSS-1000 has a single split, so its records match whatever their fold.
+- ``fold`` gives the column; FSS-1000 has a single split, so its records match whatever their fold;
+- the record is the run the row names (:mod:`hmrepro.reporting.settings`): the row's ``overrides`` and every
+  default it does not override (model arguments, the training switch ``augment``, test-time options such as
+  CRCNet's ``scales`` and K-shot mode) and the episode protocol of the row's model card (``bam`` for MCE). Timing
+  rows (Table 7) skip this check.
 
 Records of origin ``'official'`` (a checkpoint whose sha256 is one the authors published) fill the *verified*
 columns, but only for rows whose checkpoint the HM authors published (``official_checkpoint`` in the claimed data):
@@ -44,6 +48,7 @@ import pandas as pd
 from ..engine.records import ORIGINS, precision_of, protocol_deviations, read_records
 from ..papers import get_paper
 from .claimed import FOLD_COLUMNS, load_claimed
+from .settings import setting_differences
 
 ORIGIN_COLUMNS = {"official": "verified", "own": "reproduced"}
 NEVER_SHOWN = {"external": "external checkpoint", "random": "random weights"}  # origins that fill no cell
@@ -98,7 +103,18 @@ def takes_records(row: pd.Series) -> bool:
 
 
 def matching_records(row: pd.Series, records: Iterable[dict], origins: Iterable[str]) -> list[dict]:
-    """The records of one of ``origins`` that belong to ``row`` (all folds)."""
+    """The records of one of ``origins`` that belong to ``row`` (all folds): its model, benchmark, shot and backbone
+    (:func:`candidate_records`), and the run it names (:func:`~hmrepro.reporting.settings.setting_differences`
+    finds nothing: model arguments, training switches, protocol, test-time options; not for timing rows)."""
+    candidates = candidate_records(row, records, origins)
+    if row_kind(row) == "bench":
+        return candidates
+    return [r for r in candidates if not setting_differences(row, r)]
+
+
+def candidate_records(row: pd.Series, records: Iterable[dict], origins: Iterable[str]) -> list[dict]:
+    """The records of one of ``origins`` of ``row``'s kind, model, benchmark, shot and backbone (all folds), whatever
+    run they are."""
     kind = row_kind(row)
     benchmarks = accepted_benchmarks(row)
     origins = set(origins)
@@ -236,17 +252,17 @@ def record_listing(
     claimed = load_claimed(table, claimed_folder, paper=paper)
     problems: list[str] = []
     records = _records(results_dir, records, problems)
+    rows = [row for _, row in claimed.iterrows() if takes_records(row)]
+    listed = _listed_rows(rows, records)
     lines = []
-    for _, row in claimed.iterrows():
-        if not takes_records(row):
-            continue
+    for number, row in enumerate(rows):
         filled = {
             id(r): f"{prefix} {column}"
             for prefix, cells in row_cells(row, records, original_size=original_size).items()
             for column, r in cells.items()
         }
-        matched = sorted(matching_records(row, records, ORIGINS), key=_record_time, reverse=True)
-        for record in sorted(matched, key=lambda r: _as_int(r.get("fold")) or 0):
+        mine = [r for r in candidate_records(row, records, ORIGINS) if number in listed[id(r)]]
+        for record in sorted(sorted(mine, key=_record_time, reverse=True), key=lambda r: _as_int(r.get("fold")) or 0):
             cell = filled.get(id(record), "")
             reason = "" if cell else "; ".join(why_not_shown(row, record, original_size=original_size))
             lines.append(_listing_line(row, record, cell, reason))
@@ -257,10 +273,29 @@ def record_listing(
     return frame
 
 
+def _listed_rows(rows: list[pd.Series], records: list[dict]) -> dict[int, set[int]]:
+    """Under which of ``rows`` (their positions) the listing shows each record (by ``id``): the rows whose run it is
+    (:func:`matching_records`); a record that is no row's run, under the rows it is a candidate of
+    (:func:`candidate_records`) that differ from it in the fewest settings, so that the listing says what differed."""
+    differences: dict[int, dict[int, int]] = {}
+    for number, row in enumerate(rows):
+        bench = row_kind(row) == "bench"
+        for record in candidate_records(row, records, ORIGINS):
+            differences.setdefault(id(record), {})[number] = 0 if bench else len(setting_differences(row, record))
+    listed = {}
+    for key, by_row in differences.items():
+        fewest = min(by_row.values())
+        listed[key] = {number for number, count in by_row.items() if count == fewest}
+    return {**{id(r): set() for r in records}, **listed}
+
+
 def why_not_shown(row: pd.Series, record: dict, *, original_size: bool = False) -> list[str]:
-    """Why ``record``, one of ``row``'s matching records, fills none of its cells (``SUPERSEDED`` if nothing else)."""
+    """Why ``record``, one of ``row``'s candidate records, fills none of its cells: the settings in which it is not
+    the row's run (:func:`~hmrepro.reporting.settings.setting_differences`), its origin, its protocol deviations
+    (``SUPERSEDED`` if nothing else)."""
     reasons = []
     if row_kind(row) != "bench":
+        reasons += setting_differences(row, record)
         origin = record.get("origin")
         if origin in NEVER_SHOWN:
             reasons.append(NEVER_SHOWN[origin])
