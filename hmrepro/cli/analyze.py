@@ -105,6 +105,7 @@ def _print(analysis) -> None:
     from rich.console import Console
 
     from ..reporting.sizes import bin_label
+    from ..safetext import safe_markup
 
     first = analysis.labels[0]
     table = Table(
@@ -114,9 +115,9 @@ def _print(analysis) -> None:
     table.add_column("size (fg share)")
     table.add_column("episodes", justify="right")
     for label in analysis.labels:
-        table.add_column(escape(label), justify="right")
+        table.add_column(safe_markup(label), justify="right")
     for label in analysis.labels[1:]:
-        table.add_column(escape(f"{label} − {first}"), justify="right")
+        table.add_column(safe_markup(f"{label} − {first}"), justify="right")
     for b in analysis.bins:
         if b.episodes == 0:
             table.add_row(bin_label(b.low, b.high), "0", *["—"] * (2 * len(analysis.labels) - 1))

@@ -49,7 +49,9 @@ ShotOption = typer.Option(1, "--shot", "-k", min=1, max=10, help="Support images
 
 def fail(message: str, code: int = 1) -> None:
     """Print an actionable error and exit (no traceback)."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from ..safetext import safe_markup
+
+    console.print(f"[bold red]error:[/] {safe_markup(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -60,6 +60,9 @@ def compare(
 
 
 def _print(result, label_a: str, label_b: str, folds: list[int]) -> None:
+    from ..safetext import safe_markup
+
+    label_a, label_b = safe_markup(label_a), safe_markup(label_b)  # model names come from the record files
     table = Table(
         title=f"B − A over {result.episodes} paired episodes, fold(s) {', '.join(map(str, folds))}",
         title_justify="left",

@@ -163,18 +163,20 @@ def _usage_line(err) -> str:
 
 def _print_error(message: str, label: str = "error") -> None:
     """``error: message`` on one line (click, for one, lists choices on lines of their own)."""
-    from rich.markup import escape
-
+    from ..safetext import safe_markup
     from .common import console
 
     message = " ".join(message.split())
-    console.print(f"[bold red]{label}:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True, emoji=False)
+    console.print(
+        f"[bold red]{label}:[/] {safe_markup(message)}", highlight=False, soft_wrap=True, markup=True, emoji=False
+    )
 
 
 def _print_line(message: str) -> None:
+    from ..safetext import safe_text
     from .common import console
 
-    console.print(message, highlight=False, soft_wrap=True, markup=False, emoji=False)
+    console.print(safe_text(message), highlight=False, soft_wrap=True, markup=False, emoji=False)
 
 
 def _interrupted(err: KeyboardInterrupt) -> int:

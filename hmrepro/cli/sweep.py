@@ -136,12 +136,17 @@ def _spec(
 
 def _plan(spec):
     from ..errors import HmreproError
+    from ..safetext import safe_markup
     from ..sweep.plan import build_plan
 
+    problems: list[str] = []
     try:
-        return build_plan(spec)
+        jobs = build_plan(spec, problems=problems)
     except HmreproError as err:
         fail(str(err))
+    for line in problems:  # record files that count for no job
+        console.print(f"[yellow]warning:[/] {safe_markup(line)}", highlight=False, soft_wrap=True)
+    return jobs
 
 
 def _summary(jobs) -> str:
@@ -409,6 +414,14 @@ def _run_local(spec, todo, jobs, folder, slots) -> None:
     console.print(f"[green]all {len(outcome)} job(s) done[/]", highlight=False)
 
 
+def _warn_state_problems(folder) -> None:
+    """One warning line per sweep state file that could not be trusted (on stderr: ``--json`` stays clean)."""
+    from rich.markup import escape
+
+    for line in folder.problems:
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+
+
 def _run_slurm(jobs, folder, options) -> None:
     from ..errors import HmreproError
     from ..sweep.slurm import SlurmEvent, submit_plan
@@ -486,7 +499,9 @@ def status(
         eval_override,
     )
     jobs = _plan(spec)
-    statuses = job_statuses(jobs, SweepFolder(spec.sweep_dir))
+    folder = SweepFolder(spec.sweep_dir)
+    statuses = job_statuses(jobs, folder)
+    _warn_state_problems(folder)
     if as_json:
         typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
         return

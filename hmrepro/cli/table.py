@@ -146,8 +146,10 @@ def _show_records(
 
 def _warn_skipped(frame) -> None:
     """One line on stderr per record file the table could not use (stdout stays the table)."""
+    from ..safetext import safe_markup
+
     for line in frame.attrs.get("skipped_records", []):
-        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {safe_markup(line)}", highlight=False, soft_wrap=True)
 
 
 def _write(text: str, number: int, fmt: TableFormat, output: Path | None) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write_text, sha256_file
 from ..errors import CorruptFileError, HmreproError, InvalidInputError, MissingDataError
+from ..saferead import is_plain_name
 from ..textfile import read_text
 
 PACKAGED_SPLITS = Path(__file__).resolve().parent / "splits"
@@ -146,13 +147,19 @@ class SplitFolder:
                 f"split list {path} is not a COCO split list ({{'image_dir': ..., 'classes': {{class: [ids]}}}}); "
                 f"{_RESTORE}"
             ) from None
+        _check_plain_name(image_dir, path, "field 'image_dir'")
         return _not_empty(classes, path)
 
     def fss(self, split: str) -> list[str]:
         """FSS-1000 class folder names of ``split`` (trn/val/test), sorted as the authors sort them."""
         path = self.path(f"fss/{split}.txt")
         text = _read_text(path, "split list")
-        return _not_empty(sorted(line.strip("\r") for line in text.splitlines() if line.strip("\r")), path)
+        names = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if line.strip("\r"):
+                _check_plain_name(line.strip("\r"), path, f"line {number}")
+                names.append(line.strip("\r"))
+        return _not_empty(sorted(names), path)
 
 
 def _pascal_line(line: str, path: Path, number: int) -> tuple[str, int]:
@@ -162,7 +169,18 @@ def _pascal_line(line: str, path: Path, number: int) -> tuple[str, int]:
         raise CorruptFileError(
             f"split list {path} line {number} is not '<image id>__<class>' (found {line[:60]!r}); {_RESTORE}"
         )
+    _check_plain_name(img, path, f"line {number}")
     return img, int(cls) - 1
+
+
+def _check_plain_name(name: str, path: Path, where: str) -> None:
+    """Refuse an image or folder name that would lead out of the data root (a folder part, ``..``, an absolute
+    path): split lists name files inside it only."""
+    if not is_plain_name(name):
+        raise CorruptFileError(
+            f"split list {path} {where}: {str(name)[:60]!r} is not a plain image name (no '/', '\\' or '..'); "
+            f"it would be read from outside the data root; {_RESTORE}"
+        )
 
 
 def _not_empty(items, path: Path):

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ..papers import Paper, get_paper
+from ..safetext import safe_text
 from .claimed import FOLD_COLUMNS
 from .tables import LISTING_COLUMNS, record_kind
 
@@ -316,21 +317,23 @@ def build_records_view(listing: pd.DataFrame, table: int) -> TableView:
 
 
 def records_cell(line: pd.Series, key: str) -> str:
-    """One cell of a record listing line as text."""
+    """One cell of a record listing line as text (what came from a record file with its control characters
+    escaped: :func:`hmrepro.safetext.safe_text`)."""
     if key == "status":
-        return line["cell"] or f"not shown: {line['reason']}"
+        return safe_text(line["cell"] or f"not shown: {line['reason']}")
     if key == "backbone":
-        return BACKBONE_NAMES.get(line["backbone"], line["backbone"])
+        return safe_text(BACKBONE_NAMES.get(line["backbone"], line["backbone"]))
     if key == "miou":
         return NO_RECORD if _missing(line["miou"]) else f"{line['miou']:.1f}"
     value = line[key]
-    return "" if value is None or pd.isna(value) else str(value)
+    return "" if value is None or pd.isna(value) else safe_text(value)
 
 
 def render_records(listing: pd.DataFrame, table: int, fmt: str) -> str:
     """A record listing as text in format ``fmt`` (one of ``FORMATS``; CSV has the columns ``LISTING_COLUMNS``)."""
     if fmt == "csv":
-        return listing[list(LISTING_COLUMNS)].to_csv(index=False, na_rep="", lineterminator="\n")
+        columns = listing[list(LISTING_COLUMNS)].map(lambda v: safe_text(v) if isinstance(v, str) else v)
+        return columns.to_csv(index=False, na_rep="", lineterminator="\n")
     return _render_view(build_records_view(listing, table), fmt)
 
 
@@ -376,14 +379,16 @@ def render_latex(view: TableView) -> str:
 
 
 def rich_table(view: TableView):
-    """The rows as a ``rich.table.Table``."""
+    """The rows as a ``rich.table.Table``; cells are plain text (never rich markup: a record's fields are shown as
+    they are written)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=view.title, title_justify="left")
     for index, header in enumerate(view.headers):
         table.add_column(header, justify="right" if index in view.numeric_columns else "left", no_wrap=True)
     for index, row in enumerate(view.rows):
-        table.add_row(*row, end_section=index in view.section_ends)
+        table.add_row(*(Text(safe_text(cell)) for cell in row), end_section=index in view.section_ends)
     return table
 
 

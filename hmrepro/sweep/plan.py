@@ -212,16 +212,17 @@ def load_rows(spec: SweepSpec):
     return load_claimed(spec.table, spec.claimed_folder, paper=spec.paper)
 
 
-def build_plan(spec: SweepSpec, records: list[dict] | None = None) -> list[Job]:
+def build_plan(spec: SweepSpec, records: list[dict] | None = None, problems: list[str] | None = None) -> list[Job]:
     """Every job of ``spec``'s table in dependency order, each with its state (done / pending) from the records
-    below ``spec.results`` (or ``records``) and the run folders below ``spec.sweep_dir``."""
+    below ``spec.results`` (or ``records``) and the run folders below ``spec.sweep_dir``. A record file that fails
+    validation counts for no job (one line naming it is appended to ``problems``)."""
     from ..engine.records import read_records
 
     unknown = sorted(set(spec.cells) - set(CELL_KINDS))
     if unknown:
         raise HmreproError(f"--cells {','.join(unknown)}: choose among {', '.join(CELL_KINDS)}")
     if records is None:
-        records = list(read_records(spec.results)) if Path(spec.results).is_dir() else []
+        records = list(read_records(spec.results, problems)) if Path(spec.results).is_dir() else []
     builder = _Builder(spec, records)
     for _, row in load_rows(spec).iterrows():
         builder.add_row(row)
