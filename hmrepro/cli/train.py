@@ -188,6 +188,13 @@ def train(
         show_default=False,
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars [default: on]."),
+    memory_check: bool = typer.Option(
+        True,
+        "--memory-check/--no-memory-check",
+        help="Before the first iteration, stop if the batch cannot fit the free memory (estimated from one measured "
+        "training step of one sample) and name the batch size that fits [default: on].",
+        show_default=False,
+    ),
     print_config: bool = typer.Option(
         False,
         "--print-config",
@@ -256,7 +263,7 @@ def train(
         return
     try:
         with RichProgress(progress) as reporter:
-            run_dir = run_training(config, resume=resume is not None, progress=reporter)
+            run_dir = run_training(config, resume=resume is not None, progress=reporter, memory_check=memory_check)
     except TrainingInterrupted as err:
         console.print(f"[yellow]interrupted:[/] {err}")
         raise typer.Exit(err.exit_code) from None

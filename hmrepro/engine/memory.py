@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import math
 import resource
 import sys
 from pathlib import Path
 
 import torch
 
-__all__ = ["PeakMemory"]
+from ..errors import HmreproError
+
+__all__ = ["BatchTooLarge", "PeakMemory", "check_batch_fits", "free_memory_mib"]
 
 MIB = 1024 * 1024
 _STATUS = Path("/proc/self/status")
@@ -106,3 +109,61 @@ class PeakMemory:
             f"{prefix}_increase_mib": round(self.increase_mib, 1),
             f"{prefix}_method": self.method,
         }
+
+
+class BatchTooLarge(HmreproError):
+    """The training batch would not fit the memory the machine has free."""
+
+
+def free_memory_mib(device: torch.device | str) -> float | None:
+    """Memory free for new allocations: ``MemAvailable`` of ``/proc/meminfo`` on a CPU, the device's free memory on
+    CUDA (``torch.cuda.mem_get_info``); ``None`` where it cannot be read."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return free / MIB
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 / MIB  # kB
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_batch_fits(
+    per_sample_mib: float,
+    free_mib: float | None,
+    *,
+    bsz: int,
+    world_size: int,
+    device_type: str,
+    img_size: int,
+    how: str,
+) -> str | None:
+    """Refuse (``BatchTooLarge``) a training batch whose estimated memory exceeds the free memory.
+
+    The estimate is ``per_sample_mib`` (measured: ``how``) times the samples each process holds. One process: a
+    batch that does not fit is an error naming the largest that does. Several processes (DDP): a warning, returned
+    as text — on a CPU the processes share the machine's memory (per process x processes), on CUDA each has its
+    own device. ``None`` when it fits or nothing can be said.
+    """
+    if free_mib is None or per_sample_mib <= 0:
+        return None
+    local = math.ceil(bsz / world_size)
+    sharing = world_size if device_type == "cpu" else 1
+    need = per_sample_mib * local * sharing
+    if need <= free_mib:
+        return None
+    fits = int(free_mib // (per_sample_mib * sharing)) * world_size
+    gib = 1024.0
+    said = (
+        f"--bsz {bsz} needs about {need / gib:.1f} GiB for training at {img_size} px "
+        f"({per_sample_mib / gib:.2f} GiB per sample, {how}"
+        + (f"; {local} per process x {world_size} processes" if world_size > 1 else "")
+        + f"), {free_mib / gib:.1f} GiB are free"
+    )
+    advice = f"--bsz {fits} fits" if fits >= 1 else "not even --bsz 1 fits: a smaller --img-size or a larger machine"
+    if world_size > 1:
+        return f"{said}; {advice} (a warning under DDP: the processes may be killed for memory)"
+    raise BatchTooLarge(f"{said}; {advice} (--no-memory-check skips this check)")

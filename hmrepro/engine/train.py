@@ -53,12 +53,13 @@ from ..models.model_args import model_arguments
 from ..paths import resolve_data_root
 from . import distributed, runs, schedules
 from .checkpoints import read_checkpoint, save_checkpoint
+from .memory import PeakMemory, check_batch_fits, free_memory_mib
 from .metrics import FewShotMeter
 from .progress import Progress, Silent
 from .runner import EpisodePlan, episode_loader, one_shot_logits, run_loader
 from .train_config import TrainConfig, build_config, resume_config
 
-__all__ = ["TrainingInterrupted", "build_config", "resume_config", "train"]
+__all__ = ["TrainingInterrupted", "build_config", "resume_config", "train", "train_step"]
 
 FROZEN_PREFIX = "backbone."  # state-dict prefix of the frozen backbone (the authors' key names)
 CALIBRATION_IMAGES = 64  # images whose statistics replace a random backbone's BatchNorm running statistics
@@ -306,6 +307,37 @@ def forward_train(model, batch: dict, shot: int):
     if shot == 1:
         return forward_1shot(model, batch)
     return model(batch["query_img"], batch["support_imgs"], batch["support_masks"])
+
+
+def train_step(
+    model,
+    batch: dict,
+    optimizer: torch.optim.Optimizer,
+    *,
+    shot: int = 1,
+    bf16: bool = False,
+    loss_scale: float = 1.0,
+    forward_model=None,
+) -> tuple[torch.Tensor, Any]:
+    """One training iteration, as the authors' loops run it; returns the loss (before the update) and the outputs.
+
+    ``model.train()`` (the learner in training mode; the frozen backbone stays in eval mode, the authors'
+    ``train_mode()``), the training forward (:func:`forward_train`, under bf16 autocast if asked), the model's own
+    objective on float32 outputs, ``zero_grad``, ``backward`` and ``optimizer.step()``. ``forward_model`` is what
+    the forward runs through (the DDP wrapper of ``model``; default ``model``); ``loss_scale`` multiplies the loss
+    before ``backward`` only (:func:`distributed.loss_scale`: uneven shards). Seeding and the learning-rate
+    schedule are the caller's (they touch neither the forward nor the gradient).
+    """
+    runner = forward_model if forward_model is not None else model
+    runner.train()  # a DDP wrapper passes it on to ``model``
+    with autocast(batch["query_img"].device, bf16):
+        outputs = forward_train(runner, batch, shot)
+    outputs = fp32(outputs)
+    loss = model.compute_objective(outputs, batch)
+    optimizer.zero_grad(set_to_none=True)
+    (loss * loss_scale if loss_scale != 1.0 else loss).backward()
+    optimizer.step()
+    return loss, outputs
 
 
 def check_training_shot(model, shot: int, name: str) -> None:
@@ -639,9 +671,33 @@ def _build_model(cfg: TrainConfig, bench, data_root: Path, pool, progress: Progr
     return model
 
 
-def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progress: Progress, hold: ExitStack) -> Run:
+def _check_memory(cfg: TrainConfig, d: distributed.Dist, per_sample_mib: float, progress: Progress) -> None:
+    """Stop before the first iteration when the batch cannot fit (:func:`~hmrepro.engine.memory.check_batch_fits`)."""
+    how = "measured on one 1-shot training step" + (f"; {cfg.shot}-shot needs more" if cfg.shot > 1 else "")
+    warning = check_batch_fits(
+        per_sample_mib,
+        free_memory_mib(d.device),
+        bsz=cfg.bsz,
+        world_size=d.world_size,
+        device_type=d.device.type,
+        img_size=cfg.img_size,
+        how=how,
+    )
+    if warning:
+        progress.log(f"warning: {warning}")
+
+
+def setup_run(
+    config: TrainConfig,
+    d: distributed.Dist,
+    *,
+    resume: bool,
+    progress: Progress,
+    hold: ExitStack,
+    memory_check: bool = True,
+) -> Run:
     """Everything before the first step: data, run folder (locked while ``hold`` is open), model, optimizer, and the
-    resumed state."""
+    resumed state. With ``memory_check`` a batch that cannot fit the free memory stops here (``BatchTooLarge``)."""
     cfg = config.derived(d.device.type)
     set_numerics(cfg.deterministic, cfg.tf32, d.device)
     seed_everything(cfg.seed)
@@ -655,10 +711,14 @@ def setup_run(config: TrainConfig, d: distributed.Dist, *, resume: bool, progres
     if channels_last:
         model.backbone.to(memory_format=torch.channels_last)
     model.train()
-    frozen = freeze_gradientless(model, data.probe)
+    with PeakMemory(d.device) as probe_memory:  # one training step of one 1-shot sample: the memory per sample
+        frozen = freeze_gradientless(model, data.probe)
+    if memory_check:
+        _check_memory(cfg, d, probe_memory.increase_mib, progress)
     if frozen:
         progress.log(
-            f"{len(frozen)} parameter tensors never receive a gradient ({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}): "
+            f"{len(frozen)} parameter tensors never receive a gradient "
+            f"({', '.join(frozen[:3])}{', ...' if len(frozen) > 3 else ''}): "
             "kept at their initial values, as under the authors' DataParallel"
         )
     fingerprint = backbone_fingerprint(model, skip_norm_statistics=cfg.calibrate_bn)
@@ -746,16 +806,17 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
         torch.manual_seed(iteration_seed(cfg.seed, d.rank, state.global_iter))
         b = _to(batch, d.device, run.channels_last)
         n_local, n_global = b["query_img"].shape[0], len(batches[step])
-        with autocast(d.device, cfg.bf16):
-            outputs = forward_train(run.ddp_model, b, cfg.shot)
-        outputs = fp32(outputs)
-        loss = run.model.compute_objective(outputs, b)
-        scale = distributed.loss_scale(n_local, n_global, d.world_size)
-        run.optimizer.zero_grad(set_to_none=True)
-        (loss * scale if scale != 1.0 else loss).backward()
         factor = schedules.lr_factor(cfg.lr_schedule, state.global_iter + 1, cfg.epochs * len(batches), cfg.poly_power)
         schedules.apply_schedule(run.optimizer, factor)
-        run.optimizer.step()
+        loss, outputs = train_step(
+            run.model,
+            b,
+            run.optimizer,
+            shot=cfg.shot,
+            bf16=cfg.bf16,
+            loss_scale=distributed.loss_scale(n_local, n_global, d.world_size),
+            forward_model=run.ddp_model,
+        )
 
         stats.add(loss.item(), logits_of(outputs), b)
         state.step, state.global_iter = step + 1, state.global_iter + 1
@@ -864,17 +925,20 @@ def finish_epoch(run: Run, row: dict, session: _Session, progress: Progress) -> 
     distributed.barrier(run.d)
 
 
-def train(config: TrainConfig, *, resume: bool = False, progress: Progress | None = None) -> Path:
+def train(
+    config: TrainConfig, *, resume: bool = False, progress: Progress | None = None, memory_check: bool = True
+) -> Path:
     """Train as ``config`` says (see :func:`~hmrepro.engine.train_config.build_config`); returns the run folder.
 
     With ``resume`` the run continues from ``config.out/last.pt`` (from scratch if no checkpoint was written).
+    With ``memory_check`` a batch that cannot fit the free memory stops before the first iteration.
     Under ``torchrun`` every process calls this; only rank 0 writes files and reports progress.
     """
     d = distributed.setup(config.device)
     try:
         reporter = (progress or Silent()) if d.is_main else Silent()
         with ExitStack() as hold:
-            run = setup_run(config, d, resume=resume, progress=reporter, hold=hold)
+            run = setup_run(config, d, resume=resume, progress=reporter, hold=hold, memory_check=memory_check)
             _train_loop(run, reporter, resumed=resume)
         return run.run_dir
     finally:
