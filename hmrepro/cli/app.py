@@ -53,6 +53,8 @@ def build_app():
     from . import plot as plot_cmd
     from . import prepare as prepare_cmd
     from . import quickstart as quickstart_cmd
+    from . import report as report_cmd
+    from . import results as results_cmd
     from . import sweep as sweep_cmd
     from . import table as table_cmd
     from . import train as train_cmd
@@ -85,6 +87,8 @@ def build_app():
     application.add_typer(viz_cmd.app, name="viz")
     application.add_typer(bench_cmd.app, name="bench")
     application.command("compare")(compare_cmd.compare)
+    application.command("results")(results_cmd.results)
+    application.command("report")(report_cmd.report)
     application.add_typer(analyze_cmd.app, name="analyze")
     application.add_typer(sweep_cmd.app, name="sweep")
     _register_root(application)

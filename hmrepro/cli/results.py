@@ -1,0 +1,155 @@
+"""``hmrepro results``: every result record as one table (CSV, JSON, Parquet or a terminal table), filterable."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from .common import console, fail
+
+DEFAULT_RESULTS = Path("results")
+RICH_COLUMNS = (
+    "model",
+    "backbone",
+    "benchmark",
+    "fold",
+    "shot",
+    "origin",
+    "precision",
+    "img_size",
+    "episodes",
+    "miou",
+    "fb_iou",
+    "date",
+    "cells",
+    "why_not",
+)
+
+
+class ResultsFormat(str, Enum):
+    rich = "rich"
+    csv = "csv"
+    json = "json"
+    parquet = "parquet"
+
+
+def results(
+    results_dir: Path | None = typer.Option(
+        None,
+        "--results",
+        envvar="HMREPRO_RESULTS",
+        help="Folder of result records (searched recursively) [default: ./results].",
+        show_default=False,
+    ),
+    fmt: ResultsFormat = typer.Option(
+        ResultsFormat.rich, "--format", help="rich (a terminal table of the main columns), csv, json or parquet."
+    ),
+    where: str | None = typer.Option(
+        None,
+        "--where",
+        help="Keep the rows for which this pandas query holds, e.g. 'model == \"hsnet-hm\" and fills_cell'.",
+    ),
+    paper: str = typer.Option("hm", "--paper", help="Whose tables decide which cell a record fills: hm, crcnet, mce."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Write to this file instead of stdout (needed for parquet)."
+    ),
+) -> None:
+    """Every result record as one table, one row per record: what was evaluated, how (origin, precision, image
+    size, episodes), the numbers, the checkpoint's sha256, the run folder, the date, the machine, and the table
+    cell it fills or why it fills none.
+
+    Example: [bold]hmrepro results --results results/ --format csv --where 'model == "hsnet-hm"'[/]
+
+    Example: [bold]hmrepro results --format parquet -o records.parquet[/] (needs pyarrow: pip install
+    'hmrepro\\[parquet]')
+    """
+    from ..papers import PAPERS
+
+    if paper not in PAPERS:
+        raise typer.BadParameter(f"choose one of {', '.join(PAPERS)}", param_hint="'--paper'")
+    if fmt is ResultsFormat.parquet and output is None:
+        fail("--format parquet writes a binary file: give it with -o FILE.parquet")
+    from ..reporting.results import load
+
+    frame = load(_results_dir(results_dir), paper=paper)
+    for line in frame.attrs.get("skipped_records", []):
+        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    if where:
+        frame = _filter(frame, where)
+    _emit(frame, fmt, output)
+
+
+def _results_dir(results_dir: Path | None) -> Path:
+    if results_dir is None:
+        return DEFAULT_RESULTS
+    results_dir = results_dir.expanduser()
+    if not results_dir.is_dir():
+        fail(f"results folder not found: {results_dir} (give --results DIR, the folder the evaluations wrote to)")
+    return results_dir
+
+
+def _filter(frame, where: str):
+    """``frame.query(where)``; a bad expression is one line naming it (never a traceback)."""
+    try:
+        kept = frame.query(where)
+    except Exception as err:  # pandas raises many kinds for a bad expression
+        reason = " ".join(str(err).split()) or type(err).__name__
+        fail(f"--where {where!r} is not a query over the columns ({type(err).__name__}: {reason})")
+    if not hasattr(kept, "columns") or len(kept.columns) != len(frame.columns):
+        fail(f"--where {where!r} must be a condition on the rows (e.g. 'model == \"hsnet-hm\"')")
+    return kept
+
+
+def _emit(frame, fmt: ResultsFormat, output: Path | None) -> None:
+    if fmt is ResultsFormat.parquet:
+        _write_parquet(frame, output)
+        return
+    if fmt is ResultsFormat.rich and output is None:
+        _print_rich(frame)
+        return
+    if fmt is ResultsFormat.json:
+        text = frame.to_json(orient="records", indent=1, force_ascii=False) + "\n"
+    else:
+        text = frame.to_csv(index=False, lineterminator="\n")
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    from ..atomic import atomic_write_text
+
+    atomic_write_text(output, text, what="results table")
+    console.print(f"{len(frame)} record(s) ({fmt.value}) written to {output}")
+
+
+def _write_parquet(frame, output: Path) -> None:
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        fail("--format parquet needs pyarrow: pip install 'hmrepro[parquet]' (or pip install pyarrow)")
+    from ..atomic import atomic_open
+
+    with atomic_open(output, "wb", what="results table") as handle:
+        frame.to_parquet(handle, index=False)
+    console.print(f"{len(frame)} record(s) (parquet) written to {output}")
+
+
+def _print_rich(frame) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=f"{len(frame)} result record(s)", title_justify="left")
+    for column in RICH_COLUMNS:
+        table.add_column(column, justify="right" if column in ("fold", "shot", "img_size", "episodes") else "left")
+    for _, row in frame.iterrows():
+        table.add_row(*(Text(_cell(row[column])) for column in RICH_COLUMNS))  # record strings are never markup
+    Console().print(table)
+
+
+def _cell(value) -> str:
+    import pandas as pd
+
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
