@@ -123,6 +123,7 @@ def test_bench_train_and_eval_write_their_records(tmp_path, synthetic_root):
     )
     assert train["kind"] == "bench-train" and train["bsz"] == 2 and train["recipe_bsz"] > 0 and train["optimizer"]
     assert train["iterations_per_sec"] == pytest.approx(1 / train["secs_per_iteration"])
+    assert train["peak_memory_per_sample_mib"] == pytest.approx(train["peak_memory_increase_mib"] / 2, abs=0.1)
 
     evaluation = _json_record(
         [

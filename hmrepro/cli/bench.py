@@ -390,7 +390,8 @@ def train_command(
     console.print(
         f"[bold]{model}[/] training, batch {record['bsz']} (recipe {record['recipe_bsz']}), {record['img_size']} px, "
         f"{record['precision']}, {record['device_name']}: {record['iterations_per_sec']:.3f} iterations/s "
-        f"({record['secs_per_iteration']:.3f} s/iteration); {_memory_line(record)}"
+        f"({record['secs_per_iteration']:.3f} s/iteration); {_memory_line(record)}; "
+        f"{record['peak_memory_per_sample_mib']:.0f} MiB per sample"
     )
     if as_json:
         _print_json(record)

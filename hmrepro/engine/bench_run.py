@@ -225,6 +225,7 @@ def bench_train(
         "iterations_per_sec": 1.0 / median,
         "secs_per_episode": median / bsz,
         **memory.as_dict(),
+        "peak_memory_per_sample_mib": round(memory.increase_mib / bsz, 1),  # above the start, shared by the batch
         "inputs": "random episodes in memory (data loading excluded), random frozen backbone",
         **machine_fields(dev),
     }
