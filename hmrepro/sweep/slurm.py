@@ -219,6 +219,7 @@ def submit_plan(
 ) -> dict[str, str]:
     """Submit every job of ``jobs`` that is neither done nor in flight; returns job id → SLURM id for every job
     that is now queued or running. ``state_of`` maps a SLURM id to its state (default: :func:`latest_states`)."""
+    folder.check_submissions()  # a corrupt submitted.json: stop before submitting anything again
     _check_cluster()
     emit = on_event or (lambda event: None)
     state_of = state_of or latest_states(folder)

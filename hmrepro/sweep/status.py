@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .folder import SweepFolder, log_tail, process_alive
+from .folder import SweepFolder, log_tail
 from .plan import DONE, PENDING, Job
 
 __all__ = ["STATES", "JobStatus", "job_statuses"]
@@ -88,7 +88,7 @@ def _local_status(job: Job, folder: SweepFolder, attempt: dict) -> JobStatus:
     log = folder.log_path(job.id)
     where = f"pid {attempt.get('pid')} on {attempt.get('host')}"
     if "ended" not in attempt:
-        if attempt.get("host") != socket.gethostname() or process_alive(int(attempt.get("pid", 0))):
+        if attempt["host"] != socket.gethostname() or folder.attempt_running(attempt):
             return JobStatus(job, "running", where, str(log))
         return JobStatus(
             job, "failed", where + ", gone without an exit status (killed)", str(log), tuple(log_tail(log, TAIL_LINES))
