@@ -149,3 +149,15 @@ def test_a_fifo_state_file_does_not_hang(tmp_path):
     os.mkfifo(folder.local / f"{JOB.id}.json")
     assert folder.attempt(JOB.id) is None
     assert "not a regular file" in folder.problems[0]
+
+
+@pytest.mark.parametrize("content", ["[1]", '{"status": ["finished"]}', "[" * 100_000, "fifo"])
+def test_sweep_state_run_status(content, tmp_path):
+    """Class 7: a run folder's run.json that is a list, a FIFO or too deep gives no status (and no hang)."""
+    from hmrepro.sweep.plan import _run_status
+
+    if content == "fifo":
+        os.mkfifo(tmp_path / "run.json")
+    else:
+        (tmp_path / "run.json").write_text(content)
+    assert _run_status(tmp_path) == (None, False)

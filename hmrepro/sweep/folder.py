@@ -111,7 +111,7 @@ def process_alive(pid, start_ticks: int | None = None, boot: str | None = None) 
     return True
 
 
-def _read_state(path: Path, limit: int) -> tuple[object | None, str | None]:
+def read_state_file(path: Path, limit: int) -> tuple[object | None, str | None]:
     """(the JSON in ``path``, None) or (None, why not): a regular file under ``limit`` bytes, UTF-8, plain JSON
     (no NaN, no numbers thousands of digits long, no nesting deep enough to break the parser); ``(None, None)``
     when it does not exist."""
@@ -239,7 +239,7 @@ class SweepFolder:
         """The last local attempt of ``job_id`` (None when it never ran here, or its file cannot be trusted: then
         :attr:`problems` says so and the job counts as never started)."""
         path = self._attempt_path(job_id)
-        info, problem = _read_state(path, MAX_STATE_BYTES)
+        info, problem = read_state_file(path, MAX_STATE_BYTES)
         problem = problem or (_attempt_problem(info) if info is not None else None)
         if problem:
             self._problem(f"{path} {problem}; ignored (the job counts as not started): delete the file")
@@ -266,7 +266,7 @@ class SweepFolder:
 
     def _submissions(self) -> tuple[dict[str, list[dict]], str | None]:
         """(the trusted submissions, what is wrong with the file or None)."""
-        data, problem = _read_state(self.slurm / SUBMITTED, MAX_SUBMITTED_BYTES)
+        data, problem = read_state_file(self.slurm / SUBMITTED, MAX_SUBMITTED_BYTES)
         if problem:
             return {}, problem
         if data is None:

@@ -26,7 +26,6 @@ are absolute, so that they run the same on any node.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -185,13 +184,11 @@ def dependents(jobs: Sequence[Job]) -> dict[str, list[str]]:
 def _run_status(run_dir: Path) -> tuple[str | None, bool]:
     """(run.json's status or None, whether last.pt exists)."""
     from ..engine import runs
+    from .folder import MAX_STATE_BYTES, read_state_file
 
-    status = None
-    try:
-        status = json.loads((run_dir / runs.RUN_INFO).read_text(encoding="utf-8")).get("status")
-    except (OSError, ValueError, AttributeError):
-        pass
-    return status, (run_dir / runs.LAST).is_file()
+    info, _ = read_state_file(run_dir / runs.RUN_INFO, MAX_STATE_BYTES)  # a FIFO, a list, deep nesting: no status
+    status = info.get("status") if isinstance(info, dict) else None
+    return (status if isinstance(status, str) else None), (run_dir / runs.LAST).is_file()
 
 
 def _same_path(a, b) -> bool:
