@@ -1,0 +1,198 @@
+"""A table cell takes only the run its row names: the row's overrides and defaults (model arguments, training
+switches, test-time options) and its paper's protocol. Tiny claimed tables in a temporary recipe folder; records
+written as dicts (no training)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from hmrepro.engine.recipes import recipe_dir
+from hmrepro.engine.records import write_record
+from hmrepro.models.model_args import recorded_arguments
+from hmrepro.reporting import compare_table
+from hmrepro.reporting.settings import setting_differences
+from hmrepro.reporting.tables import record_listing
+
+HEADER = (
+    "table,method,ref,source,backbone,benchmark,shot,fold0,fold1,fold2,fold3,miou,fb_iou,model,masking,recipe,"
+    "overrides,official_checkpoint,note\n"
+)
+MCE_TABLE1 = HEADER + "1,Ours,,mce,resnet50,pascal,1,,,,,65.93,,mce,none,mce,,,\n"
+MCE_TABLE3 = (
+    HEADER
+    + "3,f'Q,,mce,resnet50,pascal,1,,,,,65.24,,mce,none,mce,branches=query,,\n"
+    + "3,Fusion,,mce,resnet50,pascal,1,,,,,65.93,,mce,none,mce,,,\n"
+)
+CRCNET_TABLE8 = (
+    HEADER
+    + '8,CRCNet,,crcnet,resnet50,pascal,1,,,,,56.4,,crcnet,none,crcnet,"scales=0.75,1,1.25",false,\n'
+    + "8,CRCNet,,crcnet,resnet50,pascal,5,,,,,58.7,,crcnet,none,crcnet,"
+    + '"scales=0.75,1,1.25;kshot=finetune-fusion",false,\n'
+)
+HM_TABLE1 = HEADER + "1,HSNet*,,hm,resnet50,pascal,1,,,,,64.3,,hsnet,fm,hsnet,augment=cats,false,\n"
+MULTI_SCALE = [0.75, 1.0, 1.25]
+
+
+@pytest.fixture
+def recipes(tmp_path, monkeypatch):
+    """A recipe folder (HMREPRO_RECIPES) with the real recipes and the tiny claimed tables above."""
+    folder = tmp_path / "recipes"
+    folder.mkdir()
+    for toml in recipe_dir().glob("*.toml"):
+        shutil.copy(toml, folder)
+    claimed = folder / "claimed"
+    for paper, number, text in (
+        ("mce", 1, MCE_TABLE1),
+        ("mce", 3, MCE_TABLE3),
+        ("crcnet", 8, CRCNET_TABLE8),
+        ("", 1, HM_TABLE1),
+    ):
+        (claimed / paper).mkdir(parents=True, exist_ok=True)
+        (claimed / paper / f"table{number}.csv").write_text(text)
+    monkeypatch.setenv("HMREPRO_RECIPES", str(folder))
+    return folder
+
+
+def _mce(fold: int = 0, model_args: str = "", **fields) -> dict:
+    """A full-protocol own MCE record of PASCAL-5i (BAM's protocol: 5 x 1000 episodes at 473 px)."""
+    base = dict(protocol="bam", img_size=473, episodes=5000, model_arguments=recorded_arguments("mce", model_args))
+    return _record(**{**base, "model": "mce", "fold": fold, **fields})
+
+
+def _crcnet(fold: int = 0, shot: int = 1, scales=MULTI_SCALE, kshot: str = "finetune-fusion", **fields) -> dict:
+    """A full-protocol own CRCNet record of PASCAL-5i (HSNet's episodes at 321 px)."""
+    base = dict(protocol="hsnet", img_size=321, model_arguments=recorded_arguments("crcnet", ""))
+    inference = {"scales": list(scales), "kshot": kshot}
+    return _record(**{**base, "model": "crcnet", "fold": fold, "shot": shot, "inference": inference, **fields})
+
+
+def _record(**fields) -> dict:
+    record = dict(
+        masking="none",
+        backbone="resnet50",
+        benchmark="pascal",
+        fold=0,
+        shot=1,
+        miou=60.0,
+        fb_iou=70.0,
+        episodes=1000,
+        full_episode_set=True,
+        original_size=False,
+        checkpoint_sha256=None,
+        origin="own",
+        git_commit=None,
+        versions={},
+        device="cpu",
+        date="2026-01-01T00:00:00+00:00",
+        secs_per_episode=0.1,
+    )
+    record.update(fields)
+    record["total_episodes"] = record["episodes"]
+    return record
+
+
+def _cells(table: int, paper: str, records: list[dict], method: str, shot: int = 1) -> pd.Series:
+    frame = compare_table(table, records=records, paper=paper)
+    return frame[(frame["method"] == method) & (frame["shot"] == shot)].iloc[0]
+
+
+def _reasons(table: int, paper: str, records: list[dict]) -> dict[float, str]:
+    """mIoU → reason of every listed record that fills nothing."""
+    listing = record_listing(table, records=records, paper=paper)
+    return {line.miou: line.reason for line in listing.itertuples() if not line.cell}
+
+
+def test_an_hsnet_protocol_mce_record_fills_no_cell_and_says_why(recipes):
+    records = [_mce(fold=f, miou=50.0 + f, protocol="hsnet", img_size=473, episodes=1000) for f in range(4)]
+    row = _cells(1, "mce", records, "Ours")
+    assert row["reproduced_records"] == 0 and pd.isna(row["reproduced_fold0"]) and pd.isna(row["reproduced_miou"])
+    assert set(_reasons(1, "mce", records).values()) == {"protocol hsnet, the paper's is bam"}
+    # the positive case: the same records with BAM's protocol fill every fold and the mean
+    row = _cells(1, "mce", [_mce(fold=f, miou=50.0 + f) for f in range(4)], "Ours")
+    assert [row[f"reproduced_fold{f}"] for f in range(4)] == [50.0, 51.0, 52.0, 53.0]
+    assert row["reproduced_miou"] == pytest.approx(51.5)
+
+
+def test_a_branches_query_mce_record_fills_only_the_query_row(recipes):
+    query = _mce(miou=40.0, model_args="branches=query")
+    full = _mce(miou=45.0)
+    explicit = _mce(fold=1, miou=46.0, model_arguments=None, model_args="branches=both")  # an older record: text only
+    records = [query, full, explicit]
+    assert pd.isna(_cells(1, "mce", records, "Ours")["reproduced_fold0"]) is False
+    assert _cells(1, "mce", records, "Ours")["reproduced_fold0"] == 45.0  # the full model, not the ablation
+    assert _cells(1, "mce", records, "Ours")["reproduced_fold1"] == 46.0  # branches=both is the default
+    assert _cells(3, "mce", records, "f'Q")["reproduced_fold0"] == 40.0
+    assert pd.isna(_cells(3, "mce", records, "f'Q")["reproduced_fold1"])
+    assert _cells(3, "mce", records, "Fusion")["reproduced_fold0"] == 45.0
+    assert _reasons(1, "mce", records) == {40.0: "model argument branches=query, the row's is the default (both)"}
+    assert _reasons(3, "mce", records) == {}  # every record is the run of one row of Table III
+    rows = compare_table(3, records=records, paper="mce")
+    assert setting_differences(rows.iloc[0], full) == ["model argument branches=both (the default), the row's is query"]
+
+
+def test_a_single_scale_crcnet_record_fills_no_multi_scale_cell(recipes):
+    single = [_crcnet(fold=f, miou=50.0, scales=[1.0]) for f in range(4)]
+    row = _cells(8, "crcnet", single, "CRCNet")
+    assert row["reproduced_records"] == 0 and pd.isna(row["reproduced_miou"])
+    assert set(_reasons(8, "crcnet", single).values()) == {"scales 1.0, the row's are 0.75,1.0,1.25"}
+    multi = [_crcnet(fold=f, miou=56.0 + f) for f in range(4)]
+    row = _cells(8, "crcnet", single + multi, "CRCNet")
+    assert row["reproduced_records"] == 4 and row["reproduced_miou"] == pytest.approx(57.5)
+
+
+def test_the_k_shot_mode_counts_for_k_shot_rows_only(recipes):
+    fusion = [_crcnet(fold=0, shot=s, kshot="fusion", miou=50.0 + s) for s in (1, 5)]
+    assert _cells(8, "crcnet", fusion, "CRCNet", shot=1)["reproduced_fold0"] == 51.0  # 1-shot runs no K-shot method
+    assert pd.isna(_cells(8, "crcnet", fusion, "CRCNet", shot=5)["reproduced_fold0"])
+    assert _reasons(8, "crcnet", fusion) == {55.0: "K-shot mode fusion, the row's is finetune-fusion"}
+    tuned = _crcnet(fold=0, shot=5, miou=58.0)
+    tuned["model_arguments"] = {**tuned["model_arguments"], "finetune_steps": 10}
+    assert _reasons(8, "crcnet", [tuned]) == {58.0: "model argument finetune_steps=10, the row's is the default (50)"}
+
+
+def test_a_crcnet_record_without_test_time_options_fills_nothing(recipes):
+    old = _crcnet(miou=56.0)
+    del old["inference"]
+    assert _reasons(8, "crcnet", [old]) == {
+        56.0: "test-time options not recorded (scales=0.75,1.0,1.25; kshot=finetune-fusion wanted)"
+    }
+
+
+def test_hsnet_star_takes_only_records_trained_with_its_augmentation(recipes):
+    cats = _record(
+        model="hsnet", masking="fm", protocol="hsnet", img_size=400, miou=63.0, train_config={"augment": "cats"}
+    )
+    plain = {**cats, "miou": 62.0, "train_config": {"augment": "none"}}
+    old = {key: value for key, value in cats.items() if key != "train_config"} | {"miou": 61.0}
+    assert _cells(1, "hm", [cats, plain, old], "HSNet*")["reproduced_fold0"] == 63.0
+    assert _reasons(1, "hm", [plain, old]) == {
+        62.0: "trained with augment=none, the row's is cats",
+        61.0: "training settings not recorded (the row's: augment=cats)",
+    }
+
+
+def test_table_all_records_names_the_protocol_through_the_cli(recipes, tmp_path):
+    from hmrepro.cli.app import app
+
+    results = tmp_path / "results"
+    write_record(_mce(miou=44.4, protocol="hsnet", episodes=1000), results)
+    result = CliRunner().invoke(
+        app,
+        ["table", "1", "--paper", "mce", "--all-records", "--format", "csv", "--results", str(results)],
+        env={"HMREPRO_RECIPES": str(recipes)},
+    )
+    assert result.exit_code == 0, result.output
+    listing = pd.read_csv(io.StringIO(result.stdout))
+    assert list(listing["miou"]) == [44.4] and listing["cell"].isna().all()
+    assert listing["reason"][0] == "protocol hsnet, the paper's is bam"
+    text = CliRunner().invoke(
+        app,
+        ["table", "1", "--paper", "mce", "--all-records", "--results", str(results)],
+        env={"HMREPRO_RECIPES": str(recipes)},
+    )
+    assert text.exit_code == 0 and "protocol hsnet, the paper's is bam" in " ".join(text.stdout.split())
