@@ -136,6 +136,12 @@ def test_episodes_with_a_missing_splits_folder_names_it(capsys):
     one_error_line(capsys, run(["episodes", "-b", "pascal", "--splits", NOWHERE]), 1, NOWHERE)
 
 
+def test_eval_on_a_backbone_the_family_lacks_names_it_and_the_choices(capsys):
+    args = ["eval", "asnet", "-b", "pascal", "-w", "random", "--backbone", "vgg16", "--no-pretrained", "--no-record"]
+    line = one_error_line(capsys, run(args), 1, "asnet", "'vgg16'", "resnet50, resnet101", only_line=False)
+    assert "bug" not in line
+
+
 def test_table_output_under_a_regular_file_names_the_file(a_file, capsys):
     code = run(["table", "1", "--format", "csv", "-o", str(a_file / "t.csv")])
     one_error_line(capsys, code, 1, f"{a_file}: is a regular file, not a folder")

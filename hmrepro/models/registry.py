@@ -53,10 +53,16 @@ def create_model(
     return builder(backbone=backbone, pretrained=pretrained, **kwargs)
 
 
-def card_builder(card: ModelCard, masking: str) -> Builder:
-    """The builder of ``card``'s model with support masking ``masking`` (imports the model module when called)."""
+def card_builder(card: ModelCard, name: str) -> Builder:
+    """The builder of ``card``'s model ``name`` (imports the model module when called); it refuses a backbone the
+    card does not list."""
+    masking = card.variants[name]
 
     def build(backbone: str = "resnet50", pretrained: bool = True, benchmark: str | None = None, **kwargs: Any) -> Any:
+        if backbone not in card.backbones:
+            raise ModelCardError(
+                f"{name} has no {backbone!r} backbone; choose one of {', '.join(card.backbones)} (--backbone)"
+            )
         cls = getattr(importlib.import_module(f".{card.module}", __package__), card.class_name)
         if card.needs_benchmark:
             if benchmark is None:
@@ -72,5 +78,5 @@ def card_builder(card: ModelCard, masking: str) -> Builder:
 
 
 for _card in list_cards():
-    for _name, _masking in _card.variants.items():
-        register_model(_name, card_builder(_card, _masking))
+    for _name in _card.variants:
+        register_model(_name, card_builder(_card, _name))
