@@ -49,9 +49,9 @@ TRAIN_FLAGS = {
 }
 FAITHFULNESS = Path(__file__).resolve().parents[2] / "docs" / "faithfulness.md"
 STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222;max-width:1400px}
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:1.5em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.2em;border-bottom:1px solid #ccc;margin-top:2em}h3{font-size:1em}
-table{border-collapse:collapse;margin:.5em 0;font-size:12px}
+table{border-collapse:collapse;margin:.5em 0;font-size:12px;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}
 th{background:#f0f0f0}td.num{text-align:right;white-space:nowrap}
 tr.claimed td{background:#fafafa}tr.section-end td{border-bottom:2px solid #999}
