@@ -26,3 +26,7 @@ def test_quickstart_fast_trains_evaluates_and_explains(tmp_path):
     assert sorted(r["model"] for r in records) == ["hsnet", "hsnet-hm"]
     assert {r["masking"] for r in records} == {"fm", "hm"}
     assert (tmp_path / "splits" / "SHA256SUMS").is_file()  # the synthetic benchmark was written there
+    report = session / "report.html"  # the quickstart ends with the report of its own runs, and says where
+    assert report.is_file() and str(report) in "".join(result.output.split())
+    html = report.read_text(encoding="utf-8")
+    assert "Claims checklist" in html and 'src="data:image/png;base64,' in html and "hsnet-hm" in html
