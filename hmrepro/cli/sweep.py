@@ -84,6 +84,12 @@ EvalOverrideOption = typer.Option(
     show_default=False,
 )
 JsonOption = typer.Option(False, "--json", help="Print the jobs as JSON on stdout.")
+EstimateOption = typer.Option(
+    False,
+    "--estimate",
+    help="Also the GPU-hours of each job and in total, from your `hmrepro bench train` / `bench eval` records in "
+    "--results, else the speeds measured in this repository (recipes/bench_reference.csv, labelled as such).",
+)
 
 
 def _spec(
@@ -177,6 +183,7 @@ def plan(
     train_override: list[str] | None = TrainOverrideOption,
     eval_override: list[str] | None = EvalOverrideOption,
     as_json: bool = JsonOption,
+    estimate: bool = EstimateOption,
 ) -> None:
     """List the jobs that the empty cells of table N need, and which are done.
 
@@ -187,6 +194,8 @@ def plan(
     Example: [bold]hmrepro sweep plan table 2 --json > plan.json[/]
 
     Example: [bold]hmrepro sweep plan table 1 --backbone resnet50 --cells reproduced --seeds 0,1,2[/]
+
+    Example: [bold]hmrepro sweep plan table 2 --estimate[/] (GPU-hours per job and in total)
     """
     from rich.table import Table
 
@@ -205,16 +214,93 @@ def plan(
         eval_override,
     )
     jobs = _plan(spec)
+    costs = _estimate(spec, jobs) if estimate else None
     if as_json:
-        typer.echo(json.dumps([job.as_dict() for job in jobs], indent=2))
+        typer.echo(json.dumps([_job_json(job, costs) for job in jobs], indent=2))
         return
     view = Table(title=f"sweep of table {number} ({paper}): {spec.sweep_dir}")
-    for column in ("job", "kind", "state", "needs", "note"):
+    for column in ("job", "kind", "state", "needs", "note", *(("GPU-h", "estimate") if costs else ())):
         view.add_column(column, overflow="fold")
     for job in jobs:
-        view.add_row(job.id, job.kind, job.state, ", ".join(job.depends_on), job.note)
+        view.add_row(job.id, job.kind, job.state, ", ".join(job.depends_on), job.note, *_estimate_cells(job, costs))
     console.print(view)
     console.print(_summary(jobs), highlight=False)
+    if costs:
+        _print_estimate(costs)
+
+
+def _estimate(spec, jobs):
+    """The plan's cost (:func:`hmrepro.sweep.estimate.estimate_plan`) from the bench records in --results."""
+    from ..engine.records import read_records
+    from ..errors import HmreproError
+    from ..sweep.estimate import estimate_plan
+
+    records = list(read_records(spec.results)) if spec.results.is_dir() else []
+    try:
+        return estimate_plan(jobs, records)
+    except HmreproError as err:
+        fail(str(err))
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:,.0f}" if hours >= 100 else f"{hours:.3g}"
+
+
+def _estimate_cells(job, costs) -> tuple[str, ...]:
+    if costs is None:
+        return ()
+    cost = costs.of(job.id)
+    if job.state == "done":
+        return ("done", "")
+    return (_hours(cost.hours) if cost.measured else "-", cost.detail)
+
+
+def _job_json(job, costs) -> dict:
+    out = job.as_dict()
+    if costs is not None:
+        cost = costs.of(job.id)
+        out["estimate"] = {
+            "gpu_hours": cost.hours,
+            "detail": cost.detail,
+            "speeds": [{"source": s.label, "record": s.where} for s in cost.speeds],
+        }
+    return out
+
+
+def _print_estimate(costs) -> None:
+    """The total, where its speeds come from, and what it leaves out."""
+    from ..safetext import safe_markup
+
+    pending = costs.pending_gpu_jobs
+    counted, unmeasured = len(costs.counted), len(costs.unmeasured)
+    if not pending:
+        console.print("estimate: no GPU job is pending", highlight=False)
+        return
+    console.print(
+        f"[bold]estimate: {_hours(costs.total_hours)} GPU-hours[/] for {counted} of the {pending} pending GPU job(s); "
+        f"{unmeasured} with no measurement, not in the total"
+        + (
+            " (`hmrepro bench train` / `hmrepro bench eval` on your device, into --results, fill them)"
+            if unmeasured
+            else ""
+        ),
+        highlight=False,
+        soft_wrap=True,
+    )
+    for label, count in costs.sources.items():
+        console.print(f"speeds: {safe_markup(label)} ({count} job(s))", highlight=False, soft_wrap=True)
+    epochs = (
+        "trainings with a patience stop early: their hours are an upper bound"
+        if costs.patience_bounded
+        else "trainings run every epoch of their recipe (patience 0, as the authors: the best checkpoint is kept); "
+        "with --train-override patience=N they may stop earlier"
+    )
+    console.print(
+        f"epochs: {epochs}. Training iterations exclude data loading (bench train); validation and evaluation run at "
+        "the bench eval speed named in each job's estimate (its benchmark and batch). One GPU per job.",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command("run")

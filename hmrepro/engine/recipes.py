@@ -170,8 +170,13 @@ def resolve(
     benchmark: str,
     overrides: Mapping[str, Any] | None = None,
     directory: Path | None = None,
+    *,
+    check_training_extras: bool = True,
 ) -> dict:
     """The effective configuration of ``model`` on ``benchmark``: recipe layers, then ``overrides``.
+
+    ``check_training_extras=False`` skips the check of the schedule and geometric-augmentation keys (it imports
+    torch; a plan's cost estimate reads only sizes, epochs and batches).
 
     The result holds every recipe key plus ``recipe`` (file path), ``protocol``, ``preprocess`` and whatever
     ``overrides`` adds (model, fold, seed, ...). ``img_size``, ``protocol`` and ``preprocess`` default to the
@@ -218,7 +223,8 @@ def resolve(
             raise RecipeError(f"{key} must be at least 1 (got {config[key]})")
     if float(config["lr"]) <= 0:
         raise RecipeError(f"lr must be positive (got {config['lr']})")
-    _check_training_extras(config, recipe["_path"])
+    if check_training_extras:
+        _check_training_extras(config, recipe["_path"])
     return config
 
 

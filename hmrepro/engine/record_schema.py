@@ -10,7 +10,8 @@ Schema version :data:`RECORD_SCHEMA` (written as ``record_schema``; a record wit
 same rules; a newer version is refused: upgrade hmrepro). A record is a JSON object with ``model``, ``benchmark``
 and ``miou``; these fields are checked when present:
 
-- ``miou``, ``fb_iou``: finite real numbers in [0, 100] (a bool is no number); ``None`` only in bench records;
+- ``miou``, ``fb_iou``: finite real numbers in [0, 100] (a bool is no number); ``None`` only in bench records
+  (kinds :data:`BENCH_KINDS`);
 - ``fold``, ``shot``, ``episodes``, ``total_episodes``, ``img_size``, ``default_img_size``, ``episode_seed``,
   ``train_seed``: integers (fold, seeds ≥ 0; shot, sizes ≥ 1; episodes ≥ 0);
 - ``secs_per_episode``, ``secs_per_image``: finite and ≥ 0 (or None);
@@ -58,6 +59,7 @@ _INT_FIELDS = {  # field -> smallest allowed value
     "episode_seed": 0,
     "train_seed": 0,
 }
+BENCH_KINDS = ("bench", "bench-model", "bench-eval", "bench-train")  # timings: no mIoU (None)
 _TEXT_FIELDS = ("model", "benchmark", "backbone", "kind", "origin", "precision", "masking", "protocol")
 _SECONDS_FIELDS = ("secs_per_episode", "secs_per_image")
 
@@ -140,7 +142,7 @@ def _text_problem(record: dict) -> str | None:
 
 def _headline_problem(record: dict) -> str | None:
     for field in ("miou", "fb_iou"):
-        if field not in record or (record[field] is None and (field == "fb_iou" or record.get("kind") == "bench")):
+        if field not in record or (record[field] is None and (field == "fb_iou" or record.get("kind") in BENCH_KINDS)):
             continue
         value = record[field]
         if not _is_real(value) or not 0 <= value <= 100:
