@@ -79,9 +79,8 @@ def parse_json(data: bytes | str, *, max_depth: int = MAX_JSON_DEPTH):
         text = data.decode("utf-8") if isinstance(data, bytes) else data
     except UnicodeDecodeError:
         raise UntrustedFileError("is not UTF-8 text") from None
-    depth = _nesting_depth(text)
-    if depth > max_depth:
-        raise UntrustedFileError(f"nests {depth} levels deep, more than the {max_depth} a record may")
+    if _nests_deeper(text, max_depth):
+        raise UntrustedFileError(f"nests arrays or objects more than {max_depth} levels deep")
     try:
         return json.loads(text, parse_int=_bounded_int)
     except _LongNumber as err:
@@ -107,14 +106,17 @@ _STRINGS = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKETS = re.compile(r"[\[\]{}]")
 
 
-def _nesting_depth(text: str) -> int:
-    """The deepest nesting of arrays and objects in JSON ``text`` (strings left out); malformed text gives some
-    number, and the parser then says what is wrong."""
-    depth = deepest = 0
-    for bracket in _BRACKETS.findall(_STRINGS.sub('""', text)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
+def _nests_deeper(text: str, max_depth: int) -> bool:
+    """Whether JSON ``text`` nests arrays and objects deeper than ``max_depth`` (strings left out; stops at the first
+    bracket too deep). Malformed text may give either answer; the parser then says what is wrong."""
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    depth = 0
+    for match in _BRACKETS.finditer(_STRINGS.sub('""', text)):
+        depth += 1 if match.group() in "[{" else -1
+        if depth > max_depth:
+            return True
+    return False
 
 
 def _inside(path: Path, folder: Path) -> Path:

@@ -41,7 +41,12 @@ def _unsafe(ch: str) -> bool:
     return bool(_UNSAFE.match(ch)) or unicodedata.category(ch) in _UNSAFE_CATEGORIES
 
 
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _escaped(ch: str) -> str:
+    if ch in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[ch]
     code = ord(ch)
     if code <= 0xFF:
         return f"\\x{code:02x}"

@@ -121,7 +121,7 @@ def _schema_problem(record: dict) -> str | None:
     if not _is_int(version) or version < 1:
         return f"field 'record_schema' is {_show(version)}, not a schema version"
     if version > RECORD_SCHEMA:
-        return f"has record_schema {version}, newer than the {RECORD_SCHEMA} this hmrepro reads; upgrade hmrepro"
+        return f"field 'record_schema' is {version}, newer than the {RECORD_SCHEMA} this hmrepro reads; upgrade hmrepro"
     return None
 
 
@@ -272,13 +272,14 @@ def _npz_arrays(data: bytes) -> dict:
         members = archive.infolist()
         if len(members) > MAX_SIDECAR_MEMBERS:
             raise RecordError(f"holds {len(members)} arrays, more than {MAX_SIDECAR_MEMBERS}")
-        arrays = {}
-        for member in members:
+        for member in members:  # every declared size checked before anything is decompressed
             if member.file_size > MAX_SIDECAR_MEMBER_BYTES:
                 raise RecordError(
                     f"would decompress {member.filename} to {member.file_size} bytes, more than the "
                     f"{MAX_SIDECAR_MEMBER_BYTES} allowed"
                 )
+        arrays = {}
+        for member in members:
             try:
                 with archive.open(member) as f:
                     raw = f.read(member.file_size + 1)
@@ -353,14 +354,12 @@ def _check_columns(table: dict, class_ids) -> None:
 
 def _check_agrees(record: dict, table: dict, class_ids: list[int], name: str) -> None:
     """The record's headline numbers and episode count are those of its per-episode file."""
-    from .per_episode import miou_from_columns
-
     episodes = record.get("episodes")
     if episodes is not None and episodes != len(table["episode"]):
         raise RecordError(f"says episodes {episodes}, but its per-episode file {name} holds {len(table['episode'])}")
     if record.get("eval_class_ids") is not None and [int(c) for c in record["eval_class_ids"]] != class_ids:
         raise RecordError(f"names other eval_class_ids than its per-episode file {name}")
-    miou, fb_iou = miou_from_columns(table, class_ids)
+    miou, fb_iou = _headline_of(record, table, class_ids, name)
     for field, value in (("miou", miou), ("fb_iou", fb_iou)):
         claimed = record.get(field)
         if claimed is not None and abs(claimed - value) > HEADLINE_TOLERANCE:
@@ -368,6 +367,27 @@ def _check_agrees(record: dict, table: dict, class_ids: list[int], name: str) ->
                 f"says {field} {claimed:.4g}, but its per-episode file {name} gives {value:.4g}; "
                 "one of them was changed: evaluate again"
             )
+
+
+def _headline_of(record: dict, table: dict, class_ids: list[int], name: str) -> tuple[float, float]:
+    """(mIoU, FB-IoU) as the record computed them from its episodes: over all of them, or — for BAM's protocol,
+    whose record keeps each run in ``bam_runs`` and its episodes one run after the other — the mean over runs."""
+    import numpy as np
+
+    from .per_episode import miou_from_columns
+
+    runs = record.get("bam_runs")
+    if runs is None:
+        return miou_from_columns(table, class_ids)
+    counts = [run.get("episodes") if isinstance(run, dict) else None for run in runs] if isinstance(runs, list) else []
+    if not counts or not all(_is_int(n) and n >= 0 for n in counts) or sum(counts) != len(table["episode"]):
+        raise RecordError(f"field 'bam_runs' does not split the {len(table['episode'])} episodes of {name} into runs")
+    bounds = np.cumsum([0, *counts])
+    per_run = [
+        miou_from_columns({c: v[bounds[i] : bounds[i + 1]] for c, v in table.items()}, class_ids)
+        for i in range(len(counts))
+    ]
+    return float(np.mean([m for m, _ in per_run])), float(np.mean([f for _, f in per_run]))
 
 
 # ---------------------------------------------------------------------------------------------------------------
