@@ -157,12 +157,11 @@ def test_original_size_is_refused_for_vat(synthetic_root):
 
 
 def test_recipe_rejects_unknown_preprocessing(tmp_path):
-    (tmp_path / "x.toml").write_text(
-        '[recipe]\nname = "x"\nmodels = ["hsnet"]\n'
-        '[defaults]\noptimizer = "adam"\nlr = 1e-3\nbsz = 2\nimg_size = 64\nepochs = 1\n'
+    (tmp_path / "hsnet.toml").write_text(
+        '[recipe]\nname = "x"\n[defaults]\noptimizer = "adam"\nlr = 1e-3\nbsz = 2\nimg_size = 64\nepochs = 1\n'
     )
     with pytest.raises(recipes.RecipeError, match="preprocess 'pil'"):
         recipes.resolve("hsnet", "pascal", {"preprocess": "pil"}, directory=tmp_path)
-    (tmp_path / "x.toml").write_text('[recipe]\nname = "x"\nmodels = ["hsnet"]\npreprocess = "vat"\n')
+    (tmp_path / "hsnet.toml").write_text('[recipe]\nname = "x"\npreprocess = "vat"\n')
     with pytest.raises(recipes.RecipeError, match="preprocess.*model card"):  # the card says, not the recipe
         recipes.resolve("hsnet", "pascal", directory=tmp_path)

@@ -54,10 +54,8 @@ def test_flags_override_the_recipe_and_none_does_not():
 
 
 def test_layer_precedence(tmp_path, monkeypatch):
-    (tmp_path / "toy.toml").write_text(
+    (tmp_path / "hsnet.toml").write_text(  # the HSNet card's recipe file
         """
-[recipe]
-models = ["hsnet"]
 [defaults]
 optimizer = "adam"
 lr = 1.0
@@ -85,22 +83,27 @@ lr = 4.0
 @pytest.mark.parametrize(
     "text,match",
     [
-        ("[recipe]\nmodels=['hsnet']\n[defaults]\nlearning_rate=1\n", "unknown key"),
-        ("[recipe]\nmodels=['hsnet']\n[defaults]\nlr='fast'\n", "wrong type"),
-        ("[defaults]\nlr=1\n", "models"),
+        ("[defaults]\nlearning_rate=1\n", "unknown key"),
+        ("[defaults]\nlr='fast'\n", "wrong type"),
+        ("[recipe]\nmodels=['hsnet']\n", "models.*model card"),  # the card lists the models
+        ("[model.vat]\nlr=1\n", r"\[model.vat\] is not a model of the hsnet family"),
         ("[recipe\n", "cannot read"),
     ],
 )
 def test_malformed_recipes_are_errors(tmp_path, monkeypatch, text, match):
-    (tmp_path / "bad.toml").write_text(text)
+    (tmp_path / "hsnet.toml").write_text(text)
     monkeypatch.setenv("HMREPRO_RECIPES", str(tmp_path))
     with pytest.raises(RecipeError, match=match):
         resolve("hsnet", "pascal")
 
 
-def test_model_without_recipe_is_an_error():
-    with pytest.raises(RecipeError, match="no recipe"):
+def test_unknown_model_and_missing_recipe_file_are_errors(tmp_path, monkeypatch):
+    with pytest.raises(HmreproError, match="unknown model 'no-such-model'"):
         resolve("no-such-model", "pascal")
+    (tmp_path / "vat.toml").write_text("[defaults]\nlr=1\n")
+    monkeypatch.setenv("HMREPRO_RECIPES", str(tmp_path))
+    with pytest.raises(RecipeError, match="no recipe for hsnet-hm: .*hsnet.toml does not exist"):
+        resolve("hsnet-hm", "pascal")
 
 
 def test_train_cli_passes_flags_over_the_recipe(monkeypatch, tmp_path):

@@ -3,13 +3,15 @@
 A recipe file (``recipes/<name>.toml`` at the top of the repository) holds the training hyper-parameters of a
 family of models::
 
-    [recipe]      name, models = [...]
+    [recipe]      name (optional)
     [defaults]    optimizer, lr, weight_decay, bsz, img_size, augment, epochs, patience, val_episodes, ...
     [benchmark.<b>]                  per-benchmark values
     [model.<m>]                      per-model values
     [model.<m>.benchmark.<b>]        per-model, per-benchmark values
 
-What the model's card (:mod:`hmrepro.models.cards`) says about evaluation is the lowest layer: ``protocol``
+The model's card (:mod:`hmrepro.models.cards`) names its family's recipe file (``card.recipe``: a model ``m`` is
+trained by ``recipes/<card_of(m).recipe>.toml``) and lists the family's models, which ``[model.<m>]`` sections
+may name. What the card says about evaluation is the lowest layer: ``protocol``
 (episode sampler), ``preprocess`` ('hsnet' | 'vat') and the authors' ``img_size`` on the benchmark. Precedence,
 lowest first: card < defaults < benchmark < model < model+benchmark < explicit overrides (command-line flags; a
 flag left at ``None`` does not override). :func:`resolve` returns the merged values, which every run saves as
@@ -31,7 +33,7 @@ from typing import Any
 import tomllib
 
 from ..errors import HmreproError
-from ..models.cards import eval_plan
+from ..models.cards import card_of, eval_plan
 
 __all__ = [
     "RECIPE_KEYS",
@@ -75,7 +77,7 @@ RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
     "exclude_novel_images": bool,
     "min_class_pixels": int,
 }
-RECIPE_TABLE_KEYS = ("name", "models")  # the [recipe] table; evaluation facts live in the model cards
+RECIPE_TABLE_KEYS = ("name",)  # the [recipe] table; the models and evaluation facts live in the model cards
 OPTIMIZERS = ("adam", "adamw", "sgd")
 AUGMENTS = ("none", "cats", "geometric")
 PREPROCESSINGS = ("hsnet", "vat", "bam")  # image/mask preprocessing (hmrepro.data.preprocessing)
@@ -123,14 +125,14 @@ def load_recipe_file(path: Path) -> dict:
         data = tomllib.loads(Path(path).read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise RecipeError(f"cannot read recipe {path}: {err}") from err
-    meta = data.get("recipe")
-    if not isinstance(meta, Mapping) or not isinstance(meta.get("models"), list):
-        raise RecipeError(f"{path}: needs a [recipe] table with models = [...]")
+    meta = data.get("recipe", {})
+    if not isinstance(meta, Mapping):
+        raise RecipeError(f"{path}: [recipe] must be a table")
     moved = sorted(set(meta) - set(RECIPE_TABLE_KEYS))
     if moved:
         raise RecipeError(
             f"{path} [recipe]: unknown key(s) {', '.join(moved)}; the table holds only {', '.join(RECIPE_TABLE_KEYS)} "
-            "(protocol and preprocess come from the model card, hmrepro/models/cards.py)"
+            "(the models, protocol and preprocess come from the model card, hmrepro/models/cards.py): delete them"
         )
     _check_section(data.get("defaults", {}), f"{path} [defaults]")
     for bench, section in data.get("benchmark", {}).items():
@@ -144,15 +146,20 @@ def load_recipe_file(path: Path) -> dict:
 
 
 def find_recipe(model: str, directory: Path | None = None) -> dict:
-    """The recipe file whose ``models`` list names ``model``."""
-    directory = Path(directory) if directory else recipe_dir()
-    known = []
-    for path in sorted(directory.glob("*.toml")):
-        recipe = load_recipe_file(path)
-        if model in recipe["recipe"]["models"]:
-            return recipe
-        known += recipe["recipe"]["models"]
-    raise RecipeError(f"no recipe in {directory} covers model {model!r}; recipes exist for: {', '.join(known)}")
+    """The recipe file of ``model``'s family, ``<directory>/<card.recipe>.toml`` (its card names it); its
+    ``[model.<m>]`` sections must name models of that card."""
+    card = card_of(model)
+    path = (Path(directory) if directory else recipe_dir()) / f"{card.recipe}.toml"
+    if not path.is_file():
+        raise RecipeError(f"no recipe for {model}: {path} does not exist (the {card.family} card names it)")
+    recipe = load_recipe_file(path)
+    strangers = sorted(set(recipe.get("model", {})) - set(card.variants))
+    if strangers:
+        raise RecipeError(
+            f"{path}: [model.{strangers[0]}] is not a model of the {card.family} family; "
+            f"its models are {', '.join(card.variants)}"
+        )
+    return recipe
 
 
 def merge(*layers: Mapping[str, Any] | None) -> dict:
