@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_results import record
@@ -55,6 +56,22 @@ class Tables(HTMLParser):
             self._cell.append(data)
 
 
+def episode_table(hit: int) -> dict:
+    """40 episodes of classes 1 and 2 whose foreground IoU is ``hit`` / 4 (class 1) and 1 / 4 (class 2)."""
+    episodes = np.arange(40)
+    classes = 1 + episodes % 2
+    return {
+        "episode": episodes,
+        "class_id": classes,
+        "fg_inter": np.where(classes == 1, hit, 1),
+        "fg_union": np.full(40, 4),
+        "bg_inter": np.full(40, 90),
+        "bg_union": np.full(40, 96),
+        "query_fg_fraction": np.linspace(0.01, 0.5, 40),
+        "support_fg_fraction": np.linspace(0.02, 0.4, 40),
+    }
+
+
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory):
     """A partial results folder: HSNet*-HM R50 1-shot on PASCAL-5i reproduced on every fold (from a run folder),
@@ -70,6 +87,9 @@ def folder(tmp_path_factory):
     write_record(record(origin="official", miou=55.0), results)
     write_record(record(episodes=50, full_episode_set=False, miou=10.0, run_dir=str(run)), results)
     write_record(record(model=SCRIPT, device_name=SCRIPT), results)
+    for model, masking, hit in (("hsnet", "fm", 2), ("hsnet-hm", "hm", 3)):  # paired, with per-episode results
+        fss = dict(benchmark="fss", img_size=64, episodes=40, total_episodes=40, episodes_sha256="e" * 64)
+        write_record(record(model=model, masking=masking, per_episode=episode_table(hit), **fss), results)
     output = write_report(results, root / "report.html")
     return {"results": results, "html": output.read_text(encoding="utf-8"), "path": output}
 
@@ -139,6 +159,15 @@ def test_a_partial_folder_says_not_run_never_a_number(folder):
     for attrs, cells in parser.tables[2]:
         if attrs["data-values"] == "reproduced":
             assert all(cell == NOT_RUN for cell in cells[5:-1]), cells
+
+
+def test_per_class_iou_and_the_small_object_figure(folder):
+    html = folder["html"]
+    assert 'id="per-class"' in html
+    assert "hsnet-hm fss fold 0 1-shot</td><td>1: 75.0, 2: 25.0" in html
+    assert "hsnet fss fold 0 1-shot</td><td>1: 50.0, 2: 25.0" in html
+    section = html.split('id="small-objects"', 1)[1]
+    assert "hsnet vs hsnet-hm, fss fold 0" in section and 'src="data:image/png;base64,' in section
 
 
 def test_agreement_colours():

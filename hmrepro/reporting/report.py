@@ -11,7 +11,9 @@ The page holds, for one paper (:mod:`hmrepro.papers`):
   record says "not run", never a number; cells coloured by agreement with the claim;
 - every training run a record names: its curve (PNG, inline), best epoch, recipe and deviations from the
   authors', checkpoint hash and the commands that reproduce it; every record with the cell it fills or why not;
-- per-class IoU of each evaluation with per-episode results, and the faithfulness table (``docs/faithfulness.md``).
+- per-class IoU of each evaluation with per-episode results, the small-object figure (IoU per object size) of
+  each HM evaluation paired with its baseline's on the same episodes, and the faithfulness table
+  (``docs/faithfulness.md``).
 
 Everything read from disk is HTML-escaped; the page loads nothing (no network, no external CSS, JS or fonts).
 """
@@ -88,6 +90,7 @@ def build_report(results_dir: Path | None, *, paper: str = "hm", claimed_folder:
         _runs_section(records, listing),
         _records_section(listing),
         _per_class_section(records),
+        _small_objects_section(records),
         _faithfulness_section(),
     ]
     body = "\n".join(s for s in sections if s)
@@ -473,6 +476,55 @@ def per_class_iou(table: dict, class_ids: list[int]) -> dict[int, float]:
         u = union[classes == c].sum()
         out[int(c)] = float(inter[classes == c].sum() / u * 100.0) if u else 0.0
     return out
+
+
+def paired_sets(records: list[dict]) -> list[tuple[dict, dict]]:
+    """(baseline record, HM record) pairs with per-episode results on the same episodes: an HM model's evaluation
+    and its family's baseline (``card_of(model).family``) on the same benchmark, fold, shot and backbone (newest
+    baseline of those with the same ``episodes_sha256``)."""
+    from ..models.cards import card_of
+
+    pairs = []
+    with_episodes = [r for r in records if r.get("per_episode_file") and r.get("path")]
+    for hm in with_episodes:
+        if not str(hm.get("masking", "")).startswith("hm"):
+            continue
+        try:
+            family = card_of(str(hm.get("model"))).family
+        except Exception:  # a model this hmrepro does not know
+            continue
+        keys = ("benchmark", "fold", "shot", "backbone", "episodes_sha256", "kind")
+        bases = [r for r in with_episodes if r.get("model") == family and all(r.get(k) == hm.get(k) for k in keys)]
+        if bases:
+            pairs.append((max(bases, key=lambda r: str(r.get("date"))), hm))
+    return pairs
+
+
+def _small_objects_section(records: list[dict]) -> str:
+    """IoU per object-size bin of each paired (baseline, HM) evaluation (``hmrepro analyze sizes``), inline PNGs."""
+    from ..errors import HmreproError
+    from .paired import load_record
+    from .sizes import analyze_sizes, plot_sizes
+
+    pairs = paired_sets(records)
+    if not pairs:
+        return (
+            '<h2 id="small-objects">Small objects</h2><p>No HM evaluation has a paired baseline evaluation with '
+            "per-episode results (same episodes), so there is no small-object figure.</p>"
+        )
+    parts = ['<h2 id="small-objects">Small objects: IoU per object size, baseline vs HM</h2>']
+    for base, hm in pairs:
+        title = f"{base.get('model')} vs {hm.get('model')}, {hm.get('benchmark')} fold {hm.get('fold')}"
+        try:
+            analysis = analyze_sizes([[load_record(base["path"])], [load_record(hm["path"])]], resamples=500)
+            with tempfile.TemporaryDirectory() as tmp:
+                data = plot_sizes(analysis, Path(tmp) / "sizes.png", title=title, dpi=70).read_bytes()
+        except (HmreproError, ValueError) as err:
+            parts.append(f"<p>{_e(title)}: no figure ({_e(err)})</p>")
+            continue
+        encoded = base64.b64encode(data).decode("ascii")
+        parts.append(f'<h3>{_e(title)}</h3><p><img alt="{_e(title)}" src="data:image/png;base64,{encoded}"></p>')
+    return "\n".join(parts)
 
 
 def _faithfulness_section() -> str:
