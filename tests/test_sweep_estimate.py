@@ -55,6 +55,7 @@ def test_training_hours_are_hand_computed_and_scale_with_the_epochs():
     assert three.hours == pytest.approx(7.2 / HOUR)
     assert six.hours == pytest.approx(2 * three.hours)
     assert "3 epochs" in three.detail and "7 it at 5 it/s" in three.detail
+    assert "10 val episodes at 10/s (timed at batch 1)" in three.detail  # validation runs at batch 20
 
 
 def test_the_users_own_bench_records_take_precedence_over_the_reference():

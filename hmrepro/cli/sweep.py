@@ -297,7 +297,8 @@ def _print_estimate(costs) -> None:
     )
     console.print(
         f"epochs: {epochs}. Training iterations exclude data loading (bench train); validation and evaluation run at "
-        "the bench eval speed named in each job's estimate (its benchmark and batch). One GPU per job.",
+        "the bench eval speed named in each job's estimate (timed on another benchmark or batch: it says so). One GPU "
+        "per job; a training that resumes counts in full.",
         highlight=False,
         soft_wrap=True,
     )

@@ -77,11 +77,16 @@ class Speed:
         folder = "/".join(Path(self.where).parts[:2])
         return f"{self.device_name} measured {self.date} ({folder}/), not your device"
 
-    def timed(self, benchmark: str) -> str:
-        """``33.7/s`` and, where it differs from the job's, the benchmark and batch it was timed at."""
-        unit = "it/s" if self.kind == TRAIN else "/s"
-        where = f" on {self.benchmark}" if self.benchmark != benchmark else ""
-        return f"{self.per_second:.3g} {unit}{where}".replace(" /s", "/s")
+    def timed(self, benchmark: str, bsz: int) -> str:
+        """``33.7/s`` and, where they differ from the job's, the benchmark and batch it was timed at, e.g.
+        ``33.7/s (timed on pascal, at batch 1)``."""
+        unit = " it/s" if self.kind == TRAIN else "/s"
+        notes = []
+        if self.benchmark != benchmark:
+            notes.append(f"on {self.benchmark}")
+        if self.bsz != bsz:
+            notes.append(f"at batch {self.bsz}")
+        return f"{self.per_second:.3g}{unit}" + (f" (timed {', '.join(notes)})" if notes else "")
 
 
 @dataclass(frozen=True)
@@ -348,8 +353,8 @@ def _estimate_training(job: Job, speeds: Sequence[Speed]) -> JobEstimate:
     seconds = epochs * (iterations / train.per_second + val_episodes / val.per_second)
     bound = f", an upper bound (patience {config['patience']})" if int(config["patience"]) > 0 else ""
     detail = (
-        f"{epochs} epochs{bound} × ({iterations} it at {train.timed(benchmark)} + {val_episodes} val episodes at "
-        f"{val.timed(benchmark)}, batch {val.bsz})"
+        f"{epochs} epochs{bound} × ({iterations} it at {train.timed(benchmark, want['bsz'])} + {val_episodes} "
+        f"val episodes at {val.timed(benchmark, want_val['bsz'])})"
     )
     return JobEstimate(job.id, seconds / 3600.0, detail, (train, val))
 
@@ -376,7 +381,7 @@ def _estimate_evaluation(job: Job, speeds: Sequence[Speed]) -> JobEstimate:
         episodes = EPISODES_PER_FOLD
     else:
         episodes = protocol_episodes(benchmark, fold, config["protocol"], "test", values.get("splits"))
-    detail = f"{episodes} episodes at {speed.timed(benchmark)}, batch {speed.bsz}"
+    detail = f"{episodes} episodes at {speed.timed(benchmark, want['bsz'])}"
     return JobEstimate(job.id, episodes / speed.per_second / 3600.0, detail, (speed,))
 
 
