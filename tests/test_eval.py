@@ -35,6 +35,9 @@ def test_eval_cli_writes_one_complete_record_per_fold(run, synthetic_root, tmp_p
     record = json.loads(files[0].read_text())
     assert set(RECORD_FIELDS) <= set(record)
     assert record["origin"] == "own" and record["masking"] == "fm" and record["model"] == "hsnet"
+    # the run the number belongs to (the tables' cells): constructor arguments and the run's training configuration
+    assert record["model_arguments"] == {} and record["train_config"]["model"] == "hsnet"
+    assert record["train_config"]["augment"] == json.loads((run / "config.json").read_text())["augment"]
     assert record["checkpoint_sha256"] == sha256_file(run / "best_model.pt")
     assert record["episodes"] == 40 and record["shot"] == 1 and record["protocol"] == "hsnet"
     assert record["img_size"] == 64  # the size the run trained at

@@ -196,3 +196,19 @@ def test_table_all_records_names_the_protocol_through_the_cli(recipes, tmp_path)
         env={"HMREPRO_RECIPES": str(recipes)},
     )
     assert text.exit_code == 0 and "protocol hsnet, the paper's is bam" in " ".join(text.stdout.split())
+
+
+def test_eval_records_carry_the_runs_model_arguments_and_training_configuration(tmp_path):
+    from hmrepro.engine.evaluate import WeightsSource, run_fields
+
+    own = WeightsSource(
+        tmp_path / "best_model.pt",
+        "own",
+        trained_model_args="branches=query;levels=4",
+        trained_config={"augment": "geometric", "data_root": tmp_path},
+    )
+    fields = run_fields("mce", own)
+    assert fields["model_arguments"]["branches"] == "query" and fields["model_arguments"]["levels"] == [4]
+    assert fields["model_arguments"]["use_prior"] is True  # the defaults too: what ran, not only what was asked
+    assert fields["train_config"] == {"augment": "geometric", "data_root": str(tmp_path)}
+    assert "train_config" not in run_fields("mce", WeightsSource(None, "random"))
