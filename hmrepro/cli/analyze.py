@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -12,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import check_figure_path, console
-from .compare import SeedOption
+from .compare import MAX_RESAMPLES, SeedOption
 
 app = typer.Typer(
     help=(
@@ -35,9 +36,11 @@ def _edges(value: str | None) -> list[float] | None:
         edges = [float(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise typer.BadParameter(f"{value!r}: give comma-separated fractions, e.g. 0,0.05,0.15,1") from None
-    if len(edges) < 2 or edges != sorted(edges) or len(set(edges)) != len(edges) or edges[0] < 0 or edges[-1] > 1:
+    finite = all(math.isfinite(e) for e in edges)
+    increasing = all(low < high for low, high in zip(edges, edges[1:]))
+    if len(edges) < 2 or not finite or not increasing or edges[0] < 0 or edges[-1] > 1:
         raise typer.BadParameter(
-            f"{value!r}: give at least two increasing fractions between 0 and 1, e.g. 0,0.05,0.15,1"
+            f"{value!r}: give at least two strictly increasing fractions between 0 and 1, e.g. 0,0.05,0.15,1"
         )
     return edges
 
@@ -62,7 +65,13 @@ def sizes(
         show_default=False,
         help="Bin edges as foreground fractions instead of quantiles, e.g. 0,0.05,0.15,1 [default: quantiles].",
     ),
-    resamples: int = typer.Option(2000, "--resamples", min=100, help="Bootstrap resamples per bin (and permutations)."),
+    resamples: int = typer.Option(
+        2000,
+        "--resamples",
+        min=100,
+        max=MAX_RESAMPLES,
+        help=f"Bootstrap resamples per bin (and permutations), 100 to {MAX_RESAMPLES:,}.",
+    ),
     seed: int = SeedOption,
     output: Path = typer.Option(
         Path("sizes.png"), "--output", "-o", callback=check_figure_path, help="Figure file (.png, .pdf or .svg)."

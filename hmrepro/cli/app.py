@@ -141,6 +141,7 @@ def run(args: Sequence[str] | None = None) -> int:
 def main() -> None:
     """Console-script entry point: every failure one line with its exit status, never a traceback."""
     errors.install_signal_handlers()
+    errors.prepare_streams()
     raise SystemExit(run())
 
 

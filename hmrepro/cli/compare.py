@@ -11,7 +11,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-ResamplesOption = typer.Option(10_000, "--resamples", min=100, help="Bootstrap resamples (and permutations).")
+MAX_RESAMPLES = 1_000_000  # about 100 s of resampling on 1000 episodes; memory stays bounded (stats.BLOCK)
+ResamplesOption = typer.Option(
+    10_000,
+    "--resamples",
+    min=100,
+    max=MAX_RESAMPLES,
+    help=f"Bootstrap resamples (and permutations), 100 to {MAX_RESAMPLES:,}.",
+)
 SeedOption = typer.Option(0, "--seed", min=0, help="Seed of the resampling (same seed, same interval).")
 
 
@@ -88,7 +95,10 @@ def _print(result, label_a: str, label_b: str, folds: list[int]) -> None:
     from rich.console import Console
 
     out = Console()
-    out.print(table)
+    if _natural_width(out, table) > out.width:  # COLUMNS=20: the table would cut its numbers to "…"
+        _print_lines(out, table)
+    else:
+        out.print(table)
     verdict = (
         "excludes 0: B differs from A beyond the episode draw"
         if result.ci95[0] > 0 or result.ci95[1] < 0
@@ -98,6 +108,24 @@ def _print(result, label_a: str, label_b: str, folds: list[int]) -> None:
         f"mIoU interval {verdict} ({result.resamples} resamples, seed {result.seed}; training noise not included)",
         highlight=False,
     )
+
+
+def _natural_width(out, table) -> int:
+    """The width ``table`` needs to show every cell whole."""
+    from rich.measure import Measurement
+
+    return Measurement.get(out, out.options.update_width(10_000), table).maximum
+
+
+def _print_lines(out, table) -> None:
+    """``table`` as one line per cell (``metric: column value``): a terminal too narrow for the table still shows
+    every number whole."""
+    out.print(table.title, highlight=False, soft_wrap=True)
+    headers = [column.header for column in table.columns]
+    cells = [list(column.cells) for column in table.columns]
+    for row in range(table.row_count):
+        for header, column in zip(headers[1:], cells[1:]):
+            out.print(f"{cells[0][row]}: {header}: {column[row]}", highlight=False, soft_wrap=True)
 
 
 def _interval(ci: tuple[float, float]) -> str:

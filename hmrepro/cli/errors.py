@@ -23,6 +23,7 @@ or torch are imported and a Ctrl-C in the first instants of a command is reporte
 from __future__ import annotations
 
 import errno
+import io
 import os
 import re
 import signal
@@ -194,6 +195,8 @@ def _failure(err: BaseException) -> tuple[int, str]:
     original = unwrap_worker_error(err)
     if isinstance(err, HmreproError):
         return 1, original if original is not None else str(err)
+    if isinstance(err, StdoutFailed):
+        return 1, err.strerror
     if isinstance(err, OSError):
         if original is not None:  # from a worker: only the text survives
             return 1, f"{original}; check the path and its permissions"
@@ -216,6 +219,66 @@ def _out_of_memory(err: BaseException, message: str) -> str:
     )
 
 
+# --- the standard streams ----------------------------------------------------------------------------------
+
+_CLOSED_STDOUT = (
+    "standard output is closed, so nothing can be printed; run the command with its output going to a terminal, "
+    "a file or a pipe (or write to a file with --output where the command has it)"
+)
+
+
+class StdoutFailed(OSError):
+    """Standard output cannot be written: closed when hmrepro started (``hmrepro table 1 >&-``) or full
+    (``> /dev/full``); ``strerror`` is the line to show."""
+
+
+class _ClosedStdout(io.TextIOBase):
+    """``sys.stdout`` when the process started without one: the first write fails, so a command whose output
+    is lost says so and exits 1 instead of exiting 0 having printed nothing."""
+
+    encoding = "utf-8"
+    errors = "strict"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        raise StdoutFailed(errno.EBADF, _CLOSED_STDOUT)
+
+    def isatty(self) -> bool:
+        return False
+
+
+def prepare_streams() -> None:
+    """Standard streams every command can write to: a character the output encoding lacks
+    (``PYTHONIOENCODING=ascii``, a C locale) is written as an escape instead of failing, and a closed standard
+    output fails the first write with one line (:class:`StdoutFailed`)."""
+    if sys.stdout is None:
+        sys.stdout = _ClosedStdout()
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "") == "strict":
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
+
+
+def _flush_stdout() -> None:
+    """Write out what is buffered for stdout now, inside the boundary (a full disk or a closed pipe at exit would
+    otherwise be Python's "Exception ignored" and status 120)."""
+    if sys.stdout is None or isinstance(sys.stdout, _ClosedStdout):
+        return
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as err:
+        raise StdoutFailed(
+            err.errno, f"cannot write to standard output ({err.strerror or err}); send it where there is room"
+        ) from None
+
+
 def run(args: Sequence[str] | None = None, app_factory: Callable | None = None, prog_name: str = "hmrepro") -> int:
     """Run the CLI on ``args`` (default ``sys.argv[1:]``) and return its exit status; nothing escapes but
     ``SystemExit`` from code that calls ``sys.exit`` itself."""
@@ -231,6 +294,7 @@ def run(args: Sequence[str] | None = None, app_factory: Callable | None = None, 
         command = typer.main.get_command(app_factory())
         with command.make_context(prog_name, list(args)) as ctx:
             command.invoke(ctx)
+        _flush_stdout()
         return 0
     except KeyboardInterrupt as err:
         _maybe_traceback(err)

@@ -152,7 +152,36 @@ def _plan(spec):
         fail(str(err))
     for line in problems:  # record files that count for no job
         console.print(f"[yellow]warning:[/] {safe_markup(line)}", highlight=False, soft_wrap=True)
+    _check_override_keys(spec.train_overrides, {"train"}, "--train-override")
+    evaluations = {job.kind for job in jobs if job.kind in ("eval", "domain-shift")} or {"eval"}
+    _check_override_keys(spec.eval_overrides, evaluations, "--eval-override")
     return jobs
+
+
+def _check_override_keys(pairs, commands: set[str], option: str) -> None:
+    """Refuse, now, an override the jobs' ``hmrepro <command>`` has no option for: it would fail hours later on
+    the cluster. Override keys become options (``img_size=64`` → ``--img-size 64``, ``pretrained=false`` →
+    ``--no-pretrained``)."""
+    for command in sorted(commands):
+        known = _option_keys(command)
+        unknown = [key for key, _ in pairs if key.replace("-", "_") not in known]
+        if unknown:
+            raise typer.BadParameter(
+                f"`hmrepro {command}` has no option {', '.join(repr(k) for k in unknown)}; known keys: "
+                f"{', '.join(sorted(known))}",
+                param_hint=option,
+            )
+
+
+def _option_keys(command: str) -> set[str]:
+    """The override keys ``hmrepro <command>`` takes: its ``--long-option`` names, with ``_`` for ``-``."""
+    import typer.main
+
+    from .app import build_app
+
+    params = typer.main.get_command(build_app()).commands[command].params
+    names = {opt[2:] for param in params for opt in param.opts if opt.startswith("--")}
+    return {name.replace("-", "_") for name in names} - {"help"}
 
 
 def _summary(jobs) -> str:

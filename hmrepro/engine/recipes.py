@@ -90,8 +90,9 @@ class RecipeError(HmreproError):
 def recipe_dir() -> Path:
     """The folder holding the recipe TOML files (see the module docstring for the search order)."""
     env = os.environ.get("HMREPRO_RECIPES")
-    candidates = [Path(env).expanduser()] if env else []
-    candidates += [
+    if env:  # asked for: that folder or an error, never a silent fall back to the packaged recipes
+        return _named_recipe_dir(Path(env).expanduser())
+    candidates = [
         Path(__file__).resolve().parents[2] / "recipes",
         Path(sys.prefix) / "share" / "hmrepro" / "recipes",
     ]
@@ -102,6 +103,17 @@ def recipe_dir() -> Path:
         "no recipe folder found (looked in " + ", ".join(str(p) for p in candidates) + "). "
         "Set HMREPRO_RECIPES to the repository's recipes/ folder."
     )
+
+
+def _named_recipe_dir(path: Path) -> Path:
+    """The folder ``HMREPRO_RECIPES`` names, which must hold recipe files."""
+    unset = "or unset HMREPRO_RECIPES to use the recipes that come with hmrepro"
+    if not path.is_dir():
+        what = "does not exist" if not path.exists() else "is not a folder"
+        raise RecipeError(f"HMREPRO_RECIPES={path} {what}; point it at a folder of recipe .toml files, {unset}")
+    if not any(path.glob("*.toml")):
+        raise RecipeError(f"HMREPRO_RECIPES={path} holds no recipe (.toml) file; copy the recipes there, {unset}")
+    return path
 
 
 def _check_section(section: Any, where: str) -> dict:
