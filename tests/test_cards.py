@@ -108,6 +108,21 @@ def test_published_checkpoints_name_their_source():
     assert set(INDEXED_MODELS) == {p.model for p in published_checkpoints()}
 
 
+def test_a_published_source_takes_what_it_serves_from_the_cards(tmp_path):
+    registry = load_registry()
+    assert registry["hm"].models == ("hsnet-hm", "vat-hm", "asnet-hm")
+    assert registry["asnet"].backbones == ("resnet50", "resnet101") and registry["asnet"].benchmarks == (
+        "pascal",
+        "coco",
+    )
+    repeated = tmp_path / "sources.toml"
+    repeated.write_text(
+        '[sources.hsnet_pascal]\ngroup = "checkpoints"\nfilename = "x"\ngdrive_ids = ["id"]\nmodels = ["hsnet"]\n'
+    )
+    with pytest.raises(HmreproError, match="'hsnet_pascal' sets models, which the model cards' published"):
+        load_registry(repeated)
+
+
 def _published_runs():
     """Each (model, backbone, benchmark) a published checkpoint serves; benchmark only where the model needs it."""
     runs = {

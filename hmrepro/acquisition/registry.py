@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import HmreproError
+from ..models.cards import published_checkpoints
 from ..textfile import read_text
 
 PACKAGED_REGISTRY = Path(__file__).resolve().parent / "sources.toml"
@@ -79,6 +80,21 @@ class Source:
 
 _LIST_FIELDS = ("urls", "gdrive_ids", "manual_urls", "from_names", "models", "benchmarks", "backbones")
 _KNOWN = {f for f in Source.__dataclass_fields__ if f not in ("name", "extra")}
+_SERVES = ("models", "benchmarks", "backbones")
+"""What a checkpoint source's weights are for: the cards' ``published`` says it for the sources it names."""
+
+
+def _served_by_cards(name: str) -> dict[str, tuple[str, ...]] | None:
+    """The models, benchmarks and backbones the cards publish from source ``name`` (in card order); None when no
+    card names it (a fallback link, a data set: then the registry file says what it serves)."""
+    published = [p for p in published_checkpoints() if p.source == name]
+    if not published:
+        return None
+    return {
+        "models": tuple(dict.fromkeys(p.model for p in published)),
+        "benchmarks": tuple(dict.fromkeys(p.benchmark for p in published)),
+        "backbones": tuple(dict.fromkeys(p.backbone for p in published)),
+    }
 
 
 def _parse(name: str, table: dict, origin: Path) -> Source:
@@ -91,6 +107,15 @@ def _parse(name: str, table: dict, origin: Path) -> Source:
     values = dict(table)
     for key in _LIST_FIELDS:
         values[key] = tuple(values.get(key, ()))
+    served = _served_by_cards(name)
+    if served is not None:
+        doubled = [key for key in _SERVES if key in table]
+        if doubled:
+            raise HmreproError(
+                f"{origin}: source {name!r} sets {', '.join(doubled)}, which the model cards' published weights "
+                "say (hmrepro/models/cards.py); delete them"
+            )
+        values.update(served)
     src = Source(name=name, **values)
     if src.group not in GROUPS:
         raise HmreproError(f"{origin}: source {name!r} has group {src.group!r}; use one of {', '.join(GROUPS)}")
