@@ -58,6 +58,14 @@ def test_training_hours_are_hand_computed_and_scale_with_the_epochs():
     assert "10 val episodes at 10/s (timed at batch 1)" in three.detail  # validation runs at batch 20
 
 
+def test_an_evaluation_costs_the_protocols_episodes_at_the_measured_speed():
+    evaluation = Job(id="e", kind="eval", command=tuple("hmrepro eval hsnet-hm --benchmark coco --fold 2".split()))
+    shifted = Job(id="d", kind="domain-shift", command=tuple("hmrepro domain-shift hsnet-hm --fold 1".split()))
+    for job in (evaluation, shifted):  # 1000 episodes per fold (COCO-20i; COCO-20i → PASCAL) at 10 episodes/s
+        assert estimate_job(job, REFERENCE).hours == pytest.approx(100.0 / HOUR)
+    assert estimate_job(shifted, REFERENCE).detail == "1000 episodes at 10/s"  # timed on PASCAL, as it runs
+
+
 def test_the_users_own_bench_records_take_precedence_over_the_reference():
     own = [
         {"kind": "bench-train", "model": "hsnet-hm", "backbone": "resnet50", "benchmark": "coco", "shot": 1,

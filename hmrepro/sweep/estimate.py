@@ -361,27 +361,28 @@ def _estimate_training(job: Job, speeds: Sequence[Speed]) -> JobEstimate:
 
 def _estimate_evaluation(job: Job, speeds: Sequence[Speed]) -> JobEstimate:
     model, values, switches = command_options(job.command)
-    benchmark = values.get("benchmark", "coco")  # domain-shift: a COCO-20i model, at its COCO-20i recipe
+    shifted = job.kind == "domain-shift"  # a COCO-20i model at its COCO-20i size, on PASCAL images, batch 1
+    benchmark = "coco" if shifted else values["benchmark"]
     fold = int(values.get("fold", 0))
-    config = _recipe(model, benchmark, {k: v for k, v in values.items() if k in ("img_size",)})
+    config = _recipe(model, benchmark, {k: v for k, v in values.items() if k == "img_size"})
     want = {
         "model": model,
         "backbone": values.get("backbone", "resnet50"),
         "shot": int(values.get("shot", 1)),
         "img_size": int(config["img_size"]),
         "precision": "bf16" if "amp" in switches else "fp32",
-        "bsz": int(values.get("bsz", config["eval_bsz"])),
+        "bsz": int(values.get("bsz", 1 if shifted else config["eval_bsz"])),
     }
     speed = find_speed(speeds, EVAL, want, same_bsz=False)
     if speed is None:
         return JobEstimate(job.id, None, _describe(EVAL, want))
-    if job.kind == "domain-shift":
+    if shifted:
         from ..data.domain_shift import EPISODES_PER_FOLD
 
         episodes = EPISODES_PER_FOLD
     else:
         episodes = protocol_episodes(benchmark, fold, config["protocol"], "test", values.get("splits"))
-    detail = f"{episodes} episodes at {speed.timed(benchmark, want['bsz'])}"
+    detail = f"{episodes} episodes at {speed.timed('pascal' if shifted else benchmark, want['bsz'])}"
     return JobEstimate(job.id, episodes / speed.per_second / 3600.0, detail, (speed,))
 
 
