@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hmrepro.cli.app import run
+from hmrepro.cli.sweep import _job_json
 from hmrepro.engine.recipes import recipe_dir
 from hmrepro.sweep.estimate import REFERENCE_FILE, Speed, estimate_job, estimate_plan, own_speeds, reference_speeds
 from hmrepro.sweep.plan import Job
@@ -99,6 +100,9 @@ def test_a_job_without_a_measurement_says_so_and_stays_out_of_the_total():
     assert [e.job_id for e in estimate.unmeasured] == ["eval_asnet"]  # a download needs no GPU
     assert estimate.pending_gpu_jobs == 2
     assert estimate.total_hours == pytest.approx(7.2 / HOUR)
+    as_json = _job_json(evaluation, estimate)["estimate"]  # `sweep plan --json --estimate`
+    assert as_json["gpu_hours"] is None and as_json["detail"] == missing.detail and as_json["speeds"] == []
+    assert _job_json(_training(3), estimate)["estimate"]["speeds"][0]["record"] == "measurements/ref/record.json"
     other_precision = estimate_job(_training(3), [_speed("bench-train", 5.0, precision="bf16"), REFERENCE[1]])
     assert other_precision.hours is None and "fp32" in other_precision.detail
 
