@@ -523,6 +523,16 @@ def test_a_records_path_field_never_replaces_the_file_read(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["a"] == [str(path)]
 
 
+def test_a_record_the_user_names_may_be_a_link_its_sidecar_is_read_beside_the_file_itself(tmp_path, capsys):
+    real = write_record(with_episodes(), tmp_path / "elsewhere")
+    link = tmp_path / "mine.json"
+    link.symlink_to(real)
+    record, table, _ = read_episode_table(link)
+    assert record["path"] == str(link) and len(table["episode"]) == 40
+    assert run(["compare", str(link), str(link), "--json", "--resamples", "100"]) == 0
+    assert json.loads(capsys.readouterr().out)["a"] == [str(link)]
+
+
 SPLIT_ESCAPES = {  # (list, text) -> where the refusal points
     "pascal ../": ("pascal/val_fold0.txt", "2007_000032__1\n../../etc/passwd__1\n", "line 2"),
     "pascal absolute": ("pascal/val_fold0.txt", "/etc/passwd__1\n", "line 1"),

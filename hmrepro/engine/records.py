@@ -251,8 +251,9 @@ def read_episode_table(record_path: Path) -> tuple[dict, dict, list]:
     from .record_schema import RecordError, load_record, load_sidecar
 
     record_path = Path(record_path)
+    real = record_path.resolve()  # a path the user named may be a link; its sidecar lies beside the file itself
     try:
-        record = load_record(record_path)
+        record = load_record(real)
     except RecordError as err:
         raise HmreproError(f"{record_path}: {err}") from None
     if record is None:
@@ -263,9 +264,10 @@ def read_episode_table(record_path: Path) -> tuple[dict, dict, list]:
             "evaluate again to get them"
         )
     try:
-        table, class_ids = load_sidecar(record, record_path)
+        table, class_ids = load_sidecar(record, real)
     except RecordError as err:
         raise HmreproError(f"{record_path}: {err}") from None
+    record["path"] = str(record_path)
     return record, table, class_ids
 
 
