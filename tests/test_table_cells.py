@@ -212,3 +212,13 @@ def test_eval_records_carry_the_runs_model_arguments_and_training_configuration(
     assert fields["model_arguments"]["use_prior"] is True  # the defaults too: what ran, not only what was asked
     assert fields["train_config"] == {"augment": "geometric", "data_root": str(tmp_path)}
     assert "train_config" not in run_fields("mce", WeightsSource(None, "random"))
+
+
+def test_an_argument_added_since_a_record_ran_its_declared_old_value(recipes, monkeypatch):
+    from hmrepro.reporting import settings
+
+    record = _mce(miou=47.0)
+    del record["model_arguments"]["use_prior"]  # written before the argument existed
+    assert _cells(1, "mce", [record], "Ours")["reproduced_fold0"] == 47.0  # undeclared: today's default ran
+    monkeypatch.setitem(settings.ADDED_ARGUMENTS, "mce", {"use_prior": False})
+    assert _reasons(1, "mce", [record]) == {47.0: "model argument use_prior=false, the row's is the default (true)"}

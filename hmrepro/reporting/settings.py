@@ -19,7 +19,8 @@ model card names (``bam`` for MCE, ``hsnet`` for CRCNet, HSNet and VAT, ``asnet`
 
 Older records: a record without ``model_arguments`` was built from its ``model_args`` text (absent: none) over the
 constructor defaults (hmrepro's evaluation has always built the model from exactly the recorded text), taken as
-today's defaults; a record without ``train_config`` fills no row that names a training setting, and is not checked
+today's defaults; an argument a record does not name (added since) ran the value declared in ``ADDED_ARGUMENTS``,
+else today's default; a record without ``train_config`` fills no row that names a training setting, and is not checked
 on the ones the row does not name; a record of a model with test-time options but without ``inference`` fills no
 row of that model (its options are unknown). Training settings are not checked for ``official`` records (the
 authors' published checkpoint is the row's own run). Models this hmrepro does not know are compared on what their
@@ -43,6 +44,10 @@ TEST_TIME_OPTIONS = ("scales", "kshot")
 TRAINING_SWITCHES = ("augment",)
 """Training-recipe keys that claimed rows use to tell runs apart (HSNet* of HM Table 1: ``augment=cats``): compared
 for every row, with the recipe's value where the row does not name one."""
+ADDED_ARGUMENTS: dict[str, dict[str, Any]] = {}
+"""Model family → {constructor argument: the value that ran before the argument existed}, for arguments added with a
+default that changes what older models did: a record that does not name such an argument is taken to have run that
+value, not today's default. Whoever adds such an argument declares it here (none so far)."""
 KSHOT = "kshot"
 FINETUNE_PREFIX = "finetune_"
 NO_FINETUNING = "fusion"  # the K-shot mode that fine-tunes nothing
@@ -59,6 +64,7 @@ class RowSettings:
     named: frozenset[str]  # the keys the row's overrides name
     defaults: Mapping[str, Any]  # the model's constructor defaults
     known: bool  # whether this hmrepro knows the row's model (else no defaults, no protocol)
+    family: str = ""  # the row's model family (its card's), for ADDED_ARGUMENTS
 
 
 def row_settings(row: pd.Series) -> RowSettings:
@@ -75,7 +81,7 @@ def _settings(model: str, benchmark: str, overrides: str, recipes: str) -> RowSe
     from ..models.model_args import parse_model_args
 
     given = parse_model_args(overrides)
-    defaults, protocol, known = _model_defaults(model)
+    defaults, protocol, known, family = _model_defaults(model)
     if known:  # a default that is a tuple makes a single value a tuple, as the model's own parsing does
         given = {
             k: (v,) if isinstance(defaults.get(k), tuple) and not isinstance(v, tuple) else v for k, v in given.items()
@@ -95,7 +101,7 @@ def _settings(model: str, benchmark: str, overrides: str, recipes: str) -> RowSe
     for key in TRAINING_SWITCHES:
         if key in recipe:
             training.setdefault(key, recipe[key])
-    return RowSettings(protocol, model_args, test_time, training, frozenset(given), defaults, known)
+    return RowSettings(protocol, model_args, test_time, training, frozenset(given), defaults, known, family)
 
 
 def setting_differences(row: pd.Series, record: Mapping[str, Any]) -> list[str]:
@@ -150,7 +156,7 @@ def _model_arg_differences(wanted: RowSettings, record: Mapping[str, Any], shot:
                 reasons.append(f"model argument {key}={_text(ran[key])}, the row names none")
             continue
         want = wanted.model_args[key]
-        got = ran.get(key, wanted.defaults.get(key))  # an argument added since the record: its default
+        got = ran.get(key)
         if not _same(got, want):
             own_default = " (the default)" if key in wanted.defaults and _same(got, wanted.defaults[key]) else ""
             reasons.append(
@@ -180,18 +186,21 @@ def _training_differences(wanted: RowSettings, record: Mapping[str, Any]) -> lis
 
 
 def _record_model_args(record: Mapping[str, Any], wanted: RowSettings) -> dict[str, Any]:
-    """The constructor arguments ``record``'s model was built with: its ``model_arguments``, else its ``model_args``
-    text over the defaults."""
+    """The constructor arguments ``record``'s model was built with: its ``model_arguments``, else (an older record)
+    its ``model_args`` text; an argument the record does not name ran its ``ADDED_ARGUMENTS`` value, else today's
+    default."""
+    before = ADDED_ARGUMENTS.get(wanted.family, {})
+    unnamed = {key: before.get(key, value) for key, value in wanted.defaults.items()}
     recorded = record.get("model_arguments")
     if isinstance(recorded, Mapping):
-        return dict(recorded)
+        return {**unnamed, **recorded}
     from ..models.model_args import parse_model_args
 
     try:
         text = parse_model_args(str(record.get("model_args") or ""))
     except ValueError:
         text = {"model_args": record.get("model_args")}
-    return {**{k: v for k, v in wanted.defaults.items() if k in wanted.model_args}, **text}
+    return {**unnamed, **text}
 
 
 def _wanted_text(wanted: RowSettings, key: str, want: Any) -> str:
@@ -255,16 +264,16 @@ def _text(value: Any) -> str:
 
 
 @cache
-def _model_defaults(model: str) -> tuple[dict[str, Any], str | None, bool]:
-    """(constructor defaults, the card's protocol, whether this hmrepro knows the model)."""
+def _model_defaults(model: str) -> tuple[dict[str, Any], str | None, bool, str]:
+    """(constructor defaults, the card's protocol, whether this hmrepro knows the model, its family)."""
     from ..models.cards import ModelCardError, card_of
     from ..models.model_args import constructor_defaults
 
     try:
         card = card_of(model)
     except ModelCardError:
-        return {}, None, False
-    return constructor_defaults(model), card.protocol, True
+        return {}, None, False, ""
+    return constructor_defaults(model), card.protocol, True, card.family
 
 
 def _recipe_values(model: str, benchmark: str) -> dict[str, Any]:
