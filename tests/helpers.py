@@ -3,21 +3,56 @@
 import contextlib
 import ctypes
 import ctypes.util
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
-FIXTURES = SHARED / "fixtures"
+SHARED = Path(os.environ.get("HMREPRO_SHARED") or REPO.parent / "shared")
+"""The authors' reference material (fixtures, split lists, papers); HMREPRO_SHARED points elsewhere."""
+FIXTURES = Path(os.environ.get("HMREPRO_FIXTURES") or SHARED / "fixtures")
+"""The authors' reference outputs that the parity tests compare with; HMREPRO_FIXTURES points elsewhere."""
+REQUIRE_FIXTURES_ENV = "HMREPRO_REQUIRE_FIXTURES"
+MISSING_REFERENCE = "reference material absent:"
+"""How a skip for missing reference material starts; conftest.py counts these skips in the run's summary."""
+
+
+def reference_path(path: Path) -> Path:
+    """``path`` (a file or folder of the reference material) when it exists; otherwise the test fails when
+    HMREPRO_REQUIRE_FIXTURES=1 (CI) and is skipped (and counted in the run's summary) when not."""
+    if path.exists():
+        return path
+    path = _outermost_absent(path)
+    if os.environ.get(REQUIRE_FIXTURES_ENV) == "1":
+        pytest.fail(
+            f"{path} not found and {REQUIRE_FIXTURES_ENV}=1: put the authors' reference material there "
+            "(or point HMREPRO_SHARED / HMREPRO_FIXTURES at it)",
+            pytrace=False,
+        )
+    pytest.skip(f"{MISSING_REFERENCE} {path}")
+
+
+def _outermost_absent(path: Path) -> Path:
+    """The first folder on the way to ``path`` that is absent (``path`` itself when only it is missing)."""
+    return next(p for p in [*reversed(path.parents), path] if not p.exists())
 
 
 def fixture_path(name: str) -> Path:
-    """Path of a file in ../shared/fixtures; skips the test when the folder is absent."""
-    path = FIXTURES / name
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return path
+    """Path of a file in the fixtures folder (see reference_path for a missing one)."""
+    return reference_path(FIXTURES / name)
+
+
+def fixture_files(pattern: str) -> list[Path]:
+    """The fixture files matching ``pattern``, sorted, for a parametrization; when none is there, one
+    placeholder path (named by the pattern) so that the test runs and reference_path fails or skips it."""
+    found = sorted(FIXTURES.glob(pattern)) if FIXTURES.is_dir() else []
+    return found or [FIXTURES / pattern]
+
+
+def fixture_id(path: Path) -> str:
+    """A parametrization id: the fixture's stem, or ``fixtures-missing`` for fixture_files' placeholder."""
+    return path.stem if path.exists() else "fixtures-missing"
 
 
 # glibc's malloc settings that let a process reuse the memory it freed (see reuse_freed_memory)

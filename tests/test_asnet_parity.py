@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FIXTURES, fixture_files, fixture_id, reference_path
 
 from hmrepro import create_model
 from hmrepro.models.testing import fill_params, load_fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-FIXTURE_FILES = sorted(FIXTURES.glob("model_asnet*_*.pt")) if FIXTURES.is_dir() else []
+FIXTURE_FILES = fixture_files("model_asnet*_*.pt")
 NORM_RTOL = 1e-4  # diagnostics only: Frobenius norms of intermediate tensors
 
 
@@ -40,12 +40,10 @@ def _spy(model, method: str, record: list) -> None:
     setattr(model, method, wrapper)
 
 
-@pytest.fixture(scope="module", params=FIXTURE_FILES or [None], ids=lambda p: p.stem if p else "no-fixtures")
+@pytest.fixture(scope="module", params=FIXTURE_FILES, ids=fixture_id)
 def parity_run(request):
     """Run the model of one fixture file on its inputs once; the tests below compare the pieces."""
-    path = request.param
-    if path is None:
-        pytest.skip(f"parity fixtures not found in {FIXTURES}")
+    path = reference_path(request.param)
     expected = load_fixture(path)
     meta = expected["meta"]
     model_name, backbone = _model_and_backbone(path, meta)

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FIXTURES, fixture_files, fixture_id, reference_path
 
 from hmrepro import create_model
 from hmrepro.engine.evaluate import set_eval_numerics
 from hmrepro.models.testing import fill_params, load_fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-FIXTURE_FILES = sorted(FIXTURES.glob("model_*_*.pt")) if FIXTURES.is_dir() else []
+FIXTURE_FILES = fixture_files("model_*_*.pt")
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -31,10 +31,9 @@ def _build(path: Path, meta: dict):
     return fill_params(model).eval()  # filled on the CPU: the rule's generator is a CPU one
 
 
-@pytest.mark.parametrize("path", FIXTURE_FILES or [None], ids=lambda p: p.stem if p else "no-fixtures")
+@pytest.mark.parametrize("path", FIXTURE_FILES, ids=fixture_id)
 def test_cuda_fp32_matches_the_authors_cpu_outputs(path):
-    if path is None:
-        pytest.skip(f"parity fixtures not found in {FIXTURES}")
+    reference_path(path)
     device = torch.device("cuda")
     set_eval_numerics(device)
     expected = load_fixture(path)

@@ -6,19 +6,16 @@ import re
 
 import numpy as np
 import pytest
-from helpers import FIXTURES
+from helpers import fixture_files, fixture_id, reference_path
 
 from hmrepro.data.benchmarks import get_benchmark, test_episodes
 from hmrepro.data.episodes import training_episodes
 from hmrepro.data.splits import SplitFolder
 
 
-def _fixture_files():
-    return sorted(FIXTURES.glob("episodes_*.json")) if FIXTURES.is_dir() else []
-
-
-@pytest.mark.parametrize("path", _fixture_files(), ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", fixture_files("episodes_*.json"), ids=fixture_id)
 def test_matches_authors_fixture(path):
+    reference_path(path)
     proto, bench, fold, shot = re.match(r"episodes_(\w+)_(\w+)_fold(\d)_(\d+)shot", path.stem).groups()
     got = [e.to_json() for e in test_episodes(bench, int(fold), int(shot), protocol=proto)]
     assert got == json.loads(path.read_text())

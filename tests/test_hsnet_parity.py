@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FIXTURES, fixture_files, fixture_id, reference_path
 
 from hmrepro import create_model
 from hmrepro.models.testing import fill_params, load_fixture
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-FIXTURE_FILES = sorted(FIXTURES.glob("model_hsnet*_*.pt")) if FIXTURES.is_dir() else []
+FIXTURE_FILES = fixture_files("model_hsnet*_*.pt")
 
 
 def _model_and_backbone(path: Path, meta: dict) -> tuple[str, str]:
@@ -24,12 +24,10 @@ def _model_and_backbone(path: Path, meta: dict) -> tuple[str, str]:
     return meta.get("model", name), meta.get("backbone", backbone)
 
 
-@pytest.fixture(scope="module", params=FIXTURE_FILES or [None], ids=lambda p: p.stem if p else "no-fixtures")
+@pytest.fixture(scope="module", params=FIXTURE_FILES, ids=fixture_id)
 def parity_run(request):
     """Run the model of one fixture file on its inputs once; the tests below compare the pieces."""
-    path = request.param
-    if path is None:
-        pytest.skip(f"parity fixtures not found in {FIXTURES}")
+    path = reference_path(request.param)
     expected = load_fixture(path)
     model_name, backbone = _model_and_backbone(path, expected["meta"])
     inputs = load_fixture(FIXTURES / expected["meta"].get("inputs", "inputs_200.pt"))

@@ -1,16 +1,14 @@
 import shutil
 
 import pytest
-from helpers import SHARED
+from helpers import SHARED, reference_path
 
 from hmrepro.data.splits import PACKAGED_SPLITS, SplitFolder
 from hmrepro.errors import CorruptFileError, MissingDataError
 
 
 def test_packaged_lists_are_the_shared_ones():
-    if not (SHARED / "splits").is_dir():
-        pytest.skip("../shared/splits absent")
-    for path in (SHARED / "splits").rglob("*"):
+    for path in reference_path(SHARED / "splits").rglob("*"):
         if path.is_file() and path.name != "README.md":
             assert (PACKAGED_SPLITS / path.relative_to(SHARED / "splits")).read_bytes() == path.read_bytes()
 

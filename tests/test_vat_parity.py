@@ -17,15 +17,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import reuse_freed_memory
+from helpers import FIXTURES, fixture_files, fixture_id, reference_path, reuse_freed_memory
 
 from hmrepro import create_model
 from hmrepro.models.testing import fill_params, load_fixture
 
 pytestmark = pytest.mark.slow
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-FIXTURE_FILES = sorted(FIXTURES.glob("model_vat*_*.pt")) if FIXTURES.is_dir() else []
+FIXTURE_FILES = fixture_files("model_vat*_*.pt")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,12 +44,10 @@ def _model_config(path: Path, meta: dict) -> tuple[str, str, str]:
     return model, meta.get("backbone", backbone), benchmark
 
 
-@pytest.fixture(scope="module", params=FIXTURE_FILES or [None], ids=lambda p: p.stem if p else "no-fixtures")
+@pytest.fixture(scope="module", params=FIXTURE_FILES, ids=fixture_id)
 def parity_run(request):
     """Run the model of one fixture file on its inputs once; the tests below compare the pieces."""
-    path = request.param
-    if path is None:
-        pytest.skip(f"parity fixtures not found in {FIXTURES}")
+    path = reference_path(request.param)
     expected = load_fixture(path)
     meta = expected["meta"]
     model_name, backbone, benchmark = _model_config(path, meta)
