@@ -18,7 +18,7 @@ import torch
 
 from hmrepro import create_model
 from hmrepro.engine.checkpoints import save_checkpoint
-from hmrepro.engine.evaluate import evaluate
+from hmrepro.engine.evaluate import EvalConfig, evaluate
 from hmrepro.engine.per_episode import COUNT_COLUMNS
 from hmrepro.engine.records import read_episode_table
 from hmrepro.models.testing import fill_params
@@ -39,18 +39,20 @@ def checkpoint(tmp_path_factory):
 def _evaluate(checkpoint, root, results, shot: int, bsz: int):
     with torch.backends.mkldnn.flags(enabled=False):
         (record,) = evaluate(
-            "hsnet-hm",
-            "pascal",
-            0,
-            shot,
-            weights=checkpoint,
-            data_root=root,
-            splits=root / "splits",
-            results_dir=results,
-            device="cpu",
-            episodes=4,
-            bsz=bsz,
-            image_cache_mib=16,
+            EvalConfig(
+                "hsnet-hm",
+                "pascal",
+                0,
+                shot,
+                weights=checkpoint,
+                data_root=root,
+                splits=root / "splits",
+                results_dir=results,
+                device="cpu",
+                episodes=4,
+                bsz=bsz,
+                image_cache_mib=16,
+            )
         )
     return record, read_episode_table(record["path"])[1]
 

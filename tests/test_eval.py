@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
 from hmrepro.data.splits import sha256_file
-from hmrepro.engine.evaluate import evaluate
+from hmrepro.engine.evaluate import EvalConfig, evaluate
 from hmrepro.engine.records import RECORD_FIELDS, read_records
 from hmrepro.engine.runs import read_metrics
 from hmrepro.errors import HmreproError
@@ -53,37 +53,39 @@ def test_eval_cli_writes_one_complete_record_per_fold(run, synthetic_root, tmp_p
 
 
 def test_trained_model_beats_random_weights_and_5_shot_runs(run, synthetic_root):
-    common = dict(
-        data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False, device="cpu"
-    )
-    trained = evaluate("hsnet", "fss", 0, 1, weights=str(run), **common)[0]
+    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, device="cpu")
+    trained = evaluate(EvalConfig("hsnet", "fss", 0, 1, weights=str(run), **common))[0]
     best_val = max(r["val_miou"] for r in read_metrics(run))
     assert trained["miou"] > 20 and best_val > 20
-    rand = evaluate("hsnet", "fss", 0, 1, weights="random", pretrained=False, img_size=64, episodes=8, **common)[0]
+    rand = evaluate(
+        EvalConfig("hsnet", "fss", 0, 1, weights="random", pretrained=False, img_size=64, episodes=8, **common)
+    )[0]
     assert rand["origin"] == "random" and rand["checkpoint_sha256"] is None and rand["episodes"] == 8
-    five = evaluate("hsnet", "fss", 0, 5, weights=str(run / "best_model.pt"), episodes=8, **common)[0]
+    five = evaluate(EvalConfig("hsnet", "fss", 0, 5, weights=str(run / "best_model.pt"), episodes=8, **common))[0]
     assert five["shot"] == 5 and five["episodes"] == 8 and five["origin"] == "own"
 
 
 def test_original_size_evaluation_scores_unresized_masks(run, synthetic_root):
-    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False)
+    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None)
     record = evaluate(
-        "hsnet", "pascal", 0, 1, weights=str(run), device="cpu", episodes=6, original_size=True, bsz=4, **common
+        EvalConfig(
+            "hsnet", "pascal", 0, 1, weights=str(run), device="cpu", episodes=6, original_size=True, bsz=4, **common
+        )
     )[0]  # original size on PASCAL/COCO only, as the authors
     assert record["original_size"] is True and record["bsz"] == 1 and record["episodes"] == 6
     with pytest.raises(HmreproError, match="original-size is not possible on fss"):
-        evaluate("hsnet", "fss", 0, 1, weights=str(run), original_size=True, **common)
+        evaluate(EvalConfig("hsnet", "fss", 0, 1, weights=str(run), original_size=True, **common))
 
 
 def test_weights_errors_are_clear(run, synthetic_root, tmp_path):
-    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, progress=False)
+    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None)
     with pytest.raises(HmreproError, match="neither"):
-        evaluate("hsnet", "fss", 0, 1, weights=str(tmp_path / "nothing.pt"), **common)
+        evaluate(EvalConfig("hsnet", "fss", 0, 1, weights=str(tmp_path / "nothing.pt"), **common))
     with pytest.raises(HmreproError, match="{fold}"):
-        evaluate("hsnet", "pascal", "all", 1, weights=str(run), **common)
+        evaluate(EvalConfig("hsnet", "pascal", "all", 1, weights=str(run), **common))
     # official weights that were never fetched: an error naming what to do (from hmrepro.acquisition)
     with pytest.raises(HmreproError):
-        evaluate("hsnet", "fss", 0, 1, weights="official", **{**common, "data_root": tmp_path})
+        evaluate(EvalConfig("hsnet", "fss", 0, 1, weights="official", **{**common, "data_root": tmp_path}))
 
 
 def test_run_of_another_fold_is_refused(run, synthetic_root, tmp_path):
@@ -94,15 +96,16 @@ def test_run_of_another_fold_is_refused(run, synthetic_root, tmp_path):
     (other / "best_model.pt").symlink_to(run / "best_model.pt")
     with pytest.raises(HmreproError, match="fold 1"):
         evaluate(
-            "hsnet",
-            "pascal",
-            0,
-            1,
-            weights=str(other),
-            data_root=synthetic_root,
-            splits=synthetic_root / "splits",
-            results_dir=None,
-            progress=False,
+            EvalConfig(
+                "hsnet",
+                "pascal",
+                0,
+                1,
+                weights=str(other),
+                data_root=synthetic_root,
+                splits=synthetic_root / "splits",
+                results_dir=None,
+            )
         )
 
 

@@ -82,7 +82,7 @@ def test_small_cache_evicts_and_stays_identical(synthetic_root):
 
 
 def test_evaluation_metrics_identical_with_and_without_the_cache(synthetic_root):
-    from hmrepro.engine.evaluate import evaluate
+    from hmrepro.engine.evaluate import EvalConfig, evaluate
 
     common = dict(
         weights="random",
@@ -94,10 +94,9 @@ def test_evaluation_metrics_identical_with_and_without_the_cache(synthetic_root)
         splits=synthetic_root / "splits",
         results_dir=None,
         device="cpu",
-        log=lambda msg: None,
     )
-    off = evaluate("hsnet-hm", "pascal", 0, 2, image_cache_mib=0, **common)[0]
-    on = evaluate("hsnet-hm", "pascal", 0, 2, image_cache_mib=16, **common)[0]
+    off = evaluate(EvalConfig("hsnet-hm", "pascal", 0, 2, image_cache_mib=0, **common))[0]
+    on = evaluate(EvalConfig("hsnet-hm", "pascal", 0, 2, image_cache_mib=16, **common))[0]
     assert (on["miou"], on["fb_iou"]) == (off["miou"], off["fb_iou"])
     assert on["image_cache_mib"] == 16 and off["image_cache_mib"] == 0
     assert on["image_cache"]["misses"] + on["image_cache"]["hits"] == 6 * 3 and off["image_cache"]["entries"] == 0

@@ -16,7 +16,7 @@ from hmrepro.data.preprocessing import PREPROCESSINGS, get_preprocessing, prepro
 from hmrepro.data.splits import SplitFolder
 from hmrepro.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VatImageTransform, resize_mask, resize_mask_cv2
 from hmrepro.engine import recipes
-from hmrepro.engine.evaluate import eval_settings, evaluate
+from hmrepro.engine.evaluate import EvalConfig, eval_settings, evaluate
 from hmrepro.engine.train import build_config
 from hmrepro.errors import HmreproError
 
@@ -140,17 +140,18 @@ def test_original_size_is_refused_for_vat(synthetic_root):
         eval_settings("vat-hm", "pascal", original_size=True)
     with pytest.raises(HmreproError, match="original-size"):
         evaluate(
-            "vat-hm",
-            "pascal",
-            0,
-            1,
-            weights="random",
-            original_size=True,
-            data_root=synthetic_root,
-            splits=synthetic_root / "splits",
-            results_dir=None,
-            progress=False,
-            device="cpu",
+            EvalConfig(
+                "vat-hm",
+                "pascal",
+                0,
+                1,
+                weights="random",
+                original_size=True,
+                data_root=synthetic_root,
+                splits=synthetic_root / "splits",
+                results_dir=None,
+                device="cpu",
+            )
         )
     assert eval_settings("hsnet-hm", "pascal", original_size=True)["preprocess"] == "hsnet"
     assert eval_settings("vat-hm", "pascal", preprocess="hsnet", original_size=True)["preprocess"] == "hsnet"

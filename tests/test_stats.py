@@ -198,21 +198,23 @@ def test_compare_and_analyze_sizes_cli(tmp_path):
 
 
 def test_mIoU_from_the_columns_equals_the_record_on_a_real_evaluation(synthetic_root, tmp_path):
-    from hmrepro.engine.evaluate import evaluate
+    from hmrepro.engine.evaluate import EvalConfig, evaluate
 
-    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=tmp_path, progress=False)
+    common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=tmp_path)
     rec = evaluate(
-        "hsnet",
-        "pascal",
-        0,
-        2,
-        weights="random",
-        pretrained=False,
-        img_size=32,
-        episodes=4,
-        original_size=True,
-        device="cpu",
-        **common,
+        EvalConfig(
+            "hsnet",
+            "pascal",
+            0,
+            2,
+            weights="random",
+            pretrained=False,
+            img_size=32,
+            episodes=4,
+            original_size=True,
+            device="cpu",
+            **common,
+        )
     )[0]  # (PASCAL-like: 255 boundaries ignored; scored at each query's original size)
     frame = read_episodes(rec["path"])
     assert frame["episode"].tolist() == list(range(4)) and "per_episode" not in rec

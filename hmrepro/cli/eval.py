@@ -177,14 +177,14 @@ def eval_command(
     Example (MCE, BAM's protocol: 5 seeds, each kept in the record):
     [bold]hmrepro eval mce-hm -b pascal --protocol bam --weights runs/mce-hm_pascal_fold0[/]
     """
-    from ..engine.evaluate import evaluate
+    from ..engine.evaluate import EvalConfig, evaluate
     from ..engine.inference import MULTI_SCALES
 
     inference = {"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot.value if kshot else None}
     if weights == "official" and backbone not in ("resnet50", "resnet101"):
         console.print("[yellow]note:[/] the authors released ResNet-50/101 checkpoints only")
     with RichProgress(progress) as bars:
-        records = evaluate(
+        config = EvalConfig(
             model,
             benchmark.value,
             fold.value,
@@ -202,12 +202,12 @@ def eval_command(
             episodes=episodes,
             pretrained=pretrained,
             amp=amp,
-            progress=bars,
             episode_seed=episode_seed,
             protocol=protocol.value if protocol else None,
             inference=inference,
             image_cache_mib=image_cache_mib,
         )
+        records = evaluate(config, progress=bars)
     print_table(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", to_stderr=as_json)
     if as_json:
         json.dump(records, sys.stdout, indent=2)

@@ -58,7 +58,7 @@ def quickstart(
     Example: [bold]hmrepro quickstart[/]   or   [bold]hmrepro quickstart --fast --workdir /tmp/hm[/]
     """
     from ..data.synthetic import make_synthetic
-    from ..engine.evaluate import evaluate
+    from ..engine.evaluate import EvalConfig, evaluate
     from ..engine.records import now_iso
     from ..engine.runs import read_metrics
     from ..engine.train import build_config, train
@@ -116,7 +116,7 @@ def quickstart(
     console.print("3/3 evaluating both on the fixed test episodes (1-shot)")
     for row in rows:
         with RichProgress(progress, log_prefix="    ") as bars:
-            record = evaluate(
+            config = EvalConfig(
                 row["model"],
                 BENCHMARK,
                 0,
@@ -127,8 +127,8 @@ def quickstart(
                 results_dir=results,
                 device="cpu",
                 workers=workers,
-                progress=bars,
-            )[0]
+            )
+            record = evaluate(config, progress=bars)[0]
         row["record"] = record
 
     table = Table(title="quickstart: synthetic FSS-like benchmark, 1-shot, random-init ResNet-50")

@@ -51,7 +51,7 @@ def bench_eval(
     its counters (``image_cache``: hits, misses, hit rate; None when the workers counted them)."""
     from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
     from .distributed import resolve_device
-    from .evaluate import evaluate
+    from .evaluate import EvalConfig, evaluate
     from .records import ensure_writable_dir, machine_fields, save_records
 
     dev = resolve_device(device)
@@ -59,7 +59,7 @@ def bench_eval(
         ensure_writable_dir(Path(results_dir))
     start = time.perf_counter()
     with PeakMemory(dev) as memory:
-        (evaluation,) = evaluate(
+        config = EvalConfig(
             model_name,
             benchmark,
             fold,
@@ -76,10 +76,9 @@ def bench_eval(
             episodes=episodes,
             pretrained=False,
             amp=amp,
-            progress=progress,
-            log=lambda msg: None,
             image_cache_mib=DEFAULT_IMAGE_CACHE_MIB if image_cache_mib is None else image_cache_mib,
         )
+        (evaluation,) = evaluate(config, progress=progress, log=lambda msg: None)
     wall = time.perf_counter() - start
     secs = float(evaluation["secs_per_episode"])
     record = {

@@ -40,7 +40,6 @@ from ..data.domain_shift import (
     domain_shift_pool,
 )
 from ..data.episodes import Episode
-from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
 from ..data.preprocessing import get_preprocessing, preprocess_of
 from ..data.splits import PACKAGED_SPLITS, SplitFolder
 from ..errors import HmreproError
@@ -51,6 +50,7 @@ from . import runs
 from .bam_eval import run_bam
 from .checkpoints import load_checkpoint
 from .distributed import resolve_device
+from .eval_config import EvalConfig
 from .inference import apply_inference, inference_fields
 from .progress import Progress, Silent
 from .recipes import resolve as resolve_recipe
@@ -67,6 +67,7 @@ from .runner import EpisodePlan, EpisodePrediction, run_episodes
 
 __all__ = [
     "EpisodeFigure",
+    "EvalConfig",
     "FoldEpisodes",
     "WeightsSource",
     "eval_settings",
@@ -281,28 +282,14 @@ def provenance(
 
 @dataclass(frozen=True)
 class _Evaluation:
-    """What every fold of one evaluation shares."""
+    """What every fold of one evaluation shares: its configuration and what is derived from it."""
 
+    config: EvalConfig
     kind: str  # the records' kind
     record_benchmark: str  # the records' benchmark
-    model_name: str
-    backbone: str
     trained_on: str  # the benchmark whose weights are resolved and whose model is built
-    shot: int
-    recipe: dict  # eval_settings(model_name, trained_on): protocol, preprocess, img_size
-    weights: str
-    img_size: int | None
-    original_size: bool
+    recipe: dict  # eval_settings(model, trained_on): protocol, preprocess, img_size
     bsz: int
-    workers: int
-    episodes: int | None
-    pretrained: bool
-    amp: bool
-    episode_seed: int = 0  # the draw of the protocol's episodes (0: the protocol's own)
-    inference: dict = field(default_factory=dict)  # test-time options (CRCNet: scales, kshot); empty: the model's
-    image_cache_mib: float = (
-        DEFAULT_IMAGE_CACHE_MIB  # each loading process's bound (0: off); results do not depend on it
-    )
 
 
 def fold_plan(recipe: dict, source: WeightsSource, img_size: int | None, original_size: bool, log) -> EpisodePlan:
@@ -344,7 +331,13 @@ def _evaluate_folds(
         ensure_writable_dir(Path(results_dir))
     sources = [
         resolve_weights(
-            job.weights, job.model_name, job.backbone, job.trained_on, f, multi_fold=len(folds) > 1, data_root=data_root
+            job.config.weights,
+            job.config.model,
+            job.config.backbone,
+            job.trained_on,
+            f,
+            multi_fold=len(folds) > 1,
+            data_root=data_root,
         )
         for f in folds
     ]
@@ -379,14 +372,20 @@ def _evaluate_fold(
 ) -> dict:
     """One fold: the model with the weights of ``source``, its plan, the runner over ``fold``'s episodes, the record."""
     model = load_model(
-        source, job.model_name, job.backbone, job.trained_on, pretrained=job.pretrained, device=device, log=log
+        source,
+        job.config.model,
+        job.config.backbone,
+        job.trained_on,
+        pretrained=job.config.pretrained,
+        device=device,
+        log=log,
     )
-    apply_inference(model, job.inference, job.model_name)
+    apply_inference(model, job.config.inference, job.config.model)
     if source.trained_benchmark and source.trained_benchmark != job.trained_on:
         log(f"note: {source.path} was trained on {source.trained_benchmark}, not {job.trained_on}")
-    plan = fold_plan(job.recipe, source, job.img_size, job.original_size, log)
-    eps = fold.episodes[: job.episodes] if job.episodes else fold.episodes
-    runs = bam_runs(fold, job.episodes) if plan.protocol == "bam" else None
+    plan = fold_plan(job.recipe, source, job.config.img_size, job.config.original_size, log)
+    eps = fold.episodes[: job.config.episodes] if job.config.episodes else fold.episodes
+    runs = bam_runs(fold, job.config.episodes) if plan.protocol == "bam" else None
     if runs is not None:
         eps = [e for _, run in runs for e in run]
     task = progress.start(fold.task, len(eps))
@@ -401,8 +400,8 @@ def _evaluate_fold(
             class_ids=fold.class_ids,
             data_root=data_root,
             device=device,
-            workers=job.workers,
-            amp=job.amp,
+            workers=job.config.workers,
+            amp=job.config.amp,
             on_batch=advance,
         )
         fold = replace(fold, fields={**fold.fields, "bam_runs": per_run})
@@ -417,10 +416,10 @@ def _evaluate_fold(
             data_root=data_root,
             device=device,
             bsz=job.bsz,
-            workers=job.workers,
-            amp=job.amp,
+            workers=job.config.workers,
+            amp=job.config.amp,
             on_batch=advance,
-            image_cache_mib=job.image_cache_mib,
+            image_cache_mib=job.config.image_cache_mib,
         )
     progress.finish(task)
     log(
@@ -428,30 +427,30 @@ def _evaluate_fold(
         f"({result.secs_per_episode * 1000:.0f} ms/episode)"
     )
     return {
-        **episode_fields(eps, fold.class_ids, job.episode_seed, source),
+        **episode_fields(eps, fold.class_ids, job.config.episode_seed, source),
         PER_EPISODE: result.per_episode,
         "kind": job.kind,
-        "model": job.model_name,
+        "model": job.config.model,
         "masking": model.masking.name,
         **inference_fields(model),
         **({"model_args": source.trained_model_args} if source.trained_model_args else {}),
-        **run_fields(job.model_name, source),
-        "backbone": job.backbone,
+        **run_fields(job.config.model, source),
+        "backbone": job.config.backbone,
         "benchmark": job.record_benchmark,
         "fold": f,
-        "shot": job.shot,
+        "shot": job.config.shot,
         **result.metrics(),
         **fold.fields,
         "protocol": plan.protocol,
         "preprocess": plan.preprocess,
         "img_size": plan.img_size,
         "original_size": plan.original_size,
-        **provenance(source, pretrained=job.pretrained, device=device, data_root=data_root, splits=splits),
+        **provenance(source, pretrained=job.config.pretrained, device=device, data_root=data_root, splits=splits),
         "bsz": 1 if plan.original_size or runs is not None else job.bsz,  # original-size and BAM scoring: batch 1
-        "image_cache_mib": job.image_cache_mib,
+        "image_cache_mib": job.config.image_cache_mib,
         "image_cache": result.image_cache,  # counters of the main process's cache (None with workers or BAM runs)
         **record_protocol_fields(
-            amp=job.amp,
+            amp=job.config.amp,
             episodes=result.episodes,
             total_episodes=len(fold.episodes),
             img_size=plan.img_size,
@@ -493,43 +492,26 @@ def _progress_of(progress: Progress | bool | None) -> Progress:
 
 
 def evaluate(
-    model_name: str,
-    benchmark: str,
-    fold: str | int,
-    shot: int,
-    *,
-    weights: str,
-    backbone: str = "resnet50",
-    img_size: int | None = None,
-    original_size: bool = False,
-    data_root: str | Path | None = None,
-    splits: str | Path | None = None,
-    results_dir: str | Path | None = "results",
-    device: str | None = None,
-    bsz: int | None = None,
-    workers: int = 0,
-    episodes: int | None = None,
-    pretrained: bool = True,
-    amp: bool = False,
-    progress: Progress | bool | None = None,
-    log: Callable[[str], None] | None = None,
-    preprocess: str | None = None,
-    episode_seed: int = 0,
-    inference: dict | None = None,
-    protocol: str | None = None,
-    image_cache_mib: float = DEFAULT_IMAGE_CACHE_MIB,
+    config: EvalConfig, *, progress: Progress | bool | None = None, log: Callable[[str], None] | None = None
 ) -> list[dict]:
-    """Evaluate ``model_name`` on every fold of ``fold`` ('all' or a number); returns the result records.
+    """Run the evaluation ``config`` (:class:`~.eval_config.EvalConfig`) on every fold of ``config.fold``
+    ('all' or a number); returns the result records.
 
-    Each record is written to ``results_dir`` (unless it is None) with :func:`write_record`; the written path is
-    in the returned record under ``path``. ``progress`` (:class:`~hmrepro.engine.progress.Progress`) gets a task
-    per fold and, unless ``log`` is given, the notes and the result line of each fold. ``episode_seed`` other than
-    0 draws another set of episodes by the same protocol (its records say so and fill no table cell).
-    ``image_cache_mib`` bounds each loading process's cache of decoded, resized images (0: off; same results).
+    Each record is written to ``config.results_dir`` (unless it is None) with :func:`write_record`; the written path
+    is in the returned record under ``path``. ``progress`` (:class:`~hmrepro.engine.progress.Progress`) gets a task
+    per fold and, unless ``log`` is given, the notes and the result line of each fold.
     """
+    model_name, benchmark, fold, shot = config.model, config.benchmark, config.fold, config.shot
+    episode_seed = config.episode_seed
     folds = folds_of(benchmark, fold)
-    recipe = eval_settings(model_name, benchmark, preprocess=preprocess, original_size=original_size, protocol=protocol)
-    split_folder = SplitFolder(splits)
+    recipe = eval_settings(
+        model_name,
+        benchmark,
+        preprocess=config.preprocess,
+        original_size=config.original_size,
+        protocol=config.protocol,
+    )
+    split_folder = SplitFolder(config.splits)
     bench = get_benchmark(benchmark)
 
     def episodes_of(f: int) -> FoldEpisodes:
@@ -557,33 +539,21 @@ def evaluate(
         )
 
     job = _Evaluation(
-        "eval",
-        benchmark,
-        model_name,
-        backbone,
-        benchmark,
-        shot,
-        recipe,
-        weights,
-        img_size,
-        original_size,
-        int(bsz or recipe.get("eval_bsz", 1)),
-        workers,
-        episodes,
-        pretrained,
-        amp,
-        episode_seed=episode_seed,
-        inference=dict(inference or {}),
-        image_cache_mib=image_cache_mib,
+        config,
+        kind="eval",
+        record_benchmark=benchmark,
+        trained_on=benchmark,
+        recipe=recipe,
+        bsz=int(config.bsz or recipe.get("eval_bsz", 1)),
     )
     return _evaluate_folds(
         job,
         folds,
         episodes_of,
-        data_root=resolve_data_root(data_root),
+        data_root=resolve_data_root(config.data_root),
         splits=split_folder,
-        results_dir=results_dir,
-        device=device,
+        results_dir=config.results_dir,
+        device=config.device,
         progress=progress,
         log=log,
     )
@@ -646,23 +616,22 @@ def evaluate_domain_shift(
             fields=fields,
         )
 
-    job = _Evaluation(
-        "domain-shift",
-        DOMAIN_SHIFT_BENCHMARK,
+    config = EvalConfig(
         model_name,
-        backbone,
         "coco",
+        fold,
         shot,
-        recipe,
         weights,
-        img_size,
-        False,
-        bsz,
-        workers,
-        episodes,
-        pretrained,
-        amp,
+        backbone=backbone,
+        img_size=img_size,
+        episodes=episodes,
         episode_seed=episode_seed,
+        workers=workers,
+        pretrained=pretrained,
+        amp=amp,
+    )
+    job = _Evaluation(
+        config, kind="domain-shift", record_benchmark=DOMAIN_SHIFT_BENCHMARK, trained_on="coco", recipe=recipe, bsz=bsz
     )
     return _evaluate_folds(
         job,
