@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..engine.records import read_records
+from ..engine.records import precision_of, read_records
 from ..papers import get_paper
 from .render import NO_RECORD, build_view
 from .results import records_frame
@@ -302,7 +302,7 @@ def _table_row(row: pd.Series, cells: list[str], kind: str, numeric: set[int], s
     )
     tds = []
     for i, text in enumerate(cells):
-        text = _not_run(text) if kind != "claimed" else text
+        text = _not_run(text)  # claimed values never read "—" (the paper's blanks are "-")
         css = ["num"] if i in numeric else []
         if kind in ("verified", "reproduced") and i in numeric:
             css.append(agreement(text))
@@ -353,7 +353,7 @@ def run_block(run_dir: Path, records: list[dict], listing: pd.DataFrame) -> str:
         ["checkpoint sha256", ", ".join(sorted({str(r.get("checkpoint_sha256")) for r in records}))],
         ["cells it fills", "; ".join(cells) or "none"],
         ["train command", train_command(config)],
-        *(["eval command", eval_command(r)] for r in records),
+        *(["eval command", command] for command in dict.fromkeys(eval_command(r) for r in records)),
     ]
     rows = [[_e(k), f"<code>{_e(v)}</code>" if k.endswith("command") else _e(v)] for k, v in facts]
     rows += [["warning", _e(p)] for p in problems]
@@ -397,6 +397,14 @@ def eval_command(record: dict) -> str:
     words += ["--backbone", str(record.get("backbone")), "--weights", str(weights)]
     if record.get("img_size") is not None:
         words += ["--img-size", str(record.get("img_size"))]
+    if record.get("full_episode_set") is False and record.get("episodes") is not None:
+        words += ["--episodes", str(record.get("episodes"))]
+    if record.get("episode_seed"):
+        words += ["--episode-seed", str(record.get("episode_seed"))]
+    if record.get("original_size"):
+        words.append("--original-size")
+    if precision_of(record) != "fp32":
+        words.append("--amp")
     return shlex.join(words)
 
 
