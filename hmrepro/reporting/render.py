@@ -41,8 +41,9 @@ LEGEND = (
     "Source: HM = run by the HM authors; quoted [n] = copied by the paper from its reference [n] (claimed values "
     "only, except the baselines HSNet, VAT and ASNet, which hmrepro verifies and reproduces). Verified = the "
     "authors' official checkpoints (recognised by sha256) evaluated by hmrepro; reproduced = "
-    "hmrepro's own training runs; only full-protocol records count (all episodes, the model's image size, fp32; "
-    "--all-records lists the others). (±x) = difference to the claimed value; [a, b] = 95 % bootstrap interval over "
+    "hmrepro's own training runs; only full-protocol records of the row's run count (all episodes, the model's image "
+    "size, fp32; the row's settings and defaults, the paper's episode protocol; --all-records lists the others). "
+    "(±x) = difference to the claimed value; [a, b] = 95 % bootstrap interval over "
     "the episodes (--ci); ± s (n seeds) = standard deviation over training seeds; gain over X = reproduced HM − "
     "reproduced X [paired 95 % interval over the records the cells show, each seed's for a mean over seeds, --ci] "
     "vs the claimed gain. — no result record; n/a no official "
@@ -51,7 +52,9 @@ LEGEND = (
 RECORDS_LEGEND = (
     "Every result record of the table's rows. Cell: the cell the record fills; otherwise why it fills none. Only "
     "full-protocol records (every episode of the fold, the model's default image size, fp32, network resolution) "
-    "of origin official (verified) or own (reproduced) fill a cell, the newest of them per fold."
+    "of the row's run (its overrides and the defaults: model arguments, training switches, test-time options; the "
+    "paper's episode protocol) of origin official (verified) or own (reproduced) fill a cell, the newest of them per "
+    "fold; a record that is no row's run is listed under the rows it differs from least."
 )
 RECORDS_HEADERS = {
     "method": "Method",
