@@ -19,7 +19,7 @@ from hmrepro.engine.per_episode import miou_from_columns
 from hmrepro.engine.records import write_record
 from hmrepro.engine.runs import write_config, write_metrics
 from hmrepro.papers import get_paper
-from hmrepro.reporting.report import NOT_RUN, agreement, write_report
+from hmrepro.reporting.report import NOT_RUN, agreement, eval_command, write_report
 
 runner = CliRunner()
 SCRIPT = "<script>alert(1)</script>"
@@ -32,29 +32,38 @@ class Tables(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.tables: dict[int, list[tuple[dict, list[str]]]] = {}
+        self.headers: dict[int, list[str]] = {}
         self._table: int | None = None
         self._cell: list[str] | None = None
+        self._header: list[str] | None = None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "table" and "data-table" in attrs:
             self._table = int(attrs["data-table"])
             self.tables[self._table] = []
+            self.headers[self._table] = []
+        elif tag == "th" and self._table is not None:
+            self._header = []
         elif tag == "tr" and self._table is not None and "data-values" in attrs:
             self.tables[self._table].append((attrs, []))
         elif tag == "td" and self._table is not None and self.tables[self._table]:
             self._cell = []
 
     def handle_endtag(self, tag):
-        if tag == "td" and self._cell is not None:
+        if tag == "th" and self._header is not None:
+            self.headers[self._table].append("".join(self._header))
+            self._header = None
+        elif tag == "td" and self._cell is not None:
             self.tables[self._table][-1][1].append("".join(self._cell))
             self._cell = None
         elif tag == "table":
             self._table = None
 
     def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
+        for part in (self._cell, self._header):
+            if part is not None:
+                part.append(data)
 
 
 def episode_table(hit: int) -> dict:
@@ -131,10 +140,10 @@ def test_the_numbers_equal_hmrepro_tables(folder):
     parser = Tables()
     parser.feed(folder["html"])
     compared = 0
-    for table in (1, 2, 3):
+    for table in (1, 2, 3, 4, 5, 6):
         text = runner.invoke(app, ["table", str(table), "--results", str(folder["results"]), "--format", "csv"]).stdout
         csv = pd.read_csv(io.StringIO(text), dtype={"backbone": str}).fillna({"backbone": ""})
-        headers = ["fold0", "fold1", "fold2", "fold3", "mIoU"]
+        miou_at = parser.headers[table].index("mIoU")
         for attrs, cells in parser.tables[table]:
             if attrs["data-values"] not in ("verified", "reproduced"):
                 continue
@@ -145,7 +154,7 @@ def test_the_numbers_equal_hmrepro_tables(folder):
             ]
             assert len(line) == 1
             expected = line.iloc[0][f"{attrs['data-values']}_miou"]
-            shown = cells[5 + headers.index("mIoU")] if table != 3 else cells[5]
+            shown = cells[miou_at]
             if pd.isna(expected):
                 assert shown.startswith((NOT_RUN, "n/a")), (table, attrs, shown)
             else:
@@ -172,6 +181,21 @@ def test_per_class_iou_and_the_small_object_figure(folder):
     assert "hsnet fss fold 0 1-shot</td><td>1: 50.0, 2: 25.0" in html
     section = html.split('id="small-objects"', 1)[1]
     assert "hsnet vs hsnet-hm, fss fold 0" in section and 'src="data:image/png;base64,' in section
+
+
+def test_missing_measurements_read_not_run(folder):
+    parser = Tables()
+    parser.feed(folder["html"])
+    bench = parser.tables[7]
+    at = parser.headers[7].index("Measured secs/image")
+    assert bench and all(cells[at] == NOT_RUN for _, cells in bench)
+
+
+def test_eval_command_repeats_what_the_record_did():
+    quick = eval_command(record(episodes=50, full_episode_set=False, run_dir="/runs/a b", precision="bf16"))
+    assert quick.startswith("hmrepro eval hsnet-hm --benchmark pascal --fold 0 --shot 1 --backbone resnet50")
+    assert "--weights '/runs/a b'" in quick and "--episodes 50" in quick and quick.endswith("--amp")
+    assert "--episodes" not in eval_command(record(run_dir="/runs/a"))
 
 
 def test_agreement_colours():
