@@ -222,3 +222,12 @@ def test_an_argument_added_since_a_record_ran_its_declared_old_value(recipes, mo
     assert _cells(1, "mce", [record], "Ours")["reproduced_fold0"] == 47.0  # undeclared: today's default ran
     monkeypatch.setitem(settings.ADDED_ARGUMENTS, "mce", {"use_prior": False})
     assert _reasons(1, "mce", [record]) == {47.0: "model argument use_prior=false, the row's is the default (true)"}
+
+
+def test_hand_edited_settings_fill_nothing_and_say_so(recipes):
+    unreadable = {**_mce(miou=1.0), "model_arguments": "junk", "model_args": "nonsense"}
+    odd = {**_crcnet(miou=2.0), "inference": [1.0]}
+    assert _reasons(1, "mce", [unreadable]) == {1.0: "model arguments unreadable (model_args 'nonsense')"}
+    assert _reasons(8, "crcnet", [odd]) == {
+        2.0: "test-time options not recorded (scales=0.75,1.0,1.25; kshot=finetune-fusion wanted)"
+    }

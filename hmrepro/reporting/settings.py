@@ -146,6 +146,8 @@ def _test_time_differences(wanted: RowSettings, record: Mapping[str, Any], shot:
 
 def _model_arg_differences(wanted: RowSettings, record: Mapping[str, Any], shot: int) -> list[str]:
     ran = _record_model_args(record, wanted)
+    if ran is None:
+        return [f"model arguments unreadable (model_args {_text(record.get('model_args'))!r})"]
     _, finetune_counts = _kshot_counts(wanted, shot)
     reasons = []
     for key in sorted(set(wanted.model_args) | set(ran)):
@@ -185,21 +187,22 @@ def _training_differences(wanted: RowSettings, record: Mapping[str, Any]) -> lis
     return reasons
 
 
-def _record_model_args(record: Mapping[str, Any], wanted: RowSettings) -> dict[str, Any]:
+def _record_model_args(record: Mapping[str, Any], wanted: RowSettings) -> dict[str, Any] | None:
     """The constructor arguments ``record``'s model was built with: its ``model_arguments``, else (an older record)
     its ``model_args`` text; an argument the record does not name ran its ``ADDED_ARGUMENTS`` value, else today's
-    default."""
+    default. None: the record's text cannot be read."""
     before = ADDED_ARGUMENTS.get(wanted.family, {})
     unnamed = {key: before.get(key, value) for key, value in wanted.defaults.items()}
     recorded = record.get("model_arguments")
     if isinstance(recorded, Mapping):
         return {**unnamed, **recorded}
+    from ..errors import HmreproError
     from ..models.model_args import parse_model_args
 
     try:
         text = parse_model_args(str(record.get("model_args") or ""))
-    except ValueError:
-        text = {"model_args": record.get("model_args")}
+    except (HmreproError, ValueError):  # a hand-edited record: its text names no key=value
+        return None
     return {**unnamed, **text}
 
 
