@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from .common import console, fail
+from .table import PaperName
 
 DEFAULT_RESULTS = Path("results")
 RICH_COLUMNS = (
@@ -51,7 +52,9 @@ def results(
         "--where",
         help="Keep the rows for which this pandas query holds, e.g. 'model == \"hsnet-hm\" and fills_cell'.",
     ),
-    paper: str = typer.Option("hm", "--paper", help="Whose tables decide which cell a record fills: hm, crcnet, mce."),
+    paper: PaperName = typer.Option(
+        PaperName.hm, "--paper", help="Whose tables decide which cell a record fills: hm, crcnet or mce."
+    ),
     output: Path | None = typer.Option(
         None, "--output", "-o", help="Write to this file instead of stdout (needed for parquet)."
     ),
@@ -65,15 +68,11 @@ def results(
     Example: [bold]hmrepro results --format parquet -o records.parquet[/] (needs pyarrow: pip install
     'hmrepro\\[parquet]')
     """
-    from ..papers import PAPERS
-
-    if paper not in PAPERS:
-        raise typer.BadParameter(f"choose one of {', '.join(PAPERS)}", param_hint="'--paper'")
     if fmt is ResultsFormat.parquet and output is None:
         fail("--format parquet writes a binary file: give it with -o FILE.parquet")
     from ..reporting.results import load
 
-    frame = load(_results_dir(results_dir), paper=paper)
+    frame = load(_results_dir(results_dir), paper=paper.value)
     for line in frame.attrs.get("skipped_records", []):
         console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     if where:
