@@ -631,3 +631,18 @@ def test_a_folder_of_every_example_shows_only_the_valid_records_numbers(tmp_path
     lines = out.splitlines()
     start = next(i for i, line in enumerate(lines) if "| HSNet-HM | HM | 1 | claimed | 41.0 |" in line)
     assert "| verified | 41.5 (+0.5) | " in lines[start + 1]  # fold 1: the valid donor of a swapped sidecar
+
+
+def test_sweep_plan_counts_no_job_done_by_a_bad_record_and_warns_once(tmp_path, capsys):
+    results, sweep = tmp_path / "results", tmp_path / "sweep"
+    valid = write_record(fields(origin="own", date=NEWER), results)
+    command = ["sweep", "plan", "table", "2", "--json", "--sweep-dir", str(sweep), "--results", str(results)]
+    assert run(command) == 0
+    done = [job["id"] for job in json.loads(capsys.readouterr().out) if job["state"] == "done"]
+    assert done  # the control: the valid record settles its evaluation
+    edit(valid, miou=150.0)
+    _deep_non_record(results)
+    assert run(command) == 0
+    out, err = capsys.readouterr()
+    assert [job["id"] for job in json.loads(out) if job["state"] == "done"] == []
+    assert len(err.strip().splitlines()) == 2 and "'miou'" in err and "internal error" not in err
