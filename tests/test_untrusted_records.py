@@ -571,6 +571,7 @@ SAFE_TEXT = [
     ("a\nb\rc\td", "a\\nb\\rc\\td"),
     ("\x9b2J", "\\x9b2J"),
     ("\u202eevil", "\\u202eevil"),
+    ("name\udcff.json", "name\\udcff.json"),  # an undecodable byte of a file name (surrogateescape)
     (None, "None"),
     (41.5, "41.5"),
     ("[link=https://evil.example]ok[/link] [bold red]x", "[link=https://evil.example]ok[/link] [bold red]x"),

@@ -90,7 +90,7 @@ def load_record(path: Path, folder: Path | None = None) -> dict | None:
         return None
     problem = record_problem(data)
     if problem:
-        raise RecordError(problem)
+        raise RecordError(problem if ";" in problem else f"{problem}; correct the field or evaluate again")
     data["path"] = str(path)  # what hmrepro read, never what the file claims
     return data
 
