@@ -60,15 +60,16 @@ def test_vat_plan_is_its_authors():
         pascal, coco, fss = (eval_plan(name, b) for b in ("pascal", "coco", "fss"))
         assert (pascal.preprocess, pascal.img_size, coco.img_size, fss.img_size) == ("vat", 473, 417, 473)
         assert pascal.protocol == "hsnet"  # VAT evaluates on HSNet's episodes
-        assert not any(p.original_size_allowed for p in (pascal, coco, fss))
+        assert not any(card_of(name).allows_original_size(b) for b in ("pascal", "coco", "fss"))
 
 
 def test_hsnet_allows_original_size_on_pascal_and_coco_only():
     for name in ("hsnet", "hsnet-hm", "hsnet-nofm"):
         plans = {b: eval_plan(name, b) for b in BENCHMARKS}
-        assert {b: p.original_size_allowed for b, p in plans.items()} == {"pascal": True, "coco": True, "fss": False}
+        allowed = {b: card_of(name).allows_original_size(b) for b in BENCHMARKS}
+        assert allowed == {"pascal": True, "coco": True, "fss": False}
         assert {p.img_size for p in plans.values()} == {400} and {p.preprocess for p in plans.values()} == {"hsnet"}
-    assert eval_plan("hsnet", "pascal") == EvalPlan("hsnet", "pascal", "hsnet", "hsnet", 400, True)
+    assert eval_plan("hsnet", "pascal") == EvalPlan("hsnet", "hsnet", 400, original_size=False)
 
 
 def test_asnet_has_its_own_protocol_and_no_fss():
@@ -167,8 +168,8 @@ def test_compute_objective_is_owned_by_every_family():
 
 
 def test_original_size_evaluation_is_refused_on_fss():
-    from hmrepro.engine.evaluate import eval_settings
+    from hmrepro.engine.evaluate import evaluation_plan
 
     with pytest.raises(HmreproError, match="--original-size is not possible on fss"):
-        eval_settings("hsnet", "fss", original_size=True)
-    assert eval_settings("hsnet", "coco", original_size=True)["img_size"] == 400
+        evaluation_plan("hsnet", "fss", original_size=True)
+    assert evaluation_plan("hsnet", "coco", original_size=True) == EvalPlan("hsnet", "hsnet", 400, original_size=True)

@@ -16,7 +16,7 @@ from hmrepro.data.preprocessing import PREPROCESSINGS, get_preprocessing, prepro
 from hmrepro.data.splits import SplitFolder
 from hmrepro.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VatImageTransform, resize_mask, resize_mask_cv2
 from hmrepro.engine import recipes
-from hmrepro.engine.evaluate import EvalConfig, eval_settings, evaluate
+from hmrepro.engine.evaluate import EvalConfig, evaluate, evaluation_plan
 from hmrepro.engine.train import build_config
 from hmrepro.errors import HmreproError
 
@@ -130,14 +130,19 @@ def test_preprocessing_registry():
     ],
 )
 def test_eval_and_train_pick_each_models_preprocessing(model, benchmark, protocol, preprocess, img_size):
-    settings = eval_settings(model, benchmark)
-    assert (settings["protocol"], settings["preprocess"], settings["img_size"]) == (protocol, preprocess, img_size)
+    plan = evaluation_plan(model, benchmark)
+    assert (plan.protocol, plan.preprocess, plan.img_size, plan.original_size) == (
+        protocol,
+        preprocess,
+        img_size,
+        False,
+    )
     assert build_config(model, benchmark, 0).preprocess == preprocess
 
 
 def test_original_size_is_refused_for_vat(synthetic_root):
     with pytest.raises(HmreproError, match="--original-size is not possible for vat-hm"):
-        eval_settings("vat-hm", "pascal", original_size=True)
+        evaluation_plan("vat-hm", "pascal", original_size=True)
     with pytest.raises(HmreproError, match="original-size"):
         evaluate(
             EvalConfig(
@@ -153,8 +158,8 @@ def test_original_size_is_refused_for_vat(synthetic_root):
                 device="cpu",
             )
         )
-    assert eval_settings("hsnet-hm", "pascal", original_size=True)["preprocess"] == "hsnet"
-    assert eval_settings("vat-hm", "pascal", preprocess="hsnet", original_size=True)["preprocess"] == "hsnet"
+    assert evaluation_plan("hsnet-hm", "pascal", original_size=True).preprocess == "hsnet"
+    assert evaluation_plan("vat-hm", "pascal", preprocess="hsnet", original_size=True).preprocess == "hsnet"
 
 
 def test_recipe_rejects_unknown_preprocessing(tmp_path):

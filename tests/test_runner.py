@@ -15,7 +15,8 @@ from hmrepro.data.benchmarks import get_benchmark, test_episodes
 from hmrepro.data.dataset import EpisodeDataset
 from hmrepro.data.splits import SplitFolder
 from hmrepro.engine.metrics import FewShotMeter
-from hmrepro.engine.runner import EpisodePlan, episode_loader, one_shot_logits, run_episodes, run_loader
+from hmrepro.engine.runner import episode_loader, one_shot_logits, run_episodes, run_loader
+from hmrepro.models.cards import EvalPlan
 
 runner = CliRunner()
 RANDOM_VAT = ["--weights", "random", "--no-pretrained", "--img-size", "64", "--device", "cpu"]
@@ -98,7 +99,7 @@ def test_validation_prediction_matches_the_evaluation_at_one_shot(synthetic_root
     bench, eps, nclass, classes = fss_episodes
     torch.manual_seed(0)
     model = create_model("hsnet-hm", pretrained=False)
-    plan = EpisodePlan("hsnet", "hsnet", 64)
+    plan = EvalPlan("hsnet", "hsnet", 64)
     cpu = torch.device("cpu")
     evaluated = run_episodes(
         model,

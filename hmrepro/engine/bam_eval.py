@@ -18,9 +18,10 @@ import torch
 
 from ..data.benchmarks import Benchmark
 from ..data.episodes import Episode
+from ..models.cards import EvalPlan
 from .metrics import FewShotMeter
 from .per_episode import concat
-from .runner import BatchHook, EpisodePlan, EpisodeResult, episode_loader, run_loader
+from .runner import BatchHook, EpisodeResult, episode_loader, run_loader
 
 __all__ = ["predict_on_label", "run_bam"]
 
@@ -42,7 +43,7 @@ def run_bam(
     runs: Sequence[tuple[int, Sequence[Episode]]],
     *,
     benchmark: Benchmark,
-    plan: EpisodePlan,
+    plan: EvalPlan,
     nclass: int,
     class_ids: Sequence[int],
     data_root: Path,

@@ -43,7 +43,7 @@ from ..data.episodes import Episode
 from ..data.preprocessing import get_preprocessing, preprocess_of
 from ..data.splits import PACKAGED_SPLITS, SplitFolder
 from ..errors import HmreproError
-from ..models.cards import ORIGINAL_SIZE_BENCHMARKS
+from ..models.cards import ORIGINAL_SIZE_BENCHMARKS, EvalPlan
 from ..models.model_args import model_arguments
 from ..paths import resolve_data_root
 from . import runs
@@ -63,14 +63,14 @@ from .records import (
     save_records,
     versions,
 )
-from .runner import EpisodePlan, EpisodePrediction, run_episodes
+from .runner import EpisodePrediction, run_episodes
 
 __all__ = [
     "EpisodeFigure",
     "EvalConfig",
     "FoldEpisodes",
     "WeightsSource",
-    "eval_settings",
+    "evaluation_plan",
     "evaluate",
     "evaluate_domain_shift",
     "figure_episodes",
@@ -203,32 +203,33 @@ def bam_runs(fold: FoldEpisodes, limit: int | None) -> list[tuple[int, list[Epis
     ]
 
 
-def eval_settings(
+def evaluation_plan(
     model_name: str,
     benchmark: str,
     *,
     preprocess: str | None = None,
     original_size: bool = False,
     protocol: str | None = None,
-) -> dict:
-    """The recipe of ``model_name`` on ``benchmark`` with the ``protocol`` (episodes) and ``preprocess`` (image and
-    mask preprocessing, :mod:`hmrepro.data.preprocessing`) the evaluation uses; ``preprocess`` overrides the recipe's.
-    Refuses ``original_size`` for a preprocessing that resizes every mask (VAT's)."""
+) -> EvalPlan:
+    """The :class:`~hmrepro.models.cards.EvalPlan` of ``model_name`` on ``benchmark``: the card's protocol
+    (episodes) and preprocessing (image and mask, :mod:`hmrepro.data.preprocessing`) unless ``protocol`` /
+    ``preprocess`` choose others, at the recipe's image size. Refuses ``original_size`` where the benchmark or the
+    preprocessing resizes every mask (FSS-1000; VAT's)."""
     recipe = resolve_recipe(model_name, benchmark)
-    recipe["protocol"] = protocol or recipe.get("protocol", "hsnet")
-    recipe["preprocess"] = preprocess or protocol_preprocess(recipe["protocol"], preprocess_of(recipe))
+    protocol = protocol or recipe.get("protocol", "hsnet")
+    preprocess = preprocess or protocol_preprocess(protocol, preprocess_of(recipe))
     if original_size and benchmark not in ORIGINAL_SIZE_BENCHMARKS:
         raise HmreproError(
             f"--original-size is not possible on {benchmark}: its authors' loader resizes every mask with the image "
             f"(original size only on {', '.join(ORIGINAL_SIZE_BENCHMARKS)}); drop --original-size"
         )
-    if original_size and not get_preprocessing(recipe["preprocess"]).original_size:
+    if original_size and not get_preprocessing(preprocess).original_size:
         raise HmreproError(
-            f"--original-size is not possible for {model_name}: its preprocessing ('{recipe['preprocess']}') resizes "
+            f"--original-size is not possible for {model_name}: its preprocessing ('{preprocess}') resizes "
             "the masks together with the image, so its authors evaluate at the network resolution only "
             f"({recipe['img_size']} px here); drop --original-size"
         )
-    return recipe
+    return EvalPlan(protocol, preprocess, int(recipe["img_size"]), original_size)
 
 
 def load_model(
@@ -288,17 +289,17 @@ class _Evaluation:
     kind: str  # the records' kind
     record_benchmark: str  # the records' benchmark
     trained_on: str  # the benchmark whose weights are resolved and whose model is built
-    recipe: dict  # eval_settings(model, trained_on): protocol, preprocess, img_size
+    plan: EvalPlan  # evaluation_plan(model, trained_on): protocol, preprocess, the recipe's img_size, original size
     bsz: int
 
 
-def fold_plan(recipe: dict, source: WeightsSource, img_size: int | None, original_size: bool, log) -> EpisodePlan:
-    """The plan a fold runs with: the recipe's protocol and preprocessing, at ``img_size``, else the size the
-    checkpoint trained at, else the recipe's size."""
-    size = int(img_size or source.trained_img_size or recipe["img_size"])
-    if not img_size and size != recipe["img_size"]:
-        log(f"image size {size}: the size {source.path} was trained at (the recipe's is {recipe['img_size']})")
-    return EpisodePlan(recipe["protocol"], recipe["preprocess"], size, original_size)
+def fold_plan(plan: EvalPlan, source: WeightsSource, img_size: int | None, log) -> EvalPlan:
+    """The plan a fold runs with: ``plan`` at ``img_size``, else at the size the checkpoint trained at, else at the
+    plan's own (the recipe's) size."""
+    size = int(img_size or source.trained_img_size or plan.img_size)
+    if not img_size and size != plan.img_size:
+        log(f"image size {size}: the size {source.path} was trained at (the recipe's is {plan.img_size})")
+    return replace(plan, img_size=size)
 
 
 def set_eval_numerics(device: torch.device) -> None:
@@ -383,7 +384,7 @@ def _evaluate_fold(
     apply_inference(model, job.config.inference, job.config.model)
     if source.trained_benchmark and source.trained_benchmark != job.trained_on:
         log(f"note: {source.path} was trained on {source.trained_benchmark}, not {job.trained_on}")
-    plan = fold_plan(job.recipe, source, job.config.img_size, job.config.original_size, log)
+    plan = fold_plan(job.plan, source, job.config.img_size, log)
     eps = fold.episodes[: job.config.episodes] if job.config.episodes else fold.episodes
     runs = bam_runs(fold, job.config.episodes) if plan.protocol == "bam" else None
     if runs is not None:
@@ -454,7 +455,7 @@ def _evaluate_fold(
             episodes=result.episodes,
             total_episodes=len(fold.episodes),
             img_size=plan.img_size,
-            default_img_size=job.recipe["img_size"],
+            default_img_size=job.plan.img_size,
             original_size=plan.original_size,
         ),
     }
@@ -504,7 +505,7 @@ def evaluate(
     model_name, benchmark, fold, shot = config.model, config.benchmark, config.fold, config.shot
     episode_seed = config.episode_seed
     folds = folds_of(benchmark, fold)
-    recipe = eval_settings(
+    plan = evaluation_plan(
         model_name,
         benchmark,
         preprocess=config.preprocess,
@@ -515,7 +516,7 @@ def evaluate(
     bench = get_benchmark(benchmark)
 
     def episodes_of(f: int) -> FoldEpisodes:
-        if recipe["protocol"] == "bam":  # BAM's five seeds x 1000 episodes, one run after the other
+        if plan.protocol == "bam":  # BAM's five seeds x 1000 episodes, one run after the other
             runs = bam_test_episodes(benchmark, f, shot, split_folder)
             return FoldEpisodes(
                 benchmark,
@@ -527,7 +528,7 @@ def evaluate(
                 fields={"bam_seeds": [seed for seed, _ in runs]},
             )
         eps = test_episodes(
-            benchmark, f, shot, protocol=recipe["protocol"], split="test", splits=split_folder, seed=episode_seed
+            benchmark, f, shot, protocol=plan.protocol, split="test", splits=split_folder, seed=episode_seed
         )
         return FoldEpisodes(
             benchmark,
@@ -543,8 +544,8 @@ def evaluate(
         kind="eval",
         record_benchmark=benchmark,
         trained_on=benchmark,
-        recipe=recipe,
-        bsz=int(config.bsz or recipe.get("eval_bsz", 1)),
+        plan=plan,
+        bsz=int(config.bsz or resolve_recipe(model_name, benchmark)["eval_bsz"]),
     )
     return _evaluate_folds(
         job,
@@ -589,7 +590,7 @@ def evaluate_domain_shift(
     ``episode_seed`` other than 0 draws another set of episodes by the same protocol, as for :func:`evaluate`.
     """
     folds = folds_of("coco", fold)
-    recipe = eval_settings(model_name, "coco")
+    plan = evaluation_plan(model_name, "coco")
     split_folder = SplitFolder(splits)
     root = resolve_data_root(data_root)
     get_benchmark("pascal").require(root)  # before any download of official weights
@@ -605,7 +606,7 @@ def evaluate_domain_shift(
             "episode_source": EPISODE_SOURCE,
             "episode_pool_size": len(domain_shift_pool(f, split_folder)),
         }
-        eps = domain_shift_episodes(f, shot, split_folder, protocol=recipe["protocol"], seed=episode_seed)
+        eps = domain_shift_episodes(f, shot, split_folder, protocol=plan.protocol, seed=episode_seed)
         return FoldEpisodes(
             "pascal",
             eps,
@@ -631,7 +632,7 @@ def evaluate_domain_shift(
         amp=amp,
     )
     job = _Evaluation(
-        config, kind="domain-shift", record_benchmark=DOMAIN_SHIFT_BENCHMARK, trained_on="coco", recipe=recipe, bsz=bsz
+        config, kind="domain-shift", record_benchmark=DOMAIN_SHIFT_BENCHMARK, trained_on="coco", plan=plan, bsz=bsz
     )
     return _evaluate_folds(
         job,
@@ -650,7 +651,7 @@ def evaluate_domain_shift(
 class EpisodeFigure:
     """Episodes to draw, the plan they were loaded with and, with a model, its predictions."""
 
-    plan: EpisodePlan
+    plan: EvalPlan
     episodes: list[Episode]
     predictions: list[EpisodePrediction] | None = None
 
@@ -678,12 +679,11 @@ def figure_episodes(
     split_folder = SplitFolder(splits)
     root = resolve_data_root(data_root)
     if model_name is None:
-        plan = EpisodePlan("hsnet", "hsnet", int(img_size or 400))
+        plan = EvalPlan("hsnet", "hsnet", int(img_size or 400))
         return EpisodeFigure(plan, _episode_slice(benchmark, fold, shot, plan, split_folder, start, count))
     log = log or (lambda msg: None)
-    recipe = eval_settings(model_name, benchmark)
     source = resolve_weights(weights, model_name, backbone, benchmark, fold, multi_fold=False, data_root=root)
-    plan = fold_plan(recipe, source, img_size, False, log)
+    plan = fold_plan(evaluation_plan(model_name, benchmark), source, img_size, log)
     eps = _episode_slice(benchmark, fold, shot, plan, split_folder, start, count)
     dev = resolve_device(device)
     model = load_model(source, model_name, backbone, benchmark, pretrained=pretrained, device=dev, log=log)
@@ -702,9 +702,7 @@ def figure_episodes(
     return EpisodeFigure(plan, eps, result.predictions)
 
 
-def _episode_slice(
-    benchmark, fold, shot, plan: EpisodePlan, splits: SplitFolder, start: int, count: int
-) -> list[Episode]:
+def _episode_slice(benchmark, fold, shot, plan: EvalPlan, splits: SplitFolder, start: int, count: int) -> list[Episode]:
     eps = test_episodes(benchmark, fold, shot, protocol=plan.protocol, splits=splits)[start : start + count]
     if not eps:
         raise HmreproError(f"no episodes from {start}: the fold has fewer")

@@ -2,7 +2,7 @@
 
 ``hmrepro eval``, ``hmrepro domain-shift``, ``viz episodes`` and the validation inside training all go through
 :func:`run_loader`; :func:`run_episodes` is the evaluation's entry point (it seeds, builds the loader with the
-model's :class:`EpisodePlan` and runs it).
+model's :class:`~hmrepro.models.cards.EvalPlan` and runs it).
 
 - The episodes are loaded by :class:`~hmrepro.data.dataset.EpisodeDataset` with the plan's preprocessing (there is
   no default: a model is always loaded as its authors load it).
@@ -30,12 +30,12 @@ from torch.utils.data import DataLoader
 from ..data.benchmarks import Benchmark
 from ..data.dataset import EpisodeDataset
 from ..data.episodes import Episode
+from ..models.cards import EvalPlan
 from ..models.interface import Outputs, logits_of
 from .metrics import FewShotMeter, intersection_union
 from .per_episode import EpisodeTable, batch_rows, concat
 
 __all__ = [
-    "EpisodePlan",
     "EpisodePrediction",
     "EpisodeResult",
     "episode_loader",
@@ -49,17 +49,6 @@ __all__ = [
 Predict = Callable[[torch.nn.Module, dict, tuple | None], tuple[torch.Tensor, Any]]
 # on_batch(batch on the device, the model's outputs, the meter after this batch)
 BatchHook = Callable[[dict, Any, FewShotMeter], None]
-
-
-@dataclass(frozen=True)
-class EpisodePlan:
-    """How one model sees its episodes: the episode protocol, the preprocessing, the image side, and whether the
-    query masks keep their original size (logits upsampled to it, batch 1, as the authors)."""
-
-    protocol: str
-    preprocess: str
-    img_size: int
-    original_size: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +110,7 @@ def episode_loader(
     benchmark: Benchmark,
     data_root: Path,
     episodes: Sequence[Episode],
-    plan: EpisodePlan,
+    plan: EvalPlan,
     *,
     device: torch.device,
     bsz: int = 1,
@@ -228,7 +217,7 @@ def run_episodes(
     episodes: Sequence[Episode],
     *,
     benchmark: Benchmark,
-    plan: EpisodePlan,
+    plan: EvalPlan,
     nclass: int,
     class_ids: Sequence[int],
     data_root: Path,

@@ -48,6 +48,7 @@ from ..data.splits import SplitFolder
 from ..data.training_filter import filter_training_pool
 from ..errors import HmreproError
 from ..locks import exclusive_lock
+from ..models.cards import EvalPlan
 from ..models.interface import logits_of
 from ..models.model_args import model_arguments
 from ..paths import resolve_data_root
@@ -56,7 +57,7 @@ from .checkpoints import read_checkpoint, save_checkpoint
 from .memory import PeakMemory, check_batch_fits, free_memory_mib
 from .metrics import FewShotMeter
 from .progress import Progress, Silent
-from .runner import EpisodePlan, episode_loader, one_shot_logits, run_loader
+from .runner import episode_loader, one_shot_logits, run_loader
 from .train_config import TrainConfig, build_config, resume_config
 
 __all__ = ["TrainingInterrupted", "build_config", "resume_config", "train", "train_step"]
@@ -532,7 +533,7 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
         bench,
         data_root,
         distributed.shard(val_episodes, d.rank, d.world_size),
-        EpisodePlan(cfg.protocol, cfg.preprocess, cfg.img_size),
+        EvalPlan(cfg.protocol, cfg.preprocess, cfg.img_size),
         device=d.device,
         bsz=cfg.val_bsz,
         workers=cfg.workers,

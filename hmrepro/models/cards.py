@@ -63,16 +63,19 @@ class PublishedCheckpoint:
 
 @dataclass(frozen=True)
 class EvalPlan:
-    """How ``model`` is evaluated on ``benchmark``: the authors' episodes, preprocessing and image size."""
+    """How a model sees its test episodes: the episode sampler, the image and mask preprocessing, the image side, and
+    whether the query masks keep their original size (logits upsampled to it, batch 1, as the authors).
 
-    model: str
-    benchmark: str
+    The one evaluation-plan type: a card gives the authors' plan of a model on a benchmark (:func:`eval_plan`), the
+    evaluation adjusts it to its options and checkpoint, and the episode runner runs it.
+    """
+
     protocol: str
-    """Episode sampler of :mod:`hmrepro.data.episodes` (``hsnet`` | ``asnet``)."""
+    """Episode sampler of :mod:`hmrepro.data.episodes` (``hsnet`` | ``asnet`` | ``bam``)."""
     preprocess: str
-    """Image and mask preprocessing of :mod:`hmrepro.data.preprocessing` (``hsnet`` | ``vat``)."""
+    """Image and mask preprocessing of :mod:`hmrepro.data.preprocessing` (``hsnet`` | ``vat`` | ``bam``)."""
     img_size: int
-    original_size_allowed: bool
+    original_size: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,21 +118,18 @@ class ModelCard:
         """The benchmarks the family covers (ASNet: no FSS-1000, the authors have no loader for it)."""
         return tuple(self.img_size)
 
+    def allows_original_size(self, benchmark: str) -> bool:
+        """Whether the family can be scored at the query's original size on ``benchmark``."""
+        return self.original_size and benchmark in ORIGINAL_SIZE_BENCHMARKS
+
     def plan(self, model: str, benchmark: str) -> EvalPlan:
-        """The :class:`EvalPlan` of ``model`` (one of :attr:`variants`) on ``benchmark``."""
+        """The authors' :class:`EvalPlan` of ``model`` (one of :attr:`variants`) on ``benchmark``."""
         if benchmark not in self.img_size:
             raise ModelCardError(
                 f"{model} is not defined on {benchmark!r} (its authors cover {', '.join(self.benchmarks)}); "
                 f"choose one of those benchmarks"
             )
-        return EvalPlan(
-            model=model,
-            benchmark=benchmark,
-            protocol=self.protocol,
-            preprocess=self.preprocess,
-            img_size=self.img_size[benchmark],
-            original_size_allowed=self.original_size and benchmark in ORIGINAL_SIZE_BENCHMARKS,
-        )
+        return EvalPlan(protocol=self.protocol, preprocess=self.preprocess, img_size=self.img_size[benchmark])
 
 
 def _variants(family: str, baseline: str, **extra: str) -> Mapping[str, str]:
