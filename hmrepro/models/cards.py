@@ -5,8 +5,10 @@ trains them, how they are evaluated (episode protocol, image/mask preprocessing,
 benchmark, whether original-size evaluation is allowed), which checkpoint files they read (formats and the
 state-dict key prefixes that identify the family) and which weights their authors published.
 
-Adding a family = one model module under ``hmrepro/models/`` + one :class:`ModelCard` in :data:`CARDS` + one
-recipe file ``recipes/<card.recipe>.toml`` (training hyper-parameters only). The registry
+Adding a family = one model module under ``hmrepro/models/`` (a :class:`~hmrepro.models.interface.FewShotModule`;
+a :class:`~hmrepro.models.kshot.ShotVoteModel` when its K-shot prediction is the authors' vote) + one
+:class:`ModelCard` in :data:`CARDS` + one recipe file ``recipes/<card.recipe>.toml`` (training hyper-parameters
+only); ``tests/test_model_contract.py`` then checks every model of the card against the interface. The registry
 (:mod:`hmrepro.models.registry`), the recipes (:mod:`hmrepro.engine.recipes`), checkpoint reading
 (:mod:`hmrepro.engine.checkpoints`), the download index (:mod:`hmrepro.acquisition.checkpoints`) and the
 runtime benchmark (:mod:`hmrepro.engine.bench`) all read the cards.
