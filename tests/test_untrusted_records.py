@@ -438,6 +438,11 @@ def test_a_sidecar_that_would_decompress_beyond_the_limit_is_refused_before_deco
     with pytest.raises(HmreproError, match="would decompress episode.npy to 40128 bytes"):
         read_episode_table(path)
     assert decompressed == []
+    monkeypatch.setattr(record_schema, "MAX_SIDECAR_MEMBER_BYTES", 50_000)
+    monkeypatch.setattr(record_schema, "MAX_SIDECAR_DECOMPRESSED_BYTES", 40_000)  # each fits, all do not
+    with pytest.raises(HmreproError, match=r"would decompress to 43\d\d\d bytes, more than the 40000 allowed"):
+        read_episode_table(path)
+    assert decompressed == []
 
 
 def test_an_npy_header_claiming_more_than_its_bytes_is_refused_before_allocating(tmp_path):

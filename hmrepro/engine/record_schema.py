@@ -21,10 +21,10 @@ and ``miou``; these fields are checked when present:
   ``per_episode_sha256`` (64 hex digits) required beside it.
 
 The per-episode file (:mod:`hmrepro.engine.per_episode`) must have the sha256 the record names, hold only 1-D
-numeric arrays within :data:`MAX_SIDECAR_MEMBER_BYTES` each as declared in the zip (checked before anything is
-decompressed), one length for all columns equal to the record's ``episodes``, counts 0 ≤ intersection ≤ union,
-class ids in [0, :data:`MAX_CLASS_ID`], fractions in [0, 1]; the mIoU and FB-IoU recomputed from it must agree with
-the record's within :data:`HEADLINE_TOLERANCE`.
+numeric arrays within :data:`MAX_SIDECAR_MEMBER_BYTES` each and :data:`MAX_SIDECAR_DECOMPRESSED_BYTES` in all, as
+declared in the zip (checked before anything is decompressed), one length for all columns equal to the record's
+``episodes``, counts 0 ≤ intersection ≤ union, class ids in [0, :data:`MAX_CLASS_ID`], fractions in [0, 1]; the mIoU
+and FB-IoU recomputed from it must agree with the record's within :data:`HEADLINE_TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ RECORD_SCHEMA = 2
 CORE_FIELDS = ("model", "benchmark", "miou")
 MAX_RECORD_BYTES = 2 << 20
 MAX_SIDECAR_BYTES = 64 << 20
-MAX_SIDECAR_MEMBER_BYTES = 256 << 20  # decompressed: 8 bytes × 8 columns × 4 million episodes
+MAX_SIDECAR_MEMBER_BYTES = 32 << 20  # decompressed: 8 bytes × 4 million episodes (a fold has 1000)
+MAX_SIDECAR_DECOMPRESSED_BYTES = 128 << 20  # all members together
 MAX_SIDECAR_MEMBERS = 32
 MAX_CLASS_ID = 10_000
 HEADLINE_TOLERANCE = 1e-3  # percentage points between the record's mIoU and the one its episodes give
@@ -278,6 +279,11 @@ def _npz_arrays(data: bytes) -> dict:
                     f"would decompress {member.filename} to {member.file_size} bytes, more than the "
                     f"{MAX_SIDECAR_MEMBER_BYTES} allowed"
                 )
+        total = sum(member.file_size for member in members)
+        if total > MAX_SIDECAR_DECOMPRESSED_BYTES:
+            raise RecordError(
+                f"would decompress to {total} bytes, more than the {MAX_SIDECAR_DECOMPRESSED_BYTES} allowed"
+            )
         arrays = {}
         for member in members:
             try:
