@@ -394,7 +394,14 @@ SIDECAR_CASES = {  # case -> (how the pair is damaged, words the refusal must ho
         "no plain numeric column",
     ),
     "not a zip": (lambda p: _write_raw_sidecar(p, b"not a zip at all"), "not a per-episode .npz"),
+    "damaged compressed data": (lambda p: _write_raw_sidecar(p, _damaged(npz_bytes(sidecar_arrays()))), "damaged"),
 }
+
+
+def _damaged(data: bytes) -> bytes:
+    """``data`` with bytes of its first member's compressed stream overwritten (the zip's directory intact)."""
+    start = 30 + len("episode.npy") + 20
+    return data[:start] + bytes(range(7, 47)) + data[start + 40 :]
 
 
 def _write_raw_sidecar(path: Path, data: bytes) -> None:

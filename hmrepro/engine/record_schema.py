@@ -33,6 +33,7 @@ import io
 import math
 import re
 import zipfile
+import zlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -289,7 +290,15 @@ def _npz_arrays(data: bytes) -> dict:
             try:
                 with archive.open(member) as f:
                     raw = f.read(member.file_size + 1)
-            except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as err:
+            except (
+                zipfile.BadZipFile,
+                OSError,
+                ValueError,
+                EOFError,
+                NotImplementedError,
+                RuntimeError,  # encrypted
+                zlib.error,  # a damaged deflate stream
+            ) as err:
                 raise RecordError(f"has a damaged member {member.filename} ({err})") from None
             if len(raw) != member.file_size:
                 raise RecordError(f"has a member {member.filename} larger than its zip entry says")
