@@ -4,7 +4,8 @@
 ``takes_records``) and turns them into jobs, pure data with no printing:
 
 - ``train``: one run per (model, backbone, training benchmark, fold, seed) with the row's recipe and its
-  ``overrides`` column (``key=value;...`` → ``--key value``), into ``SWEEP/runs/<name>``;
+  ``overrides`` column (``key=value;...``: training keys → ``--key value``, model arguments → ``--model-args``,
+  test-time options → the evaluation's flags; :func:`row_argv`), into ``SWEEP/runs/<name>``;
 - ``eval`` (``domain-shift`` for Table 4): one per fold and shot of each trained run (*reproduced* cells), and
   one per fold and shot with ``--weights official`` (*verified* cells, rows whose checkpoint was published),
   after a ``download`` of the authors' checkpoints;
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 from ..errors import HmreproError
@@ -129,6 +130,52 @@ def override_argv(pairs: Iterable[tuple[str, str]]) -> list[str]:
         else:
             argv += [f"--{flag}", value]
     return argv
+
+
+MULTI_SCALES = (0.75, 1.0, 1.25)  # what `hmrepro eval --multi-scale` tests at (CRCNet's paper)
+TEST_TIME_KEYS = ("scales", "kshot")  # overrides that only the evaluation reads
+
+
+def row_argv(pairs: Iterable[tuple[str, str]], where: str) -> tuple[list[str], list[str]]:
+    """A claimed row's overrides as (training argv, evaluation argv).
+
+    Test-time options go to the evaluation (``scales=0.75,1,1.25`` → ``--multi-scale``, ``scales=1`` →
+    ``--single-scale``, ``kshot=M`` → ``--kshot M``); keys of the training configuration go to the training as
+    ``--key value`` (:func:`override_argv`); every other key is a constructor argument of the model, passed as one
+    ``--model-args "k=v;..."`` (evaluation builds the model from the run's saved configuration).
+    """
+    from ..engine.train_config import TrainConfig
+
+    training_keys = {f.name for f in fields(TrainConfig)}
+    train: list[tuple[str, str]] = []
+    model_args: list[str] = []
+    evaluation: list[str] = []
+    for key, value in pairs:
+        if key == "scales":
+            evaluation.append(_scales_flag(value, where))
+        elif key == "kshot":  # the other test-time key
+            evaluation += ["--kshot", value]
+        elif key in training_keys:
+            train.append((key, value))
+        else:
+            model_args.append(f"{key}={value}")
+    argv = override_argv(train) + (["--model-args", ";".join(model_args)] if model_args else [])
+    return argv, evaluation
+
+
+def _scales_flag(value: str, where: str) -> str:
+    try:
+        scales = tuple(float(v) for v in value.split(","))
+    except ValueError:
+        scales = ()
+    if scales == (1.0,):
+        return "--single-scale"
+    if scales == MULTI_SCALES:
+        return "--multi-scale"
+    raise HmreproError(
+        f"{where}: scales={value} is not a test-time setting hmrepro can run; "
+        f"use scales=1 or scales={','.join(f'{s:g}' for s in MULTI_SCALES)}"
+    )
 
 
 def _slug(pairs: Iterable[tuple[str, str]]) -> str:
@@ -338,11 +385,14 @@ class _Builder:
         return row_kind(row)
 
     def _reproduced(self, row) -> None:
-        overrides = parse_key_values(row["overrides"], f"claimed table {self.spec.table}, {row['method']}: overrides")
+        where = f"claimed table {self.spec.table}, {row['method']}: overrides"
+        overrides = parse_key_values(row["overrides"], where)
+        train_argv, _ = row_argv(overrides, where)
+        trained_with = tuple((k, v) for k, v in overrides if k not in TEST_TIME_KEYS)  # one training serves them all
         trained_on = row["trained_on"] or row["benchmark"]
         for fold in self._folds(row):
             for seed in self.spec.seeds:
-                name = run_folder_name(row["model"], row["backbone"], trained_on, fold, seed, overrides)
+                name = run_folder_name(row["model"], row["backbone"], trained_on, fold, seed, trained_with)
                 run_dir = str(Path(self.spec.sweep_dir) / RUNS / name)
                 train = self._add(
                     Job(
@@ -361,7 +411,7 @@ class _Builder:
                             row["backbone"],
                             "--seed",
                             str(seed),
-                            *override_argv(overrides),
+                            *train_argv,
                             *override_argv(self.spec.train_overrides),
                             *self._data_args(),
                             "--no-progress",
@@ -411,6 +461,11 @@ class _Builder:
                 )
             )
 
+    def _row_eval_argv(self, row) -> list[str]:
+        """The test-time options the row's overrides name (its eval flags)."""
+        where = f"claimed table {self.spec.table}, {row['method']}: overrides"
+        return row_argv(parse_key_values(row["overrides"] or "", where), where)[1]
+
     def _evaluation(self, row, fold: int, weights: str, tag: str, *, depends_on: str, prefix: str, done: bool) -> Job:
         kind = self._eval_kind(row)
         shot = int(row["shot"])
@@ -429,6 +484,7 @@ class _Builder:
             "--results",
             str(self.spec.results),
             *self._data_args(),
+            *self._row_eval_argv(row),
             *override_argv(self.spec.eval_overrides),
             "--no-progress",
         ]
