@@ -40,12 +40,15 @@ from ..errors import CorruptFileError, MissingDataError
 __all__ = [
     "BACKBONES",
     "BackboneWeightsMissingError",
+    "DeepStemResNet",
     "FrozenBackbone",
     "FrozenDilatedResNet",
     "FrozenResNet",
+    "FrozenStagedDeepResNet",
     "FrozenStagedVGG16BN",
     "FrozenVGG16",
     "build_backbone",
+    "build_deep_stem_backbone",
     "build_dilated_backbone",
     "build_dilated_resnet",
     "imagenet_weights_path",
@@ -299,8 +302,12 @@ class FrozenDilatedResNet(FrozenBackbone):
         self.channels = tuple(RESNET_LAYER_CHANNELS[name] for name in self.feature_layers)
         self.stage_tap_counts = (0, 0, 0)  # no HSNet-style correlation stages
 
+    def stem(self, img: Tensor) -> Tensor:
+        """The layers before layer1 (conv1, bn1, ReLU, max-pool)."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(img))))
+
     def taps(self, img: Tensor) -> list[Tensor]:
-        feat = self.maxpool(self.relu(self.bn1(self.conv1(img))))
+        feat = self.stem(img)
         out = []
         for name in self.LAYERS[: self.LAYERS.index(self.feature_layers[-1]) + 1]:
             feat = getattr(self, name)(feat)
@@ -408,3 +415,121 @@ def _vgg16_bn_features(pretrained: bool) -> nn.Module:
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
     return net
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Deep-stem ResNet of the PSPNet lineage (semseg, PFENet, BAM: "resnet50 v2"), the encoder of BAM's base learner
+# ---------------------------------------------------------------------------------------------------------------
+
+DEEP_STEM_LAYERS = {"resnet50": (3, 4, 6, 3), "resnet101": (3, 4, 23, 3)}
+DEEP_STEM_IMAGENET_FILES = {"resnet50": "resnet50_v2.pth", "resnet101": "resnet101_v2.pth"}
+"""File names of the lineage's ImageNet deep-stem weights (BAM's ``initmodel/``; semseg's ``resnet50_v2.pth``)."""
+
+
+def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+
+class DeepStemResNet(torchvision.models.ResNet):
+    """ResNet-50/101 with the deep stem of BAM's ``model/resnet.py`` (``deep_base=True``), trainable.
+
+    The stem is three 3×3 convolutions, 3→64 (stride 2), 64→64, 64→128, each followed by BatchNorm and ReLU, then the
+    3×3 max-pool; layer1 therefore starts from 128 channels. The bottlenecks are the v1.5 ones (stride on the 3×3
+    conv, as BAM's and torchvision's). Convolutions get Kaiming-normal (fan_out, ReLU) weights, BatchNorm 1 and 0 (BAM's
+    initialisation). ``dilated=True`` gives every block of layer3 dilation 2 and of layer4 dilation 4 with stride 1
+    (output stride 8), as BAM's PSPNet does. Module names are BAM's (``conv1``, ``bn1``, ``conv2``, ``bn2``, ``conv3``,
+    ``bn3``, ``layer1``..``layer4``, ``fc``), so the lineage's ``resnet50_v2.pth`` loads by name.
+    """
+
+    def __init__(self, name: str = "resnet50", dilated: bool = True) -> None:
+        if name not in DEEP_STEM_LAYERS:
+            raise ValueError(f"the deep-stem ResNet is resnet50 or resnet101, not {name!r}")
+        layers = DEEP_STEM_LAYERS[name]
+        super().__init__(torchvision.models.resnet.Bottleneck, list(layers))
+        self.conv1 = _conv3x3(3, 64, stride=2)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.conv2 = _conv3x3(64, 64)
+        self.bn2 = nn.BatchNorm2d(64)
+        self.conv3 = _conv3x3(64, 128)
+        self.bn3 = nn.BatchNorm2d(128)
+        self.inplanes = 128
+        self.layer1 = self._make_layer(torchvision.models.resnet.Bottleneck, 64, layers[0])
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if dilated:
+            dilate_layer(self.layer3, 2)
+            dilate_layer(self.layer4, 4)
+
+    def stem(self, img: Tensor) -> Tensor:
+        """BAM's ``layer0``: conv1-bn1-ReLU, conv2-bn2-ReLU, conv3-bn3-ReLU, max-pool."""
+        x = self.relu(self.bn1(self.conv1(img)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        return self.maxpool(self.relu(self.bn3(self.conv3(x))))
+
+    def features(self, img: Tensor) -> Tensor:
+        """layer4's output (BAM's ``encoder``: layer0..layer4)."""
+        return self.layer4(self.layer3(self.layer2(self.layer1(self.stem(img)))))
+
+    def forward(self, img: Tensor) -> Tensor:  # the ImageNet classifier, never used by the lineage
+        return self.fc(torch.flatten(self.avgpool(self.features(img)), 1))
+
+
+def deep_stem_imagenet_path(name: str) -> Path:
+    """Where the lineage's ImageNet deep-stem weights of ``name`` are looked for: the hub cache folder."""
+    return hub_checkpoint_dir() / DEEP_STEM_IMAGENET_FILES[name]
+
+
+def load_deep_stem_imagenet(net: DeepStemResNet, name: str) -> None:
+    """Load ``resnet50_v2.pth`` / ``resnet101_v2.pth`` (BAM's ``initmodel/``) into ``net``. BAM loads them with
+    ``strict=False``: keys the network lacks are ignored, but a parameter the file lacks is an error here."""
+    path = deep_stem_imagenet_path(name)
+    if not path.is_file():
+        raise BackboneWeightsMissingError(
+            f"ImageNet weights of the deep-stem {name} not found: {path} does not exist. BAM's README links them "
+            f"('pre-trained backbones', put into BAM/initmodel); copy {path.name} to {path.parent}/ (TORCH_HOME moves "
+            "it), or train with --no-pretrained."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CorruptFileError(f"cannot read deep-stem ImageNet weights {path} ({type(err).__name__}: {err})") from err
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    missing, _unexpected = net.load_state_dict(state, strict=False)
+    if missing:
+        raise CorruptFileError(f"{path} is not a deep-stem {name}: it lacks {', '.join(missing[:5])}")
+
+
+class FrozenStagedDeepResNet(FrozenStagedResNet):
+    """:class:`FrozenStagedResNet` on a :class:`DeepStemResNet` (dilated): BAM's frozen ``layer0``..``layer4`` of
+    its base learner, the encoder BAM's meta-learner (and so MCE) runs. :meth:`taps` = [layer2, layer3]."""
+
+    def __init__(self, net: DeepStemResNet) -> None:
+        FrozenBackbone.__init__(self, net)
+        self.feature_layers = ("layer2", "layer3")
+        self.channels = tuple(RESNET_LAYER_CHANNELS[name] for name in self.feature_layers)
+        self.stage_tap_counts = (0, 0, 0)
+
+    def stem(self, img: Tensor) -> Tensor:
+        x = self.relu(self.bn1(self.conv1(img)))
+        x = self.relu(self.bn2(self.conv2(x)))
+        return self.maxpool(self.relu(self.bn3(self.conv3(x))))
+
+
+def build_deep_stem_backbone(name: str = "resnet50", state_dict: dict[str, Tensor] | None = None) -> FrozenBackbone:
+    """BAM's frozen base-learner encoder for ``resnet50`` / ``resnet101``: a dilated :class:`DeepStemResNet` (random,
+    or loaded strictly from ``state_dict``, keys as the network's), frozen as :class:`FrozenStagedDeepResNet`."""
+    net = DeepStemResNet(name, dilated=True)
+    if state_dict is not None:
+        missing, unexpected = net.load_state_dict(state_dict, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.")]  # a base learner has no ImageNet classifier
+        if missing or unexpected:
+            raise CorruptFileError(
+                f"the base learner's encoder does not fit a deep-stem {name}: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+    return FrozenStagedDeepResNet(net)
