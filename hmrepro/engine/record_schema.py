@@ -13,7 +13,7 @@ and ``miou``; these fields are checked when present:
 - ``miou``, ``fb_iou``: finite real numbers in [0, 100] (a bool is no number); ``None`` only in bench records
   (kinds :data:`BENCH_KINDS`);
 - ``fold``, ``shot``, ``episodes``, ``total_episodes``, ``img_size``, ``default_img_size``, ``episode_seed``,
-  ``train_seed``: integers (fold, seeds ≥ 0; shot, sizes ≥ 1; episodes ≥ 0);
+  ``train_seed``: integers (fold 0-3, shot 1-10, seeds and episodes ≥ 0, sizes ≥ 1);
 - ``secs_per_episode``, ``secs_per_image``: finite and ≥ 0 (or None);
 - ``date``: an ISO date with its time zone, not later than now plus :data:`CLOCK_SKEW`;
 - ``model``, ``benchmark``, ``backbone``, ``kind``, ``origin`` (one of ``ORIGINS``), ``precision``: text;
@@ -51,15 +51,15 @@ MAX_CLASS_ID = 10_000
 HEADLINE_TOLERANCE = 1e-3  # percentage points between the record's mIoU and the one its episodes give
 CLOCK_SKEW = timedelta(hours=1)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_INT_FIELDS = {  # field -> smallest allowed value
-    "fold": 0,
-    "shot": 1,
-    "episodes": 0,
-    "total_episodes": 0,
-    "img_size": 1,
-    "default_img_size": 1,
-    "episode_seed": 0,
-    "train_seed": 0,
+_INT_FIELDS = {  # field -> (smallest, largest) allowed value; fold and shot as `hmrepro eval --fold/--shot` take them
+    "fold": (0, 3),
+    "shot": (1, 10),
+    "episodes": (0, None),
+    "total_episodes": (0, None),
+    "img_size": (1, None),
+    "default_img_size": (1, None),
+    "episode_seed": (0, None),
+    "train_seed": (0, None),
 }
 BENCH_KINDS = ("bench", "bench-model", "bench-eval", "bench-train")  # timings: no mIoU (None)
 _TEXT_FIELDS = ("model", "benchmark", "backbone", "kind", "origin", "precision", "masking", "protocol")
@@ -153,12 +153,13 @@ def _headline_problem(record: dict) -> str | None:
 
 
 def _int_problem(record: dict) -> str | None:
-    for field, low in _INT_FIELDS.items():
+    for field, (low, high) in _INT_FIELDS.items():
         value = record.get(field)
         if value is None:
             continue
-        if not _is_int(value) or value < low:
-            return f"field '{field}' is {_show(value)}, not an integer ≥ {low}"
+        if not _is_int(value) or value < low or (high is not None and value > high):
+            allowed = f"in [{low}, {high}]" if high is not None else f"≥ {low}"
+            return f"field '{field}' is {_show(value)}, not an integer {allowed}"
     return None
 
 
