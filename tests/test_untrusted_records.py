@@ -659,3 +659,19 @@ def test_sweep_plan_counts_no_job_done_by_a_bad_record_and_warns_once(tmp_path, 
     out, err = capsys.readouterr()
     assert [job["id"] for job in json.loads(out) if job["state"] == "done"] == []
     assert len(err.strip().splitlines()) == 2 and "'miou'" in err and "internal error" not in err
+
+
+def test_compare_and_analyze_of_a_folder_leave_a_bad_record_out_with_one_warning(tmp_path, capsys):
+    folder = tmp_path / "a"
+    valid = write_record(with_episodes(), folder)
+    edit(write_record(with_episodes(episodes(seed=3), fold=1), folder), miou=90.0)
+    assert run(["compare", str(folder), str(valid), "--json", "--resamples", "100"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["a"] == [str(valid)]
+    assert len(err.strip().splitlines()) == 1 and "miou 90" in err and "fold1" in err
+    figure = tmp_path / "sizes.svg"
+    assert (
+        run(["analyze", "sizes", str(folder), str(valid), "--bins", "2", "--resamples", "100", "-o", str(figure)]) == 0
+    )
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if line.startswith("warning:")]) == 1

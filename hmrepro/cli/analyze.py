@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import check_figure_path, console
+from .common import check_figure_path, console, print_warnings
 from .compare import MAX_RESAMPLES, SeedOption
 
 app = typer.Typer(
@@ -99,7 +99,9 @@ def sizes(
         raise typer.BadParameter(
             "give at least two sets of records: the baseline and the model compared with it", param_hint="RECORD..."
         )
-    sets = [load_set(spec) for spec in records]
+    problems: list[str] = []
+    sets = [load_set(spec, problems) for spec in records]
+    print_warnings(problems)  # record files of a folder that were left out
     analysis = analyze_sizes(sets, by=by.value, bins=bins, edges=edges, resamples=resamples, seed=seed)
     path = plot_sizes(analysis, output)
     if as_json:

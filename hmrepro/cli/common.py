@@ -55,6 +55,14 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def print_warnings(lines: list[str]) -> None:
+    """One ``warning:`` line on stderr per line (text from files shown as text: :mod:`hmrepro.safetext`)."""
+    from ..safetext import safe_markup
+
+    for line in lines:
+        console.print(f"[yellow]warning:[/] {safe_markup(line)}", highlight=False, soft_wrap=True)
+
+
 def optional_path(value: Path | None) -> Path | None:
     return value.expanduser() if value is not None else None
 

@@ -51,8 +51,11 @@ def compare(
     from ..errors import HmreproError
     from ..reporting.paired import check_sets_paired, labels_of, load_set
     from ..reporting.stats import compare as paired_compare
+    from .common import print_warnings
 
-    set_a, set_b = load_set(a), load_set(b)
+    problems: list[str] = []
+    set_a, set_b = load_set(a, problems), load_set(b, problems)
+    print_warnings(problems)  # record files of a folder that were left out
     check_sets_paired(set_a, set_b)
     try:
         result = paired_compare([x.fold for x in set_a], [x.fold for x in set_b], resamples=resamples, seed=seed)

@@ -43,8 +43,9 @@ def load_record(path: str | Path) -> RecordFold:
     return RecordFold(record, Fold(table, [int(c) for c in class_ids]))
 
 
-def record_paths(spec: str | Path) -> list[Path]:
-    """The record files ``spec`` names: a file, a folder (its records, recursively) or a glob pattern."""
+def record_paths(spec: str | Path, problems: list[str] | None = None) -> list[Path]:
+    """The record files ``spec`` names: a file, a folder (its valid records, recursively: a file that fails
+    validation is left out, with one line naming it appended to ``problems``) or a glob pattern."""
     text = str(spec)
     if any(ch in text for ch in "*?["):
         paths = [
@@ -57,7 +58,7 @@ def record_paths(spec: str | Path) -> list[Path]:
         return paths
     path = Path(text).expanduser()
     if path.is_dir():
-        paths = [Path(r["path"]) for r in read_records(path)]
+        paths = [Path(r["path"]) for r in read_records(path, problems)]
         if not paths:
             raise HmreproError(f"{path}: the folder holds no result record")
         return paths
@@ -66,9 +67,10 @@ def record_paths(spec: str | Path) -> list[Path]:
     return [path]
 
 
-def load_set(spec: str | Path) -> list[RecordFold]:
-    """The records ``spec`` names, one per fold, sorted by fold."""
-    records = [load_record(p) for p in record_paths(spec)]
+def load_set(spec: str | Path, problems: list[str] | None = None) -> list[RecordFold]:
+    """The records ``spec`` names, one per fold, sorted by fold (files of a folder that fail validation: one line
+    each in ``problems``)."""
+    records = [load_record(p) for p in record_paths(spec, problems)]
     by_fold: dict[int, RecordFold] = {}
     for item in records:
         if item.fold_number in by_fold:
