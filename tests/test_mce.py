@@ -244,6 +244,120 @@ def test_bam_episodes_replay_bams_sampling_loop(workers, shot):
     assert [tuple(e) for e in ours] == theirs
 
 
+def _bam_train_epoch(dataset, manual_seed, epoch, batch_size, workers):
+    """BAM train.py, one epoch: ``setup_seed(manual_seed + epoch)`` (``fix_random_seed_val``), then one pass of its
+    training loader (``shuffle=True``, ``drop_last=True``, ``num_workers=workers``), every episode in loading order."""
+    torch.manual_seed(manual_seed + epoch)
+    np.random.seed(manual_seed + epoch)
+    random.seed(manual_seed + epoch)
+    train_loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=False,
+        sampler=None,
+        drop_last=True,
+        shuffle=True,
+    )
+    episodes = []
+    for queries, supports, classes in train_loader:
+        episodes += [(q, tuple(s.split("|")), int(c)) for q, s, c in zip(queries, supports, classes)]
+    return episodes
+
+
+@pytest.mark.parametrize("workers, shot, bsz", [(0, 1, 4), (2, 2, 3)])
+def test_bam_training_episodes_replay_bams_training_loader(workers, shot, bsz):
+    from hmrepro.data.bam import bam_training_episodes
+
+    images = [f"img{i:02d}" for i in range(17)]  # 17 images: the last incomplete batch is dropped
+    image_classes = {name: (1 + i % 2, 3) if i % 3 == 0 else (1 + i % 2,) for i, name in enumerate(images)}
+    classwise = {c: tuple(n for n in images if c in image_classes[n]) for c in (1, 2, 3)}
+    pool = BamPool(tuple(images), image_classes, classwise)
+    dataset = _BamSemData(images, image_classes, classwise, shot)
+    state = torch.get_rng_state()
+    try:
+        for epoch in (0, 1):
+            theirs = _bam_train_epoch(dataset, 321, epoch, bsz, workers)
+            ours = bam_training_episodes(pool, shot, seed=321, epoch=epoch, bsz=bsz, workers=workers)
+            assert [tuple(e) for e in ours] == theirs
+            assert len(ours) == len(images) // bsz * bsz and len({e.query for e in ours}) == len(ours)
+            assert all(e.query not in e.supports and len(set(e.supports)) == shot for e in ours)
+    finally:
+        torch.set_rng_state(state)
+    assert bam_training_episodes(pool, shot, 321, 0, bsz, workers) != bam_training_episodes(
+        pool, shot, 321, 1, bsz, workers
+    )
+
+
+def test_bam_training_pool_draws_among_the_mask_classes_and_supports_among_the_kept_images():
+    from hmrepro.data.bam import bam_training_pool, check_bam_supports
+    from hmrepro.data.episodes import EpisodePool
+    from hmrepro.errors import InvalidInputError
+
+    listed = EpisodePool.from_queries(
+        "pascal", [("a", 5), ("b", 5), ("a", 6), ("c", 6), ("d", 6), ("e", 7), ("b", 7)], [5, 6, 7]
+    )
+    kept = EpisodePool.from_queries("pascal", [("a", 5), ("b", 5), ("c", 6), ("d", 6), ("b", 7)], [5, 6, 7])
+    bam = bam_training_pool(listed, kept, {"a": (5, 6), "b": (5, 7), "c": (6,), "d": (6, 7, 9)})
+    assert bam.queries == ("a", "b", "c", "d")  # e is not kept; each kept image once, in list order
+    assert bam.query_classes == {"a": (5, 6), "b": (5, 7), "c": (6,), "d": (6, 7)}  # a's small 6 still drawn
+    assert bam.classwise == {5: ("a", "b"), 6: ("c", "d"), 7: ("b",)}  # candidates: the kept pairs only
+    assert bam_training_pool(listed, kept).query_classes["a"] == (5, 6)  # no mask read: the listed classes
+    with pytest.raises(InvalidInputError, match="class.* 7 "):
+        check_bam_supports(bam, 1)  # d holds 7, whose only candidate is b: fine; b holds 7 and has none besides itself
+    check_bam_supports(BamPool(bam.queries, {**bam.query_classes, "b": (5,)}, bam.classwise), 1)
+
+
+def test_logits_at_another_size_take_bams_two_steps(mce_hm):
+    """BAM's model upsamples its logits to the input (60 → 473) and its scripts resize those to the label: two
+    bilinear steps, not one from the decoder's grid. At 473 px the input grid refines the 60 one ((473 - 1) / (60 - 1)
+    = 8), so the two steps equal one up to rounding; at 50 px (7 → 50) they differ, which this test needs."""
+    g = torch.Generator().manual_seed(1)
+    query, supports = torch.randn(1, 3, 50, 50, generator=g), torch.randn(1, 2, 3, 50, 50, generator=g)
+    masks = torch.zeros(1, 2, 50, 50)
+    masks[..., 8:40, 12:36] = 1.0
+    raw = []
+    handle = mce_hm.cls.register_forward_hook(lambda module, inputs, output: raw.append(output))
+    try:
+        with torch.no_grad():
+            at_input = mce_hm(query, supports, masks)
+            at_label = mce_hm(query, supports, masks, output_size=(80, 120))
+    finally:
+        handle.remove()
+
+    def up(x, size):
+        return F.interpolate(x, size, mode="bilinear", align_corners=True)
+
+    assert raw[0].shape[-2:] == (7, 7)
+    torch.testing.assert_close(at_input, up(raw[0], (50, 50)))
+    torch.testing.assert_close(at_label, up(up(raw[1], (50, 50)), (80, 120)))
+    one_step = up(raw[1], (80, 120))
+    assert (at_label - one_step).abs().max() > 1e-4  # rounding alone (the 473 px case) stays below 1e-6
+    assert torch.equal(mce_hm.predict_nshot(query, supports, masks, output_size=(80, 120)), at_label.argmax(1))
+
+
+def test_bam_validation_forward_takes_every_support_and_two_steps():
+    from hmrepro.engine.bam_eval import bam_validation_logits
+
+    class Recorder(torch.nn.Module):  # logits at the input size, as BAM's model returns them
+        def forward(self, query, supports, masks):
+            self.shots = supports.shape[1] if supports.dim() == 5 else 1
+            return torch.randn(query.shape[0], 2, *query.shape[-2:], generator=torch.Generator().manual_seed(3))
+
+    query, supports, masks = _episode(bsz=1, shots=3)
+    model = Recorder()
+    pred, logits = bam_validation_logits(
+        model, {"query_img": query, "support_imgs": supports, "support_masks": masks}, (30, 45)
+    )
+    assert model.shots == 3 and logits.shape == (1, 2, 30, 45) and torch.equal(pred, logits.argmax(1))
+    at_input = model(query, supports, masks)
+    torch.testing.assert_close(logits, bam_logits_to_label(at_input, (30, 45)))
+    bam_validation_logits(
+        model, {"query_img": query, "support_imgs": supports[:, :1], "support_masks": masks[:, :1]}, None
+    )
+    assert model.shots == 1  # a 1-shot episode reaches the model as [B, 3, H, W]
+
+
 def test_bam_resize_and_scoring_geometry():
     assert bam_new_size(375, 500, 473) == (352, 472)
     assert bam_new_size(500, 333, 473) == (472, 312)

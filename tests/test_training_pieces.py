@@ -192,6 +192,83 @@ def test_kshot_training_gives_every_support_to_a_family_that_trains_so(synthetic
     check_training_shot(_TinyModel(), 1, "hsnet")
 
 
+class _ShotRecorder(_KShotModel):
+    """Records (training?, shots) of every forward call."""
+
+    takes_query_mask = takes_sample_keys = False
+    calls: list = []
+
+    def forward(self, query, support, mask):
+        _ShotRecorder.calls.append((self.training, support.shape[1] if support.dim() == 5 else 1))
+        return super().forward(query, support, mask)
+
+
+def test_mce_recipe_trains_on_bams_episodes_and_validates_kshot_as_bam(synthetic_root, tmp_path, monkeypatch):
+    """MCE's recipe: BAM's training loader (manual_seed 321 + the run's seed) and BAM's validation (seed 321, the
+    model's shot, each query scored at its original label size)."""
+    import shutil
+
+    import hmrepro
+    from hmrepro.data.bam import bam_training_episodes, bam_training_pool
+    from hmrepro.data.benchmarks import test_episodes
+    from hmrepro.data.splits import write_checksums
+    from hmrepro.engine import train as engine
+    from hmrepro.engine.train import build_config
+
+    splits = tmp_path / "splits"  # the fold's val images gain the training images of its classes: 2-shot episodes
+    shutil.copytree(synthetic_root / "splits", splits)
+    extra = (splits / "pascal" / "trn_fold0.txt").read_text()
+    (splits / "pascal" / "val_fold0.txt").write_text((splits / "pascal" / "val_fold0.txt").read_text() + extra)
+    write_checksums(splits)
+    monkeypatch.setattr(hmrepro, "create_model", lambda *a, **k: (torch.manual_seed(0), _ShotRecorder())[1])
+    trained, validated = [], []
+
+    def step(model, batch, *args, **kwargs):
+        names = batch["support_names"]
+        trained.extend(
+            (q, tuple(s[i] for s in names), int(c))
+            for i, (q, c) in enumerate(zip(batch["query_name"], batch["class_id"]))
+        )
+        return real_step(model, batch, *args, **kwargs)
+
+    def validate(model, batch, size):
+        validated.append((batch["query_name"][0], size == tuple(batch["query_mask"].shape[-2:])))
+        return real_validate(model, batch, size)
+
+    real_step, real_validate = engine.train_step, engine.bam_validation_logits
+    monkeypatch.setattr(engine, "train_step", step)
+    monkeypatch.setattr(engine, "bam_validation_logits", validate)
+    overrides = dict(
+        pretrained=False, calibrate_bn=False, img_size=32, bsz=4, val_episodes=3, workers=0, checkpoint_every=0,
+        device="cpu", epochs=1, epoch_iterations=2, shot=2, min_class_pixels=1, exclude_novel_images=False,
+        data_root=str(synthetic_root),
+        splits=str(splits), out=str(tmp_path / "run"),
+    )  # fmt: skip
+    cfg = build_config("mce", "pascal", 0, overrides)
+    assert (cfg.train_sampler, cfg.validation) == ("bam", "bam")
+    _ShotRecorder.calls = []
+    train(cfg)
+
+    bench = get_benchmark("pascal")
+    listed, present = bench.pool(SplitFolder(splits), "trn", 0), {}
+    training_classes = bench.class_ids(0, "trn", SplitFolder(splits))
+    kept = filter_training_pool(
+        listed,
+        bench,
+        synthetic_root,
+        training_classes,
+        exclude_novel_images=False,
+        min_class_pixels=1,
+        classes_present=present,
+    )
+    expected = bam_training_episodes(bam_training_pool(listed, kept, present), 2, 321, 0, 4)[:8]
+    assert trained == [tuple(e) for e in expected]
+    val = test_episodes("pascal", 0, 2, protocol="bam", split="val", splits=SplitFolder(splits), seed=321)[:3]
+    assert validated == [(e.query, True) for e in val]
+    assert [shots for training, shots in _ShotRecorder.calls if not training] == [2, 2, 2]
+    assert build_config("hsnet", "pascal", 0).validation == "one-shot"  # the others keep their authors' validation
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Geometric augmentation
 # ---------------------------------------------------------------------------------------------------------------

@@ -21,18 +21,35 @@ Images (:func:`bam_resize`): aspect kept, the longer side to ``size`` (both side
 in the top-left corner of a ``size``×``size`` canvas of zeros (before normalisation); masks by nearest with 255 on
 the canvas. Scoring: logits upsampled (bilinear, align_corners=True) to the square of the original label's longer
 side and compared with the original label (the padding is ignored), i.e. the top-left crop at the label's size.
+
+Training (BAM's ``train.py`` with ``SemData(mode='train')``; :func:`bam_training_episodes`, the ``bam`` training
+sampler of MCE's recipe). Before each epoch BAM calls ``setup_seed(manual_seed + epoch)`` (``manual_seed: 321``).
+The training loader (``shuffle=True``, ``drop_last=True``, ``workers: 8``) then draws two numbers from torch's
+generator: the workers' base seed when its iterator is made, then the seed of the ``RandomSampler``'s own generator,
+whose ``randperm`` orders the image list. Batch ``j`` (``bsz`` images; the last incomplete batch is dropped) is loaded
+by worker ``j % 8``, whose Python ``random`` (seeded ``base_seed + worker``) draws each image's episode as in
+testing: the class among the fold's training classes in the image's mask (ascending, any pixel count), then
+``shot`` distinct supports among that class's images, never the query. The image list is BAM's ``data_list``: the
+training images kept by BAM's rule (:mod:`.training_filter`), each once; a class's support candidates are the
+images in which it covers at least ``min_class_pixels`` (``sub_class_file_list``). Not replayed: BAM's
+augmentation draws from the same Python ``random`` stream between two episodes (its draws depend on the pixels:
+the crop is redrawn until it keeps enough of the object), so BAM's episode ``i`` of a worker follows its
+augmentation of episode ``i - 1``; hmrepro's augmentation has its own per-episode generator, so the order of the
+epoch and the worker streams are BAM's, the draws after a worker's first episode are not (docs/faithfulness.md).
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from .episodes import Episode, EpisodePool
 
 if TYPE_CHECKING:
@@ -40,6 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BAM_EPISODES",
+    "BAM_MANUAL_SEED",
     "BAM_SEED",
     "BAM_SEEDS",
     "BAM_WORKERS",
@@ -52,6 +70,9 @@ __all__ = [
     "bam_new_size",
     "bam_seeds",
     "bam_test_episodes",
+    "bam_training_episodes",
+    "bam_training_pool",
+    "check_bam_supports",
 ]
 
 BAM_SEED = 123
@@ -62,6 +83,9 @@ BAM_EPISODES = 1000
 """``test_num``: episodes per run (PASCAL-5i and COCO-20i)."""
 BAM_WORKERS = 8
 """``workers`` of BAM's configs: DataLoader worker processes, each with its own Python ``random`` stream."""
+BAM_MANUAL_SEED = 321
+"""``manual_seed`` of BAM's configs: ``train.py`` seeds epoch ``e`` with ``manual_seed + e`` and every validation
+with ``manual_seed`` (``fix_random_seed_val: True``)."""
 
 
 def bam_seeds(count: int = BAM_SEEDS, seed: int = BAM_SEED) -> list[int]:
@@ -92,13 +116,21 @@ class BamPool:
         classwise = {c: tuple(names) for c, names in pool.classwise.items() if c in pool.class_ids}
         return cls(tuple(classes), {n: tuple(sorted(set(c))) for n, c in classes.items()}, classwise)
 
+    @cached_property
+    def _members(self) -> dict[int, frozenset[str]]:
+        """The support candidates of each class as a set (the draw's feasibility check in O(1))."""
+        return {c: frozenset(names) for c, names in self.classwise.items()}
+
     def draw(self, rng: random.Random, index: int, shot: int) -> Episode:
         """Query ``index``'s episode, consuming ``rng`` as BAM's ``SemData.__getitem__`` does."""
         query = self.queries[index]
         present = self.query_classes[query]
+        if not present:
+            raise ValueError(f"the query {query!r} has no class to draw (BAM asserts at least one)")
         class_id = present[rng.randint(1, len(present)) - 1]
-        candidates = self.classwise[class_id]
-        if len(set(candidates) - {query}) < shot:
+        candidates = self.classwise.get(class_id, ())
+        members = self._members.get(class_id, frozenset())
+        if len(members) - (query in members) < shot:
             raise ValueError(f"class {class_id} has fewer than {shot} images besides the query {query!r}")
         chosen: list[int] = []
         for _ in range(shot):
@@ -131,6 +163,82 @@ def bam_episodes(
             if len(drawn) == episodes:
                 return drawn
             drawn.append(pool.draw(rngs[index % len(rngs)], index, shot))
+    return drawn
+
+
+def bam_training_pool(
+    pool: EpisodePool, filtered: EpisodePool, classes_present: Mapping[str, Sequence[int]] | None = None
+) -> BamPool:
+    """BAM's training dataset (``SemData(mode='train')``) over hmrepro's training lists.
+
+    ``pool``: the fold's training pool as listed; ``filtered``: the same after BAM's training-image rule
+    (:func:`~.training_filter.filter_training_pool`). The image list is ``filtered``'s images, each once, in list
+    order (BAM's ``data_list``); an image's classes are the fold's training classes its mask holds
+    (``classes_present``, filled by ``filter_training_pool``; else those the list names it with), among which
+    ``__getitem__`` draws with no pixel threshold; a class's support candidates are ``filtered``'s images of the
+    class (``sub_class_file_list``: those where it covers at least ``min_class_pixels``)."""
+    kept = BamPool.from_pool(filtered)
+    listed = BamPool.from_pool(pool).query_classes
+    training = set(filtered.class_ids)
+    classes: dict[str, tuple[int, ...]] = {}
+    for name in kept.queries:
+        present = classes_present.get(name) if classes_present is not None else None
+        source = listed.get(name, ()) if present is None else present
+        classes[name] = tuple(sorted({int(c) for c in source if c in training}))
+    return BamPool(kept.queries, classes, kept.classwise)
+
+
+def check_bam_supports(pool: BamPool, shot: int) -> None:
+    """Refuse a training pool on which BAM's loop cannot draw every episode: an image holding a class with fewer than
+    ``shot`` support candidates besides the image (BAM's ``while`` would never end; ``randint`` would fail)."""
+    short: dict[int, str] = {}
+    for name in pool.queries:
+        if not pool.query_classes.get(name):
+            raise InvalidInputError(f"the training image {name!r} holds no training class")
+        for c in pool.query_classes[name]:
+            members = pool._members.get(c, frozenset())
+            if len(members) - (name in members) < shot:
+                short.setdefault(c, name)
+    if short:
+        listed = ", ".join(f"{c} (in {name})" for c, name in sorted(short.items()))
+        raise InvalidInputError(
+            f"BAM's training sampler: class(es) {listed} have fewer than {shot} support image(s) besides a query that "
+            "holds them (the candidates are what BAM's training-image rule keeps: exclude_novel_images, "
+            "min_class_pixels); relax the rule, train fewer shots, or use train_sampler = 'hsnet'"
+        )
+
+
+def _torch_draw(generator) -> int:
+    """One ``torch.empty((), dtype=torch.int64).random_()`` from ``generator`` (a loader's or a sampler's seed)."""
+    import torch
+
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+
+
+def bam_training_episodes(
+    pool: BamPool, shot: int, seed: int, epoch: int, bsz: int, workers: int = BAM_WORKERS
+) -> list[Episode]:
+    """The episodes of BAM's training epoch ``epoch`` with ``manual_seed`` ``seed``, in the order its loader yields
+    them: ``len(pool.queries) // bsz`` batches of ``bsz`` (see the module docstring; no global generator is touched).
+    """
+    import torch
+
+    count = len(pool.queries)
+    if count < bsz:
+        raise InvalidInputError(
+            f"BAM's training loader drops the last incomplete batch: {count} training images make no batch of {bsz}"
+        )
+    generator = torch.Generator().manual_seed(int(seed) + int(epoch))  # setup_seed(manual_seed + epoch)
+    base_seed = _torch_draw(generator)  # the loader's iterator: the workers' base seed
+    order_seed = _torch_draw(generator)  # RandomSampler: the seed of its own generator
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(order_seed)).tolist()
+    rngs = (
+        [random.Random(base_seed + w) for w in range(workers)] if workers else [random.Random(int(seed) + int(epoch))]
+    )
+    drawn: list[Episode] = []
+    for batch in range(count // bsz):
+        rng = rngs[batch % len(rngs)]  # batch j is loaded by worker j % workers, its items in order
+        drawn.extend(pool.draw(rng, index, shot) for index in order[batch * bsz : (batch + 1) * bsz])
     return drawn
 
 

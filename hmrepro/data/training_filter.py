@@ -53,12 +53,15 @@ def filter_training_pool(
     exclude_novel_images: bool,
     min_class_pixels: int = 0,
     on_image: Callable[[], None] | None = None,
+    classes_present: dict[str, tuple[int, ...]] | None = None,
 ) -> EpisodePool:
     """``pool`` without the images and (image, class) pairs that BAM's rule drops (see the module docstring).
 
     ``training_classes``: the fold's training class ids (every other class counts as novel). ``on_image`` is
     called after each mask read (a progress callback). The order of what is kept does not change, so the
-    episode lists stay a pure function of (seed, epoch).
+    episode lists stay a pure function of (seed, epoch). ``classes_present``, when given, receives for every image
+    read the training classes its mask holds (any pixel count, ascending): the classes BAM's ``__getitem__`` draws
+    a query's class among (:func:`hmrepro.data.bam.bam_training_pool`).
     """
     if not exclude_novel_images and min_class_pixels <= 0:
         return pool
@@ -73,6 +76,8 @@ def filter_training_pool(
     for name in sorted(set(pool.all_names())):
         counts = _class_counts(benchmark, data_root, name, owners)
         usable[name] = _usable(counts, allowed, exclude_novel_images, min_class_pixels)
+        if classes_present is not None:
+            classes_present[name] = tuple(sorted(c for c in counts if c in allowed))
         if on_image is not None:
             on_image()
     classwise = {c: [n for n in names if c in usable.get(n, ())] for c, names in pool.classwise.items()}

@@ -86,3 +86,21 @@ def run_bam(
         for (seed, _), r in zip(runs, results)
     ]
     return combined, per_run
+
+
+def bam_validation_logits(model, batch: dict, output_size: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation forward of BAM's ``train.py`` (``validation = "bam"``): the model's logits at its input size
+    given every support of the episode (a K-shot model validates on K-shot episodes), then upsampled to the square
+    of the label's longer side and cropped to the label (:func:`~hmrepro.data.bam.bam_logits_to_label`): BAM's two
+    steps, 60 → 473 in the model and 473 → label in the script. Returns the argmax and the cropped fp32 logits (what
+    the validation loss reads; BAM's loss is on the same pixels: the rest of the square is 255)."""
+    from ..data.bam import bam_logits_to_label
+    from ..models.interface import logits_of
+
+    supports, masks = batch["support_imgs"], batch["support_masks"]
+    if supports.shape[1] == 1:  # a 1-shot model's forward takes [B, 3, H, W]
+        supports, masks = supports[:, 0], masks[:, 0]
+    logits = logits_of(model(batch["query_img"], supports, masks)).float()
+    if output_size is not None:
+        logits = bam_logits_to_label(logits, output_size)
+    return logits.argmax(dim=1), logits

@@ -76,11 +76,16 @@ RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
     # BAM's training-image rule (hmrepro.data.training_filter)
     "exclude_novel_images": bool,
     "min_class_pixels": int,
+    # how training episodes are drawn and how the model is validated (hmrepro.engine.train; BAM: hmrepro.data.bam)
+    "train_sampler": str,
+    "validation": str,
 }
 RECIPE_TABLE_KEYS = ("name",)  # the [recipe] table; the models and evaluation facts live in the model cards
 OPTIMIZERS = ("adam", "adamw", "sgd")
 AUGMENTS = ("none", "cats", "geometric")
 PREPROCESSINGS = ("hsnet", "vat", "bam")  # image/mask preprocessing (hmrepro.data.preprocessing)
+TRAIN_SAMPLERS = ("hsnet", "bam")  # hsnet: data.episodes.training_episodes; bam: data.bam.bam_training_episodes
+VALIDATIONS = ("one-shot", "bam")  # one-shot: the protocol's fixed 1-shot episodes; bam: BAM's, at the model's shot
 
 
 class RecipeError(HmreproError):
@@ -222,6 +227,8 @@ def resolve(
     config.setdefault("val_bsz", config["bsz"])
     config.setdefault("eval_bsz", 1)
     config.setdefault("shot", 1)
+    config.setdefault("train_sampler", "hsnet")
+    config.setdefault("validation", "one-shot")
     config = merge(
         config,
         {
@@ -237,6 +244,10 @@ def resolve(
         raise RecipeError(f"augment {config['augment']!r} is not one of {', '.join(AUGMENTS)}")
     if config["preprocess"] not in PREPROCESSINGS:
         raise RecipeError(f"preprocess {config['preprocess']!r} is not one of {', '.join(PREPROCESSINGS)}")
+    if config["train_sampler"] not in TRAIN_SAMPLERS:
+        raise RecipeError(f"train_sampler {config['train_sampler']!r} is not one of {', '.join(TRAIN_SAMPLERS)}")
+    if config["validation"] not in VALIDATIONS:
+        raise RecipeError(f"validation {config['validation']!r} is not one of {', '.join(VALIDATIONS)}")
     for key in ("bsz", "img_size", "epochs", "val_bsz", "eval_bsz", "shot"):
         if int(config[key]) < 1:
             raise RecipeError(f"{key} must be at least 1 (got {config[key]})")

@@ -39,9 +39,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 
+from ..data.bam import BAM_MANUAL_SEED, BamPool, bam_training_episodes, bam_training_pool, check_bam_supports
 from ..data.benchmarks import get_benchmark, test_episodes
 from ..data.dataset import EpisodeDataset
-from ..data.episodes import training_episodes
+from ..data.episodes import Episode, training_episodes
 from ..data.geometric import GeometricParams
 from ..data.preprocessing import train_transform
 from ..data.splits import SplitFolder
@@ -53,6 +54,7 @@ from ..models.interface import logits_of
 from ..models.model_args import model_arguments
 from ..paths import resolve_data_root
 from . import distributed, runs, schedules
+from .bam_eval import bam_validation_logits
 from .checkpoints import read_checkpoint, save_checkpoint
 from .memory import PeakMemory, check_batch_fits, free_memory_mib
 from .metrics import FewShotMeter
@@ -516,6 +518,30 @@ class TrainData:
     val_loader: DataLoader
     val_total: int  # validation episodes of all processes together
     probe: dict  # one validation episode on the device (finds the gradient-less parameters)
+    bam_pool: BamPool | None = None  # BAM's training dataset (train_sampler = "bam")
+
+
+BAM_BENCHMARKS = ("pascal", "coco")  # what BAM's sampler and validation cover (BAM's benchmarks)
+
+
+def validation_episodes(cfg: TrainConfig, splits: SplitFolder) -> list[Episode]:
+    """The fixed validation episodes. ``validation = "one-shot"``: the protocol's 1-shot episodes of the 'val' split
+    (the HM families' authors validate 1-shot); ``"bam"``: BAM's ``validate()``: ``setup_seed(manual_seed)`` (321,
+    whatever the run's seed), the model's shot, 1000 episodes of BAM's test loop over the validation images."""
+    if cfg.validation == "bam":
+        return test_episodes(
+            cfg.benchmark, cfg.fold, cfg.shot, protocol="bam", split="val", splits=splits, seed=BAM_MANUAL_SEED
+        )
+    return test_episodes(cfg.benchmark, cfg.fold, 1, protocol=cfg.protocol, split="val", splits=splits)
+
+
+def epoch_episodes(cfg: TrainConfig, data: TrainData, epoch: int) -> list[Episode]:
+    """The training episodes of ``epoch``: HSNet's draw (:func:`~hmrepro.data.episodes.training_episodes`) or, with
+    ``train_sampler = "bam"``, BAM's loader (:func:`~hmrepro.data.bam.bam_training_episodes`, ``manual_seed`` 321 +
+    the run's seed, ``bsz`` per batch, BAM's 8 worker streams whatever ``workers`` is)."""
+    if cfg.train_sampler == "bam":
+        return bam_training_episodes(data.bam_pool, cfg.shot, BAM_MANUAL_SEED + cfg.seed, epoch, cfg.bsz)
+    return training_episodes(data.pool, cfg.shot, cfg.seed, epoch)
 
 
 def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
@@ -523,7 +549,12 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
     bench = get_benchmark(cfg.benchmark)
     splits = SplitFolder(cfg.splits)
     data_root = resolve_data_root(cfg.data_root)
-    val_episodes = test_episodes(cfg.benchmark, cfg.fold, 1, protocol=cfg.protocol, split="val", splits=splits)
+    for key in ("train_sampler", "validation"):
+        if getattr(cfg, key) == "bam" and cfg.benchmark not in BAM_BENCHMARKS:
+            raise HmreproError(
+                f"{key} = 'bam' covers {' and '.join(BAM_BENCHMARKS)} (BAM's benchmarks), not {cfg.benchmark}"
+            )
+    val_episodes = validation_episodes(cfg, splits)
     if cfg.val_episodes > 0:
         val_episodes = val_episodes[: cfg.val_episodes]
     train_tf = train_transform(cfg.augment, cfg.preprocess, cfg.img_size, GeometricParams.from_config(cfg.as_dict()))
@@ -533,21 +564,31 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
         bench,
         data_root,
         distributed.shard(val_episodes, d.rank, d.world_size),
-        EvalPlan(cfg.protocol, cfg.preprocess, cfg.img_size),
+        EvalPlan(cfg.protocol, cfg.preprocess, cfg.img_size, original_size=cfg.validation == "bam"),
         device=d.device,
         bsz=cfg.val_bsz,
         workers=cfg.workers,
         persistent_workers=True,
     )
-    probe = _to(default_collate([val_loader.dataset[0]]), d.device, False)
+    probe_set = val_loader.dataset
+    if cfg.validation == "bam":  # its masks keep their original size; the probe's must match the logits
+        probe_set = EpisodeDataset(bench, data_root, val_episodes[:1], img_size=cfg.img_size, preprocess=cfg.preprocess)
+    probe = _to(default_collate([probe_set[0]]), d.device, False)
+    listed = bench.pool(splits, "trn", cfg.fold)
+    present: dict[str, tuple[int, ...]] = {}
     pool = filter_training_pool(
-        bench.pool(splits, "trn", cfg.fold),
+        listed,
         bench,
         data_root,
         bench.class_ids(cfg.fold, "trn", splits),
         exclude_novel_images=cfg.exclude_novel_images,
         min_class_pixels=cfg.min_class_pixels,
+        classes_present=present if cfg.train_sampler == "bam" else None,
     )
+    bam_pool = None
+    if cfg.train_sampler == "bam":  # the classes in each mask when the rule read them, else the listed ones
+        bam_pool = bam_training_pool(listed, pool, present or None)
+        check_bam_supports(bam_pool, cfg.shot)
     return TrainData(
         bench,
         splits,
@@ -558,6 +599,7 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
         val_loader,
         len(val_episodes),
         probe,
+        bam_pool,
     )
 
 
@@ -784,7 +826,7 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
     """The rest of the current epoch; returns its statistics, seconds and episodes seen (all processes)."""
     cfg, d, state = run.config, run.d, run.state
     epoch = state.epoch
-    episodes = training_episodes(run.data.pool, cfg.shot, cfg.seed, epoch)
+    episodes = epoch_episodes(cfg, run.data, epoch)
     batches = global_batches(len(episodes), cfg.bsz, d.world_size)
     if cfg.epoch_iterations > 0:
         batches = batches[: cfg.epoch_iterations]
@@ -846,8 +888,9 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
 
 
 def validate_epoch(run: Run, progress: Progress) -> dict:
-    """1-shot forward + argmax on this process's validation episodes (the episode runner); counts and loss summed
-    over processes."""
+    """Forward + argmax on this process's validation episodes (the episode runner); counts and loss summed over
+    processes. ``validation = "one-shot"``: the first support, at the input size; ``"bam"``: every support, scored on
+    the original label after BAM's two-step upsampling (:func:`~hmrepro.engine.bam_eval.bam_validation_logits`)."""
     model, d = run.model, run.d
     meter = run.meter("val")
     task = progress.start(f"validate {run.state.epoch}", total=run.data.val_total)
@@ -868,7 +911,7 @@ def validate_epoch(run: Run, progress: Progress) -> dict:
         meter,
         device=d.device,
         amp=run.config.bf16,
-        predict=one_shot_logits,
+        predict=bam_validation_logits if run.config.validation == "bam" else one_shot_logits,
         on_batch=add_loss,
         reduce=lambda m: m.all_reduce(sum_over_processes),
         channels_last=run.channels_last,

@@ -77,6 +77,11 @@ class TrainConfig:
     # BAM's training-image rule (hmrepro.data.training_filter)
     exclude_novel_images: bool = False
     min_class_pixels: int = 0  # BAM: 2 * 32 * 32
+    # episodes: 'hsnet' (data.episodes.training_episodes) or 'bam' (data.bam.bam_training_episodes: BAM's loader)
+    train_sampler: str = "hsnet"
+    # 'one-shot': the protocol's fixed 1-shot validation episodes; 'bam': BAM's (seed 321, the model's shot, scored
+    # on the original label after BAM's two-step upsampling)
+    validation: str = "one-shot"
     # the run
     model_args: str = (
         ""  # constructor arguments of the model, 'key=value;...' (CRCNet's ablations; models/model_args.py)

@@ -12,7 +12,7 @@ ASPP head). One 1-shot episode, ResNet-50, 473 px (spec §2, §4):
   mode ``none``, t4 otherwise), min-max normalised per sample, in fp32 (:func:`mean_similarity_prior`);
 - masked cross-image encoder per level (:class:`CrossImageEncoder`), fused by a 1×1 conv into f_cross;
 - cat(f_Q, V_s, f_cross, A_sim) → init_merge → ASPP → res1 → res2 (+ skip) → cls → logits, bilinear
-  (align_corners=True) to the query size or ``output_size``.
+  (align_corners=True) to the query size, and from there to ``output_size`` if one is asked (BAM's two steps).
 
 K-shot averages the per-shot V_s, A_sim and f_cross before the decoder (the paper), so :meth:`MCE.predict_nshot`
 is not the HSNet vote. Every open choice [A#] of the spec is a constructor argument with the spec's default.
@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import build_dilated_backbone
+from .backbone import build_deep_stem_backbone, build_dilated_backbone
+from ..errors import MissingDataError
 from .interface import Batch, FewShotModule, Outputs, logits_of, pixel_cross_entropy
 from .masking import get_masking_mode, masked_support_taps
 
@@ -41,6 +42,9 @@ __all__ = [
 
 BACKBONES = ("resnet50", "resnet101", "vgg16")
 LEVELS = (2, 3, 4)
+ENCODERS = ("pspnet", "imagenet")
+"""``pspnet``: BAM's frozen base-learner encoder (the paper's, through BAM*); ``imagenet``: torchvision's ImageNet
+network (7×7 stem, vgg16_bn), a deviation, and hmrepro's only encoder before ``encoder`` existed."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -204,6 +208,13 @@ class MCE(FewShotModule):
     Open choices of the spec (§10), with its defaults: ``dim`` 256 and ``heads`` 8 [A5], ``mlp_ratio`` 4 [A7],
     ``block`` plain [A8], ``attention`` literal [A1], ``levels`` (2, 3, 4) [A24], ``branches`` both [A26],
     ``use_cross`` / ``use_prior`` [A25] (Table IV), ``query_dropout`` 0.5 [A27], ``cls_dropout`` 0.1.
+
+    ``encoder`` [A21]: ``pspnet`` (the default, what the paper did: MCE builds on BAM*, whose frozen encoder is the
+    fold's PSPNet base learner — a dilated deep-stem ResNet, :func:`~.backbone.build_deep_stem_backbone`) loads
+    ``encoder_weights``: a ``hmrepro train pspnet`` run folder of the same benchmark and fold, or a PSPNet checkpoint
+    such as BAM's published ``best.pth``; with ``pretrained=False`` and no weights it is a random deep-stem network.
+    ``imagenet`` is torchvision's ImageNet network (``pretrained``), a deviation. VGG-16: the base learner's encoder
+    has the structure of ``vgg16_bn``; hmrepro trains no VGG base learner, so ``pspnet`` needs ``pretrained=False``.
     """
 
     trains_kshot = True
@@ -226,16 +237,21 @@ class MCE(FewShotModule):
         use_prior: bool = True,
         query_dropout: float = 0.5,
         cls_dropout: float = 0.1,
+        encoder: str = "pspnet",
+        encoder_weights: str = "",
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"MCE supports the backbones {BACKBONES}, not {backbone!r}")
+        if encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {ENCODERS}, not {encoder!r}")
         levels = tuple(sorted(int(level) for level in levels))
         if not levels or any(level not in LEVELS for level in levels):
             raise ValueError(f"levels must be a non-empty subset of {LEVELS}, not {levels}")
         self.backbone_name = backbone
         self.masking = get_masking_mode(masking)
-        self.backbone = build_dilated_backbone(backbone, pretrained=pretrained)
+        self.encoder, self.encoder_weights = encoder, str(encoder_weights or "")
+        self.backbone = _build_encoder(backbone, pretrained, encoder, self.encoder_weights)
         channels = dict(zip(LEVELS, _stage_channels(backbone)))
         self.levels, self.use_cross, self.use_prior = levels, use_cross, use_prior
         self.down_query = _reduce(channels[2] + channels[3], dim, query_dropout)
@@ -326,7 +342,8 @@ class MCE(FewShotModule):
     ) -> Tensor:
         """Logits [B, 2, H, W] of a K-shot episode (supports [B, K, 3, H, W], masks [B, K, H, W]): the per-shot V_s,
         f_cross and A_sim are averaged (the paper); resized (bilinear, align_corners=True) to the query image
-        size or ``output_size``."""
+        size, then, if ``output_size`` differs, from there to ``output_size``: BAM's two steps (its model upsamples to
+        the input, 60 → 473; its validation and test scripts resize that to the label), not one."""
         bsz, shots = support_imgs.shape[:2]
         query = self.query_features(query_img)
         support, m = self.support_features(support_imgs.flatten(0, 1), support_masks.flatten(0, 1))
@@ -335,8 +352,11 @@ class MCE(FewShotModule):
         averaged = [feat.view(bsz, shots, *feat.shape[1:]).mean(dim=1) for feat in per_shot]
         query_feat = self.down_query(torch.cat([query[1], query[0]], dim=1))
         logits = self.decode(query_feat, averaged)
-        size = tuple(query_img.shape[-2:]) if output_size is None else tuple(output_size)
-        return F.interpolate(logits, size, mode="bilinear", align_corners=True)
+        # BAM's two steps: the model's output at the input size (BAM.py), then the scripts' resize to the label
+        logits = F.interpolate(logits, tuple(query_img.shape[-2:]), mode="bilinear", align_corners=True)
+        if output_size is None or tuple(output_size) == tuple(query_img.shape[-2:]):
+            return logits
+        return F.interpolate(logits, tuple(output_size), mode="bilinear", align_corners=True)
 
     def forward(
         self, query_img: Tensor, support_img: Tensor, support_mask: Tensor, output_size: Sequence[int] | None = None
@@ -364,6 +384,29 @@ class MCE(FewShotModule):
         """[A17] The BAM meta-learner's / PFENet's loss: one cross-entropy, ``batch["query_ignore"]`` pixels (PASCAL
         boundaries, the augmentation's padding) left out (:func:`~.interface.pixel_cross_entropy` with ignore)."""
         return pixel_cross_entropy(logits_of(outputs).float(), batch["query_mask"], batch.get("query_ignore"))
+
+
+def _build_encoder(backbone: str, pretrained: bool, encoder: str, weights: str):
+    """The frozen encoder (see :class:`MCE`): ImageNet's, or the base learner's (from ``weights``, else random)."""
+    if encoder == "imagenet":
+        if weights:
+            raise ValueError("encoder_weights belongs to encoder=pspnet; encoder=imagenet takes torchvision's weights")
+        return build_dilated_backbone(backbone, pretrained=pretrained)
+    if weights and backbone == "vgg16":
+        raise ValueError("hmrepro has no VGG-16 PSPNet base learner; use a ResNet, or encoder=imagenet (a deviation)")
+    if weights:
+        from .pspnet import base_learner_encoder_state
+
+        return build_deep_stem_backbone(backbone, base_learner_encoder_state(weights))
+    if pretrained:
+        raise MissingDataError(
+            "MCE's encoder is the fold's PSPNet base learner (BAM's, what the paper did): train it with `hmrepro "
+            "train pspnet -b BENCHMARK -f FOLD` and pass --model-args 'encoder_weights=RUN_FOLDER' (or BAM's "
+            "published best.pth of that fold), or use --model-args encoder=imagenet (ImageNet weights, a deviation)"
+        )
+    if backbone == "vgg16":  # the base learner's VGG encoder has vgg16_bn's structure
+        return build_dilated_backbone(backbone, pretrained=False)
+    return build_deep_stem_backbone(backbone)
 
 
 def _resize_mask(mask: Tensor, like: Tensor) -> Tensor:
