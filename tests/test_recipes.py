@@ -209,3 +209,14 @@ def test_print_config_touches_no_data(tmp_path):
 def test_resume_and_out_together_are_refused(tmp_path):
     result = runner.invoke(app, ["train", "--resume", str(tmp_path), "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "--out" in result.output
+
+
+def test_mce_recipe_trains_and_validates_as_bam_and_the_flags_opt_out():
+    config = _printed_config("mce", "--benchmark", "pascal")
+    assert (config["train_sampler"], config["validation"], config["patience"]) == ("bam", "bam", 75)
+    config = _printed_config("mce", "-b", "coco", "--train-sampler", "hsnet", "--validation", "one-shot")
+    assert (config["train_sampler"], config["validation"]) == ("hsnet", "one-shot")
+    config = _printed_config("hsnet", "--benchmark", "pascal")
+    assert (config["train_sampler"], config["validation"]) == ("hsnet", "one-shot")
+    with pytest.raises(RecipeError, match="train_sampler 'pfenet'"):
+        resolve("mce", "pascal", {"train_sampler": "pfenet"})

@@ -17,6 +17,16 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class TrainSampler(str, Enum):
+    hsnet = "hsnet"
+    bam = "bam"
+
+
+class Validation(str, Enum):
+    one_shot = "one-shot"
+    bam = "bam"
+
+
 def _model_name(value: str | None) -> str | None:
     from ..models.registry import list_models
 
@@ -89,6 +99,21 @@ def train(
         help="BAM's training-image rule: use an (image, class) pair only if the class covers this many pixels of "
         "the stored mask (0: all); BAM's 2048 is 1.1 % of a 500x375 VOC image, on the synthetic benchmark "
         "(64-96 px images) about 100 [default: recipe: MCE 2048, else 0].",
+        show_default=False,
+    ),
+    train_sampler: TrainSampler | None = typer.Option(
+        None,
+        "--train-sampler",
+        help="How training episodes are drawn: hsnet (each listed (image, class) once per epoch; COCO class-uniform) "
+        "or bam (BAM's loader: each image once per epoch, its class drawn among the mask's, distinct supports) "
+        "[default: recipe: MCE bam, else hsnet].",
+        show_default=False,
+    ),
+    validation: Validation | None = typer.Option(
+        None,
+        "--validation",
+        help="one-shot (the protocol's fixed 1-shot validation episodes) or bam (BAM's: seed 321, the model's shot, "
+        "scored on the original label) [default: recipe: MCE bam, else one-shot].",
         show_default=False,
     ),
     val_episodes: int | None = typer.Option(
@@ -229,6 +254,8 @@ def train(
         "augment": augment,
         "patience": patience,
         "min_class_pixels": min_class_pixels,
+        "train_sampler": train_sampler.value if train_sampler else None,
+        "validation": validation.value if validation else None,
         "val_episodes": val_episodes,
         "val_bsz": val_bsz,
         "workers": workers,
