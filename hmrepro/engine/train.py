@@ -4,6 +4,9 @@ One epoch is the episode list ``training_episodes(pool, shot, seed, epoch)``, a 
 epoch). Global batch ``i`` is episodes ``[i·bsz, (i+1)·bsz)``; under ``torchrun`` each process takes its share
 (:mod:`hmrepro.engine.distributed`). After every epoch the model is validated on the fold's fixed validation
 episodes (``test_episodes(..., split='val')``, seed 0; the authors' protocol) and the best-mIoU weights are kept.
+MCE's recipe draws and validates as BAM's ``train.py`` instead (``train_sampler = "bam"``: the episodes of BAM's
+training loader, :func:`~hmrepro.data.bam.bam_training_episodes`; ``validation = "bam"``: BAM's seed-321 episodes at
+the model's shot, scored on the original label): :func:`epoch_episodes`, :func:`validation_episodes`.
 
 The loop is four small steps driven by a frozen :class:`~hmrepro.engine.train_config.TrainConfig`:
 :func:`setup_run` (data, model, optimizer, resumed state), :func:`train_epoch`, :func:`validate_epoch` and
