@@ -26,7 +26,7 @@ from hmrepro.engine.progress import Silent
 from hmrepro.engine.recipes import RecipeError, resolve
 from hmrepro.engine.train import TrainingInterrupted, build_optimizer, resume_config, train
 from hmrepro.errors import HmreproError
-from hmrepro.models.interface import pixel_cross_entropy
+from hmrepro.models.interface import FewShotModule, pixel_cross_entropy
 
 # ---------------------------------------------------------------------------------------------------------------
 # Schedule and optimizer
@@ -68,7 +68,7 @@ class _TinyBackbone(nn.Module):
         return [torch.relu(self.conv(images))]
 
 
-class _TinyModel(nn.Module):
+class _TinyModel(FewShotModule):
     """Masked-average prototype + cosine similarity + one conv; its loss honours ``query_ignore``."""
 
     def __init__(self) -> None:
@@ -195,7 +195,6 @@ def test_kshot_training_gives_every_support_to_a_family_that_trains_so(synthetic
 class _ShotRecorder(_KShotModel):
     """Records (training?, shots) of every forward call."""
 
-    takes_query_mask = takes_sample_keys = False
     calls: list = []
 
     def forward(self, query, support, mask):
