@@ -30,9 +30,32 @@ class Validation(str, Enum):
 def _model_name(value: str | None) -> str | None:
     from ..models.registry import list_models
 
-    if value is not None and value not in list_models():
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(list_models())}")
+    if value is not None and value != BASE_LEARNER and value not in list_models():
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(list_models())} or {BASE_LEARNER}")
     return value
+
+
+BASE_LEARNER = "pspnet"  # BAM's base learner (hmrepro.engine.train_base): not a few-shot model, no card
+BASE_LEARNER_FLAGS = (
+    "backbone",
+    "epochs",
+    "bsz",
+    "lr",
+    "img_size",
+    "patience",
+    "val_bsz",
+    "workers",
+    "seed",
+    "out",
+    "data_root",
+    "splits",
+    "pretrained",
+    "deterministic",
+    "epoch_iterations",
+    "device",
+)
+"""The flags ``train pspnet`` reads; there ``--val-episodes N`` means the first N validation images and
+``--img-size`` sets the training crop and the validation size (BAM: 417 both)."""
 
 
 def train(
@@ -40,7 +63,8 @@ def train(
         None,
         callback=_model_name,
         help="Model to train: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... "
-        "(-im, -hm-add, -hm-reverse: the masking ablations).",
+        "(-im, -hm-add, -hm-reverse: the masking ablations); pspnet: BAM's base learner of the fold, whose encoder "
+        "MCE freezes (--model-args 'encoder_weights=RUN').",
         show_default=False,
     ),
     benchmark: BenchmarkName | None = typer.Option(None, "--benchmark", "-b", help="Benchmark.", show_default=False),
@@ -273,6 +297,9 @@ def train(
         "device": device,
         "model_args": model_args,
     }
+    if model == BASE_LEARNER:
+        _train_base_learner(overrides, benchmark, fold, resume, val_episodes, print_config, progress)
+        return
     if resume is not None:
         if out is not None:
             raise typer.BadParameter(
@@ -297,6 +324,35 @@ def train(
     console.print(f"[green]done[/]: run folder {run_dir}")
     console.print(
         f"evaluate: [bold]hmrepro eval {config.model} -b {config.benchmark} --fold {config.fold} --weights {run_dir}[/]"
+    )
+
+
+def _train_base_learner(overrides: dict, benchmark, fold, resume, val_episodes, print_config, progress) -> None:
+    """``hmrepro train pspnet``: BAM's base learner on the fold's base classes (not episodic)."""
+    from ..engine.train_base import build_base_config, train_base
+
+    if resume is not None:
+        raise typer.BadParameter("a pspnet run cannot be resumed; start it again", param_hint="--resume")
+    if benchmark is None:
+        raise typer.BadParameter("pspnet needs --benchmark (pascal or coco)")
+    ignored = sorted(k for k, v in overrides.items() if v is not None and k not in BASE_LEARNER_FLAGS)
+    ignored = [k for k in ignored if k != "val_episodes"]
+    if ignored:
+        flags = ", ".join("--" + k.replace("_", "-") for k in ignored)
+        raise typer.BadParameter(f"{flags}: not a setting of the pspnet base learner (its recipe: recipes/pspnet.toml)")
+    given = {k: v for k, v in overrides.items() if k in BASE_LEARNER_FLAGS}
+    given["val_images"] = val_episodes
+    given["val_size"] = overrides.get("img_size")  # BAM's train_h = val_size: --img-size sets both
+    config = build_base_config(benchmark.value, fold if fold is not None else 0, given)
+    if print_config:
+        typer.echo(json.dumps(config.as_dict(), indent=2, sort_keys=True))
+        return
+    with RichProgress(progress) as reporter:
+        run_dir = train_base(config, progress=reporter)
+    console.print(f"[green]done[/]: run folder {run_dir}")
+    console.print(
+        f"MCE on this encoder: [bold]hmrepro train mce -b {config.benchmark} --fold {config.fold} "
+        f"--model-args 'encoder_weights={run_dir}'[/]"
     )
 
 

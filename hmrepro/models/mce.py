@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import build_deep_stem_backbone, build_dilated_backbone
 from ..errors import MissingDataError
+from .backbone import build_deep_stem_backbone, build_dilated_backbone
 from .interface import Batch, FewShotModule, Outputs, logits_of, pixel_cross_entropy
 from .masking import get_masking_mode, masked_support_taps
 

@@ -44,10 +44,14 @@ TEST_TIME_OPTIONS = ("scales", "kshot")
 TRAINING_SWITCHES = ("augment",)
 """Training-recipe keys that claimed rows use to tell runs apart (HSNet* of HM Table 1: ``augment=cats``): compared
 for every row, with the recipe's value where the row does not name one."""
-ADDED_ARGUMENTS: dict[str, dict[str, Any]] = {}
+ADDED_ARGUMENTS: dict[str, dict[str, Any]] = {"mce": {"encoder": "imagenet"}}
 """Model family → {constructor argument: the value that ran before the argument existed}, for arguments added with a
 default that changes what older models did: a record that does not name such an argument is taken to have run that
-value, not today's default. Whoever adds such an argument declares it here (none so far)."""
+value, not today's default. Whoever adds such an argument declares it here. MCE's ``encoder`` (default ``pspnet``,
+BAM's base-learner encoder, the paper's): every MCE before it froze torchvision's ImageNet ResNet (``imagenet``)."""
+RUN_ARGUMENTS = ("encoder_weights",)
+"""Constructor arguments that say where a run's weights came from (MCE's base-learner run folder or file), not how
+the model was set up: never compared with a row (every fold and run has its own)."""
 KSHOT = "kshot"
 FINETUNE_PREFIX = "finetune_"
 NO_FINETUNING = "fusion"  # the K-shot mode that fine-tunes nothing
@@ -151,7 +155,11 @@ def _model_arg_differences(wanted: RowSettings, record: Mapping[str, Any], shot:
     _, finetune_counts = _kshot_counts(wanted, shot)
     reasons = []
     for key in sorted(set(wanted.model_args) | set(ran)):
-        if key in TEST_TIME_OPTIONS or (key.startswith(FINETUNE_PREFIX) and not finetune_counts):
+        if (
+            key in TEST_TIME_OPTIONS
+            or key in RUN_ARGUMENTS
+            or (key.startswith(FINETUNE_PREFIX) and not finetune_counts)
+        ):
             continue
         if key not in wanted.model_args:  # an argument the row's model no longer has (ignored), or an unknown model's
             if not wanted.known and not _default_like(ran[key]):
