@@ -101,7 +101,10 @@ def record_problem(record: dict, *, now: datetime | None = None) -> str | None:
     """Why ``record`` fails the schema (None: it passes); the first problem found, naming the field."""
     missing = [field for field in CORE_FIELDS if field not in record]
     if missing:
-        return f"is a result record without {', '.join(missing)}"
+        return (
+            f"is a result record without {', '.join(missing)}; evaluate again (a file that is no record: move it "
+            "out of the results folder)"
+        )
     checks = (
         _schema_problem,
         _text_problem,
