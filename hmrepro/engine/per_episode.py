@@ -101,13 +101,18 @@ def table_bytes(table: Mapping, class_ids: Sequence[int]) -> bytes:
 
 
 def load_table(path: Path) -> tuple[EpisodeTable, np.ndarray]:
-    """(table, eval class ids) from a file written with :func:`table_bytes` (no pickle is ever loaded)."""
-    with np.load(Path(path), allow_pickle=False) as data:
-        missing = [c for c in (*EPISODE_COLUMNS, CLASS_IDS_KEY) if c not in data.files]
-        if missing:
-            raise ValueError(f"lacks the columns {', '.join(missing)}")
-        table = {c: data[c].astype(np.int64 if c in COUNT_COLUMNS else np.float64) for c in EPISODE_COLUMNS}
-        return table, data[CLASS_IDS_KEY].astype(np.int64)
+    """(table, eval class ids) from a file written with :func:`table_bytes`, with the limits and checks of
+    :func:`hmrepro.engine.record_schema.table_from_npz` (a regular file, sizes checked before decompressing, no
+    pickle, counts and fractions in range); a one-line :class:`~hmrepro.errors.HmreproError` otherwise."""
+    from ..saferead import UntrustedFileError, read_bounded
+    from .record_schema import MAX_SIDECAR_BYTES, RecordError, table_from_npz
+
+    path = Path(path)
+    try:
+        table, class_ids = table_from_npz(read_bounded(path, inside=path.parent, max_bytes=MAX_SIDECAR_BYTES))
+    except (UntrustedFileError, RecordError) as err:
+        raise RecordError(f"{path}: {err}") from None
+    return table, np.asarray(class_ids, dtype=np.int64)
 
 
 def _fits_int32(a: np.ndarray) -> bool:
