@@ -289,10 +289,16 @@ def test_canet_training_keeps_one_history_per_sample_that_the_trainer_names(mode
     assert len(model.history) == 4 and len(tuned.history) == 2  # fine-tuning keeps its own history (per support)
 
 
+@pytest.mark.slow  # 40 training steps (~15 s)
 def test_a_few_sgd_steps_on_a_fixed_episode_raise_the_foreground_iou():
     """The regression of issue 12: CRCNet must learn the foreground, not only "all background". One episode (a
     textured square of one colour on noise, 33 px, random calibrated ResNet-50), the settings of the README's
-    synthetic runs (SGD lr 0.01, ``mrm_gradient="canet"``, no dropout; T = 2 at test time)."""
+    synthetic runs (SGD lr 0.01, ``mrm_gradient="canet"``, no dropout; T = 2 at test time) with the spec's poly
+    schedule ([G16]) over 40 steps. With a constant lr, 20 steps sat on a knife edge (momentum overshoots around
+    step 15, and whether the IoU is 0.0 or 0.7 at step 20 depended on the CPU's kernels, even in float64); with
+    the decay, the IoU after 40 steps was 0.85-0.87 on every path tried (ATEN_CPU_CAPABILITY default and avx2,
+    OMP_NUM_THREADS 1 and 2, seeds 0 and 1), so 0.5 leaves a wide margin; a model stuck on background gives 0.0."""
+    from hmrepro.engine.schedules import lr_factor
     from hmrepro.engine.train import calibrate_batchnorm
 
     torch.manual_seed(0)
@@ -324,7 +330,10 @@ def test_a_few_sgd_steps_on_a_fixed_episode_raise_the_foreground_iou():
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
     batch = {"query_mask": query_mask, "support_masks": support_mask[:, None]}
-    for _ in range(20):
+    steps = 40
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = 0.01 * lr_factor("poly", step + 1, steps)
         net.train()
         outputs = net(query, support, support_mask, query_mask=query_mask, sample_keys=([0], [1]))
         loss = net.compute_objective(outputs, batch)
@@ -332,4 +341,4 @@ def test_a_few_sgd_steps_on_a_fixed_episode_raise_the_foreground_iou():
         loss.backward()
         optimizer.step()
     after = foreground_iou()
-    assert before < 0.2 and after > 0.4, (before, after)
+    assert before < 0.2 and after > 0.5, (before, after)
