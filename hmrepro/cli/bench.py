@@ -19,21 +19,40 @@ from rich.console import Console
 
 from ..models.cards import list_cards
 from .common import (
+    BackboneOption,
     BenchmarkName,
     DataRootOption,
     FoldOption,
     ImageCacheOption,
+    JsonRecordsOption,
+    LoaderWorkersOption,
     ShotOption,
     SplitsOption,
-    check_backbone,
-    check_device,
     console,
+    device_option,
     report_saved,
 )
 
 BenchFamily = Enum("BenchFamily", {card.family: card.family for card in list_cards()}, type=str)
 
 app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
+
+
+def _model_name(value: str | None) -> str | None:
+    from .train import _model_name as known_model
+
+    return known_model(value)
+
+
+ModelOption = typer.Option(
+    ..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."
+)
+BenchDeviceOption = device_option("cpu, cuda or cuda:N [default: cuda if available].")
+AmpOption = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded).")
+# the one bench record a subcommand writes
+ResultsOption = typer.Option(Path("results"), "--results", help="Folder for the bench record.")
+NoRecordOption = typer.Option(False, "--no-record", help="Do not write a record.")
+JsonOption = typer.Option(False, "--json", help="Print the record as JSON on stdout.")
 
 
 @app.callback(invoke_without_command=True)
@@ -45,16 +64,8 @@ def bench_command(
         "-m",
         help="Model family: its FM variant (e.g. hsnet) is timed against its HM variant (hsnet-hm).",
     ),
-    backbone: str = typer.Option(
-        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
-    ),
-    device: str | None = typer.Option(
-        None,
-        "--device",
-        callback=check_device,
-        help="cpu, cuda or cuda:N [default: cuda if available].",
-        show_default=False,
-    ),
+    backbone: str = BackboneOption,
+    device: str | None = BenchDeviceOption,
     img_size: int | None = typer.Option(
         None,
         "--img-size",
@@ -66,7 +77,7 @@ def bench_command(
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per model."),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench records."),
     no_record: bool = typer.Option(False, "--no-record", help="Do not write records."),
-    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON on stdout."),
+    as_json: bool = JsonRecordsOption,
 ) -> None:
     """Time 1-shot inference per image of a model's FM and HM variants (Table 7 of the HM paper).
 
@@ -110,12 +121,6 @@ def bench_command(
     report_saved(records, no_record)
 
 
-def _model_name(value: str | None) -> str | None:
-    from .train import _model_name as known_model
-
-    return known_model(value)
-
-
 def _print_json(record: dict) -> None:
     json.dump(record, sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -131,9 +136,7 @@ def _memory_line(record: dict) -> str:
 
 @app.command("model")
 def model_command(
-    model: str = typer.Option(
-        ..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."
-    ),
+    model: str = ModelOption,
     shot: int = typer.Option(1, "--shot", "-k", min=1, max=10, help="Support images per episode."),
     img_size: int | None = typer.Option(
         None, "--img-size", min=16, help="Image side [default: the model's size for --benchmark].", show_default=False
@@ -142,19 +145,11 @@ def model_command(
         BenchmarkName.coco, "--benchmark", "-b", help="Whose decoder (VAT) and image size."
     ),
     bsz: int = typer.Option(1, "--bsz", min=1, help="Episodes per batch."),
-    backbone: str = typer.Option(
-        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
-    ),
-    device: str | None = typer.Option(
-        None,
-        "--device",
-        callback=check_device,
-        help="cpu, cuda or cuda:N [default: cuda if available].",
-        show_default=False,
-    ),
+    backbone: str = BackboneOption,
+    device: str | None = BenchDeviceOption,
     runs: int = typer.Option(3, "--runs", min=1, help="Timed episodes; the median is reported."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed episodes first."),
-    amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
+    amp: bool = AmpOption,
     channels_last: bool = typer.Option(
         False, "--channels-last/--no-channels-last", help="Channels-last query images (recorded)."
     ),
@@ -178,9 +173,9 @@ def model_command(
         help="Constructor arguments, 'key=value;...' (e.g. CRCNet's 'finetune_steps=5'; recorded) [default: none].",
         show_default=False,
     ),
-    results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
-    no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
-    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
+    results: Path = ResultsOption,
+    no_record: bool = NoRecordOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Time one K-shot episode of MODEL (predict_nshot, random weights and images), its peak memory, and where the
     time goes: query backbone, support backbone, correlation, learner, other, and the slowest ops (torch.profiler).
@@ -246,9 +241,7 @@ def model_command(
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Option(
-        ..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."
-    ),
+    model: str = ModelOption,
     benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark folder to read."),
     fold: int = FoldOption,
     shot: int = ShotOption,
@@ -264,24 +257,16 @@ def eval_command(
         help="Episodes per batch through the model [default: the recipe's: 1, ASNet 12].",
         show_default=False,
     ),
-    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA)."),
+    workers: int = LoaderWorkersOption,
     image_cache_mib: int = ImageCacheOption,
-    backbone: str = typer.Option(
-        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
-    ),
-    device: str | None = typer.Option(
-        None,
-        "--device",
-        callback=check_device,
-        help="cpu, cuda or cuda:N [default: cuda if available].",
-        show_default=False,
-    ),
-    amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
+    backbone: str = BackboneOption,
+    device: str | None = BenchDeviceOption,
+    amp: bool = AmpOption,
     data_root: Path | None = DataRootOption,
     splits: Path | None = SplitsOption,
-    results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
-    no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
-    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
+    results: Path = ResultsOption,
+    no_record: bool = NoRecordOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Episodes per second of MODEL's evaluation on a benchmark folder, data loading included, and peak memory.
 
@@ -337,9 +322,7 @@ def _cache_line(record: dict) -> str:
 
 @app.command("train")
 def train_command(
-    model: str = typer.Option(
-        ..., "--model", "-m", callback=_model_name, help="Any model: hsnet, hsnet-hm, vat-hm, asnet-hm, ..."
-    ),
+    model: str = ModelOption,
     benchmark: BenchmarkName = typer.Option(
         BenchmarkName.pascal, "--benchmark", "-b", help="Whose recipe (batch, image size)."
     ),
@@ -349,20 +332,12 @@ def train_command(
     img_size: int | None = typer.Option(
         None, "--img-size", min=16, help="Image side [default: the recipe's].", show_default=False
     ),
-    backbone: str = typer.Option(
-        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
-    ),
-    device: str | None = typer.Option(
-        None,
-        "--device",
-        callback=check_device,
-        help="cpu, cuda or cuda:N [default: cuda if available].",
-        show_default=False,
-    ),
-    amp: bool = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded)."),
-    results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench record."),
-    no_record: bool = typer.Option(False, "--no-record", help="Do not write a record."),
-    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON on stdout."),
+    backbone: str = BackboneOption,
+    device: str | None = BenchDeviceOption,
+    amp: bool = AmpOption,
+    results: Path = ResultsOption,
+    no_record: bool = NoRecordOption,
+    as_json: bool = JsonOption,
 ) -> None:
     """Training iterations per second of MODEL at its recipe's batch and image size, and peak memory.
 

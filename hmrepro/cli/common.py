@@ -45,6 +45,23 @@ ImageCacheOption = typer.Option(
 
 FoldOption = typer.Option(0, "--fold", "-f", min=0, max=3, help="Fold of the benchmark (0-3).")
 ShotOption = typer.Option(1, "--shot", "-k", min=1, max=10, help="Support images per episode (the paper: 1 or 5).")
+BenchmarkOption = typer.Option(..., "--benchmark", "-b", help="Benchmark.")
+ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+LoaderWorkersOption = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA).")
+
+
+# the result records an evaluation writes (eval, domain-shift)
+ResultsOption = typer.Option(Path("results"), "--results", help="Folder for the result records.")
+NoRecordOption = typer.Option(False, "--no-record", help="Do not write result records.")
+JsonRecordsOption = typer.Option(False, "--json", help="Print the records as JSON on stdout.")
+# the result records a report reads (table, results, report)
+RecordsFolderOption = typer.Option(
+    None,
+    "--results",
+    envvar="HMREPRO_RESULTS",
+    help="Folder of result records (searched recursively) [default: ./results].",
+    show_default=False,
+)
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -99,6 +116,17 @@ def check_figure_path(value: Path | None) -> Path | None:
             f"name the file with one of {', '.join(FIGURE_SUFFIXES)}"
         )
     return value.expanduser() if value is not None else value
+
+
+BackboneOption = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16.")
+
+
+def device_option(help: str) -> typer.models.OptionInfo:
+    """``--device``, checked (:func:`check_device`); not given: the command chooses (said in ``help``)."""
+    return typer.Option(None, "--device", callback=check_device, help=help, show_default=False)
+
+
+DeviceOption = device_option("cpu, cuda, cuda:1 ... [default: cuda if available].")
 
 
 def report_saved(records: list[dict], no_record: bool) -> None:

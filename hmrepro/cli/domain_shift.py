@@ -8,7 +8,19 @@ from pathlib import Path
 
 import typer
 
-from .common import DataRootOption, ShotOption, SplitsOption, check_backbone, check_device, console, report_saved
+from .common import (
+    BackboneOption,
+    DataRootOption,
+    DeviceOption,
+    JsonRecordsOption,
+    NoRecordOption,
+    ProgressOption,
+    ResultsOption,
+    ShotOption,
+    SplitsOption,
+    console,
+    report_saved,
+)
 from .eval import FoldChoice, print_table
 from .progress import RichProgress
 from .train import _model_name
@@ -32,9 +44,7 @@ def domain_shift(
         FoldChoice.f0, "--fold", "-f", help="COCO-20i fold of the model, or all (the paper's mean)."
     ),
     shot: int = ShotOption,
-    backbone: str = typer.Option(
-        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
-    ),
+    backbone: str = BackboneOption,
     img_size: int | None = typer.Option(
         None,
         "--img-size",
@@ -60,22 +70,16 @@ def domain_shift(
         1, "--bsz", min=1, help="Episodes per batch through the model (1 as the authors; README, Batched evaluation)."
     ),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
-    device: str | None = typer.Option(
-        None,
-        "--device",
-        callback=check_device,
-        help="cpu, cuda, cuda:1 ... [default: cuda if available].",
-        show_default=False,
-    ),
+    device: str | None = DeviceOption,
     pretrained: bool = typer.Option(
         True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."
     ),
-    results: Path = typer.Option(Path("results"), "--results", help="Folder for the result records."),
-    no_record: bool = typer.Option(False, "--no-record", help="Do not write result records."),
-    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON on stdout."),
+    results: Path = ResultsOption,
+    no_record: bool = NoRecordOption,
+    as_json: bool = JsonRecordsOption,
     data_root: Path | None = DataRootOption,
     splits: Path | None = SplitsOption,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
 ) -> None:
     """Test a COCO-20i model on PASCAL VOC (domain shift, Table 4 of the HM paper); one record per fold.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from .common import BenchmarkName, FoldOption, ShotOption, SplitsOption, console, fail
+from .common import BenchmarkName, BenchmarkOption, FoldOption, ShotOption, SplitsOption, console, fail
 
 
 class Protocol(str, Enum):
@@ -24,7 +24,7 @@ class EvalSplit(str, Enum):
 
 
 def episodes(
-    benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark."),
+    benchmark: BenchmarkName = BenchmarkOption,
     fold: int = FoldOption,
     shot: int = ShotOption,
     protocol: Protocol = typer.Option(

@@ -12,13 +12,19 @@ from rich.console import Console
 from rich.table import Table
 
 from .common import (
+    BackboneOption,
     BenchmarkName,
+    BenchmarkOption,
     DataRootOption,
+    DeviceOption,
     ImageCacheOption,
+    JsonRecordsOption,
+    LoaderWorkersOption,
+    NoRecordOption,
+    ProgressOption,
+    ResultsOption,
     ShotOption,
     SplitsOption,
-    check_backbone,
-    check_device,
     console,
     report_saved,
 )
@@ -70,7 +76,7 @@ def eval_command(
         "(-im, -hm-add, -hm-reverse: the masking ablations).",
         show_default=False,
     ),
-    benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark."),
+    benchmark: BenchmarkName = BenchmarkOption,
     fold: FoldChoice = typer.Option(FoldChoice.f0, "--fold", "-f", help="Fold, or all (the paper's mean over folds)."),
     shot: int = ShotOption,
     weights: str = typer.Option(
@@ -80,9 +86,7 @@ def eval_command(
         help="A checkpoint file, a run folder (its best_model.pt), 'random' (untrained learner) or 'official' "
         "(the authors' checkpoint). With --fold all put {fold} in the path: runs/hsnet-hm_fold{fold}.",
     ),
-    backbone: str = typer.Option(
-        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
-    ),
+    backbone: str = BackboneOption,
     img_size: int | None = typer.Option(
         None, "--img-size", min=16, help="Image side [default: recipe, 400].", show_default=False
     ),
@@ -113,15 +117,9 @@ def eval_command(
         "episode is scored on its own; on a CPU a batch can round differently (README, Batched evaluation).",
         show_default=False,
     ),
-    workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA)."),
+    workers: int = LoaderWorkersOption,
     image_cache_mib: int = ImageCacheOption,
-    device: str | None = typer.Option(
-        None,
-        "--device",
-        callback=check_device,
-        help="cpu, cuda, cuda:1 ... [default: cuda if available].",
-        show_default=False,
-    ),
+    device: str | None = DeviceOption,
     pretrained: bool = typer.Option(
         True,
         "--pretrained/--no-pretrained",
@@ -130,12 +128,12 @@ def eval_command(
     amp: bool = typer.Option(
         False, "--amp/--no-amp", help="bf16 autocast (faster on GPUs; the authors evaluate in fp32)."
     ),
-    results: Path = typer.Option(Path("results"), "--results", help="Folder for the result records."),
-    no_record: bool = typer.Option(False, "--no-record", help="Do not write result records."),
-    as_json: bool = typer.Option(False, "--json", help="Print the records as JSON on stdout."),
+    results: Path = ResultsOption,
+    no_record: bool = NoRecordOption,
+    as_json: bool = JsonRecordsOption,
     data_root: Path | None = DataRootOption,
     splits: Path | None = SplitsOption,
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
     multi_scale: bool = typer.Option(
         False,
         "--multi-scale/--single-scale",

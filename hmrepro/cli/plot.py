@@ -8,12 +8,13 @@ from pathlib import Path
 import typer
 
 from .common import (
+    BackboneOption,
     BenchmarkName,
+    BenchmarkOption,
     DataRootOption,
     FoldOption,
     ShotOption,
     SplitsOption,
-    check_backbone,
     check_device,
     check_figure_path,
     console,
@@ -65,7 +66,7 @@ def training_profile(
 
 
 def episodes(
-    benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark."),
+    benchmark: BenchmarkName = BenchmarkOption,
     fold: int = FoldOption,
     shot: int = ShotOption,
     count: int = typer.Option(4, "--count", "-n", min=1, max=32, help="Episodes to draw."),
@@ -85,9 +86,7 @@ def episodes(
         help="With --model: a checkpoint file, a run folder, 'official' or 'random' [default: random].",
         show_default=False,
     ),
-    backbone: str = typer.Option(
-        "resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16."
-    ),
+    backbone: str = BackboneOption,
     img_size: int | None = typer.Option(
         None,
         "--img-size",

@@ -11,7 +11,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ..paths import default_synthetic_root
-from .common import console
+from .common import ProgressOption, console
 from .progress import RichProgress
 
 MODELS = ("hsnet", "hsnet-hm")
@@ -45,7 +45,7 @@ def quickstart(
         None, "--img-size", min=32, help=f"Image side [default: {DEFAULT['img_size']}].", show_default=False
     ),
     workers: int = typer.Option(1, "--workers", min=0, help="DataLoader worker processes."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    progress: bool = ProgressOption,
 ) -> None:
     """Try the whole pipeline in minutes on a laptop CPU: synthetic data, training, evaluation, comparison.
 

@@ -7,18 +7,12 @@ from pathlib import Path
 import typer
 
 from ..errors import HmreproError
-from .common import console, fail
+from .common import RecordsFolderOption, console, fail
 from .table import PaperName, _results_dir
 
 
 def report(
-    results: Path | None = typer.Option(
-        None,
-        "--results",
-        envvar="HMREPRO_RESULTS",
-        help="Folder of result records (searched recursively) [default: ./results].",
-        show_default=False,
-    ),
+    results: Path | None = RecordsFolderOption,
     paper: PaperName = typer.Option(PaperName.hm, "--paper", help="Whose tables and claims: hm, crcnet or mce."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="The HTML file to write."),
 ) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from .common import console, fail
+from .common import RecordsFolderOption, console, fail
 from .table import PaperName
 
 DEFAULT_RESULTS = Path("results")
@@ -37,13 +37,7 @@ class ResultsFormat(str, Enum):
 
 
 def results(
-    results_dir: Path | None = typer.Option(
-        None,
-        "--results",
-        envvar="HMREPRO_RESULTS",
-        help="Folder of result records (searched recursively) [default: ./results].",
-        show_default=False,
-    ),
+    results_dir: Path | None = RecordsFolderOption,
     fmt: ResultsFormat = typer.Option(
         ResultsFormat.rich, "--format", help="rich (a terminal table of the main columns), csv, json or parquet."
     ),

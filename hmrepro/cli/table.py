@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from ..errors import HmreproError
-from .common import console, fail
+from .common import RecordsFolderOption, console, fail
 
 DEFAULT_RESULTS = Path("results")
 # hmrepro.reporting.claimed.TABLE_NUMBERS (a test checks), here without importing pandas: `table 9` is refused at once
@@ -68,13 +68,7 @@ def table(
         "with per-episode results).",
     ),
     fmt: TableFormat = typer.Option(TableFormat.rich, "--format", help="Output format."),
-    results: Path | None = typer.Option(
-        None,
-        "--results",
-        envvar="HMREPRO_RESULTS",
-        help="Folder of result records (searched recursively) [default: ./results].",
-        show_default=False,
-    ),
+    results: Path | None = RecordsFolderOption,
     all_records: bool = typer.Option(
         False,
         "--all-records",
