@@ -19,6 +19,8 @@ from helpers import FIXTURES, fixture_files, fixture_id, reference_path
 from hmrepro import create_model
 from hmrepro.models.testing import fill_params, load_fixture
 
+pytestmark = pytest.mark.slow  # parity at full size (400 px, ResNet-50)
+
 FIXTURE_FILES = fixture_files("model_asnet*_*.pt")
 NORM_RTOL = 1e-4  # diagnostics only: Frobenius norms of intermediate tensors
 

@@ -96,6 +96,7 @@ def test_bench_model_times_any_model_and_breaks_the_episode_down(tmp_path):
     assert "taps" not in vars(model.backbone) and not model.hpn_learner._forward_hooks
 
 
+@pytest.mark.slow  # end-to-end: bench train and bench eval through the CLI
 def test_bench_train_and_eval_write_their_records(tmp_path, synthetic_root):
     from engine_helpers import synthetic_args
 

@@ -15,6 +15,8 @@ from helpers import REUSE_FREED_MEMORY_ENV
 
 from hmrepro.engine.checkpoints import read_checkpoint
 
+pytestmark = pytest.mark.slow  # DDP: torchrun subprocesses training on the synthetic benchmark
+
 
 def _args(root: Path, out: Path) -> list[str]:
     return [

@@ -82,6 +82,7 @@ def coco_checkpoints(tmp_path_factory):
     return str(folder / "hsnet-hm_coco_fold{fold}.pt")
 
 
+@pytest.mark.slow  # end-to-end: trains COCO checkpoints, evaluates through the CLI
 def test_cli_records_fill_table_4(synthetic_root, coco_checkpoints, tmp_path):
     results = tmp_path / "results"
     args = [

@@ -16,6 +16,8 @@ from helpers import FIXTURES, fixture_files, fixture_id, reference_path
 from hmrepro import create_model
 from hmrepro.models.testing import fill_params, load_fixture
 
+pytestmark = pytest.mark.slow  # parity at full size (200 px, ResNet-50)
+
 FIXTURE_FILES = fixture_files("model_hsnet*_*.pt")
 
 

@@ -9,6 +9,7 @@ only (agreement with the authors').
 
 from __future__ import annotations
 
+import pytest
 import torch
 from helpers import fixture_path
 
@@ -51,6 +52,7 @@ def _assert_shot_by_shot(model, query, supports, masks) -> None:
     assert torch.equal(votes, expected_votes)
 
 
+@pytest.mark.slow  # fixture inputs at full size (200 px, 3 shots)
 def test_hsnet_hm_kshot_is_the_per_shot_computation_on_fixtures():
     inputs = load_fixture(fixture_path("inputs_200.pt"))
     model = fill_params(create_model("hsnet-hm", backbone="resnet50", pretrained=False)).eval()

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
+
+pytestmark = pytest.mark.slow  # end-to-end: the quickstart trains, evaluates and explains
 
 runner = CliRunner()
 

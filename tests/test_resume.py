@@ -8,10 +8,13 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 import torch
 from engine_helpers import cli_env, hmrepro_cmd, synthetic_args
 
 from hmrepro.engine.checkpoints import read_checkpoint
+
+pytestmark = pytest.mark.slow  # resume after kill: CLI trainings killed and resumed
 
 TIMING_KEYS = {"train_secs", "val_secs", "train_episodes_per_s", "val_episodes_per_s"}
 

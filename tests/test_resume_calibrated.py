@@ -6,11 +6,14 @@ differently), which made a ``--no-pretrained`` run without ``--deterministic`` r
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from hmrepro import create_model
 from hmrepro.engine.checkpoints import save_checkpoint
 from hmrepro.engine.train import _load_last, backbone_fingerprint, calibrate_batchnorm, resume_state
+
+pytestmark = pytest.mark.slow  # resume after kill of a calibrated training
 
 
 def _calibrated(images: torch.Tensor, threads: int):

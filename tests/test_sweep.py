@@ -294,6 +294,7 @@ def _stop_training_once_it_checkpointed(folder: SweepFolder, job_id: str, run_di
         time.sleep(0.02)
 
 
+@pytest.mark.slow  # sweep: trains, kills, resumes and evaluates
 def test_local_sweep_fills_a_tiny_table_and_resumes_a_killed_training(tiny_world, synthetic_root, capsys):
     from hmrepro.reporting.tables import compare_table
 
@@ -466,6 +467,7 @@ while true; do sleep 0.05; done
 """
 
 
+@pytest.mark.slow  # resume after the requeue of a training
 def test_the_checkpoint_hook_stops_the_trainer_and_the_requeued_job_resumes(tmp_path, fake_slurm):
     from hmrepro.sweep.slurm import TrainingJob
 

@@ -140,6 +140,7 @@ def _lrs(run) -> list[float]:
     return [json.loads(line)["lr"] for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow  # two trainings and a resume
 def test_sgd_poly_run_resumes_on_the_same_curve_with_the_same_weights(synthetic_root, tmp_path, tiny_model):
     reference = train(_config(synthetic_root, tmp_path / "a"))
     assert _lrs(reference) == pytest.approx([0.05 * 0.5**0.9, 0.0])  # end of epoch 0 (3 of 6 iterations), end of run
@@ -180,6 +181,7 @@ class _KShotModel(_TinyModel):
         ).mean(0)
 
 
+@pytest.mark.slow  # a training
 def test_kshot_training_gives_every_support_to_a_family_that_trains_so(synthetic_root, tmp_path, monkeypatch):
     import hmrepro
     from hmrepro.engine.train import check_training_shot
@@ -202,6 +204,7 @@ class _ShotRecorder(_KShotModel):
         return super().forward(query, support, mask)
 
 
+@pytest.mark.slow  # an MCE training
 def test_mce_recipe_trains_on_bams_episodes_and_validates_kshot_as_bam(synthetic_root, tmp_path, monkeypatch):
     """MCE's recipe: BAM's training loader (manual_seed 321 + the run's seed) and BAM's validation (seed 321, the
     model's shot, each query scored at its original label size)."""
