@@ -121,7 +121,8 @@ def test_an_hsnet_protocol_mce_record_fills_no_cell_and_says_why(recipes):
 def test_a_branches_query_mce_record_fills_only_the_query_row(recipes):
     query = _mce(miou=40.0, model_args="branches=query")
     full = _mce(miou=45.0)
-    explicit = _mce(fold=1, miou=46.0, model_arguments=None, model_args="branches=both")  # an older record: text only
+    # (a text-only record, older than MCE's `encoder` argument, ran ImageNet's encoder: the test after the next)
+    explicit = _mce(fold=1, miou=46.0, model_args="branches=both")
     records = [query, full, explicit]
     assert pd.isna(_cells(1, "mce", records, "Ours")["reproduced_fold0"]) is False
     assert _cells(1, "mce", records, "Ours")["reproduced_fold0"] == 45.0  # the full model, not the ablation
@@ -222,6 +223,17 @@ def test_an_argument_added_since_a_record_ran_its_declared_old_value(recipes, mo
     assert _cells(1, "mce", [record], "Ours")["reproduced_fold0"] == 47.0  # undeclared: today's default ran
     monkeypatch.setitem(settings.ADDED_ARGUMENTS, "mce", {"use_prior": False})
     assert _reasons(1, "mce", [record]) == {47.0: "model argument use_prior=false, the row's is the default (true)"}
+
+
+def test_an_mce_record_from_before_the_encoder_argument_ran_imagenets_encoder_and_fills_nothing(recipes):
+    old = _mce(miou=44.0, model_arguments=None, model_args="")  # no `encoder`: MCE froze torchvision's ResNet then
+    imagenet = _mce(fold=1, miou=43.0, model_args="encoder=imagenet")
+    paper = _mce(fold=2, miou=47.0, model_args="encoder_weights=/runs/pspnet_fold2")  # the run's own base learner
+    cells = _cells(1, "mce", [old, imagenet, paper], "Ours")
+    assert pd.isna(cells["reproduced_fold0"]) and pd.isna(cells["reproduced_fold1"])
+    assert cells["reproduced_fold2"] == 47.0  # where the encoder's weights came from is never compared
+    reason = "model argument encoder=imagenet, the row's is the default (pspnet)"
+    assert _reasons(1, "mce", [old, imagenet, paper]) == {44.0: reason, 43.0: reason}
 
 
 def test_hand_edited_settings_fill_nothing_and_say_so(recipes):

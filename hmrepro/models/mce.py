@@ -212,7 +212,9 @@ class MCE(FewShotModule):
     ``encoder`` [A21]: ``pspnet`` (the default, what the paper did: MCE builds on BAM*, whose frozen encoder is the
     fold's PSPNet base learner — a dilated deep-stem ResNet, :func:`~.backbone.build_deep_stem_backbone`) loads
     ``encoder_weights``: a ``hmrepro train pspnet`` run folder of the same benchmark and fold, or a PSPNet checkpoint
-    such as BAM's published ``best.pth``; with ``pretrained=False`` and no weights it is a random deep-stem network.
+    such as BAM's published ``best.pth``. ``pretrained=False`` builds a random deep-stem network and reads no
+    ``encoder_weights`` (as it reads no ImageNet weights): what evaluation does before loading a checkpoint that holds
+    the encoder.
     ``imagenet`` is torchvision's ImageNet network (``pretrained``), a deviation. VGG-16: the base learner's encoder
     has the structure of ``vgg16_bn``; hmrepro trains no VGG base learner, so ``pspnet`` needs ``pretrained=False``.
     """
@@ -392,9 +394,9 @@ def _build_encoder(backbone: str, pretrained: bool, encoder: str, weights: str):
         if weights:
             raise ValueError("encoder_weights belongs to encoder=pspnet; encoder=imagenet takes torchvision's weights")
         return build_dilated_backbone(backbone, pretrained=pretrained)
-    if weights and backbone == "vgg16":
+    if weights and pretrained and backbone == "vgg16":
         raise ValueError("hmrepro has no VGG-16 PSPNet base learner; use a ResNet, or encoder=imagenet (a deviation)")
-    if weights:
+    if weights and pretrained:  # pretrained=False: the structure only (a checkpoint that holds the encoder follows)
         from .pspnet import base_learner_encoder_state
 
         return build_deep_stem_backbone(backbone, base_learner_encoder_state(weights))
