@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 
@@ -144,3 +147,30 @@ def report_saved(records: list[dict], no_record: bool) -> None:
         )
     if failures:
         raise typer.Exit(1)
+
+
+def option_group(name: str, group: type) -> Callable[[Callable], Callable]:
+    """Let a command's parameter ``name`` stand for the options several commands share, declared once as the fields
+    of the dataclass ``group`` (each field's default a ``typer.Option``): the command line shows those options in
+    that parameter's place, and the command receives them as one ``group`` instance (a keyword-only parameter:
+    ``def plan(number: int = NumberArgument, *, selection: SweepSelection, as_json: bool = JsonOption)``)."""
+    fields = inspect.signature(group, eval_str=True).parameters
+
+    def decorate(command: Callable) -> Callable:
+        own = inspect.signature(command, eval_str=True).parameters
+        shown = [
+            param.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for own_param in own.values()
+            for param in (fields.values() if own_param.name == name else [own_param])
+        ]
+
+        @functools.wraps(command)
+        def with_group(**values):
+            grouped = group(**{field: values.pop(field) for field in fields})
+            return command(**values, **{name: grouped})
+
+        with_group.__signature__ = inspect.Signature(shown)
+        with_group.__annotations__ = {p.name: p.annotation for p in shown}
+        return with_group
+
+    return decorate

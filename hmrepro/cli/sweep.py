@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 import typer
 
-from .common import DataRootOption, SplitsOption, console, fail
+from .common import DataRootOption, SplitsOption, console, fail, option_group
 
 app = typer.Typer(
     help="Reproduce a whole table: the trainings, evaluations, downloads and timings its empty cells need, run on "
@@ -92,13 +93,29 @@ EstimateOption = typer.Option(
 )
 
 
-def _spec(
-    number, paper, model, backbone, seeds, cells, results, sweep_dir, data_root, splits, train_override, eval_override
-):
+@dataclass
+class SweepSelection:
+    """The options saying which jobs of a table a sweep holds and where; plan, run and status take the same."""
+
+    paper: str = PaperOption
+    model: list[str] | None = ModelOption
+    backbone: list[str] | None = BackboneOption
+    seeds: str = SeedsOption
+    cells: str = CellsOption
+    results: Path = ResultsOption
+    sweep_dir: Path | None = SweepDirOption
+    data_root: Path | None = DataRootOption
+    splits: Path | None = SplitsOption
+    train_override: list[str] | None = TrainOverrideOption
+    eval_override: list[str] | None = EvalOverrideOption
+
+
+def _spec(number: int, selection: SweepSelection):
     from ..errors import HmreproError
     from ..papers import PAPERS
     from ..sweep.plan import SweepSpec, parse_key_values
 
+    paper, seeds, cells = selection.paper, selection.seeds, selection.cells
     if paper not in PAPERS:
         raise typer.BadParameter(f"{paper!r} is not one of {', '.join(PAPERS)}", param_hint="--paper")
     if number not in PAPERS[paper].tables:
@@ -119,22 +136,22 @@ def _spec(
     if not seed_list:
         raise typer.BadParameter("give at least one seed", param_hint="--seeds")
     try:
-        train_pairs = parse_key_values(train_override or [], "--train-override")
-        eval_pairs = parse_key_values(eval_override or [], "--eval-override")
+        train_pairs = parse_key_values(selection.train_override or [], "--train-override")
+        eval_pairs = parse_key_values(selection.eval_override or [], "--eval-override")
     except HmreproError as err:
         raise typer.BadParameter(str(err)) from None
-    sweep_dir = (sweep_dir or Path("sweeps") / paper).expanduser().resolve()
+    sweep_dir = (selection.sweep_dir or Path("sweeps") / paper).expanduser().resolve()
     return SweepSpec(
         table=number,
         paper=paper,
-        models=tuple(model or ()),
-        backbones=tuple(backbone or ()),
+        models=tuple(selection.model or ()),
+        backbones=tuple(selection.backbone or ()),
         seeds=seed_list,
         cells=cell_list,
-        results=results.expanduser().resolve(),
+        results=selection.results.expanduser().resolve(),
         sweep_dir=sweep_dir,
-        data_root=data_root.expanduser().resolve() if data_root else None,
-        splits=splits.expanduser().resolve() if splits else None,
+        data_root=selection.data_root.expanduser().resolve() if selection.data_root else None,
+        splits=selection.splits.expanduser().resolve() if selection.splits else None,
         train_overrides=train_pairs,
         eval_overrides=eval_pairs,
     )
@@ -197,20 +214,12 @@ def _summary(jobs) -> str:
 
 
 @app.command("plan")
+@option_group("selection", SweepSelection)
 def plan(
     target: Target = TargetArgument,
     number: int = NumberArgument,
-    paper: str = PaperOption,
-    model: list[str] | None = ModelOption,
-    backbone: list[str] | None = BackboneOption,
-    seeds: str = SeedsOption,
-    cells: str = CellsOption,
-    results: Path = ResultsOption,
-    sweep_dir: Path | None = SweepDirOption,
-    data_root: Path | None = DataRootOption,
-    splits: Path | None = SplitsOption,
-    train_override: list[str] | None = TrainOverrideOption,
-    eval_override: list[str] | None = EvalOverrideOption,
+    *,
+    selection: SweepSelection,
     as_json: bool = JsonOption,
     estimate: bool = EstimateOption,
 ) -> None:
@@ -228,26 +237,13 @@ def plan(
     """
     from rich.table import Table
 
-    spec = _spec(
-        number,
-        paper,
-        model,
-        backbone,
-        seeds,
-        cells,
-        results,
-        sweep_dir,
-        data_root,
-        splits,
-        train_override,
-        eval_override,
-    )
+    spec = _spec(number, selection)
     jobs = _plan(spec)
     costs = _estimate(spec, jobs) if estimate else None
     if as_json:
         typer.echo(json.dumps([_job_json(job, costs) for job in jobs], indent=2))
         return
-    view = Table(title=f"sweep of table {number} ({paper}): {spec.sweep_dir}")
+    view = Table(title=f"sweep of table {number} ({spec.paper}): {spec.sweep_dir}")
     for column in ("job", "kind", "state", "needs", "note", *(("GPU-h", "estimate") if costs else ())):
         view.add_column(column, overflow="fold")
     for job in jobs:
@@ -334,23 +330,15 @@ def _print_estimate(costs) -> None:
 
 
 @app.command("run")
+@option_group("selection", SweepSelection)
 def run(
     target: Target = TargetArgument,
     number: int = NumberArgument,
     launcher: Launcher = typer.Option(
         Launcher.local, "--launcher", help="local: this machine, in dependency order; slurm: submit through submitit."
     ),
-    paper: str = PaperOption,
-    model: list[str] | None = ModelOption,
-    backbone: list[str] | None = BackboneOption,
-    seeds: str = SeedsOption,
-    cells: str = CellsOption,
-    results: Path = ResultsOption,
-    sweep_dir: Path | None = SweepDirOption,
-    data_root: Path | None = DataRootOption,
-    splits: Path | None = SplitsOption,
-    train_override: list[str] | None = TrainOverrideOption,
-    eval_override: list[str] | None = EvalOverrideOption,
+    *,
+    selection: SweepSelection,
     parallel: str = typer.Option(
         "auto", "--parallel", help="local: jobs at a time; auto = one per visible GPU (one without a GPU)."
     ),
@@ -421,20 +409,7 @@ def run(
     from ..sweep.folder import SweepFolder
     from ..sweep.plan import parse_key_values
 
-    spec = _spec(
-        number,
-        paper,
-        model,
-        backbone,
-        seeds,
-        cells,
-        results,
-        sweep_dir,
-        data_root,
-        splits,
-        train_override,
-        eval_override,
-    )
+    spec = _spec(number, selection)
     try:
         extra = parse_key_values(slurm_arg or [], "--slurm-arg")
     except HmreproError as err:
@@ -569,20 +544,12 @@ def _run_slurm(jobs, folder, options) -> None:
 
 
 @app.command("status")
+@option_group("selection", SweepSelection)
 def status(
     target: Target = TargetArgument,
     number: int = NumberArgument,
-    paper: str = PaperOption,
-    model: list[str] | None = ModelOption,
-    backbone: list[str] | None = BackboneOption,
-    seeds: str = SeedsOption,
-    cells: str = CellsOption,
-    results: Path = ResultsOption,
-    sweep_dir: Path | None = SweepDirOption,
-    data_root: Path | None = DataRootOption,
-    splits: Path | None = SplitsOption,
-    train_override: list[str] | None = TrainOverrideOption,
-    eval_override: list[str] | None = EvalOverrideOption,
+    *,
+    selection: SweepSelection,
     show_table: bool = typer.Option(
         True, "--table/--no-table", help="Also show the table with the cells filled so far."
     ),
@@ -600,20 +567,7 @@ def status(
     from ..sweep.folder import SweepFolder
     from ..sweep.status import job_statuses
 
-    spec = _spec(
-        number,
-        paper,
-        model,
-        backbone,
-        seeds,
-        cells,
-        results,
-        sweep_dir,
-        data_root,
-        splits,
-        train_override,
-        eval_override,
-    )
+    spec = _spec(number, selection)
     jobs = _plan(spec)
     folder = SweepFolder(spec.sweep_dir)
     statuses = job_statuses(jobs, folder)
@@ -621,7 +575,7 @@ def status(
     if as_json:
         typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
         return
-    view = Table(title=f"sweep of table {number} ({paper}): {spec.sweep_dir}")
+    view = Table(title=f"sweep of table {number} ({spec.paper}): {spec.sweep_dir}")
     view.add_column("job", overflow="fold", min_width=min(60, max((len(s.job.id) for s in statuses), default=3)))
     for column in ("state", "where", "note"):
         view.add_column(column, overflow="fold")
