@@ -7,6 +7,7 @@ you already have are taken from --from DIR (matched by file name, verified, link
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from ..acquisition.lock import LockFile
 from ..acquisition.registry import Registry, Source, load_registry
 from ..acquisition.retry import RetryPolicy
 from ..paths import resolve_data_root
-from .common import BenchmarkName, DataRootOption, console
+from .common import BenchmarkName, DataRootOption, console, option_group
 
 app = typer.Typer(
     help="Download datasets, ImageNet backbones and the authors' checkpoints: resumable, retried, verified.\n\n"
@@ -52,12 +53,22 @@ TimeoutOption = typer.Option(
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
-def _options(from_: list[Path] | None, retries: int, delay: float, timeout: float, quiet: bool) -> FetchOptions:
+@dataclass
+class Transfer:
+    """How every download command transfers: retries, their delay, the timeout, progress bars."""
+
+    retries: int = RetriesOption
+    retry_delay: float = DelayOption
+    timeout: float = TimeoutOption
+    quiet: bool = QuietOption
+
+
+def _options(from_: list[Path] | None, transfer: Transfer) -> FetchOptions:
     return FetchOptions(
-        retry=RetryPolicy(attempts=retries, base_delay=delay),
-        timeout=timeout,
-        progress=not quiet,
-        gdrive=GDrive.from_env(quiet=quiet),
+        retry=RetryPolicy(attempts=transfer.retries, base_delay=transfer.retry_delay),
+        timeout=transfer.timeout,
+        progress=not transfer.quiet,
+        gdrive=GDrive.from_env(quiet=transfer.quiet),
         from_dirs=check_from_dirs(from_ or ()),
         log=lambda msg: console.print(f"[yellow]{msg}[/]", highlight=False),
         console=console,
@@ -116,17 +127,18 @@ def fetch_sources(sources: list[Source], data_root: Path, opts: FetchOptions) ->
             console.print(table)
 
 
-def _run(group: str, data_root: Path | None, from_, only, list_, retries, delay, timeout, quiet, extra=()) -> Path:
+def _run(group: str, data_root: Path | None, from_, only, list_, transfer: Transfer, extra=()) -> Path:
     root = resolve_data_root(data_root)
     sources = _select(load_registry(), group, list(extra), only)
     if list_:
         _list(sources, root)
         raise typer.Exit(0)
-    fetch_sources(sources, root, _options(from_, retries, delay, timeout, quiet))
+    fetch_sources(sources, root, _options(from_, transfer))
     return root
 
 
 @app.command("pascal")
+@option_group("transfer", Transfer)
 def pascal(
     data_root: Path | None = DataRootOption,
     from_: list[Path] | None = FromOption,
@@ -135,31 +147,19 @@ def pascal(
     ),
     only: list[str] | None = OnlyOption,
     list_: bool = ListOption,
-    retries: int = RetriesOption,
-    retry_delay: float = DelayOption,
-    timeout: float = TimeoutOption,
-    quiet: bool = QuietOption,
+    *,
+    transfer: Transfer,
 ) -> None:
     """Fetch VOC 2012 trainval (2 GB, md5-checked) and the SegmentationClassAug masks into DATA_ROOT/downloads/.
 
     Example: [bold]hmrepro download pascal --data-root ~/data && hmrepro prepare pascal --data-root ~/data[/]
     """
-    root = _run(
-        "pascal",
-        data_root,
-        from_,
-        only,
-        list_,
-        retries,
-        retry_delay,
-        timeout,
-        quiet,
-        extra=["sbd_benchmark"] if with_sbd else [],
-    )
+    root = _run("pascal", data_root, from_, only, list_, transfer, extra=["sbd_benchmark"] if with_sbd else [])
     console.print(f"next: [bold]hmrepro prepare pascal --data-root {root}{' --from-sbd' if with_sbd else ''}[/]")
 
 
 @app.command("coco")
+@option_group("transfer", Transfer)
 def coco(
     data_root: Path | None = DataRootOption,
     from_: list[Path] | None = FromOption,
@@ -168,10 +168,8 @@ def coco(
     ),
     only: list[str] | None = OnlyOption,
     list_: bool = ListOption,
-    retries: int = RetriesOption,
-    retry_delay: float = DelayOption,
-    timeout: float = TimeoutOption,
-    quiet: bool = QuietOption,
+    *,
+    transfer: Transfer,
 ) -> None:
     """Fetch COCO 2014 train/val images (20 GB, md5-checked) and the authors' class-mask zips into DATA_ROOT/downloads/.
 
@@ -180,41 +178,30 @@ def coco(
 
     Example: [bold]hmrepro download coco --from ~/Downloads && hmrepro prepare coco[/]
     """
-    root = _run(
-        "coco",
-        data_root,
-        from_,
-        only,
-        list_,
-        retries,
-        retry_delay,
-        timeout,
-        quiet,
-        extra=["coco_annotations2014"] if with_json else [],
-    )
+    root = _run("coco", data_root, from_, only, list_, transfer, extra=["coco_annotations2014"] if with_json else [])
     console.print(f"next: [bold]hmrepro prepare coco --data-root {root}[/]")
 
 
 @app.command("fss")
+@option_group("transfer", Transfer)
 def fss(
     data_root: Path | None = DataRootOption,
     from_: list[Path] | None = FromOption,
     only: list[str] | None = OnlyOption,
     list_: bool = ListOption,
-    retries: int = RetriesOption,
-    retry_delay: float = DelayOption,
-    timeout: float = TimeoutOption,
-    quiet: bool = QuietOption,
+    *,
+    transfer: Transfer,
 ) -> None:
     """Fetch FSS-1000 (the authors' Google-Drive zip, with the older ids as fallbacks) into DATA_ROOT/downloads/.
 
     Example: [bold]hmrepro download fss && hmrepro prepare fss[/]
     """
-    root = _run("fss", data_root, from_, only, list_, retries, retry_delay, timeout, quiet)
+    root = _run("fss", data_root, from_, only, list_, transfer)
     console.print(f"next: [bold]hmrepro prepare fss --data-root {root}[/]")
 
 
 @app.command("backbones")
+@option_group("transfer", Transfer)
 def backbones(
     data_root: Path | None = DataRootOption,
     from_: list[Path] | None = FromOption,
@@ -223,10 +210,8 @@ def backbones(
     ),
     only: list[str] | None = OnlyOption,
     list_: bool = ListOption,
-    retries: int = RetriesOption,
-    retry_delay: float = DelayOption,
-    timeout: float = TimeoutOption,
-    quiet: bool = QuietOption,
+    *,
+    transfer: Transfer,
 ) -> None:
     """Fetch the ImageNet weights of ResNet-50/101 and VGG-16 (IMAGENET1K_V1) into torch's hub cache (sha256-checked).
 
@@ -240,10 +225,7 @@ def backbones(
         from_,
         only,
         list_,
-        retries,
-        retry_delay,
-        timeout,
-        quiet,
+        transfer,
         extra=["resnet50_legacy", "resnet101_legacy"] if legacy else [],
     )
 
@@ -258,6 +240,7 @@ def _print_entries(entries, root: Path) -> None:
 
 
 @app.command("checkpoints")
+@option_group("transfer", Transfer)
 def checkpoints(
     model: ModelName = typer.Option("hsnet-hm", "--model", "-m", help="Whose weights."),
     benchmark: BenchmarkName | None = typer.Option(
@@ -267,10 +250,8 @@ def checkpoints(
     from_: list[Path] | None = typer.Option(
         None, "--from", help="A folder you downloaded yourself (e.g. in a browser): its weight files are recorded."
     ),
-    retries: int = RetriesOption,
-    retry_delay: float = DelayOption,
-    timeout: float = TimeoutOption,
-    quiet: bool = QuietOption,
+    *,
+    transfer: Transfer,
 ) -> None:
     """Fetch the authors' published weights into DATA_ROOT/checkpoints/ and record which file serves which
     (model, backbone, benchmark, fold), for [bold]hmrepro eval --weights official[/].
@@ -278,7 +259,7 @@ def checkpoints(
     Example: [bold]hmrepro download checkpoints --model hsnet-hm --benchmark coco[/]
     """
     root = resolve_data_root(data_root)
-    opts = _options(None, retries, retry_delay, timeout, quiet)
+    opts = _options(None, transfer)
     entries = download_checkpoints(
         model.value,
         benchmark=benchmark.value if benchmark else None,
@@ -297,14 +278,13 @@ def checkpoints(
 
 
 @app.command("all")
+@option_group("transfer", Transfer)
 def all_(
     data_root: Path | None = DataRootOption,
     from_: list[Path] | None = FromOption,
     model: ModelName = typer.Option("hsnet-hm", "--model", "-m", help="Whose checkpoints to fetch as well."),
-    retries: int = RetriesOption,
-    retry_delay: float = DelayOption,
-    timeout: float = TimeoutOption,
-    quiet: bool = QuietOption,
+    *,
+    transfer: Transfer,
 ) -> None:
     """Fetch everything the paper's experiments need: PASCAL, COCO, FSS-1000, the backbones and one model's checkpoints.
 
@@ -314,7 +294,7 @@ def all_(
     """
     root = resolve_data_root(data_root)
     registry = load_registry()
-    opts = _options(from_, retries, retry_delay, timeout, quiet)
+    opts = _options(from_, transfer)
     sources = [s for g in ("pascal", "coco", "fss", "backbones") for s in registry.group(g)]
     fetch_sources(sources, root, opts)
     entries = download_checkpoints(model.value, data_root=root, registry=registry, opts=opts, from_dirs=())
