@@ -161,8 +161,9 @@ def test_channels_last_backbone_gives_the_same_logits():
 
 def test_parameters_without_gradient_are_frozen_and_the_rng_is_untouched():
     from hmrepro.engine.train import freeze_gradientless
+    from hmrepro.models.interface import FewShotModule
 
-    class TwoHeads(torch.nn.Module):
+    class TwoHeads(FewShotModule):
         def __init__(self):
             super().__init__()
             self.used = torch.nn.Conv2d(3, 2, 1)

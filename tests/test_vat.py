@@ -62,7 +62,7 @@ def test_registry_names_and_benchmark_argument():
         hmrepro.create_model("vat", pretrained=False)
     with pytest.raises(ValueError, match="unknown benchmark"):
         hmrepro.create_model("vat", benchmark="voc", pretrained=False)
-    with pytest.raises(ValueError, match="ResNet"):
+    with pytest.raises(ValueError, match="no 'vgg16' backbone; choose one of resnet50, resnet101"):
         hmrepro.create_model("vat", backbone="vgg16", benchmark="pascal", pretrained=False)
     # Models whose architecture does not depend on the benchmark ignore it, so callers can always pass it.
     assert hmrepro.create_model("hsnet", benchmark="coco", pretrained=False).masking.name == "fm"
