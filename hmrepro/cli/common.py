@@ -50,6 +50,7 @@ FoldOption = typer.Option(0, "--fold", "-f", min=0, max=3, help="Fold of the ben
 ShotOption = typer.Option(1, "--shot", "-k", min=1, max=10, help="Support images per episode (the paper: 1 or 5).")
 BenchmarkOption = typer.Option(..., "--benchmark", "-b", help="Benchmark.")
 ProgressOption = typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 LoaderWorkersOption = typer.Option(0, "--workers", min=0, help="DataLoader worker processes (pinned memory on CUDA).")
 
 

@@ -22,7 +22,7 @@ from ..acquisition.lock import LockFile
 from ..acquisition.registry import Registry, Source, load_registry
 from ..acquisition.retry import RetryPolicy
 from ..paths import resolve_data_root
-from .common import BenchmarkName, DataRootOption, console, option_group
+from .common import BenchmarkName, DataRootOption, QuietOption, console, option_group
 
 app = typer.Typer(
     help="Download datasets, ImageNet backbones and the authors' checkpoints: resumable, retried, verified.\n\n"
@@ -50,7 +50,6 @@ DelayOption = typer.Option(
 TimeoutOption = typer.Option(
     60.0, "--timeout", min=1.0, help="Seconds without data before a connection counts as broken."
 )
-QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
 @dataclass

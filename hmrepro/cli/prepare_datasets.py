@@ -18,7 +18,7 @@ from ..acquisition.registry import load_registry
 from ..acquisition.steps import PrepareContext
 from ..data.splits import SplitFolder
 from ..paths import resolve_data_root
-from .common import BenchmarkName, DataRootOption, SplitsOption, console
+from .common import BenchmarkName, DataRootOption, QuietOption, SplitsOption, console
 from .progress import RichProgress
 
 SHOW_MISSING = 10
@@ -31,7 +31,6 @@ CheckFlag = typer.Option(
 )
 WorkersOption = typer.Option(default_workers(), "--workers", "-j", min=1, help="Worker processes for mask generation.")
 ForceOption = typer.Option(False, "--force", help="Extract and place again even if it was done before.")
-QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 
 
 def report_check(benchmark: str, data_root: Path, splits: Path | None, full: bool = False) -> bool:
@@ -89,10 +88,25 @@ def _context(data_root: Path | None, benchmark: str, force: bool, quiet: bool, w
     )
 
 
-def _finish(lines: list[str], benchmark: str, root: Path, splits: Path | None) -> None:
-    for line in lines:
-        console.print(f"  {line}", highlight=False)
-    _check_or_exit(benchmark, root, splits)
+def _prepare(benchmark: str, data_root, check: bool, splits, force: bool, quiet: bool, workers: int, **choices) -> None:
+    """Extract ``benchmark`` (``choices``: its command's own options), saying what was done, then check its layout;
+    with ``check`` only check it."""
+    ctx = _context(data_root, benchmark, force, quiet, workers)
+    if not check:
+        for line in _extract(benchmark, ctx, **choices):
+            console.print(f"  {line}", highlight=False)
+    _check_or_exit(benchmark, ctx.data_root, splits)
+
+
+def _extract(benchmark: str, ctx: PrepareContext, **choices) -> list[str]:
+    """Extract ``benchmark``'s archives into its layout; lines saying what was done."""
+    if benchmark == "pascal":  # the steps import numpy and PIL: not at start-up
+        from ..acquisition.prepare_pascal import prepare_pascal as prepare
+    elif benchmark == "coco":
+        from ..acquisition.prepare_coco import prepare_coco as prepare
+    else:
+        from ..acquisition.prepare_fss import prepare_fss as prepare
+    return prepare(ctx, load_registry(), **choices)
 
 
 def pascal(
@@ -116,14 +130,7 @@ def pascal(
     Example: [bold]hmrepro download pascal && hmrepro prepare pascal[/]
     (check only: [bold]hmrepro prepare --check pascal[/])
     """
-    ctx = _context(data_root, "pascal", force, quiet, workers)
-    if check:
-        _check_or_exit("pascal", ctx.data_root, splits)
-        return
-    from ..acquisition.prepare_pascal import prepare_pascal  # numpy, PIL: not at start-up
-
-    lines = prepare_pascal(ctx, load_registry(), from_sbd=from_sbd)
-    _finish(lines, "pascal", ctx.data_root, splits)
+    _prepare("pascal", data_root, check, splits, force, quiet, workers, from_sbd=from_sbd)
 
 
 def coco(
@@ -150,14 +157,7 @@ def coco(
     Example: [bold]hmrepro download coco && hmrepro prepare coco[/]
     or [bold]hmrepro prepare coco --from-json -j 8[/]
     """
-    ctx = _context(data_root, "coco", force, quiet, workers)
-    if check:
-        _check_or_exit("coco", ctx.data_root, splits)
-        return
-    from ..acquisition.prepare_coco import prepare_coco  # numpy, PIL: not at start-up
-
-    lines = prepare_coco(ctx, load_registry(), from_json=from_json)
-    _finish(lines, "coco", ctx.data_root, splits)
+    _prepare("coco", data_root, check, splits, force, quiet, workers, from_json=from_json)
 
 
 def fss(
@@ -171,14 +171,7 @@ def fss(
 
     Example: [bold]hmrepro download fss && hmrepro prepare fss[/]
     """
-    ctx = _context(data_root, "fss", force, quiet, 1)
-    if check:
-        _check_or_exit("fss", ctx.data_root, splits)
-        return
-    from ..acquisition.prepare_fss import prepare_fss
-
-    lines = prepare_fss(ctx, load_registry())
-    _finish(lines, "fss", ctx.data_root, splits)
+    _prepare("fss", data_root, check, splits, force, quiet, 1)
 
 
 def prepare_group(
