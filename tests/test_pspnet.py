@@ -160,3 +160,42 @@ def test_train_pspnet_runs_on_the_synthetic_benchmark_and_mce_freezes_its_encode
     frozen = mce.state_dict()
     encoder = {k: v for k, v in state.items() if k.startswith("backbone.") and ".fc." not in k}
     assert encoder and all(torch.equal(frozen[k], v) for k, v in encoder.items())
+
+
+def test_bams_published_base_learners_are_registered_pinned_and_become_mces_encoder(pspnet, tmp_path, monkeypatch):
+    """BAM's OneDrive archive (browser only) taken with --from: indexed per fold from BAM's layout, sha256 pinned in
+    the lock, and `train mce` without encoder_weights (or with `official`) freezes the fold's published encoder."""
+    from dataclasses import replace
+
+    from hmrepro.acquisition.checkpoints import resolve_official_weights
+    from hmrepro.acquisition.lock import LockFile
+    from hmrepro.acquisition.registry import load_registry
+    from hmrepro.cli.train import base_learner_encoder
+    from hmrepro.engine.train_config import build_config
+
+    monkeypatch.delenv("HMREPRO_SOURCES", raising=False)
+    source = load_registry()["bam_pspnet"]
+    assert (source.kind, source.models, source.group) == ("manual", ("pspnet",), "checkpoints")
+    assert load_registry()["resnet50_v2_deep_stem"].filename == "resnet50_v2.pth"
+    unpacked = tmp_path / "BAM_initmodel"
+    best = unpacked / "PSPNet" / "pascal" / "split2" / "resnet50" / "best.pth"
+    best.parent.mkdir(parents=True)
+    torch.save({"epoch": 9, "state_dict": _bam_keys(pspnet.state_dict())}, best)
+    root = tmp_path / "data"
+    args = ["download", "checkpoints", "--model", "pspnet", "--from", str(unpacked), "--data-root", str(root)]
+    result = runner.invoke(app, [*args, "--quiet"])
+    assert result.exit_code == 0, result.output
+    path = resolve_official_weights("pspnet", "resnet50", "pascal", 2, data_root=root)
+    key = "checkpoints/" + path.relative_to(root / "checkpoints").as_posix()
+    assert len(LockFile.for_data_root(root).entry(key)["sha256"]) == 64  # pinned on first use
+    with pytest.raises(MissingDataError, match="hmrepro train pspnet -b pascal -f 1"):
+        base_learner_encoder(build_config("mce", "pascal", 1, {"data_root": str(root)}))
+    for given in ("", "encoder_weights=official;branches=both"):
+        config = base_learner_encoder(build_config("mce", "pascal", 2, {"data_root": str(root), "model_args": given}))
+        assert config.model_args.endswith(f"encoder_weights={path}")
+    unchanged = build_config("mce", "pascal", 2, {"model_args": "encoder=imagenet"})
+    assert base_learner_encoder(unchanged) == unchanged
+    assert base_learner_encoder(replace(unchanged, model_args="", pretrained=False)).model_args == ""
+    mce = hmrepro.create_model("mce", backbone="resnet50", pretrained=True, encoder_weights=str(path))
+    encoder = {k: v for k, v in pspnet.state_dict().items() if k.startswith("backbone.") and ".fc." not in k}
+    assert all(torch.equal(mce.state_dict()[k], v) for k, v in encoder.items())

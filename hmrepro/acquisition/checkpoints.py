@@ -30,8 +30,12 @@ from .lock import LockFile
 from .registry import Registry, Source, load_registry
 from .verify import file_digests
 
-MODELS = tuple(dict.fromkeys(p.model for p in published_checkpoints()))
-"""The models whose authors published weights (the cards' ``published``), e.g. ``hsnet``, ``hsnet-nofm``."""
+BASE_LEARNERS = ("pspnet",)
+"""Published networks that are no few-shot model: BAM's PSPNet base learners, whose encoder MCE freezes (no card;
+``sources.toml`` says what ``bam_pspnet`` serves)."""
+MODELS = tuple(dict.fromkeys(p.model for p in published_checkpoints())) + BASE_LEARNERS
+"""The models whose authors published weights (the cards' ``published``), e.g. ``hsnet``, ``hsnet-nofm``, and
+:data:`BASE_LEARNERS`."""
 BENCHMARKS = ("pascal", "coco", "fss")
 BACKBONES = ("vgg16", "resnet50", "resnet101")
 WEIGHT_SUFFIXES = (".pt", ".pth", ".ckpt", ".pth.tar")
@@ -76,8 +80,8 @@ _BENCHMARK = [
     ("coco", re.compile(_B + r"coco")),
     ("fss", re.compile(_B + r"fss")),
 ]
-_MODEL_BASE = [(card.family, re.compile(_B + re.escape(card.family))) for card in list_cards()]
-_FOLD = re.compile(r"fold[-_]?([0-9])")
+_MODEL_BASE = [(name, re.compile(_B + re.escape(name))) for name in [card.family for card in list_cards()] + ["pspnet"]]
+_FOLD = re.compile(r"(?:fold|split)[-_]?([0-9])")  # BAM: initmodel/PSPNet/pascal/split0/resnet50/best.pth
 _VERSION = re.compile(r"-v(\d+)\.")
 
 
@@ -411,7 +415,7 @@ def resolve_official_weights(
                 )
             return path
     published = published_checkpoints(model)
-    if not any((p.backbone, p.benchmark) == (backbone, benchmark) for p in published):
+    if model not in BASE_LEARNERS and not any((p.backbone, p.benchmark) == (backbone, benchmark) for p in published):
         offered = ", ".join(f"{p.backbone} on {p.benchmark}" for p in published)
         raise MissingDataError(
             f"the authors published no {model} weights for {backbone} on {benchmark} "

@@ -315,6 +315,8 @@ def train(
     if print_config:
         typer.echo(json.dumps(effective_config(config), indent=2, sort_keys=True))
         return
+    if resume is None:
+        config = base_learner_encoder(config)
     try:
         with RichProgress(progress) as reporter:
             run_dir = run_training(config, resume=resume is not None, progress=reporter, memory_check=memory_check)
@@ -325,6 +327,42 @@ def train(
     console.print(
         f"evaluate: [bold]hmrepro eval {config.model} -b {config.benchmark} --fold {config.fold} --weights {run_dir}[/]"
     )
+
+
+def base_learner_encoder(config):
+    """An MCE run on pretrained weights with ``encoder=pspnet`` (the default, the paper's) and ``encoder_weights``
+    unset or ``official``: the fold's published BAM base learner, taken from the checkpoint index (``hmrepro download
+    checkpoints --model pspnet --from DIR``; sha256 pinned), its path written into ``model_args``. Other runs pass."""
+    from dataclasses import replace
+
+    from ..acquisition.checkpoints import resolve_official_weights
+    from ..errors import MissingDataError
+    from ..models.cards import card_of
+    from ..models.model_args import model_arguments
+
+    if card_of(config.model).family != "mce" or not config.pretrained:
+        return config
+    args = model_arguments(config.model, config.model_args)
+    weights = str(args.get("encoder_weights", ""))
+    if args.get("encoder", "pspnet") != "pspnet" or (weights and weights != "official"):
+        return config
+    data_root = Path(config.data_root) if config.data_root else None
+    try:
+        path = resolve_official_weights(
+            BASE_LEARNER, config.backbone, config.benchmark, config.fold, data_root=data_root
+        )
+    except MissingDataError as err:
+        raise MissingDataError(
+            f"{config.model} freezes the encoder of the fold's PSPNet base learner (BAM's, what the paper did) and "
+            f"none was given: {err}. Or train one (`hmrepro train pspnet -b {config.benchmark} -f {config.fold}`) and "
+            "pass --model-args 'encoder_weights=RUN_FOLDER', or use --model-args encoder=imagenet (a deviation)."
+        ) from None
+    if any(c in str(path) for c in ";,="):
+        raise MissingDataError(f"{path}: a path with ';', ',' or '=' cannot be a model argument; move the data root")
+    kept = [
+        p for p in (config.model_args or "").split(";") if p.strip() and p.split("=")[0].strip() != "encoder_weights"
+    ]
+    return replace(config, model_args=";".join([*kept, f"encoder_weights={path}"]))
 
 
 def _train_base_learner(overrides: dict, benchmark, fold, resume, val_episodes, print_config, progress) -> None:

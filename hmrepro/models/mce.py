@@ -396,6 +396,11 @@ def _build_encoder(backbone: str, pretrained: bool, encoder: str, weights: str):
         return build_dilated_backbone(backbone, pretrained=pretrained)
     if weights and pretrained and backbone == "vgg16":
         raise ValueError("hmrepro has no VGG-16 PSPNet base learner; use a ResNet, or encoder=imagenet (a deviation)")
+    if weights == "official" and pretrained:
+        raise MissingDataError(
+            "encoder_weights=official names the fold's published BAM base learner, which `hmrepro train` resolves; "
+            "in Python pass hmrepro.acquisition.resolve_official_weights('pspnet', backbone, benchmark, fold)"
+        )
     if weights and pretrained:  # pretrained=False: the structure only (a checkpoint that holds the encoder follows)
         from .pspnet import base_learner_encoder_state
 
