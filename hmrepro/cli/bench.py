@@ -28,8 +28,10 @@ from .common import (
     LoaderWorkersOption,
     ShotOption,
     SplitsOption,
+    bsz_option,
     console,
     device_option,
+    img_size_option,
     report_saved,
 )
 
@@ -66,13 +68,7 @@ def bench_command(
     ),
     backbone: str = BackboneOption,
     device: str | None = BenchDeviceOption,
-    img_size: int | None = typer.Option(
-        None,
-        "--img-size",
-        min=16,
-        help="Image side in pixels [default: the family's COCO-20i size, 400; VAT 417].",
-        show_default=False,
-    ),
+    img_size: int | None = img_size_option("Image side in pixels [default: the family's COCO-20i size, 400; VAT 417]."),
     runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per model; the median is reported."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per model."),
     results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench records."),
@@ -138,9 +134,7 @@ def _memory_line(record: dict) -> str:
 def model_command(
     model: str = ModelOption,
     shot: int = typer.Option(1, "--shot", "-k", min=1, max=10, help="Support images per episode."),
-    img_size: int | None = typer.Option(
-        None, "--img-size", min=16, help="Image side [default: the model's size for --benchmark].", show_default=False
-    ),
+    img_size: int | None = img_size_option("Image side [default: the model's size for --benchmark]."),
     benchmark: BenchmarkName = typer.Option(
         BenchmarkName.coco, "--benchmark", "-b", help="Whose decoder (VAT) and image size."
     ),
@@ -247,16 +241,8 @@ def eval_command(
     shot: int = ShotOption,
     episodes: int = typer.Option(20, "--episodes", min=1, help="The first N of the fold's fixed episodes."),
     weights: str = typer.Option("random", "--weights", "-w", help="'random', a checkpoint file or a run folder."),
-    img_size: int | None = typer.Option(
-        None, "--img-size", min=16, help="Image side [default: the model's card].", show_default=False
-    ),
-    bsz: int | None = typer.Option(
-        None,
-        "--bsz",
-        min=1,
-        help="Episodes per batch through the model [default: the recipe's: 1, ASNet 12].",
-        show_default=False,
-    ),
+    img_size: int | None = img_size_option("Image side [default: the model's card]."),
+    bsz: int | None = bsz_option("Episodes per batch through the model [default: the recipe's: 1, ASNet 12]."),
     workers: int = LoaderWorkersOption,
     image_cache_mib: int = ImageCacheOption,
     backbone: str = BackboneOption,
@@ -328,10 +314,8 @@ def train_command(
     ),
     iterations: int = typer.Option(3, "--iterations", min=1, help="Timed iterations; the median is reported."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed iterations first."),
-    bsz: int | None = typer.Option(None, "--bsz", min=1, help="Batch [default: the recipe's].", show_default=False),
-    img_size: int | None = typer.Option(
-        None, "--img-size", min=16, help="Image side [default: the recipe's].", show_default=False
-    ),
+    bsz: int | None = bsz_option("Batch [default: the recipe's]."),
+    img_size: int | None = img_size_option("Image side [default: the recipe's]."),
     backbone: str = BackboneOption,
     device: str | None = BenchDeviceOption,
     amp: bool = AmpOption,

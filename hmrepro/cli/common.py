@@ -133,6 +133,34 @@ def device_option(help: str) -> typer.models.OptionInfo:
 DeviceOption = device_option("cpu, cuda, cuda:1 ... [default: cuda if available].")
 
 
+# options several commands take, each with its own help (what the command does when the option is not given)
+
+
+def img_size_option(help: str) -> typer.models.OptionInfo:
+    """``--img-size``: the image side in pixels, at least 16."""
+    return typer.Option(None, "--img-size", min=16, help=help, show_default=False)
+
+
+def bsz_option(help: str) -> typer.models.OptionInfo:
+    """``--bsz``: episodes (or samples) per batch, at least 1."""
+    return typer.Option(None, "--bsz", min=1, help=help, show_default=False)
+
+
+def pretrained_option(help: str) -> typer.models.OptionInfo:
+    """``--pretrained/--no-pretrained``: ImageNet backbone weights, on unless switched off."""
+    return typer.Option(True, "--pretrained/--no-pretrained", help=help)
+
+
+def episodes_option(help: str) -> typer.models.OptionInfo:
+    """``--episodes``: only the first N of the fixed episodes."""
+    return typer.Option(None, "--episodes", min=1, help=help, show_default=False)
+
+
+def episode_seed_option(help: str) -> typer.models.OptionInfo:
+    """``--episode-seed``: another draw of the episodes (0: the fixed ones)."""
+    return typer.Option(0, "--episode-seed", min=0, help=help)
+
+
 def report_saved(records: list[dict], no_record: bool) -> None:
     """Say where the records went; a record that could not be saved (its numbers are already printed) is an
     error: one line each, exit status 1."""

@@ -19,6 +19,10 @@ from .common import (
     ShotOption,
     SplitsOption,
     console,
+    episode_seed_option,
+    episodes_option,
+    img_size_option,
+    pretrained_option,
     report_saved,
 )
 from .eval import FoldChoice, print_table
@@ -45,35 +49,22 @@ def domain_shift(
     ),
     shot: int = ShotOption,
     backbone: str = BackboneOption,
-    img_size: int | None = typer.Option(
-        None,
-        "--img-size",
-        min=16,
-        help="Image side [default: the size the checkpoint trained at, else the model's COCO recipe (400 for HSNet)].",
-        show_default=False,
+    img_size: int | None = img_size_option(
+        "Image side [default: the size the checkpoint trained at, else the model's COCO recipe (400 for HSNet)]."
     ),
-    episodes: int | None = typer.Option(
-        None,
-        "--episodes",
-        min=1,
-        help="Only the first N of the 1000 fixed episodes (quick checks) [default: all].",
-        show_default=False,
+    episodes: int | None = episodes_option(
+        "Only the first N of the 1000 fixed episodes (quick checks) [default: all]."
     ),
-    episode_seed: int = typer.Option(
-        0,
-        "--episode-seed",
-        min=0,
-        help="Another draw of the episodes by the same protocol (0: hmrepro's fixed domain-shift episodes). Records "
-        "say so and fill no table cell.",
+    episode_seed: int = episode_seed_option(
+        "Another draw of the episodes by the same protocol (0: hmrepro's fixed domain-shift episodes). Records "
+        "say so and fill no table cell."
     ),
     bsz: int = typer.Option(
         1, "--bsz", min=1, help="Episodes per batch through the model (1 as the authors; README, Batched evaluation)."
     ),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
     device: str | None = DeviceOption,
-    pretrained: bool = typer.Option(
-        True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."
-    ),
+    pretrained: bool = pretrained_option("ImageNet backbone for --weights random."),
     results: Path = ResultsOption,
     no_record: bool = NoRecordOption,
     as_json: bool = JsonRecordsOption,

@@ -25,7 +25,12 @@ from .common import (
     ResultsOption,
     ShotOption,
     SplitsOption,
+    bsz_option,
     console,
+    episode_seed_option,
+    episodes_option,
+    img_size_option,
+    pretrained_option,
     report_saved,
 )
 from .episodes import Protocol
@@ -87,44 +92,25 @@ def eval_command(
         "(the authors' checkpoint). With --fold all put {fold} in the path: runs/hsnet-hm_fold{fold}.",
     ),
     backbone: str = BackboneOption,
-    img_size: int | None = typer.Option(
-        None, "--img-size", min=16, help="Image side [default: recipe, 400].", show_default=False
-    ),
+    img_size: int | None = img_size_option("Image side [default: recipe, 400]."),
     original_size: bool = typer.Option(
         False,
         "--original-size",
         help="Upsample the logits to each query's original size and score the unresized mask (batch 1).",
     ),
-    episodes: int | None = typer.Option(
-        None,
-        "--episodes",
-        min=1,
-        help="Only the first N of the fixed episodes (quick checks) [default: all].",
-        show_default=False,
+    episodes: int | None = episodes_option("Only the first N of the fixed episodes (quick checks) [default: all]."),
+    episode_seed: int = episode_seed_option(
+        "Another draw of the protocol's episodes (0: the authors' own). Records say so and fill no table cell; "
+        "evaluate seeds 1, 2, ... to see how much a fold's mIoU moves with the draw alone."
     ),
-    episode_seed: int = typer.Option(
-        0,
-        "--episode-seed",
-        min=0,
-        help="Another draw of the protocol's episodes (0: the authors' own). Records say so and fill no table cell; "
-        "evaluate seeds 1, 2, ... to see how much a fold's mIoU moves with the draw alone.",
-    ),
-    bsz: int | None = typer.Option(
-        None,
-        "--bsz",
-        min=1,
-        help="Episodes per batch through the model [default: recipe, 1 as the authors; ASNet 12]. A speed choice: each "
-        "episode is scored on its own; on a CPU a batch can round differently (README, Batched evaluation).",
-        show_default=False,
+    bsz: int | None = bsz_option(
+        "Episodes per batch through the model [default: recipe, 1 as the authors; ASNet 12]. A speed choice: each "
+        "episode is scored on its own; on a CPU a batch can round differently (README, Batched evaluation)."
     ),
     workers: int = LoaderWorkersOption,
     image_cache_mib: int = ImageCacheOption,
     device: str | None = DeviceOption,
-    pretrained: bool = typer.Option(
-        True,
-        "--pretrained/--no-pretrained",
-        help="ImageNet backbone for --weights random (checkpoints bring their own).",
-    ),
+    pretrained: bool = pretrained_option("ImageNet backbone for --weights random (checkpoints bring their own)."),
     amp: bool = typer.Option(
         False, "--amp/--no-amp", help="bf16 autocast (faster on GPUs; the authors evaluate in fp32)."
     ),

@@ -18,6 +18,8 @@ from .common import (
     check_device,
     check_figure_path,
     console,
+    img_size_option,
+    pretrained_option,
 )
 from .train import _model_name
 
@@ -87,18 +89,12 @@ def episodes(
         show_default=False,
     ),
     backbone: str = BackboneOption,
-    img_size: int | None = typer.Option(
-        None,
-        "--img-size",
-        min=16,
-        show_default=False,
-        help="Image side in pixels [default: with --model the size hmrepro eval uses (the checkpoint's, else the "
-        "recipe's), else 400].",
+    img_size: int | None = img_size_option(
+        "Image side in pixels [default: with --model the size hmrepro eval uses (the checkpoint's, else the "
+        "recipe's), else 400]."
     ),
     device: str | None = typer.Option("cpu", "--device", callback=check_device, help="cpu, cuda, cuda:1 ..."),
-    pretrained: bool = typer.Option(
-        True, "--pretrained/--no-pretrained", help="ImageNet backbone for --weights random."
-    ),
+    pretrained: bool = pretrained_option("ImageNet backbone for --weights random."),
     output: Path = typer.Option(
         Path("episodes.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."
     ),

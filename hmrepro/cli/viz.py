@@ -8,7 +8,15 @@ from pathlib import Path
 import typer
 
 from . import plot
-from .common import BenchmarkName, DataRootOption, FoldOption, SplitsOption, check_figure_path, console
+from .common import (
+    BenchmarkName,
+    DataRootOption,
+    FoldOption,
+    SplitsOption,
+    check_figure_path,
+    console,
+    pretrained_option,
+)
 
 app = typer.Typer(
     help="Qualitative figures: episodes with predictions and FM/IM/HM support features.\n\n"
@@ -40,7 +48,7 @@ def features(
     fold: int = FoldOption,
     episode: int = typer.Option(0, "--episode", min=0, help="Test episode (1-shot) whose support is drawn."),
     img_size: int = typer.Option(400, "--img-size", min=16, help="Image side in pixels."),
-    pretrained: bool = typer.Option(True, "--pretrained/--no-pretrained", help="ImageNet weights (else random)."),
+    pretrained: bool = pretrained_option("ImageNet weights (else random)."),
     output: Path = typer.Option(
         Path("features.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."
     ),
