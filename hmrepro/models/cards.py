@@ -259,7 +259,9 @@ CRCNET = ModelCard(
 # meta-learner plus a masked cross-image encoder. The baseline's mask acts inside the model (PFENet's layer-4 masking,
 # the prior, the prototype, the attention masks), so its mode is `none`; HM replaces the support backbone features.
 # Evaluates with BAM's protocol (5 seeds x 1000 episodes, aspect-kept resize on a 473 canvas, scored at the original
-# label); `--protocol hsnet` gives the HM models' episodes. vgg16 = torchvision vgg16_bn (PFENet/BAM). No weights.
+# label); `--protocol hsnet` gives the HM models' episodes. vgg16 = torchvision vgg16_bn (PFENet/BAM). No MCE weights.
+# Its frozen encoder defaults to BAM's (the model argument encoder=pspnet: the fold's PSPNet base learner, `hmrepro
+# train pspnet` or BAM's published `bam_pspnet`); encoder=imagenet is a deviation.
 MCE = ModelCard(
     family="mce",
     module="mce",
