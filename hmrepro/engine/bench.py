@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..models.cards import eval_plan, list_cards
-from .bench_model import episode_inputs
+from .bench_model import episode_inputs, random_weights_fields, timed_model_fields
 
 __all__ = ["BENCH_FAMILIES", "bench", "time_model"]
 
@@ -102,15 +102,7 @@ def bench(
     for name, model, secs in zip(names, models, timings):
         median = statistics.median(secs)
         record = {
-            "kind": "bench",
-            "model": name,
-            "masking": model.masking.name,
-            "backbone": backbone,
-            "benchmark": BENCH_BENCHMARK,
-            "fold": 0,
-            "shot": 1,
-            "miou": None,
-            "fb_iou": None,
+            **timed_model_fields("bench", name, model, backbone, BENCH_BENCHMARK, shot=1),
             "episodes": runs,
             "secs_per_image": median,
             "secs_per_episode": median,
@@ -119,12 +111,7 @@ def bench(
             "runs": runs,
             "warmup": warmup,
             "inputs": "random images, centred square support mask, batch 1, 1-shot, fp32",
-            "protocol": "bench",
-            "img_size": img_size,
-            "original_size": False,
-            "checkpoint_sha256": None,
-            "origin": "random",
-            "weights": "random",
+            **random_weights_fields(img_size),
             **machine,
         }
         records.append(record)

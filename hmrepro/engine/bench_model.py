@@ -68,6 +68,34 @@ def episode_inputs(img_size: int, shot: int, bsz: int, device: torch.device, see
     return query.to(device), supports.to(device), masks.to(device)
 
 
+def timed_model_fields(kind: str, name: str, model: nn.Module, backbone: str, benchmark: str, shot: int) -> dict:
+    """The first fields of a bench record: what was timed (it scores nothing: no mIoU, no FB-IoU)."""
+    return {
+        "kind": kind,
+        "model": name,
+        "masking": model.masking.name,
+        "backbone": backbone,
+        "benchmark": benchmark,
+        "fold": 0,
+        "shot": shot,
+        "miou": None,
+        "fb_iou": None,
+    }
+
+
+def random_weights_fields(img_size: int) -> dict:
+    """The fields of a bench record timed on random weights and inputs: no checkpoint, and none of the paper's
+    protocols, so it fills no accuracy cell."""
+    return {
+        "protocol": "bench",
+        "img_size": img_size,
+        "original_size": False,
+        "checkpoint_sha256": None,
+        "origin": "random",
+        "weights": "random",
+    }
+
+
 @contextmanager
 def _labelled_pieces(model: nn.Module) -> Iterator[None]:
     """Profiler ranges around the backbone's ``taps`` calls and the learner modules' forwards, for one episode."""
@@ -232,12 +260,7 @@ def bench_model(
         **memory.as_dict(),
         "breakdown": breakdown,
         "inputs": f"random images, centred square support masks, batch {bsz}, {shot}-shot",
-        "protocol": "bench",
-        "img_size": img_size,
-        "original_size": False,
-        "checkpoint_sha256": None,
-        "origin": "random",
-        "weights": "random",
+        **random_weights_fields(img_size),
         **machine_fields(dev),
     }
     save_records([record], None if results_dir is None else Path(results_dir))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .bench_model import random_weights_fields, timed_model_fields
 from .memory import PeakMemory
 
 __all__ = ["bench_eval", "bench_train", "random_training_batch"]
@@ -196,22 +197,9 @@ def bench_train(
         raise HmreproError(f"training {model_name} at batch {bsz}, {img_size} px failed: {err}") from None
     median = statistics.median(secs)
     record = {
-        "kind": "bench-train",
-        "model": model_name,
-        "masking": model.masking.name,
-        "backbone": backbone,
-        "benchmark": benchmark,
-        "fold": 0,
-        "shot": cfg.shot,
-        "miou": None,
-        "fb_iou": None,
+        **timed_model_fields("bench-train", model_name, model, backbone, benchmark, cfg.shot),
         "episodes": iterations * bsz,
-        "protocol": "bench",
-        "img_size": img_size,
-        "original_size": False,
-        "checkpoint_sha256": None,
-        "origin": "random",
-        "weights": "random",
+        **random_weights_fields(img_size),
         "precision": "bf16" if bf16 else "fp32",
         "bsz": bsz,
         "recipe_bsz": cfg.bsz,
