@@ -18,6 +18,7 @@ from hmrepro.engine.checkpoints import load_checkpoint, read_checkpoint
 from hmrepro.errors import CorruptFileError
 from hmrepro.models.asnet import ASNet, pool_support_taps
 from hmrepro.models.attentive_squeeze import (
+    AttentiveSqueezeLayer,
     AttentiveSqueezeLearner,
     attention_key_mask,
     squeeze_attention,
@@ -119,6 +120,35 @@ def test_fused_attention_equals_the_authors_computation():
     ref_grads = torch.autograd.grad((reference * weights).sum(), (query, key, value))
     for ours_grad, ref_grad in zip(grads, ref_grads):
         torch.testing.assert_close(ours_grad, ref_grad, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("visible", [0, 1])
+def test_attention_whose_weights_cannot_change_gives_queries_and_keys_exactly_zero_gradient(visible):
+    """Every key masked (uniform weights) or all but one (weight 1 on it): the authors' softmax backward gives the
+    q/k heads exactly 0 from that sample, so Adam leaves them where they are; the fused kernel's rounding (~1e-9)
+    must not leak through. The sample's output is unchanged (the mean of the values, or the one visible value),
+    and an unmasked sample of the same batch still trains its q/k heads."""
+    torch.manual_seed(0)
+    layer = AttentiveSqueezeLayer(8, 32, 3, 2, pool_kv=True).attn  # big enough for the fused kernel's rounding
+    x = torch.randn(2, 8, 10, 13, 13)
+    support_mask = torch.ones(2, 13, 13)
+    support_mask[0] = 0.0
+    if visible:
+        support_mask[0, 0, 0] = 1.0  # the key grid's corner samples the image corner (align_corners=True)
+    masked = attention_key_mask(support_mask, layer.khead(x).shape[-2:])
+    assert int((~masked[0]).sum()) == visible and not masked[1].any()
+    heads = [layer.qhead.weight, layer.qhead.bias, layer.khead.weight, layer.khead.bias]
+
+    def head_grads(sample: slice) -> list[torch.Tensor]:
+        out = layer(x[sample], support_mask[sample])
+        return torch.autograd.grad((out * torch.randn(out.shape)).sum(), heads)
+
+    assert all(bool((g == 0).all()) for g in head_grads(slice(0, 1)))
+    assert all(g.abs().sum() > 0 for g in head_grads(slice(1, 2)))
+    q, k, v = layer.qhead(x[:1]), layer.khead(x[:1]), layer.vhead(x[:1])
+    ours = squeeze_attention(q.flatten(3), k.flatten(3), v.flatten(3), masked[:1])
+    reference = squeeze_attention_reference(q.flatten(3), k.flatten(3), v.flatten(3), masked[:1])
+    torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-6)
 
 
 def test_key_mask_is_a_point_sampling_with_an_exact_zero_test():

@@ -116,11 +116,19 @@ def squeeze_attention(query: Tensor, key: Tensor, value: Tensor, masked: Tensor,
     PyTorch's fused attention, which never materialises the [B, g, T, L, M] scores: a masked key gets weight 0
     in both (exp(−1e9 − max) underflows to 0), and a sample whose keys are *all* masked gets the authors'
     uniform weights (every score −1e9) by zeroing its queries (every score 0) and letting it see every key.
+
+    Gradients: where the authors' weights do not depend on the scores — every key masked (uniform weights), or
+    all but one (weight exactly 1 on it) — their softmax backward gives the query and key heads exactly zero
+    from that sample, while the fused kernel's backward leaves ~1e-9 of rounding (it forms the softmax gradient
+    as ``P·(dP − rowsum(dO·O))``), which Adam turns into updates of a sizeable fraction of the learning rate.
+    Such a sample's queries are zeroed here too: the same weights (uniform, or 1 on the one visible key), and
+    exactly zero gradient to queries and keys.
     """
     bsz, channels, depth, length = query.shape
     all_masked = masked.all(dim=1)
-    if bool(all_masked.any()):
-        query = query * (~all_masked).view(bsz, 1, 1, 1).to(query.dtype)
+    fixed_weights = (~masked).sum(dim=1) <= 1  # the weights do not depend on the scores
+    if bool(fixed_weights.any()):
+        query = query * (~fixed_weights).view(bsz, 1, 1, 1).to(query.dtype)
         masked = masked & ~all_masked.view(bsz, 1)
     q, k, v = (_heads_last(t, heads) for t in (query, key, value))
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=~masked.view(bsz, 1, 1, -1), scale=1.0)
