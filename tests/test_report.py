@@ -196,6 +196,9 @@ def test_eval_command_repeats_what_the_record_did():
     assert quick.startswith("hmrepro eval hsnet-hm --benchmark pascal --fold 0 --shot 1 --backbone resnet50")
     assert "--weights '/runs/a b'" in quick and "--episodes 50" in quick and quick.endswith("--amp")
     assert "--episodes" not in eval_command(record(run_dir="/runs/a"))
+    synthetic = eval_command(record(run_dir="/r", data_root="/syn", splits="/syn/splits"))
+    assert synthetic.endswith("--data-root /syn --splits /syn/splits")
+    assert "--splits" not in eval_command(record(run_dir="/r", data_root="/data", splits="packaged"))
 
 
 def test_agreement_colours():

@@ -386,7 +386,13 @@ def train_command(config: dict) -> str:
             words += [flag, str(config[key])]
     if "pretrained" in deviating:
         words.append("--no-pretrained")
-    return shlex.join(words)
+    return shlex.join(words + _data_flags(config.get("data_root"), config.get("splits")))
+
+
+def _data_flags(data_root, splits) -> list[str]:
+    """``--data-root`` / ``--splits`` where a run or record names its own (the synthetic benchmark, a moved copy)."""
+    words = ["--data-root", str(data_root)] if data_root else []
+    return words + (["--splits", str(splits)] if splits and splits != "packaged" else [])
 
 
 def eval_command(record: dict) -> str:
@@ -405,7 +411,7 @@ def eval_command(record: dict) -> str:
         words.append("--original-size")
     if precision_of(record) != "fp32":
         words.append("--amp")
-    return shlex.join(words)
+    return shlex.join(words + _data_flags(record.get("data_root"), record.get("splits")))
 
 
 def _curve(run_dir: Path) -> str:
