@@ -207,11 +207,14 @@ def test_agreement_colours():
     assert agreement(NOT_RUN) == "notrun" and agreement("n/a") == ""
 
 
-def test_cli_writes_the_report(folder, tmp_path):
-    out = tmp_path / "r" / "report.html"
-    result = runner.invoke(app, ["report", "--results", str(folder["results"]), "-o", str(out)])
+def test_cli_writes_the_report_of_an_empty_folder(tmp_path):
+    out, empty = tmp_path / "r" / "report.html", tmp_path / "results"
+    empty.mkdir()
+    result = runner.invoke(app, ["report", "--results", str(empty), "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert out.is_file() and str(out) in result.stdout
+    html = out.read_text(encoding="utf-8")
+    assert "0 result record(s)" in html and "32 not yet run" in html
 
 
 def _chromium() -> str | None:
