@@ -20,19 +20,6 @@ TABLE_CAPTIONS = dict(PAPERS["hm"].captions)
 
 FOLD_COLUMNS = ("fold0", "fold1", "fold2", "fold3")
 NUMBER_COLUMNS = (*FOLD_COLUMNS, "miou", "fb_iou", "secs_per_image", "overhead_pct")
-TEXT_COLUMNS = (
-    "method",
-    "ref",
-    "source",
-    "backbone",
-    "benchmark",
-    "trained_on",
-    "model",
-    "masking",
-    "recipe",
-    "overrides",
-    "note",
-)
 CLAIMED_COLUMNS = (
     "table",
     "method",
