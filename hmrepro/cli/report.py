@@ -16,8 +16,9 @@ def report(
     paper: PaperName = typer.Option(PaperName.hm, "--paper", help="Whose tables and claims: hm, crcnet or mce."),
     output: Path = typer.Option(Path("report.html"), "--output", "-o", help="The HTML file to write."),
 ) -> None:
-    """Write one self-contained HTML file (no network, no external CSS or JS; figures inline) a reader can check:
-    the environment, the paper's headline claims as a checklist, every table with claimed, verified and
+    """Write the reproduction report: one self-contained HTML file a reader can check.
+
+    No network, no external CSS or JS; figures inline. It holds the environment, the paper's headline claims as a checklist, every table with claimed, verified and
     reproduced values side by side (95 % intervals where records have per-episode results; "not run" where no
     record exists), each training run's curve, best epoch, deviations from the authors' recipe, checkpoint hash
     and the commands that repeat it, every record with the cell it fills or why not, per-class IoU and the
