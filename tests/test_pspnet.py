@@ -199,3 +199,19 @@ def test_bams_published_base_learners_are_registered_pinned_and_become_mces_enco
     mce = hmrepro.create_model("mce", backbone="resnet50", pretrained=True, encoder_weights=str(path))
     encoder = {k: v for k, v in pspnet.state_dict().items() if k.startswith("backbone.") and ".fc." not in k}
     assert all(torch.equal(mce.state_dict()[k], v) for k, v in encoder.items())
+
+
+def test_an_mce_checkpoint_from_before_the_encoder_argument_is_evaluated_on_imagenets_encoder(tmp_path):
+    """Its run named no `encoder` and froze torchvision's 7x7-stem ResNet: eval builds that network and records it."""
+    from hmrepro.engine.evaluate import resolve_weights, with_checkpoint_encoder
+
+    old = {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}
+    deep = {"backbone.conv1.weight": torch.zeros(64, 3, 3, 3)}
+    assert with_checkpoint_encoder("mce-hm", "branches=query", old) == "branches=query;encoder=imagenet"
+    assert with_checkpoint_encoder("mce", "", deep) == ""
+    assert with_checkpoint_encoder("mce", "encoder=pspnet", old) == "encoder=pspnet"
+    assert with_checkpoint_encoder("hsnet", "", old) == ""
+    config = {"model": "mce", "model_args": "", "benchmark": "pascal", "fold": 0, "seed": 0, "img_size": 49}
+    save_checkpoint(tmp_path / "best_model.pt", old, model_name="mce", backbone="resnet50", metadata={"config": config})
+    source = resolve_weights(str(tmp_path / "best_model.pt"), "mce", "resnet50", "pascal", 0, False, data_root=tmp_path)
+    assert source.origin == "own" and source.trained_model_args == "encoder=imagenet"

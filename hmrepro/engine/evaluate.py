@@ -166,9 +166,31 @@ def resolve_weights(
         trained_img_size=trained,
         trained_benchmark=config.get("benchmark") if origin == "own" else None,
         trained_seed=int(config["seed"]) if origin == "own" and config.get("seed") is not None else None,
-        trained_model_args=str(config.get("model_args") or "") if origin == "own" else "",
+        trained_model_args=(
+            with_checkpoint_encoder(config.get("model"), str(config.get("model_args") or ""), ckpt.state_dict)
+            if origin == "own"
+            else ""
+        ),
         trained_config=dict(config) if origin == "own" and config else None,
     )
+
+
+def with_checkpoint_encoder(model: str | None, model_args: str, state: dict) -> str:
+    """``model_args`` of an own MCE checkpoint, plus ``encoder=imagenet`` when it names no ``encoder`` and its frozen
+    ResNet has torchvision's 7×7 stem: a run from before MCE's ``encoder`` argument (default ``pspnet``, BAM's
+    deep stem). Evaluation then builds the network the checkpoint holds, and the record says which encoder ran."""
+    from ..models.cards import ModelCardError, card_of
+    from ..models.model_args import parse_model_args
+
+    try:
+        if not model or card_of(str(model)).family != "mce" or "encoder" in parse_model_args(model_args):
+            return model_args
+    except (ModelCardError, HmreproError):
+        return model_args
+    stem = state.get("backbone.conv1.weight")
+    if stem is None or tuple(stem.shape[-2:]) != (7, 7):
+        return model_args
+    return ";".join(part for part in (model_args, "encoder=imagenet") if part)
 
 
 @dataclass(frozen=True)
