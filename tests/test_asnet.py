@@ -188,6 +188,7 @@ def test_learner_shapes_and_input_size_limits():
 # -- masking variants on full-size inputs --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # ASNet at 400 px in every masking mode
 def test_support_taps_of_every_mode(model):
     """Pool first, then mask: ``none`` = pooled taps, ``im`` = pooled taps of the masked image, HM combinations."""
     _, supports, masks, _ = _episode()
@@ -214,6 +215,7 @@ def test_support_taps_of_every_mode(model):
         model.masking = get_masking_mode("hm")
 
 
+@pytest.mark.slow  # ASNet at 400 px, five shots
 def test_predict_nshot_is_the_vote_of_1shot_predictions(model):
     query, supports, masks, _ = _episode(shots=2, size=393)  # the smallest size ASNet accepts
     out_size = (300, 350)  # e.g. the query's original size
@@ -228,6 +230,7 @@ def test_predict_nshot_is_the_vote_of_1shot_predictions(model):
     assert torch.equal(single, per_shot[:, 0])  # 1 shot: the plain argmax
 
 
+@pytest.mark.slow  # an ASNet training step at 400 px
 def test_training_step_changes_only_the_learner():
     model = fill_params(hmrepro.create_model("asnet-im", backbone="resnet50", pretrained=False))
     model.train()

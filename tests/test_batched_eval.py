@@ -59,6 +59,7 @@ def _evaluate(checkpoint, root, results, shot: int, bsz: int):
 
 @pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch's note when oneDNN is switched off
 @pytest.mark.parametrize("shot", [1, 2])
+@pytest.mark.slow  # an evaluation on the synthetic benchmark at every batch size
 def test_batched_evaluation_gives_the_records_and_episodes_of_batch_1(checkpoint, synthetic_root, tmp_path, shot):
     one, one_table = _evaluate(checkpoint, synthetic_root, tmp_path / "b1", shot, bsz=1)
     batched, table = _evaluate(checkpoint, synthetic_root, tmp_path / "b2", shot, bsz=3)  # batches of 3 and 1

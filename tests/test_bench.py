@@ -57,6 +57,7 @@ def _json_record(args: list[str]) -> dict:
     return record
 
 
+@pytest.mark.slow  # times models through the CLI
 def test_bench_model_times_any_model_and_breaks_the_episode_down(tmp_path):
     args = [
         "bench",

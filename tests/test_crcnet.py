@@ -144,6 +144,7 @@ def test_every_masking_mode_has_the_same_state_dict():
     assert all(s == shapes[0] for s in shapes[1:])
 
 
+@pytest.mark.slow  # K-shot fine-tuning runs SGD steps
 def test_kshot_finetuning_works_on_a_copy_under_inference_mode(model):
     query, support, _, support_mask = episode(batch=1, seed=4)
     supports = torch.stack([support[0], -support[0]])[None]

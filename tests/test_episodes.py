@@ -94,7 +94,9 @@ def _literal_fss(shot):
 
 
 @pytest.mark.parametrize("shot", [1, 5])
-@pytest.mark.parametrize("fold", [0, 1, 2, 3])
+@pytest.mark.parametrize(
+    "fold", [0, *(pytest.param(f, marks=pytest.mark.slow) for f in (1, 2, 3))]
+)  # folds 1-3: full suite
 @pytest.mark.parametrize(
     "benchmark,protocol", [("pascal", "hsnet"), ("pascal", "asnet"), ("coco", "hsnet"), ("coco", "asnet")]
 )
@@ -151,6 +153,7 @@ def test_training_episodes_pascal_each_entry_once_reproducible():
     assert all(e.query not in e.supports for e in a)
 
 
+@pytest.mark.slow  # draws COCO training episodes for every class
 def test_training_episodes_coco_class_uniform():
     pool = get_benchmark("coco").pool(SplitFolder(), "trn", 1)
     eps = training_episodes(pool, 1, seed=0, epoch=0)

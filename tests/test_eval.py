@@ -133,6 +133,7 @@ def test_bad_eval_choices_exit_2(args):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow  # end-to-end: several hmrepro eval subprocesses
 def test_user_errors_are_one_line_not_a_traceback():
     proc = subprocess.run(
         hmrepro_cmd("eval", "hsnet-hm", "-b", "pascal", "--fold", "all", "--weights", "nowhere"),

@@ -99,7 +99,9 @@ def test_forward_shapes_and_output_size():
         torch.testing.assert_close(original, F.interpolate(raw, (37, 53), mode="bilinear", align_corners=True))
 
 
-@pytest.mark.parametrize("masking", ["fm", "im", "hm", "hm-add", "hm-reverse"])
+@pytest.mark.parametrize(
+    "masking", ["fm", "hm", *(pytest.param(m, marks=pytest.mark.slow) for m in ("im", "hm-add", "hm-reverse"))]
+)  # the other modes: full suite
 def test_nshot_vote_equals_the_authors_per_shot_loop(masking):
     """``predict_nshot`` (the query's taps once, then one shot at a time) gives exactly the authors' K-shot loop: K
     1-shot forward passes, their argmax, the vote; with one shot it is the 1-shot argmax."""
@@ -121,7 +123,9 @@ def test_kshot_vote_by_hand():
     assert kshot_vote(shots).view(2, 4).tolist() == [[1, 1, 0, 0], [0, 0, 0, 0]]
 
 
-@pytest.mark.parametrize("name, counts, n_taps", [("resnet101", (3, 23, 4), 30), ("vgg16", (1, 3, 3), 7)])
+@pytest.mark.parametrize(
+    "name, counts, n_taps", [("resnet101", (3, 23, 4), 30), pytest.param("vgg16", (1, 3, 3), 7, marks=pytest.mark.slow)]
+)
 def test_other_backbones(name, counts, n_taps):
     model = HSNet(name, "hm", pretrained=False).eval()
     assert model.backbone.stage_tap_counts == counts

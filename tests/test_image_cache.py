@@ -81,6 +81,7 @@ def test_small_cache_evicts_and_stays_identical(synthetic_root):
     assert tiny.image_cache.evictions > 0
 
 
+@pytest.mark.slow  # two evaluations
 def test_evaluation_metrics_identical_with_and_without_the_cache(synthetic_root):
     from hmrepro.engine.evaluate import EvalConfig, evaluate
 

@@ -36,6 +36,7 @@ def _episode(bsz=2, shots=1, seed=0):
     return query, supports, masks
 
 
+@pytest.mark.slow  # MCE forward, backward and 5-shot (tests/test_model_contract.py covers MCE fast)
 def test_forward_backward_and_5shot(mce_hm):
     query, supports, masks = _episode()
     mce_hm.train()
@@ -82,6 +83,7 @@ def test_all_background_support_gives_finite_logits(mce_hm):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.slow  # builds MCE in every masking mode
 def test_every_masking_mode_loads_the_same_state_dict(mce_hm):
     state = mce_hm.state_dict()
     for name in ("mce", "mce-im", "mce-hm-add", "mce-hm-reverse"):

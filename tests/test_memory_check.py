@@ -72,6 +72,7 @@ def test_training_stops_before_its_first_iteration_when_the_batch_cannot_fit(syn
     assert steps == []
 
 
+@pytest.mark.slow  # a training
 def test_the_check_can_be_switched_off(synthetic_root, tmp_path, monkeypatch):
     from hmrepro.engine import train as train_module
 

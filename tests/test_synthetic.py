@@ -45,6 +45,7 @@ def splits(synthetic_root: Path) -> SplitFolder:
 # -- generation ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # end-to-end: generates a benchmark through the CLI
 def test_cli_writes_the_benchmark(cli_root: Path) -> None:
     assert (cli_root / COMPLETE_MARKER).is_file() and not (cli_root / STARTED_MARKER).exists()
     for folder in ("VOC2012", "COCO2014", "FSS-1000", "splits"):

@@ -128,6 +128,7 @@ def test_resnet101_counts():
     assert model.hpn_learner.ours.encoders[1].conv4d[0][0].query_conv.in_channels == 23
 
 
+@pytest.mark.slow  # full-size VAT built and filled
 def test_fill_params_keeps_the_window_masks(vat_models):
     state = vat_models["vat"].state_dict()
     fresh = VAT("resnet50", benchmark="pascal", pretrained=False).state_dict()
@@ -508,6 +509,7 @@ def _authors_checkpoint(model, path):
     return path
 
 
+@pytest.mark.slow  # full-size VAT models built for every decoder
 def test_authors_checkpoint_loads_and_other_decoders_refuse_it(tmp_path, vat_models):
     from hmrepro.engine.checkpoints import CheckpointMismatchError, describe_state_dict, load_checkpoint
 
