@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import math
-import sys
 from enum import Enum
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import check_figure_path, console, print_warnings
+from .common import check_figure_path, console, print_json, print_warnings
 from .compare import MAX_RESAMPLES, SeedOption
 
 app = typer.Typer(
@@ -105,8 +103,7 @@ def sizes(
     analysis = analyze_sizes(sets, by=by.value, bins=bins, edges=edges, resamples=resamples, seed=seed)
     path = plot_sizes(analysis, output)
     if as_json:
-        json.dump({**analysis.to_json(), "figure": str(path)}, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json({**analysis.to_json(), "figure": str(path)})
     else:
         _print(analysis)
     console.print(f"wrote {path}", soft_wrap=True, highlight=False)

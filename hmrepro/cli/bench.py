@@ -9,8 +9,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import Enum
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from .common import (
     console,
     device_option,
     img_size_option,
+    print_json,
     report_saved,
 )
 
@@ -112,14 +111,8 @@ def bench_command(
     Console(stderr=as_json).print(table)
     console.print(f"HM overhead: {overhead_pct(records):+.1f}%  (the paper: 0.27 → 0.34 s, +25.9%)")
     if as_json:
-        json.dump(records, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(records)
     report_saved(records, no_record)
-
-
-def _print_json(record: dict) -> None:
-    json.dump(record, sys.stdout, indent=2)
-    sys.stdout.write("\n")
 
 
 def _memory_line(record: dict) -> str:
@@ -229,7 +222,7 @@ def model_command(
             "slowest ops (self time): " + ", ".join(f"{op['op']} {op['secs']:.3f} s" for op in breakdown["top_ops"][:5])
         )
     if as_json:
-        _print_json(record)
+        print_json(record)
     report_saved([record], no_record)
 
 
@@ -290,7 +283,7 @@ def eval_command(
         f"{_cache_line(record)}"
     )
     if as_json:
-        _print_json(record)
+        print_json(record)
     report_saved([record], no_record)
 
 
@@ -353,5 +346,5 @@ def train_command(
         f"{record['peak_memory_per_sample_mib']:.0f} MiB per sample"
     )
     if as_json:
-        _print_json(record)
+        print_json(record)
     report_saved([record], no_record)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
+import sys
 from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
@@ -74,6 +76,12 @@ def fail(message: str, code: int = 1) -> None:
 
     console.print(f"[bold red]error:[/] {safe_markup(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def print_json(value, indent: int | None = 2) -> None:
+    """``--json``: ``value`` as JSON on stdout, one newline after it."""
+    json.dump(value, sys.stdout, indent=indent)
+    sys.stdout.write("\n")
 
 
 def print_warnings(lines: list[str]) -> None:

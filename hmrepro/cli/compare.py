@@ -4,9 +4,6 @@ Paired bootstrap + permutation."""
 
 from __future__ import annotations
 
-import json
-import sys
-
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -51,7 +48,7 @@ def compare(
     from ..errors import HmreproError
     from ..reporting.paired import check_sets_paired, labels_of, load_set
     from ..reporting.stats import compare as paired_compare
-    from .common import print_warnings
+    from .common import print_json, print_warnings
 
     problems: list[str] = []
     set_a, set_b = load_set(a, problems), load_set(b, problems)
@@ -63,8 +60,7 @@ def compare(
         raise HmreproError(f"cannot compare {a} and {b}: {err}") from None
     if as_json:
         payload = {**result.to_json(), "a": [x.path for x in set_a], "b": [x.path for x in set_b]}
-        json.dump(payload, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(payload)
         return
     _print(result, *labels_of([set_a, set_b]), [x.fold_number for x in set_a])
 

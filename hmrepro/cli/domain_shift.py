@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import typer
@@ -23,9 +21,8 @@ from .common import (
     episodes_option,
     img_size_option,
     pretrained_option,
-    report_saved,
 )
-from .eval import FoldChoice, print_table
+from .eval import FoldChoice, show_records
 from .progress import RichProgress
 from .train import _model_name
 
@@ -112,8 +109,4 @@ def domain_shift(
             progress=bars,
             episode_seed=episode_seed,
         )
-    print_table(records, f"{model} ({backbone}) COCO-20i → PASCAL, {shot}-shot", to_stderr=as_json)
-    if as_json:
-        json.dump(records, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    report_saved(records, no_record)
+    show_records(records, f"{model} ({backbone}) COCO-20i → PASCAL, {shot}-shot", as_json, no_record)

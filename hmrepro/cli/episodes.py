@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import Enum
 from pathlib import Path
 
 import typer
 
-from .common import BenchmarkName, BenchmarkOption, FoldOption, ShotOption, SplitsOption, console, fail
+from .common import BenchmarkName, BenchmarkOption, FoldOption, ShotOption, SplitsOption, console, fail, print_json
 
 
 class Protocol(str, Enum):
@@ -71,8 +69,7 @@ def episodes(
     except ValueError as err:
         fail(str(err), code=2)
     if as_json:
-        json.dump([e.to_json() for e in eps], sys.stdout)
-        sys.stdout.write("\n")
+        print_json([e.to_json() for e in eps], indent=None)
         return
     table = Table(title=f"{benchmark.value} fold {fold}, {shot}-shot, protocol {protocol.value}: {len(eps)} episodes")
     table.add_column("#", justify="right")
@@ -102,8 +99,7 @@ def _bam_episodes(benchmark: str, fold: int, shot: int, splits, as_json: bool, l
         fail(str(err), code=2)
     if as_json:
         listing = {str(seed): [e.to_json() for e in eps] for seed, eps in runs}
-        json.dump({"protocol": "bam", "seeds": [seed for seed, _ in runs], "runs": listing}, sys.stdout)
-        sys.stdout.write("\n")
+        print_json({"protocol": "bam", "seeds": [seed for seed, _ in runs], "runs": listing}, indent=None)
         return
     for seed, eps in runs:
         table = Table(title=f"{benchmark} fold {fold}, {shot}-shot, protocol bam, seed {seed}: {len(eps)} episodes")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from enum import Enum
 from pathlib import Path
 
@@ -31,6 +29,7 @@ from .common import (
     episodes_option,
     img_size_option,
     pretrained_option,
+    print_json,
     report_saved,
 )
 from .episodes import Protocol
@@ -192,8 +191,12 @@ def eval_command(
             image_cache_mib=image_cache_mib,
         )
         records = evaluate(config, progress=bars)
-    print_table(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", to_stderr=as_json)
+    show_records(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", as_json, no_record)
+
+
+def show_records(records: list[dict], title: str, as_json: bool, no_record: bool) -> None:
+    """An evaluation's records: their table (on stderr with ``as_json``), the JSON, where they were saved."""
+    print_table(records, title, to_stderr=as_json)
     if as_json:
-        json.dump(records, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print_json(records)
     report_saved(records, no_record)
