@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import typer
@@ -18,7 +19,7 @@ from ..acquisition.registry import load_registry
 from ..acquisition.steps import PrepareContext
 from ..data.splits import SplitFolder
 from ..paths import resolve_data_root
-from .common import BenchmarkName, DataRootOption, QuietOption, SplitsOption, console
+from .common import BenchmarkName, DataRootOption, QuietOption, SplitsOption, console, option_group
 from .progress import RichProgress
 
 SHOW_MISSING = 10
@@ -88,14 +89,25 @@ def _context(data_root: Path | None, benchmark: str, force: bool, quiet: bool, w
     )
 
 
-def _prepare(benchmark: str, data_root, check: bool, splits, force: bool, quiet: bool, workers: int, **choices) -> None:
+@dataclass
+class Preparation:
+    """The options of every ``prepare`` command of a real dataset (FSS-1000 has no masks to generate: 1 worker)."""
+
+    check: bool = CheckFlag
+    splits: Path | None = SplitsOption
+    workers: int = WorkersOption
+    force: bool = ForceOption
+    quiet: bool = QuietOption
+
+
+def _prepare(benchmark: str, data_root: Path | None, preparation: Preparation, **choices) -> None:
     """Extract ``benchmark`` (``choices``: its command's own options), saying what was done, then check its layout;
-    with ``check`` only check it."""
-    ctx = _context(data_root, benchmark, force, quiet, workers)
-    if not check:
+    with ``--check`` only check it."""
+    ctx = _context(data_root, benchmark, preparation.force, preparation.quiet, preparation.workers)
+    if not preparation.check:
         for line in _extract(benchmark, ctx, **choices):
             console.print(f"  {line}", highlight=False)
-    _check_or_exit(benchmark, ctx.data_root, splits)
+    _check_or_exit(benchmark, ctx.data_root, preparation.splits)
 
 
 def _extract(benchmark: str, ctx: PrepareContext, **choices) -> list[str]:
@@ -109,6 +121,7 @@ def _extract(benchmark: str, ctx: PrepareContext, **choices) -> list[str]:
     return prepare(ctx, load_registry(), **choices)
 
 
+@option_group("preparation", Preparation)
 def pascal(
     data_root: Path | None = DataRootOption,
     from_sbd: bool = typer.Option(
@@ -116,11 +129,8 @@ def pascal(
         "--from-sbd",
         help="Build SegmentationClassAug from VOC + SBD (needs `hmrepro download pascal --with-sbd` and scipy).",
     ),
-    check: bool = CheckFlag,
-    splits: Path | None = SplitsOption,
-    workers: int = WorkersOption,
-    force: bool = ForceOption,
-    quiet: bool = QuietOption,
+    *,
+    preparation: Preparation,
 ) -> None:
     """Extract PASCAL VOC 2012 and the SBD-augmented masks into DATA_ROOT/VOC2012/ (JPEGImages, SegmentationClassAug).
 
@@ -130,9 +140,10 @@ def pascal(
     Example: [bold]hmrepro download pascal && hmrepro prepare pascal[/]
     (check only: [bold]hmrepro prepare --check pascal[/])
     """
-    _prepare("pascal", data_root, check, splits, force, quiet, workers, from_sbd=from_sbd)
+    _prepare("pascal", data_root, preparation, from_sbd=from_sbd)
 
 
+@option_group("preparation", Preparation)
 def coco(
     data_root: Path | None = DataRootOption,
     from_json: bool = typer.Option(
@@ -141,11 +152,8 @@ def coco(
         help="Regenerate the class masks from instances_*.json with pycocotools "
         "(approximate; needs `hmrepro download coco --with-json`).",
     ),
-    check: bool = CheckFlag,
-    splits: Path | None = SplitsOption,
-    workers: int = WorkersOption,
-    force: bool = ForceOption,
-    quiet: bool = QuietOption,
+    *,
+    preparation: Preparation,
 ) -> None:
     """Extract COCO 2014 images and class masks into DATA_ROOT/COCO2014/.
 
@@ -157,7 +165,7 @@ def coco(
     Example: [bold]hmrepro download coco && hmrepro prepare coco[/]
     or [bold]hmrepro prepare coco --from-json -j 8[/]
     """
-    _prepare("coco", data_root, check, splits, force, quiet, workers, from_json=from_json)
+    _prepare("coco", data_root, preparation, from_json=from_json)
 
 
 def fss(
@@ -171,7 +179,7 @@ def fss(
 
     Example: [bold]hmrepro download fss && hmrepro prepare fss[/]
     """
-    _prepare("fss", data_root, check, splits, force, quiet, 1)
+    _prepare("fss", data_root, Preparation(check=check, splits=splits, workers=1, force=force, quiet=quiet))
 
 
 def prepare_group(
