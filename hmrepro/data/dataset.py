@@ -119,9 +119,13 @@ class EpisodeDataset(Dataset):
         }
 
     def __getitem__(self, idx: int) -> dict:
+        """Episode ``idx``'s tensors; ``episode_index`` is ``idx`` (the episode's place in the list: what seeds
+        a model's test-time randomness, CRCNet's fine-tuning, whatever came before it)."""
         episode = self.episodes[idx]
-        if self.pairs:
-            return self._paired_item(episode)
+        item = self._paired_item(episode) if self.pairs else self._item(episode)
+        return {**item, "episode_index": torch.tensor(idx)}
+
+    def _item(self, episode: Episode) -> dict:
         q_img, q_mask, q_ignore, q_size = self._load(episode.query, episode.class_id, resize=not self.original_size)
         s_imgs, s_masks, s_ignores = [], [], []
         for name in episode.supports:

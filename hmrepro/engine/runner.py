@@ -88,9 +88,15 @@ class EpisodeResult:
 
 
 def kshot_vote(model, batch: dict, output_size: tuple | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The evaluation's prediction: the authors' K-shot vote (``model.predict_nshot``); outputs = the masks."""
+    """The evaluation's prediction: the authors' K-shot vote (``model.predict_nshot``); outputs = the masks.
+
+    A model with ``takes_episode_context`` (CRCNet's fine-tuning) also gets the supports' ignore maps and the
+    episodes' indices in the evaluation (``episode_index``, when the loader gives it)."""
+    extra = {}
+    if model.takes_episode_context:
+        extra = {"support_ignores": batch.get("support_ignores"), "episode_ids": batch.get("episode_index")}
     pred = model.predict_nshot(
-        batch["query_img"], batch["support_imgs"], batch["support_masks"], output_size=output_size
+        batch["query_img"], batch["support_imgs"], batch["support_masks"], output_size=output_size, **extra
     )
     return pred, pred
 

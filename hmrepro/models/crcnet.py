@@ -25,8 +25,10 @@ or the first one; ``fusion`` averages K 1-shot predictions (Table 4's baseline).
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -46,7 +48,7 @@ from .crcnet_modules import (
 from .interface import Batch, FewShotModule, Outputs, logits_of
 from .masking import get_masking_mode, mask_image
 
-__all__ = ["CRCNet", "KSHOT_MODES", "ignore_cross_entropy"]
+__all__ = ["CRCNet", "KSHOT_MODES", "episode_seeds", "ignore_cross_entropy"]
 
 BACKBONES = ("resnet50", "resnet101")
 KSHOT_MODES = ("finetune-fusion", "finetune", "fusion")
@@ -63,6 +65,28 @@ def ignore_cross_entropy(logits: Tensor, mask: Tensor, ignore: Tensor | None = N
     return total / (target != IGNORE).sum().clamp(min=1)
 
 
+def episode_seeds(seed: int, episode: int) -> tuple[int, int]:
+    """The two seeds of one episode's fine-tuning (the pairs of supports; torch's generators for dropout and the
+    ``canet`` history): a pure function of (``finetune_seed``, the episode's index)."""
+    first, second = np.random.SeedSequence([int(seed), int(episode)]).generate_state(2, np.uint64) >> np.uint64(1)
+    return int(first), int(second)
+
+
+@contextmanager
+def _own_random_stream(seed: int, device: torch.device) -> Iterator[None]:
+    """Run the block with torch's CPU generator (and ``device``'s, on CUDA) seeded with ``seed``; every generator
+    is restored afterwards, so what the block draws neither depends on nor changes the caller's stream."""
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
+    with torch.random.fork_rng(devices=devices):
+        torch.random.default_generator.manual_seed(seed)
+        if devices:
+            with torch.cuda.device(devices[0]):
+                torch.cuda.manual_seed(seed)
+        yield
+
+
 def _upsample(logits: Tensor, size) -> Tensor:
     return F.interpolate(logits, tuple(size), mode="bilinear", align_corners=True)
 
@@ -77,6 +101,13 @@ class CRCNet(FewShotModule):
     per iteration on the sample's history map, zeroed with probability ``history_zero_prob``), ``dropout`` [G6],
     ``aux_weight`` λ,
     ``map_eps`` (MAP epsilon), and the inference options ``scales``, ``kshot``, ``finetune_*`` [G21, G22].
+
+    Table 1's "cross-reference module only" row is ``conditional=False``, read literally: the query's logits are
+    MRM(G_q), and the cross-reference gate that makes G_q compares the two images' features without a mask, so
+    the support mask is never an input — the model segments what the query shares with the support image (the
+    co-occurrent objects), whatever the support's annotated class. Its only contact with the masks is as training
+    targets (the support branch's and the co-occurrence head's losses). The masking mode (``-hm`` etc.) therefore
+    changes nothing in this ablation. No text of the paper says otherwise; it is hmrepro's reading.
     """
 
     takes_query_mask = True
@@ -87,6 +118,10 @@ class CRCNet(FewShotModule):
         """With ``mrm_gradient="canet"`` the trainer passes ``sample_keys=`` (query and support keys per episode), the
         samples whose history maps the refinement reads and writes in training."""
         return self.history is not None
+
+    takes_episode_context = True
+    """``predict_nshot`` takes ``support_ignores=`` (the fine-tuning loss leaves boundary pixels out) and
+    ``episode_ids=`` (each episode's fine-tuning draws from its own seeded stream)."""
 
     def __init__(
         self,
@@ -116,6 +151,7 @@ class CRCNet(FewShotModule):
         finetune_weight_decay: float = 5e-4,
         finetune_embedding: bool = False,
         finetune_seed: int = 0,
+        finetune_ignore: bool = True,
     ) -> None:
         super().__init__()
         if backbone not in BACKBONES:
@@ -146,6 +182,7 @@ class CRCNet(FewShotModule):
             weight_decay=finetune_weight_decay,
             embedding=finetune_embedding,
             seed=finetune_seed,
+            ignore=finetune_ignore,
         )
 
     def set_inference(self, scales: Sequence[float] | None = None, kshot: str | None = None) -> None:
@@ -309,21 +346,28 @@ class CRCNet(FewShotModule):
         support_imgs: Tensor,
         support_masks: Tensor,
         output_size: Sequence[int] | None = None,
+        *,
+        support_ignores: Tensor | None = None,
+        episode_ids: Sequence[int] | Tensor | None = None,
     ) -> Tensor:
         """0/1 query mask [B, H, W] (int64) of a K-shot episode (supports [B, K, 3, H, W], masks [B, K, H, W]).
 
         ``fusion`` (and any 1-shot episode): the probabilities of the K 1-shot predictions are averaged.
         ``finetune-fusion`` / ``finetune``: per episode, a copy of the model is fine-tuned on pairs of its supports
         (:meth:`finetuned`), then predicts with every support (averaged) / the first one. The model itself is never
-        changed. Multi-scale (:attr:`scales`) applies to the predictions.
+        changed. Multi-scale (:attr:`scales`) applies to the predictions. ``support_ignores`` [B, K, H, W] (1 =
+        ignore) and ``episode_ids`` (the episodes' indices in the evaluation; the engine passes both) go to
+        :meth:`finetuned`; without ids an episode is known by its place in the batch.
         """
         size = tuple(support_imgs.shape[-2:] if output_size is None else output_size)
         shots = support_imgs.shape[1]
         if self.kshot == "fusion" or shots < 2:
             return self._fused(self, query_img, support_imgs, support_masks, size, range(shots))
         predictions = []
+        ids = range(query_img.shape[0]) if episode_ids is None else [int(i) for i in episode_ids]
         for b in range(query_img.shape[0]):  # one fine-tuned copy per episode
-            tuned = self.finetuned(support_imgs[b], support_masks[b])
+            ignores = None if support_ignores is None else support_ignores[b]
+            tuned = self.finetuned(support_imgs[b], support_masks[b], ignores, episode=ids[b])
             used = range(shots) if self.kshot == "finetune-fusion" else range(1)
             with torch.no_grad():
                 predictions.append(
@@ -342,7 +386,9 @@ class CRCNet(FewShotModule):
         model.train(was_training)
         return probs.argmax(dim=1)
 
-    def finetuned(self, support_imgs: Tensor, support_masks: Tensor) -> CRCNet:
+    def finetuned(
+        self, support_imgs: Tensor, support_masks: Tensor, support_ignores: Tensor | None = None, episode: int = 0
+    ) -> CRCNet:
         """A copy of the model fine-tuned on one episode's supports [K, 3, H, W], masks [K, H, W] (paper §4.6).
 
         The copy shares the frozen backbone, whose levels (plain and, by the masking mode, masked) are computed
@@ -350,6 +396,12 @@ class CRCNet(FewShotModule):
         for ``finetune_steps`` SGD steps (the training lr, momentum and weight decay [G22]) at the base scale, each
         step on one random unordered pair of distinct supports, both predicted (the training loss, all four
         terms), dropout on; under ``mrm_gradient="canet"`` each support's history lives in the copy only.
+
+        Randomness: the pairs, the dropout masks and the ``canet`` history draws come from streams seeded from
+        (``finetune_seed``, ``episode``) (:func:`episode_seeds`), and the caller's generators are left as they were,
+        so an episode's result does not depend on which episodes were fine-tuned before it. Loss: the supports'
+        ``support_ignores`` pixels [K, H, W] (PASCAL's 255 boundary) are left out as in training (``finetune_ignore``,
+        default true; false counts them as background, the earlier behaviour).
         Works under ``torch.no_grad`` and ``torch.inference_mode`` (the runner's): gradients are
         switched on and the inputs cloned into normal tensors.
         """
@@ -360,6 +412,9 @@ class CRCNet(FewShotModule):
             tuned = copy.deepcopy(self, memo=memo)  # normal tensors, not inference ones
             tuned.embedding.requires_grad_(bool(self.finetune["embedding"]))
             images, masks = support_imgs.clone(), support_masks.clone().float()
+            ignores = None
+            if support_ignores is not None and self.finetune["ignore"]:
+                ignores = support_ignores.clone()
             levels = [x.clone() for x in self.features(images)]
             cond = [x.clone() for x in self.conditioning_levels(levels, images, masks)]
             params = [p for p in tuned.parameters() if p.requires_grad]
@@ -369,28 +424,40 @@ class CRCNet(FewShotModule):
                 momentum=self.finetune["momentum"],
                 weight_decay=self.finetune["weight_decay"],
             )
-            generator = torch.Generator().manual_seed(self.finetune["seed"])
+            pair_seed, torch_seed = episode_seeds(self.finetune["seed"], episode)
+            generator = torch.Generator().manual_seed(pair_seed)
             tuned.train()
-            for _ in range(self.finetune["steps"]):
-                a, b = torch.randperm(images.shape[0], generator=generator)[:2].tolist()
-                pick = lambda xs, i: [x[i : i + 1] for x in xs]  # noqa: E731
-                outputs = tuned.decode(
-                    pick(levels, a),
-                    pick(levels, b),
-                    pick(cond, b),
-                    masks[b : b + 1],
-                    pick(cond, a),
-                    masks[a : a + 1],
-                    images.shape[-2:],
-                    ([a], [b]),
-                )
-                pair = {"query_mask": masks[a : a + 1], "support_masks": masks[b : b + 1, None]}
-                loss = tuned.compute_objective(outputs, pair)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+            with _own_random_stream(torch_seed, images.device):
+                tuned._finetune_steps(optimizer, generator, levels, cond, masks, ignores, images.shape[-2:])
             tuned.eval()
         return tuned
+
+    def _finetune_steps(self, optimizer, generator, levels, cond, masks, ignores, size) -> None:
+        """The SGD steps of :meth:`finetuned` on this (copied) model: each on one random unordered pair (a, b) of
+        distinct supports, a predicted from b and b from a (the training loss)."""
+
+        def pick(xs: list[Tensor], i: int) -> list[Tensor]:
+            return [x[i : i + 1] for x in xs]
+
+        for _ in range(self.finetune["steps"]):
+            a, b = torch.randperm(masks.shape[0], generator=generator)[:2].tolist()
+            outputs = self.decode(
+                pick(levels, a),
+                pick(levels, b),
+                pick(cond, b),
+                masks[b : b + 1],
+                pick(cond, a),
+                masks[a : a + 1],
+                size,
+                ([a], [b]),
+            )
+            pair = {"query_mask": masks[a : a + 1], "support_masks": masks[b : b + 1, None]}
+            if ignores is not None:
+                pair.update(query_ignore=ignores[a : a + 1], support_ignores=ignores[b : b + 1, None])
+            loss = self.compute_objective(outputs, pair)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
 
 
 def _rescale(query_img: Tensor, support_img: Tensor, support_mask: Tensor, scale: float):

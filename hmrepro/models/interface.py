@@ -95,6 +95,10 @@ class FewShotModule(nn.Module):
     """Whether the training forward takes ``query_mask=`` (inside the DDP call, so its gradients are synchronised)."""
     takes_sample_keys: bool = False
     """Whether the training forward takes ``sample_keys=`` (query and support keys of each episode)."""
+    takes_episode_context: bool = False
+    """Whether ``predict_nshot`` also takes ``support_ignores=`` (the supports' ignore maps [B, K, H, W]) and
+    ``episode_ids=`` (the episodes' indices in the evaluation): a model that learns at test time (CRCNet's K-shot
+    fine-tuning) needs them."""
 
     def inference_options(self) -> dict[str, Any]:
         """The test-time options and their current values; none by default."""
