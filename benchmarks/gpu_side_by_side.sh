@@ -8,7 +8,7 @@
 #   run(command="bash benchmarks/gpu_side_by_side.sh", carry=["benchmarks/.authors"], timeout_s=540)
 # Dry run on the CPU (tiny settings, the same steps):
 #   DEVICE=cpu SIZE=64 SHOTS=1,2 REPEATS=1 TRAIN_REPEATS=1 WARMUP=0 TRAIN_BSZ=1 VAT_TRAIN_BSZ=1 PY=.venv/bin/python \
-#     OUT=/tmp/dry bash benchmarks/gpu_side_by_side.sh
+#     BUDGET=3600 TIMEOUT_SCALE=20 OUT=/tmp/dry bash benchmarks/gpu_side_by_side.sh
 set -u
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -24,6 +24,7 @@ TRAIN_REPEATS=${TRAIN_REPEATS:-5}
 TRAIN_BSZ=${TRAIN_BSZ:-8}      # HSNet / ASNet training batch (random inputs above 2)
 VAT_TRAIN_BSZ=${VAT_TRAIN_BSZ:-4}
 THREADS=${THREADS:-2}
+TIMEOUT_SCALE=${TIMEOUT_SCALE:-1}  # multiplies each step's timeout (a CPU dry run needs ~20)
 mkdir -p "$OUT"
 if [ ! -f benchmarks/.authors/SOURCES.json ]; then
   echo "benchmarks/.authors missing: export it first (side_by_side.py --export-from-mirror --export-only) and carry it"
@@ -40,7 +41,7 @@ SIZE_ARG=()
 COMMON=(--device "$DEVICE" --threads "$THREADS" "${SIZE_ARG[@]}")
 
 step() {  # step NAME TIMEOUT args...: one harness call unless the budget is spent; its JSON is $OUT/NAME.json
-  local name=$1 to=$2; shift 2
+  local name=$1 to=$(( $2 * TIMEOUT_SCALE )); shift 2
   if (( SECONDS + 30 > BUDGET )); then echo "### SKIPPED (budget): $name"; return; fi
   (( to > BUDGET - SECONDS )) && to=$(( BUDGET - SECONDS ))
   echo "### [$SECONDS s] $name: $*"
