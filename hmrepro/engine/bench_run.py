@@ -157,7 +157,7 @@ def bench_train(
     from ..errors import HmreproError
     from .distributed import resolve_device
     from .records import ensure_writable_dir, machine_fields, save_records
-    from .train import autocast, build_optimizer, forward_train, fp32, set_numerics
+    from .train import build_optimizer, set_numerics, train_step
     from .train_config import build_config
 
     if iterations < 1 or warmup < 0:
@@ -178,12 +178,7 @@ def bench_train(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(dev, bf16):
-            outputs = forward_train(model, batch, cfg.shot)
-        loss = model.compute_objective(fp32(outputs), batch)
-        loss.backward()
-        optimizer.step()
+        train_step(model, batch, optimizer, shot=cfg.shot, bf16=bf16)  # the iteration `hmrepro train` runs
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         return time.perf_counter() - start
