@@ -10,7 +10,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from .common import check_figure_path, console, print_json, print_warnings
+from .common import (
+    check_figure_path,
+    console,
+    optional_option,
+    print_json,
+    print_warnings,
+)
 from .compare import MAX_RESAMPLES, SeedOption
 
 app = typer.Typer(
@@ -56,11 +62,9 @@ def sizes(
         SizeOf.query, "--by", help="Bin by the query's foreground fraction or the supports' (mean over shots)."
     ),
     bins: int = typer.Option(5, "--bins", min=1, max=50, help="Quantile bins of the first set's episodes."),
-    edges: str | None = typer.Option(
-        None,
+    edges: str | None = optional_option(
         "--edges",
         callback=_edges,
-        show_default=False,
         help="Bin edges as foreground fractions instead of quantiles, e.g. 0,0.05,0.15,1 [default: quantiles].",
     ),
     resamples: int = typer.Option(

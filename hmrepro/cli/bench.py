@@ -30,6 +30,7 @@ from .common import (
     console,
     device_option,
     img_size_option,
+    optional_option,
     print_json,
     report_saved,
 )
@@ -148,17 +149,13 @@ def model_command(
         "--multi-scale/--single-scale",
         help="CRCNet: 0.75, 1 and 1.25 x the image size, probabilities averaged (recorded).",
     ),
-    kshot: str | None = typer.Option(
-        None,
+    kshot: str | None = optional_option(
         "--kshot",
         help="CRCNet K-shot method: finetune-fusion, finetune or fusion (recorded) [default: finetune-fusion].",
-        show_default=False,
     ),
-    model_args: str | None = typer.Option(
-        None,
+    model_args: str | None = optional_option(
         "--model-args",
         help="Constructor arguments, 'key=value;...' (e.g. CRCNet's 'finetune_steps=5'; recorded) [default: none].",
-        show_default=False,
     ),
     results: Path = ResultsOption,
     no_record: bool = NoRecordOption,

@@ -18,26 +18,28 @@ from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
 console = Console(stderr=True)  # human-facing output; stdout stays clean for --json and pipes
 
 
+def optional_option(*names: str, help: str, **settings) -> typer.models.OptionInfo:
+    """An option that may be left out (``None``): what the command does then is said in its ``help``
+    (``[default: ...]``), not shown by typer."""
+    return typer.Option(None, *names, help=help, show_default=False, **settings)
+
+
 class BenchmarkName(str, Enum):
     pascal = "pascal"
     coco = "coco"
     fss = "fss"
 
 
-DataRootOption = typer.Option(
-    None,
+DataRootOption = optional_option(
     "--data-root",
     envvar="HMREPRO_DATA",
     help="Folder holding VOC2012/, COCO2014/ and FSS-1000/ [default: $HMREPRO_HOME/data, i.e. ~/.hmrepro/data].",
-    show_default=False,
 )
 
-SplitsOption = typer.Option(
-    None,
+SplitsOption = optional_option(
     "--splits",
     help="Folder of split lists (pascal/, coco/, fss/, SHA256SUMS) [default: the authors' lists shipped with hmrepro]. "
     "For the synthetic benchmark: DATA_ROOT/splits.",
-    show_default=False,
 )
 
 ImageCacheOption = typer.Option(
@@ -61,12 +63,8 @@ ResultsOption = typer.Option(Path("results"), "--results", help="Folder for the 
 NoRecordOption = typer.Option(False, "--no-record", help="Do not write result records.")
 JsonRecordsOption = typer.Option(False, "--json", help="Print the records as JSON on stdout.")
 # the result records a report reads (table, results, report)
-RecordsFolderOption = typer.Option(
-    None,
-    "--results",
-    envvar="HMREPRO_RESULTS",
-    help="Folder of result records (searched recursively) [default: ./results].",
-    show_default=False,
+RecordsFolderOption = optional_option(
+    "--results", envvar="HMREPRO_RESULTS", help="Folder of result records (searched recursively) [default: ./results]."
 )
 
 
@@ -135,7 +133,7 @@ BackboneOption = typer.Option("resnet50", "--backbone", callback=check_backbone,
 
 def device_option(help: str) -> typer.models.OptionInfo:
     """``--device``, checked (:func:`check_device`); not given: the command chooses (said in ``help``)."""
-    return typer.Option(None, "--device", callback=check_device, help=help, show_default=False)
+    return optional_option("--device", callback=check_device, help=help)
 
 
 DeviceOption = device_option("cpu, cuda, cuda:1 ... [default: cuda if available].")
@@ -146,12 +144,12 @@ DeviceOption = device_option("cpu, cuda, cuda:1 ... [default: cuda if available]
 
 def img_size_option(help: str) -> typer.models.OptionInfo:
     """``--img-size``: the image side in pixels, at least 16."""
-    return typer.Option(None, "--img-size", min=16, help=help, show_default=False)
+    return optional_option("--img-size", min=16, help=help)
 
 
 def bsz_option(help: str) -> typer.models.OptionInfo:
     """``--bsz``: episodes (or samples) per batch, at least 1."""
-    return typer.Option(None, "--bsz", min=1, help=help, show_default=False)
+    return optional_option("--bsz", min=1, help=help)
 
 
 def pretrained_option(help: str) -> typer.models.OptionInfo:
@@ -161,7 +159,7 @@ def pretrained_option(help: str) -> typer.models.OptionInfo:
 
 def episodes_option(help: str) -> typer.models.OptionInfo:
     """``--episodes``: only the first N of the fixed episodes."""
-    return typer.Option(None, "--episodes", min=1, help=help, show_default=False)
+    return optional_option("--episodes", min=1, help=help)
 
 
 def episode_seed_option(help: str) -> typer.models.OptionInfo:

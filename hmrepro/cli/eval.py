@@ -28,6 +28,7 @@ from .common import (
     episode_seed_option,
     episodes_option,
     img_size_option,
+    optional_option,
     pretrained_option,
     print_json,
     report_saved,
@@ -125,22 +126,18 @@ def eval_command(
         help="CRCNet: test at 0.75, 1 and 1.25 x the image size and average the probabilities (the paper's headline "
         "numbers; 3 times the work). Kept in the record.",
     ),
-    kshot: KShotMethod | None = typer.Option(
-        None,
+    kshot: KShotMethod | None = optional_option(
         "--kshot",
         help="CRCNet K-shot method [default: finetune-fusion]: fine-tune a copy of the model on pairs of the episode's "
         "supports, then average the predictions of every support (finetune: the first support only); fusion: average "
         "of K 1-shot predictions, no fine-tuning (the paper's Table 4). Kept in the record.",
-        show_default=False,
     ),
-    protocol: Protocol | None = typer.Option(
-        None,
+    protocol: Protocol | None = optional_option(
         "--protocol",
         help="Episode protocol [default: the model's card: hsnet for HSNet/VAT, asnet, bam for MCE]. bam: BAM's 5 "
         "seeds "
         "x 1000 episodes, aspect-kept 473 canvas, scored at the original label; hsnet on an MCE model: the HM models' "
         "episodes with the square resize (like-for-like tables).",
-        show_default=False,
     ),
 ) -> None:
     """Evaluate MODEL as the authors do: fixed episodes (seed 0), K-shot vote, mIoU and FB-IoU per fold.

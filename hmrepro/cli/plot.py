@@ -19,6 +19,7 @@ from .common import (
     check_figure_path,
     console,
     img_size_option,
+    optional_option,
     pretrained_option,
 )
 from .train import _model_name
@@ -50,9 +51,7 @@ def training_profile(
         help="Image file (.png, .pdf or .svg).",
     ),
     metric: ProfileMetric = typer.Option(ProfileMetric.val_miou, "--metric", help="What to plot per epoch."),
-    title: str | None = typer.Option(
-        None, "--title", help="Figure title [default: names the metric].", show_default=False
-    ),
+    title: str | None = optional_option("--title", help="Figure title [default: names the metric]."),
 ) -> None:
     """Plot validation mIoU per epoch of one or more runs with each run's best epoch marked (HM Fig. 6).
 
@@ -73,20 +72,13 @@ def episodes(
     shot: int = ShotOption,
     count: int = typer.Option(4, "--count", "-n", min=1, max=32, help="Episodes to draw."),
     start: int = typer.Option(0, "--start", min=0, help="Index of the first episode."),
-    model: str | None = typer.Option(
-        None,
-        "--model",
-        "-m",
-        callback=_model_name,
-        help="Also draw this model's prediction (hsnet, hsnet-hm, ...).",
-        show_default=False,
+    model: str | None = optional_option(
+        "--model", "-m", callback=_model_name, help="Also draw this model's prediction (hsnet, hsnet-hm, ...)."
     ),
-    weights: str | None = typer.Option(
-        None,
+    weights: str | None = optional_option(
         "--weights",
         "-w",
         help="With --model: a checkpoint file, a run folder, 'official' or 'random' [default: random].",
-        show_default=False,
     ),
     backbone: str = BackboneOption,
     img_size: int | None = img_size_option(

@@ -8,7 +8,10 @@ import typer
 
 from ..paths import default_synthetic_root
 from . import prepare_datasets
-from .common import console
+from .common import (
+    console,
+    optional_option,
+)
 
 app = typer.Typer(
     help="Prepare datasets in the layout the readers expect (the synthetic benchmark needs no download).\n\n"
@@ -19,9 +22,7 @@ app = typer.Typer(
 
 @app.command("synthetic")
 def synthetic(
-    data_root: Path | None = typer.Option(
-        None, "--data-root", help="Where to write it [default: ~/.hmrepro/synthetic].", show_default=False
-    ),
+    data_root: Path | None = optional_option("--data-root", help="Where to write it [default: ~/.hmrepro/synthetic]."),
     seed: int = typer.Option(0, "--seed", help="Seed of the generator: the same seed gives the same files."),
     force: bool = typer.Option(False, "--force", help="Rewrite an existing synthetic benchmark."),
     scale: int = typer.Option(

@@ -11,7 +11,11 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ..paths import default_synthetic_root
-from .common import ProgressOption, console
+from .common import (
+    ProgressOption,
+    console,
+    optional_option,
+)
 from .progress import RichProgress
 
 MODELS = ("hsnet", "hsnet-hm")
@@ -29,21 +33,16 @@ hmrepro eval hsnet-hm --benchmark pascal --fold all --shot 1 --weights official 
 
 
 def quickstart(
-    workdir: Path | None = typer.Option(
-        None,
-        "--workdir",
-        help="Where the synthetic data, runs and records go [default: ~/.hmrepro/synthetic].",
-        show_default=False,
+    workdir: Path | None = optional_option(
+        "--workdir", help="Where the synthetic data, runs and records go [default: ~/.hmrepro/synthetic]."
     ),
     fast: bool = typer.Option(
         False, "--fast", help="A smoke test in well under a minute (64 px, 1 epoch): checks the plumbing only."
     ),
-    epochs: int | None = typer.Option(
-        None, "--epochs", min=1, help=f"Training epochs per model [default: {DEFAULT['epochs']}].", show_default=False
+    epochs: int | None = optional_option(
+        "--epochs", min=1, help=f"Training epochs per model [default: {DEFAULT['epochs']}]."
     ),
-    img_size: int | None = typer.Option(
-        None, "--img-size", min=32, help=f"Image side [default: {DEFAULT['img_size']}].", show_default=False
-    ),
+    img_size: int | None = optional_option("--img-size", min=32, help=f"Image side [default: {DEFAULT['img_size']}]."),
     workers: int = typer.Option(1, "--workers", min=0, help="DataLoader worker processes."),
     progress: bool = ProgressOption,
 ) -> None:

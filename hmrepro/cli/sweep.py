@@ -9,7 +9,14 @@ from pathlib import Path
 
 import typer
 
-from .common import DataRootOption, SplitsOption, console, fail, option_group
+from .common import (
+    DataRootOption,
+    SplitsOption,
+    console,
+    fail,
+    option_group,
+    optional_option,
+)
 
 app = typer.Typer(
     help="Reproduce a whole table: the trainings, evaluations, downloads and timings its empty cells need, run on "
@@ -38,17 +45,11 @@ NumberArgument = typer.Argument(
 PaperOption = typer.Option(
     "hm", "--paper", help="Whose table: hm (the HM paper), crcnet or mce (claimed numbers in recipes/claimed/<paper>/)."
 )
-ModelOption = typer.Option(
-    None,
-    "--model",
-    help="Only rows of this model, e.g. hsnet-hm, with their baselines (repeatable) [default: every row].",
-    show_default=False,
+ModelOption = optional_option(
+    "--model", help="Only rows of this model, e.g. hsnet-hm, with their baselines (repeatable) [default: every row]."
 )
-BackboneOption = typer.Option(
-    None,
-    "--backbone",
-    help="Only rows of this backbone (repeatable) [default: every backbone of the table].",
-    show_default=False,
+BackboneOption = optional_option(
+    "--backbone", help="Only rows of this backbone (repeatable) [default: every backbone of the table]."
 )
 SeedsOption = typer.Option(
     "0", "--seeds", help="Training seeds, comma-separated: one training run per seed (e.g. 0,1,2)."
@@ -61,28 +62,22 @@ CellsOption = typer.Option(
 ResultsOption = typer.Option(
     Path("results"), "--results", envvar="HMREPRO_RESULTS", help="Folder of the result records (read and written)."
 )
-SweepDirOption = typer.Option(
-    None,
+SweepDirOption = optional_option(
     "--sweep-dir",
     help="Folder of the sweep's run folders, logs and SLURM files, shared by a paper's tables "
     "(Table 4 uses Table 2's COCO runs) [default: sweeps/<paper>].",
-    show_default=False,
 )
-TrainOverrideOption = typer.Option(
-    None,
+TrainOverrideOption = optional_option(
     "--train-override",
     metavar="KEY=VALUE",
     help="A training setting for every run, after the row's own overrides, e.g. patience=100, amp=bf16, workers=8 "
     "(repeatable; KEY is a `hmrepro train` option; true/false for switches) [default: none].",
-    show_default=False,
 )
-EvalOverrideOption = typer.Option(
-    None,
+EvalOverrideOption = optional_option(
     "--eval-override",
     metavar="KEY=VALUE",
     help="An evaluation setting for every eval/domain-shift, e.g. workers=4 "
     "(repeatable; KEY is a `hmrepro eval` option) [default: none].",
-    show_default=False,
 )
 JsonOption = typer.Option(False, "--json", help="Print the jobs as JSON on stdout.")
 EstimateOption = typer.Option(
@@ -349,21 +344,11 @@ def run(
         help="slurm: GPUs of each training job (one node, torchrun DDP; --bsz stays global).",
     ),
     cpus_per_gpu: int = typer.Option(8, "--cpus-per-gpu", min=1, help="slurm: CPU cores per GPU (DataLoader workers)."),
-    partition: str | None = typer.Option(
-        None, "--partition", help="slurm: partition [default: the cluster's].", show_default=False
-    ),
-    account: str | None = typer.Option(
-        None, "--account", help="slurm: account to charge [default: yours].", show_default=False
-    ),
-    qos: str | None = typer.Option(
-        None, "--qos", help="slurm: quality of service [default: the cluster's].", show_default=False
-    ),
-    constraint: str | None = typer.Option(
-        None, "--constraint", help="slurm: node features, e.g. a100 [default: none].", show_default=False
-    ),
-    mem: str | None = typer.Option(
-        None, "--mem", help="slurm: memory per node, e.g. 64G [default: the cluster's].", show_default=False
-    ),
+    partition: str | None = optional_option("--partition", help="slurm: partition [default: the cluster's]."),
+    account: str | None = optional_option("--account", help="slurm: account to charge [default: yours]."),
+    qos: str | None = optional_option("--qos", help="slurm: quality of service [default: the cluster's]."),
+    constraint: str | None = optional_option("--constraint", help="slurm: node features, e.g. a100 [default: none]."),
+    mem: str | None = optional_option("--mem", help="slurm: memory per node, e.g. 64G [default: the cluster's]."),
     time_min: int = typer.Option(
         24 * 60,
         "--time",
@@ -376,18 +361,14 @@ def run(
     max_requeues: int = typer.Option(
         20, "--max-requeues", min=0, help="slurm: time-outs after which a training is given up."
     ),
-    setup: list[str] | None = typer.Option(
-        None,
+    setup: list[str] | None = optional_option(
         "--setup",
         help="slurm: shell line run before each job, e.g. 'source .venv/bin/activate' (repeatable) [default: none].",
-        show_default=False,
     ),
-    slurm_arg: list[str] | None = typer.Option(
-        None,
+    slurm_arg: list[str] | None = optional_option(
         "--slurm-arg",
         metavar="KEY=VALUE",
         help="slurm: any other sbatch option, e.g. mail-type=END (repeatable) [default: none].",
-        show_default=False,
     ),
 ) -> None:
     """Run the jobs of table N that are not done: here, or submitted to SLURM.

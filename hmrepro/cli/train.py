@@ -8,7 +8,15 @@ from pathlib import Path
 
 import typer
 
-from .common import BenchmarkName, DataRootOption, SplitsOption, check_backbone, check_device, console
+from .common import (
+    BenchmarkName,
+    DataRootOption,
+    SplitsOption,
+    check_backbone,
+    check_device,
+    console,
+    optional_option,
+)
 from .progress import RichProgress
 
 
@@ -67,174 +75,114 @@ def train(
         "MCE freezes (--model-args 'encoder_weights=RUN').",
         show_default=False,
     ),
-    benchmark: BenchmarkName | None = typer.Option(None, "--benchmark", "-b", help="Benchmark.", show_default=False),
-    fold: int | None = typer.Option(
-        None, "--fold", "-f", min=0, max=3, help="Fold (0-3) [default: 0].", show_default=False
+    benchmark: BenchmarkName | None = optional_option("--benchmark", "-b", help="Benchmark."),
+    fold: int | None = optional_option("--fold", "-f", min=0, max=3, help="Fold (0-3) [default: 0]."),
+    backbone: str | None = optional_option(
+        "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16 [default: resnet50]."
     ),
-    backbone: str | None = typer.Option(
-        None,
-        "--backbone",
-        callback=check_backbone,
-        help="resnet50, resnet101 or vgg16 [default: resnet50].",
-        show_default=False,
-    ),
-    epochs: int | None = typer.Option(
-        None,
+    epochs: int | None = optional_option(
         "--epochs",
         min=1,
         help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and "
         "their HM variants, VAT's 300 (COCO: 400)].",
-        show_default=False,
     ),
-    bsz: int | None = typer.Option(
-        None, "--bsz", min=1, help="Global batch size, all processes together [default: recipe].", show_default=False
+    bsz: int | None = optional_option(
+        "--bsz", min=1, help="Global batch size, all processes together [default: recipe]."
     ),
-    lr: float | None = typer.Option(None, "--lr", min=0.0, help="Learning rate [default: recipe].", show_default=False),
-    img_size: int | None = typer.Option(
-        None, "--img-size", min=16, help="Image side in pixels [default: recipe, 400].", show_default=False
-    ),
-    shot: int | None = typer.Option(
-        None,
+    lr: float | None = optional_option("--lr", min=0.0, help="Learning rate [default: recipe]."),
+    img_size: int | None = optional_option("--img-size", min=16, help="Image side in pixels [default: recipe, 400]."),
+    shot: int | None = optional_option(
         "--shot",
         min=1,
         help="Supports per training episode; K > 1 only for families that train on K-shot episodes (MCE's 5-shot "
         "model) [default: recipe, 1].",
-        show_default=False,
     ),
-    augment: str | None = typer.Option(
-        None,
+    augment: str | None = optional_option(
         "--augment",
         help="none, cats (image colours) or geometric (scale/rotate/blur/flip/crop of image and masks) [default: "
         "recipe].",
-        show_default=False,
     ),
-    patience: int | None = typer.Option(
-        None,
+    patience: int | None = optional_option(
         "--patience",
         min=0,
         help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe "
         "early (0: never, the authors') [default: recipe, 0].",
-        show_default=False,
     ),
-    min_class_pixels: int | None = typer.Option(
-        None,
+    min_class_pixels: int | None = optional_option(
         "--min-class-pixels",
         min=0,
         help="BAM's training-image rule: use an (image, class) pair only if the class covers this many pixels of "
         "the stored mask (0: all); BAM's 2048 is 1.1 % of a 500x375 VOC image, on the synthetic benchmark "
         "(64-96 px images) about 100 [default: recipe: MCE 2048, else 0].",
-        show_default=False,
     ),
-    train_sampler: TrainSampler | None = typer.Option(
-        None,
+    train_sampler: TrainSampler | None = optional_option(
         "--train-sampler",
         help="How training episodes are drawn: hsnet (each listed (image, class) once per epoch; COCO class-uniform) "
         "or bam (BAM's loader: each image once per epoch, its class drawn among the mask's, distinct supports) "
         "[default: recipe: MCE bam, else hsnet].",
-        show_default=False,
     ),
-    validation: Validation | None = typer.Option(
-        None,
+    validation: Validation | None = optional_option(
         "--validation",
         help="one-shot (the protocol's fixed 1-shot validation episodes) or bam (BAM's: seed 321, the model's shot, "
         "scored on the original label) [default: recipe: MCE bam, else one-shot].",
-        show_default=False,
     ),
-    val_episodes: int | None = typer.Option(
-        None,
+    val_episodes: int | None = optional_option(
         "--val-episodes",
         min=0,
         help="Validate on the first N of the fixed episodes (0: all, the authors' 1000) [default: recipe].",
-        show_default=False,
     ),
-    val_bsz: int | None = typer.Option(
-        None, "--val-bsz", min=1, help="Validation batch size [default: recipe].", show_default=False
+    val_bsz: int | None = optional_option("--val-bsz", min=1, help="Validation batch size [default: recipe]."),
+    workers: int | None = optional_option(
+        "--workers", min=0, help="DataLoader worker processes per process [default: min(4, cores-1)]."
     ),
-    workers: int | None = typer.Option(
-        None,
-        "--workers",
-        min=0,
-        help="DataLoader worker processes per process [default: min(4, cores-1)].",
-        show_default=False,
+    seed: int | None = optional_option(
+        "--seed", help="Seed of the episode order, augmentation and initialisation [default: 0]."
     ),
-    seed: int | None = typer.Option(
-        None,
-        "--seed",
-        help="Seed of the episode order, augmentation and initialisation [default: 0].",
-        show_default=False,
-    ),
-    out: Path | None = typer.Option(
-        None,
-        "--out",
-        help="Run folder to create [default: ~/.hmrepro/runs/<model>_<backbone>_<benchmark>_fold<f>_<time>].",
-        show_default=False,
+    out: Path | None = optional_option(
+        "--out", help="Run folder to create [default: ~/.hmrepro/runs/<model>_<backbone>_<benchmark>_fold<f>_<time>]."
     ),
     data_root: Path | None = DataRootOption,
     splits: Path | None = SplitsOption,
-    pretrained: bool | None = typer.Option(
-        None,
-        "--pretrained/--no-pretrained",
-        help="ImageNet backbone weights [default: pretrained].",
-        show_default=False,
+    pretrained: bool | None = optional_option(
+        "--pretrained/--no-pretrained", help="ImageNet backbone weights [default: pretrained]."
     ),
-    calibrate_bn: bool | None = typer.Option(
-        None,
+    calibrate_bn: bool | None = optional_option(
         "--calibrate-bn/--no-calibrate-bn",
         help="Re-estimate a random backbone's BatchNorm statistics on 64 training images, without which it cannot "
         "learn [default: on with --no-pretrained].",
-        show_default=False,
     ),
-    deterministic: bool | None = typer.Option(
-        None,
-        "--deterministic/--no-deterministic",
-        help="Deterministic kernels (bit-reproducible on the CPU) [default: off].",
-        show_default=False,
+    deterministic: bool | None = optional_option(
+        "--deterministic/--no-deterministic", help="Deterministic kernels (bit-reproducible on the CPU) [default: off]."
     ),
-    amp: Precision | None = typer.Option(
-        None,
+    amp: Precision | None = optional_option(
         "--amp",
         help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, "
         "changes numbers; recorded in config.json) [default: fp32].",
-        show_default=False,
     ),
-    tf32: bool | None = typer.Option(
-        None,
+    tf32: bool | None = optional_option(
         "--tf32/--no-tf32",
         help="TF32 matmuls and convolutions on CUDA (faster, changes numbers) [default: off, as the authors].",
-        show_default=False,
     ),
-    checkpoint_every: int | None = typer.Option(
-        None,
-        "--checkpoint-every",
-        min=0,
-        help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500].",
-        show_default=False,
+    checkpoint_every: int | None = optional_option(
+        "--checkpoint-every", min=0, help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500]."
     ),
-    model_args: str | None = typer.Option(
-        None,
+    model_args: str | None = optional_option(
         "--model-args",
         help="Constructor arguments of the model, 'key=value;key=value' (CRCNet's ablations, e.g. "
         "'mask_refine=false;feature_layers=layer3'); saved in config.json, and eval builds the same model "
         "[default: none].",
-        show_default=False,
     ),
-    epoch_iterations: int | None = typer.Option(
-        None,
+    epoch_iterations: int | None = optional_option(
         "--epoch-iterations",
         min=0,
         help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole "
         "training split, the authors') [default: 0].",
-        show_default=False,
     ),
-    resume: Path | None = typer.Option(
-        None, "--resume", help="Continue the run in this folder where it stopped (mid-epoch too).", show_default=False
+    resume: Path | None = optional_option(
+        "--resume", help="Continue the run in this folder where it stopped (mid-epoch too)."
     ),
-    device: str | None = typer.Option(
-        None,
-        "--device",
-        callback=check_device,
-        help="cpu, cuda, cuda:1 ... [default: cuda if available].",
-        show_default=False,
+    device: str | None = optional_option(
+        "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available]."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars [default: on]."),
     memory_check: bool = typer.Option(
