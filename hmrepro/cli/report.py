@@ -18,11 +18,11 @@ def report(
 ) -> None:
     """Write the reproduction report: one self-contained HTML file a reader can check.
 
-    No network, no external CSS or JS; figures inline. It holds the environment, the paper's headline claims as a checklist, every table with claimed, verified and
-    reproduced values side by side (95 % intervals where records have per-episode results; "not run" where no
-    record exists), each training run's curve, best epoch, deviations from the authors' recipe, checkpoint hash
-    and the commands that repeat it, every record with the cell it fills or why not, per-class IoU and the
-    faithfulness table.
+    No network, no external CSS or JS; figures inline. It holds the environment, the paper's headline claims as a
+    checklist, every table with claimed, verified and reproduced values side by side (95 % intervals where records have
+    per-episode results; "not run" where no record exists), each training run's curve, best epoch, deviations from the
+    authors' recipe, checkpoint hash and the commands that repeat it, every record with the cell it fills or why not,
+    per-class IoU and the faithfulness table.
 
     Example: [bold]hmrepro report --results results/ -o report.html[/]
     """

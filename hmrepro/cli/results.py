@@ -55,8 +55,8 @@ def results(
 ) -> None:
     """Every result record as one table, one row per record, filterable.
 
-    The columns: what was evaluated, how (origin, precision, image size, episodes), the numbers, the checkpoint's sha256, the run folder, the date, the machine, and the table
-    cell it fills or why it fills none.
+    The columns: what was evaluated, how (origin, precision, image size, episodes), the numbers, the checkpoint's
+    sha256, the run folder, the date, the machine, and the table cell it fills or why it fills none.
 
     Example: [bold]hmrepro results --results results/ --format csv --where 'model == "hsnet-hm"'[/]
 
