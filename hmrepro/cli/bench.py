@@ -41,9 +41,9 @@ app = typer.Typer(invoke_without_command=True)  # help: the callback's docstring
 
 
 def _model_name(value: str | None) -> str | None:
-    from .train import _model_name as known_model
+    from .train import few_shot_model
 
-    return known_model(value)
+    return few_shot_model(value)
 
 
 ModelOption = typer.Option(

@@ -24,13 +24,13 @@ from .common import (
 )
 from .eval import FoldChoice, show_records
 from .progress import RichProgress
-from .train import _model_name
+from .train import few_shot_model
 
 
 def domain_shift(
     model: str = typer.Argument(
         ...,
-        callback=_model_name,
+        callback=few_shot_model,
         help="Model trained on COCO-20i: hsnet-hm, vat-hm, hsnet, vat, ...",
         show_default=False,
     ),

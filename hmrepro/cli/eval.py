@@ -35,7 +35,7 @@ from .common import (
 )
 from .episodes import Protocol
 from .progress import RichProgress
-from .train import _model_name
+from .train import few_shot_model
 
 
 class KShotMethod(str, Enum):
@@ -76,7 +76,7 @@ def print_table(records: list[dict], title: str, to_stderr: bool = False) -> Non
 def eval_command(
     model: str = typer.Argument(
         ...,
-        callback=_model_name,
+        callback=few_shot_model,
         help="Model: hsnet, hsnet-hm, vat, vat-hm, asnet, asnet-hm, ... "
         "(-im, -hm-add, -hm-reverse: the masking ablations).",
         show_default=False,

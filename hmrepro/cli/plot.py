@@ -22,7 +22,7 @@ from .common import (
     optional_option,
     pretrained_option,
 )
-from .train import _model_name
+from .train import few_shot_model
 
 app = typer.Typer(
     help="Figures from run folders.\n\nExample: [bold]hmrepro plot training-profile runs/hsnet_* runs/hsnet-hm_*[/]",
@@ -73,7 +73,7 @@ def episodes(
     count: int = typer.Option(4, "--count", "-n", min=1, max=32, help="Episodes to draw."),
     start: int = typer.Option(0, "--start", min=0, help="Index of the first episode."),
     model: str | None = optional_option(
-        "--model", "-m", callback=_model_name, help="Also draw this model's prediction (hsnet, hsnet-hm, ...)."
+        "--model", "-m", callback=few_shot_model, help="Also draw this model's prediction (hsnet, hsnet-hm, ...)."
     ),
     weights: str | None = optional_option(
         "--weights",

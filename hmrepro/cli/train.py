@@ -35,12 +35,23 @@ class Validation(str, Enum):
     bam = "bam"
 
 
-def _model_name(value: str | None) -> str | None:
+def few_shot_model(value: str | None) -> str | None:
+    """The MODEL callback of the commands that take a few-shot model (eval, bench, domain-shift, viz)."""
     from ..models.registry import list_models
 
-    if value is not None and value != BASE_LEARNER and value not in list_models():
-        raise typer.BadParameter(f"{value!r} is not one of {', '.join(list_models())} or {BASE_LEARNER}")
+    if value is not None and value not in list_models():
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(list_models())}")
     return value
+
+
+def _model_name(value: str | None) -> str | None:
+    """train's MODEL: a few-shot model, or BAM's base learner."""
+    if value == BASE_LEARNER:
+        return value
+    try:
+        return few_shot_model(value)
+    except typer.BadParameter as err:
+        raise typer.BadParameter(f"{err.message} or {BASE_LEARNER}") from None
 
 
 BASE_LEARNER = "pspnet"  # BAM's base learner (hmrepro.engine.train_base): not a few-shot model, no card
