@@ -93,7 +93,7 @@ def _literal_fss(shot):
     return out
 
 
-@pytest.mark.parametrize("shot", [1, 5])
+@pytest.mark.parametrize("shot", [1, pytest.param(5, marks=pytest.mark.slow)])  # 5-shot: full suite (FSS: fast)
 @pytest.mark.parametrize(
     "fold", [0, *(pytest.param(f, marks=pytest.mark.slow) for f in (1, 2, 3))]
 )  # folds 1-3: full suite

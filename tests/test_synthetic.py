@@ -52,6 +52,7 @@ def test_cli_writes_the_benchmark(cli_root: Path) -> None:
         assert (cli_root / folder).is_dir()
 
 
+@pytest.mark.slow  # generates the benchmark a second time, through the CLI
 def test_same_seed_gives_identical_bytes(synthetic_root: Path, cli_root: Path) -> None:
     first, second = _files(synthetic_root), _files(cli_root)
     assert first.keys() == second.keys()
