@@ -23,6 +23,8 @@ from hmrepro.models.interface import Backbone, FewShotModel, logits_of
 MODELS = hmrepro.list_models()
 IMAGE_SIDE = {"hsnet": 64, "vat": 64, "asnet": 400, "crcnet": 41, "mce": 49}
 """A cheap square input side per family (ASNet's learner strides need 393-512 px)."""
+BATCH = {"vat": 1, "asnet": 1}
+"""Episodes per batch where a forward costs seconds (VAT's learner on fixed 128² grids, ASNet at 400 px); else 2."""
 FAST_MODELS = ("hsnet", "crcnet", "mce")
 TINY_OPTIONS = {"crcnet": {"refine_steps": 2, "finetune_steps": 2}}
 """Options that only shorten a family's loops (CRCNet: T refinement steps, the K-shot fine-tuning steps)."""
@@ -39,9 +41,9 @@ def build(name: str) -> torch.nn.Module:
     return hmrepro.create_model(name, backbone="resnet50", pretrained=False, benchmark="pascal", **options)
 
 
-def episode(name: str, shots: int = 1, bsz: int = 2) -> dict:
+def episode(name: str, shots: int = 1) -> dict:
     """A random episode batch at the family's tiny size, with the keys the trainer's batches have."""
-    side = IMAGE_SIDE[card_of(name).family]
+    side, bsz = IMAGE_SIDE[card_of(name).family], BATCH.get(card_of(name).family, 2)
     g = torch.Generator().manual_seed(0)
     masks = torch.zeros(bsz, shots + 1, side, side)
     masks[..., side // 4 : 3 * side // 4, side // 5 : 3 * side // 5] = 1
