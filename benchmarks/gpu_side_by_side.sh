@@ -6,7 +6,7 @@
 # The device machine has no network: export the authors' code (and einops/timm) beforehand, here, and carry it:
 #   .venv/bin/python benchmarks/side_by_side.py --export-from-mirror --export-only     # or --clone --export-only
 #   run(command="bash benchmarks/gpu_side_by_side.sh", carry=["benchmarks/.authors"], timeout_s=540)
-# Dry run on the CPU (tiny settings, the same steps):
+# Dry run on the CPU (tiny settings, the same steps; FAMILIES=hsnet for the quickest):
 #   DEVICE=cpu SIZE=64 SHOTS=1,2 REPEATS=1 TRAIN_REPEATS=1 WARMUP=0 TRAIN_BSZ=1 VAT_TRAIN_BSZ=1 PY=.venv/bin/python \
 #     BUDGET=3600 TIMEOUT_SCALE=20 OUT=/tmp/dry bash benchmarks/gpu_side_by_side.sh
 set -u
@@ -24,6 +24,7 @@ TRAIN_REPEATS=${TRAIN_REPEATS:-5}
 TRAIN_BSZ=${TRAIN_BSZ:-8}      # HSNet / ASNet training batch (random inputs above 2)
 VAT_TRAIN_BSZ=${VAT_TRAIN_BSZ:-4}
 THREADS=${THREADS:-2}
+FAMILIES=${FAMILIES:-hsnet asnet vat}
 TIMEOUT_SCALE=${TIMEOUT_SCALE:-1}  # multiplies each step's timeout (a CPU dry run needs ~20)
 mkdir -p "$OUT"
 if [ ! -f benchmarks/.authors/SOURCES.json ]; then
@@ -51,11 +52,13 @@ step() {  # step NAME TIMEOUT args...: one harness call unless the budget is spe
 }
 
 {
-  for fam in hsnet asnet vat; do
+  for fam in $FAMILIES; do
     step "eval_$fam" 120 --families "$fam" --shots "$SHOTS" --repeats "$REPEATS" --warmup "$WARMUP"
   done
-  step train_hsnet 90 --families hsnet --train --repeats "$TRAIN_REPEATS" --bsz "$TRAIN_BSZ"
-  step train_asnet 90 --families asnet --train --repeats "$TRAIN_REPEATS" --bsz "$TRAIN_BSZ"
-  step train_vat 120 --families vat --train --repeats "$TRAIN_REPEATS" --bsz "$VAT_TRAIN_BSZ"
+  for fam in $FAMILIES; do
+    bsz=$TRAIN_BSZ; to=90
+    [ "$fam" = vat ] && bsz=$VAT_TRAIN_BSZ && to=120
+    step "train_$fam" "$to" --families "$fam" --train --repeats "$TRAIN_REPEATS" --warmup "$WARMUP" --bsz "$bsz"
+  done
   echo "### done in $SECONDS s"
 } 2>&1 | tee "$OUT/log.txt"

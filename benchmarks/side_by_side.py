@@ -307,7 +307,8 @@ def _load() -> str:
 
 
 # -------------------------------------------------------------------------------------------------------- runs
-def run_pair(family: str, hm: bool, args, fixtures: Path) -> list[dict]:
+def run_pair(family: str, hm: bool, args, fixtures: Path, emit) -> None:
+    """Build one pair (authors', hmrepro's), check that they agree, time them; ``emit(row)`` per measurement."""
     import hmrepro
     from hmrepro.engine.train import train_step
     from hmrepro.models.testing import fill_params
@@ -329,7 +330,6 @@ def run_pair(family: str, hm: bool, args, fixtures: Path) -> list[dict]:
     theirs.to(device).eval()
     ours.to(device).eval()
     print(f"  {name}: both models built and loaded in {time.perf_counter() - t0:.1f} s (load {_load()})", flush=True)
-    rows = []
     common = {
         "model": name,
         "family": family,
@@ -362,7 +362,7 @@ def run_pair(family: str, hm: bool, args, fixtures: Path) -> list[dict]:
             load0 = _load()
             res = interleave(fns, args.repeats, device)
             agree = (res["authors"]["first"].long() == res["hmrepro"]["first"].long()).float().mean().item()
-            rows.append(
+            emit(
                 _row(
                     common,
                     "eval",
@@ -401,10 +401,9 @@ def run_pair(family: str, hm: bool, args, fixtures: Path) -> list[dict]:
             for key in ("wall", "cpu", "peak_mib"):
                 res[who][key] = res[who][key][drop:]
         print(f"  {name}: first training step's loss |authors - hmrepro| = {first_loss:.2e} ({origin})", flush=True)
-        rows.append(_row(common, "train", 1, args.bsz, res, load0, {"loss_diff_step0": first_loss, "inputs": origin}))
+        emit(_row(common, "train", 1, args.bsz, res, load0, {"loss_diff_step0": first_loss, "inputs": origin}))
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    return rows
 
 
 def _row(common: dict, mode: str, shot: int, bsz: int, res: dict, load0: str, extra: dict) -> dict:
@@ -528,12 +527,16 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     rows = []
+
+    def emit(row: dict) -> None:
+        rows.append(row)
+        if args.json:  # written as it goes: a long run killed half-way keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"env": env, "rows": rows}, indent=1) + "\n")
+
     for family in args.families.split(","):
         for masking in args.masking.split(","):
-            rows += run_pair(family, masking == "hm", args, args.fixtures)
-            if args.json:  # written as it goes: a long run killed half-way keeps what it measured
-                args.json.parent.mkdir(parents=True, exist_ok=True)
-                args.json.write_text(json.dumps({"env": env, "rows": rows}, indent=1) + "\n")
+            run_pair(family, masking == "hm", args, args.fixtures, emit)
     print_table(rows)
     return 0
 
