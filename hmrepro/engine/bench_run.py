@@ -53,7 +53,7 @@ def bench_eval(
     from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
     from .distributed import resolve_device
     from .evaluate import EvalConfig, evaluate
-    from .records import ensure_writable_dir, machine_fields, save_records
+    from .records import PROTOCOL_FIELDS, SETTING_FIELDS, ensure_writable_dir, machine_fields, save_records
 
     dev = resolve_device(device)
     if results_dir is not None:
@@ -83,23 +83,7 @@ def bench_eval(
     wall = time.perf_counter() - start
     secs = float(evaluation["secs_per_episode"])
     record = {
-        **{
-            k: evaluation.get(k)
-            for k in (
-                "model",
-                "masking",
-                "backbone",
-                "benchmark",
-                "fold",
-                "shot",
-                "protocol",
-                "img_size",
-                "original_size",
-                "checkpoint_sha256",
-                "origin",
-                "precision",
-            )
-        },
+        **{k: evaluation.get(k) for k in (*SETTING_FIELDS, *PROTOCOL_FIELDS, "precision")},
         "kind": "bench-eval",
         "miou": None,  # a few episodes: the throughput is the point, not the score
         "fb_iou": None,

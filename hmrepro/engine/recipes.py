@@ -38,6 +38,7 @@ from ..models.cards import card_of, eval_plan
 __all__ = [
     "RECIPE_KEYS",
     "RecipeError",
+    "check_section",
     "find_recipe",
     "load_recipe_file",
     "merge",
@@ -121,16 +122,18 @@ def _named_recipe_dir(path: Path) -> Path:
     return path
 
 
-def _check_section(section: Any, where: str) -> dict:
+def check_section(section: Any, where: str, keys: Mapping[str, type | tuple[type, ...]] = RECIPE_KEYS) -> dict:
+    """The plain entries of the recipe table ``section`` (named ``where`` in errors), each a key of ``keys`` with a
+    value of its type (a bool only where the type is bool); nested tables are left to the caller."""
     if not isinstance(section, Mapping):
         raise RecipeError(f"{where} must be a table")
     out = {}
     for key, value in section.items():
         if isinstance(value, Mapping):
             continue  # nested tables (benchmark.<b> under model.<m>) are handled by the caller
-        if key not in RECIPE_KEYS:
-            raise RecipeError(f"{where}: unknown key {key!r}; known keys: {', '.join(RECIPE_KEYS)}")
-        if (isinstance(value, bool) and RECIPE_KEYS[key] is not bool) or not isinstance(value, RECIPE_KEYS[key]):
+        if key not in keys:
+            raise RecipeError(f"{where}: unknown key {key!r}; known keys: {', '.join(keys)}")
+        if (isinstance(value, bool) and keys[key] is not bool) or not isinstance(value, keys[key]):
             raise RecipeError(f"{where}: {key} = {value!r} has the wrong type")
         out[key] = value
     return out
@@ -151,13 +154,13 @@ def load_recipe_file(path: Path) -> dict:
             f"{path} [recipe]: unknown key(s) {', '.join(moved)}; the table holds only {', '.join(RECIPE_TABLE_KEYS)} "
             "(the models, protocol and preprocess come from the model card, hmrepro/models/cards.py): delete them"
         )
-    _check_section(data.get("defaults", {}), f"{path} [defaults]")
+    check_section(data.get("defaults", {}), f"{path} [defaults]")
     for bench, section in data.get("benchmark", {}).items():
-        _check_section(section, f"{path} [benchmark.{bench}]")
+        check_section(section, f"{path} [benchmark.{bench}]")
     for model, section in data.get("model", {}).items():
-        _check_section(section, f"{path} [model.{model}]")
+        check_section(section, f"{path} [model.{model}]")
         for bench, sub in section.get("benchmark", {}).items():
-            _check_section(sub, f"{path} [model.{model}.benchmark.{bench}]")
+            check_section(sub, f"{path} [model.{model}.benchmark.{bench}]")
     data["_path"] = str(path)
     return data
 
@@ -211,10 +214,10 @@ def resolve(
     model_section = recipe.get("model", {}).get(model, {})
     layers = [
         {"img_size": plan.img_size},
-        _check_section(recipe.get("defaults", {}), "defaults"),
-        _check_section(recipe.get("benchmark", {}).get(benchmark, {}), f"benchmark.{benchmark}"),
-        _check_section(model_section, f"model.{model}"),
-        _check_section(model_section.get("benchmark", {}).get(benchmark, {}), f"model.{model}.benchmark.{benchmark}"),
+        check_section(recipe.get("defaults", {}), "defaults"),
+        check_section(recipe.get("benchmark", {}).get(benchmark, {}), f"benchmark.{benchmark}"),
+        check_section(model_section, f"model.{model}"),
+        check_section(model_section.get("benchmark", {}).get(benchmark, {}), f"model.{model}.benchmark.{benchmark}"),
     ]
     config = merge(*layers)
     missing = [k for k in ("optimizer", "lr", "bsz", "img_size", "epochs") if k not in config]

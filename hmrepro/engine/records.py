@@ -38,21 +38,14 @@ from ..atomic import atomic_write_bytes, atomic_write_text, sha256_bytes
 from ..errors import HmreproError
 from .record_schema import RECORD_SCHEMA
 
+SETTING_FIELDS = ("model", "masking", "backbone", "benchmark", "fold", "shot")  # what was evaluated
+PROTOCOL_FIELDS = ("protocol", "img_size", "original_size", "checkpoint_sha256", "origin")  # how, and which weights
 RECORD_FIELDS = (
-    "model",
-    "masking",
-    "backbone",
-    "benchmark",
-    "fold",
-    "shot",
+    *SETTING_FIELDS,
     "miou",
     "fb_iou",
     "episodes",
-    "protocol",
-    "img_size",
-    "original_size",
-    "checkpoint_sha256",
-    "origin",
+    *PROTOCOL_FIELDS,
     "git_commit",
     "versions",
     "device",

@@ -43,6 +43,7 @@ __all__ = [
     "one_shot_logits",
     "run_episodes",
     "run_loader",
+    "to_device",
 ]
 
 # predict(model, batch on the device, output_size or None) -> (0/1 query masks [B, H, W], the model's outputs)
@@ -146,7 +147,7 @@ def episode_loader(
     )
 
 
-def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
+def to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
     """The batch's tensors on ``device``; the query image channels-last when asked."""
     moved = {}
     for key, value in batch.items():
@@ -197,7 +198,7 @@ def run_loader(
     original_size = bool(getattr(loader.dataset, "original_size", False))  # score at each query's own size
     start = time.perf_counter()
     for host_batch in loader:  # scored on the host, where the masks already are
-        batch = _to_device(host_batch, device, channels_last)
+        batch = to_device(host_batch, device, channels_last)
         gt = host_batch["query_mask"]
         with _autocast(device, amp):
             pred, outputs = predict(model, batch, tuple(gt.shape[-2:]) if original_size else None)

@@ -62,7 +62,7 @@ from .checkpoints import read_checkpoint, save_checkpoint
 from .memory import PeakMemory, check_batch_fits, free_memory_mib
 from .metrics import FewShotMeter
 from .progress import Progress, Silent
-from .runner import episode_loader, one_shot_logits, run_loader
+from .runner import episode_loader, one_shot_logits, run_loader, to_device
 from .train_config import TrainConfig, build_config, resume_config
 
 __all__ = ["TrainingInterrupted", "build_config", "resume_config", "train", "train_step"]
@@ -262,17 +262,6 @@ def _loader(dataset, d: distributed.Dist, workers: int, **kwargs) -> DataLoader:
         generator=torch.Generator().manual_seed(0),  # never touch the global torch RNG
         **kwargs,
     )
-
-
-def _to(batch: dict, device: torch.device, channels_last: bool) -> dict:
-    out = {}
-    for key, value in batch.items():
-        if isinstance(value, torch.Tensor):
-            value = value.to(device, non_blocking=True)
-            if channels_last and value.dim() == 4 and key in ("query_img",):
-                value = value.contiguous(memory_format=torch.channels_last)
-        out[key] = value
-    return out
 
 
 def forward_1shot(model, batch: dict):
@@ -576,7 +565,7 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
     probe_set = val_loader.dataset
     if cfg.validation == "bam":  # its masks keep their original size; the probe's must match the logits
         probe_set = EpisodeDataset(bench, data_root, val_episodes[:1], img_size=cfg.img_size, preprocess=cfg.preprocess)
-    probe = _to(default_collate([probe_set[0]]), d.device, False)
+    probe = to_device(default_collate([probe_set[0]]), d.device, False)
     listed = bench.pool(splits, "trn", cfg.fold)
     present: dict[str, tuple[int, ...]] = {}
     pool = filter_training_pool(
@@ -850,7 +839,7 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
         # randomness inside the model (VAT's dropout) is a pure function of (seed, rank, iteration), so a resumed
         # run draws what an uninterrupted one does, whatever the number of processes
         torch.manual_seed(iteration_seed(cfg.seed, d.rank, state.global_iter))
-        b = _to(batch, d.device, run.channels_last)
+        b = to_device(batch, d.device, run.channels_last)
         n_local, n_global = b["query_img"].shape[0], len(batches[step])
         factor = schedules.lr_factor(cfg.lr_schedule, state.global_iter + 1, cfg.epochs * len(batches), cfg.poly_power)
         schedules.apply_schedule(run.optimizer, factor)

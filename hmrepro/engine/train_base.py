@@ -44,7 +44,7 @@ from ..paths import resolve_data_root
 from ..progress import Progress, Silent
 from . import runs, schedules
 from .checkpoints import save_checkpoint
-from .recipes import RecipeError, _check_section, _check_training_extras, load_recipe_file, merge, recipe_dir
+from .recipes import RecipeError, _check_training_extras, check_section, load_recipe_file, merge, recipe_dir
 
 __all__ = ["BASE_LEARNER", "BaseTrainConfig", "build_base_config", "train_base"]
 
@@ -108,21 +108,6 @@ class BaseTrainConfig:
 FIELDS = tuple(f.name for f in fields(BaseTrainConfig))
 
 
-def _loop_section(section: Any, where: str) -> dict:
-    if not isinstance(section, Mapping):
-        raise RecipeError(f"{where} must be a table")
-    out = {}
-    for key, value in section.items():
-        if isinstance(value, Mapping):
-            continue
-        if key not in LOOP_KEYS:
-            raise RecipeError(f"{where}: unknown key {key!r}; known keys: {', '.join(LOOP_KEYS)}")
-        if isinstance(value, bool) or not isinstance(value, LOOP_KEYS[key]):
-            raise RecipeError(f"{where}: {key} = {value!r} has the wrong type")
-        out[key] = value
-    return out
-
-
 def build_base_config(
     benchmark: str, fold: int, overrides: Mapping[str, Any] | None = None, directory: Path | None = None
 ) -> BaseTrainConfig:
@@ -139,10 +124,12 @@ def build_base_config(
     recipe = load_recipe_file(path)
     loop = recipe.get("base_learner", {})
     values = merge(
-        _check_section(recipe.get("defaults", {}), f"{path} [defaults]"),
-        _check_section(recipe.get("benchmark", {}).get(benchmark, {}), f"{path} [benchmark.{benchmark}]"),
-        _loop_section(loop, f"{path} [base_learner]"),
-        _loop_section(loop.get("benchmark", {}).get(benchmark, {}), f"{path} [base_learner.benchmark.{benchmark}]"),
+        check_section(recipe.get("defaults", {}), f"{path} [defaults]"),
+        check_section(recipe.get("benchmark", {}).get(benchmark, {}), f"{path} [benchmark.{benchmark}]"),
+        check_section(loop, f"{path} [base_learner]", LOOP_KEYS),
+        check_section(
+            loop.get("benchmark", {}).get(benchmark, {}), f"{path} [base_learner.benchmark.{benchmark}]", LOOP_KEYS
+        ),
         {k: v for k, v in (overrides or {}).items() if v is not None},
         {"benchmark": benchmark, "fold": int(fold), "recipe": str(path)},
     )
