@@ -413,37 +413,22 @@ def _evaluate_fold(
         eps = [e for _, run in runs for e in run]
     task = progress.start(fold.task, len(eps))
     advance = lambda batch, _, meter: progress.advance(task, len(batch["class_id"]), f"mIoU {meter.compute()[0]:5.1f}")  # noqa: E731
+    setting = {
+        "benchmark": get_benchmark(fold.benchmark),
+        "plan": plan,
+        "nclass": fold.nclass,
+        "class_ids": fold.class_ids,
+        "data_root": data_root,
+        "device": device,
+        "workers": job.config.workers,
+        "amp": job.config.amp,
+        "on_batch": advance,
+    }
     if runs is not None:  # BAM: one run per seed, the mean kept as the fold's numbers, each run in the record
-        result, per_run = run_bam(
-            model,
-            runs,
-            benchmark=get_benchmark(fold.benchmark),
-            plan=plan,
-            nclass=fold.nclass,
-            class_ids=fold.class_ids,
-            data_root=data_root,
-            device=device,
-            workers=job.config.workers,
-            amp=job.config.amp,
-            on_batch=advance,
-        )
+        result, per_run = run_bam(model, runs, **setting)
         fold = replace(fold, fields={**fold.fields, "bam_runs": per_run})
     else:
-        result = run_episodes(
-            model,
-            eps,
-            benchmark=get_benchmark(fold.benchmark),
-            plan=plan,
-            nclass=fold.nclass,
-            class_ids=fold.class_ids,
-            data_root=data_root,
-            device=device,
-            bsz=job.bsz,
-            workers=job.config.workers,
-            amp=job.config.amp,
-            on_batch=advance,
-            image_cache_mib=job.config.image_cache_mib,
-        )
+        result = run_episodes(model, eps, **setting, bsz=job.bsz, image_cache_mib=job.config.image_cache_mib)
     progress.finish(task)
     log(
         f"{fold.name}: mIoU {result.miou:.1f}, FB-IoU {result.fb_iou:.1f} over {result.episodes} episodes "

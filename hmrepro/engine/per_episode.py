@@ -28,18 +28,9 @@ import torch
 
 from ..atomic import sha256_bytes  # noqa: F401 - re-exported: older callers import it from here
 
-EPISODE_COLUMNS = (
-    "episode",
-    "class_id",
-    "fg_inter",
-    "fg_union",
-    "bg_inter",
-    "bg_union",
-    "query_fg_fraction",
-    "support_fg_fraction",
-)
 COUNT_COLUMNS = ("episode", "class_id", "fg_inter", "fg_union", "bg_inter", "bg_union")
 FRACTION_COLUMNS = ("query_fg_fraction", "support_fg_fraction")
+EPISODE_COLUMNS = (*COUNT_COLUMNS, *FRACTION_COLUMNS)
 CLASS_IDS_KEY = "eval_class_ids"  # the classes mIoU averages over, stored with the table
 
 EpisodeTable = dict  # column name -> 1-D numpy array, every column of EPISODE_COLUMNS
