@@ -124,6 +124,10 @@ def squeeze_attention(query: Tensor, key: Tensor, value: Tensor, masked: Tensor,
     Such a sample's queries are zeroed here too: the same weights (uniform, or 1 on the one visible key), and
     exactly zero gradient to queries and keys.
     """
+    if torch.is_grad_enabled() and (query.requires_grad or key.requires_grad):
+        # training: the authors' explicit softmax, whose backward rounds as theirs does (training-step parity);
+        # the fused kernel's backward differs by ~1e-4 relative on small q/k gradients, which Adam amplifies
+        return squeeze_attention_reference(query, key, value, masked, heads)
     bsz, channels, depth, length = query.shape
     all_masked = masked.all(dim=1)
     fixed_weights = (~masked).sum(dim=1) <= 1  # the weights do not depend on the scores
