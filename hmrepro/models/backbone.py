@@ -116,6 +116,15 @@ def _download(url: str, path: Path) -> None:
     torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=False)
 
 
+def read_weights_file(path: Path, what: str, advice: str = "") -> object:
+    """``torch.load`` of ``path`` on the CPU with ``weights_only=True``; a file that cannot be read raises
+    :class:`CorruptFileError` naming ``what`` (e.g. ``ImageNet weights``), followed by ``advice`` when given."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CorruptFileError(f"cannot read {what} {path} ({type(err).__name__}: {err}){advice}") from err
+
+
 def load_imagenet_state_dict(name: str) -> dict[str, Tensor]:
     """The torchvision ``IMAGENET1K_V1`` state dict of backbone ``name`` (from the hub cache, else downloaded).
 
@@ -139,13 +148,7 @@ def load_imagenet_state_dict(name: str) -> dict[str, Tensor]:
                     f"with internet access and copy it to {path.parent}/ (torch.hub.get_dir()/checkpoints; set "
                     f"TORCH_HOME to move it), or build the model with pretrained=False."
                 ) from err
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CorruptFileError(
-            f"cannot read ImageNet weights {path} ({type(err).__name__}: {err}); delete the file and download "
-            f"{spec.weights_url} again"
-        ) from err
+    return read_weights_file(path, "ImageNet weights", f"; delete the file and download {spec.weights_url} again")
 
 
 def _spec(name: str) -> BackboneSpec:
@@ -493,10 +496,7 @@ def load_deep_stem_imagenet(net: DeepStemResNet, name: str) -> None:
             f"('pre-trained backbones', put into BAM/initmodel); copy {path.name} to {path.parent}/ (TORCH_HOME moves "
             "it), or train with --no-pretrained."
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CorruptFileError(f"cannot read deep-stem ImageNet weights {path} ({type(err).__name__}: {err})") from err
+    state = read_weights_file(path, "deep-stem ImageNet weights")
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     state = {k.removeprefix("module."): v for k, v in state.items()}
     missing, _unexpected = net.load_state_dict(state, strict=False)

@@ -74,13 +74,6 @@ class HSNet(ShotVoteModel):
         logits = self.hpn_learner(pyramid)
         return F.interpolate(logits, tuple(output_size), mode="bilinear", align_corners=True)
 
-    def shot_logits(
-        self, query_taps: Sequence[Tensor], support_img: Tensor, support_mask: Tensor, output_size: Sequence[int]
-    ) -> Tensor:
-        """1-shot logits from the query taps and one masked support (``forward`` and the K-shot vote of
-        :class:`~.kshot.ShotVoteModel` run it)."""
-        return self.logits_from_taps(query_taps, self.support_taps(support_img, support_mask), output_size)
-
     # -- training -----------------------------------------------------------------------------------------------
 
     def compute_objective(self, outputs: Outputs, batch: Batch) -> Tensor:

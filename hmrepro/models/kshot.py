@@ -2,10 +2,11 @@
 
 :func:`kshot_vote` turns per-shot 0/1 predictions into one mask. :class:`ShotVoteModel` is the base class of the
 families whose K-shot prediction is that vote over 1-shot predictions (HSNet, VAT, ASNet): a family gives
-:meth:`~ShotVoteModel.query_taps` and :meth:`~ShotVoteModel.shot_logits`, and gets ``forward`` and
-``predict_nshot`` from here. The query taps are computed once per episode and each shot's support pass,
-correlation and learner run one shot at a time (the authors recompute the query per shot): the same numbers bit
-for bit, less work, and the peak memory of a 1-shot forward whatever K.
+:meth:`~ShotVoteModel.query_taps`, :meth:`~ShotVoteModel.support_taps` and :meth:`~ShotVoteModel.logits_from_taps`
+(or its own :meth:`~ShotVoteModel.shot_logits`), and gets ``forward`` and ``predict_nshot`` from here. The query
+taps are computed once per episode and each shot's support pass, correlation and learner run one shot at a time
+(the authors recompute the query per shot): the same numbers bit for bit, less work, and the peak memory of a
+1-shot forward whatever K.
 """
 
 from __future__ import annotations
@@ -39,12 +40,23 @@ class ShotVoteModel(FewShotModule):
         """The (never masked) query features the learner reads, computed once per episode."""
         raise NotImplementedError
 
+    def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
+        """The (masked) features of one support image [B, 3, H, W] with its 0/1 mask [B, H, W]."""
+        raise NotImplementedError
+
+    def logits_from_taps(
+        self, query_taps: Sequence[Tensor], support_taps: Sequence[Tensor], output_size: Sequence[int]
+    ) -> Tensor:
+        """Learner logits [B, 2, *output_size] from the query taps and one shot's support taps."""
+        raise NotImplementedError
+
     def shot_logits(
         self, query_taps: Sequence[Tensor], support_img: Tensor, support_mask: Tensor, output_size: Sequence[int]
     ) -> Tensor:
         """1-shot logits [B, 2, *output_size] from the query taps and one support image [B, 3, H, W] with its
-        0/1 mask [B, H, W]."""
-        raise NotImplementedError
+        0/1 mask [B, H, W]: :meth:`logits_from_taps` of :meth:`support_taps` (``forward`` and the K-shot vote run
+        it)."""
+        return self.logits_from_taps(query_taps, self.support_taps(support_img, support_mask), output_size)
 
     def forward(
         self,

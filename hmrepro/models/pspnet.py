@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import CorruptFileError, MissingDataError
-from .backbone import DEEP_STEM_LAYERS, DeepStemResNet, load_deep_stem_imagenet
+from .backbone import DEEP_STEM_LAYERS, DeepStemResNet, load_deep_stem_imagenet, read_weights_file
 
 __all__ = [
     "BINS",
@@ -160,10 +160,7 @@ def read_base_learner_state(source: str | Path) -> dict[str, Tensor]:
             f"base-learner weights {path} not found: give encoder_weights=<a `hmrepro train pspnet` run folder, or "
             "a PSPNet checkpoint file such as BAM's published best.pth>"
         )
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CorruptFileError(f"cannot read base-learner weights {path} ({type(err).__name__}: {err})") from err
+    payload = read_weights_file(path, "base-learner weights")
     if not isinstance(payload, Mapping):
         raise CorruptFileError(f"{path} holds no state dict")
     if payload.get("format") == "hmrepro-checkpoint":
