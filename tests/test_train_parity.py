@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import FIXTURES, fixture_files, fixture_id, reference_path
 
 from hmrepro import create_model
 from hmrepro.engine.recipes import resolve
@@ -25,8 +26,7 @@ from hmrepro.models.testing import fill_params, load_fixture
 
 pytestmark = pytest.mark.slow  # a VAT step at 473 px takes minutes on a CPU; HSNet's three steps ~10 s
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-FIXTURE_FILES = sorted(FIXTURES.glob("train_*_*.pt")) if FIXTURES.is_dir() else []
+FIXTURE_FILES = fixture_files("train_*_*.pt")
 RTOL = 1e-4  # losses and gradient norms (fixtures/README.md)
 OPTIMIZERS = {"Adam": "adam", "AdamW": "adamw", "SGD": "sgd"}  # the fixtures' meta names -> build_optimizer's
 
@@ -115,12 +115,10 @@ def _fail_on(bad: torch.Tensor, actual: torch.Tensor, expected: torch.Tensor, wh
         pytest.fail(f"{what}: {int(bad.sum())} of {bad.numel()}\n" + "\n".join(rows))
 
 
-@pytest.fixture(scope="module", params=FIXTURE_FILES or [None], ids=lambda p: p.stem if p else "no-fixtures")
+@pytest.fixture(scope="module", params=FIXTURE_FILES, ids=fixture_id)
 def replay(request):
     """Replay one fixture's training steps through the engine's ``train_step``; the tests compare the pieces."""
-    path = request.param
-    if path is None:
-        pytest.skip(f"training fixtures not found in {FIXTURES}")
+    path = reference_path(request.param)
     expected = load_fixture(path)
     meta = expected["meta"]
     model_name, backbone = _model_and_backbone(path, meta)
