@@ -264,6 +264,20 @@ def test_training_step_changes_only_the_learner():
     }
 
 
+def test_backbone_runs_nchw_in_training_and_channels_last_in_eval():
+    """On the CPU the frozen backbone trains in the authors' NCHW layout (training-step parity: the NHWC kernels'
+    taps differ by ~1e-6, which ASNet's learner amplifies) and evaluates channels-last (faster); same weights."""
+    model = hmrepro.create_model("asnet-hm", backbone="resnet50", pretrained=False)
+    weight = model.backbone.conv1.weight
+    values = weight.detach().clone()
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    model.train()
+    assert weight.is_contiguous() and model.backbone.layer4[2].conv2.weight.is_contiguous()
+    assert model.backbone.conv1.weight is weight and torch.equal(weight, values)
+    model.eval()
+    assert weight.is_contiguous(memory_format=torch.channels_last) and torch.equal(weight, values)
+
+
 # -- the authors' Lightning checkpoints ---------------------------------------------------------------------------
 
 
