@@ -11,7 +11,8 @@ alternately (A B, B A, A B, ...; medians):
   nshot)`` (their test.py: a 1-shot forward per shot and the vote) against hmrepro's ``model.predict_nshot``;
 - training (``--train``): the authors' train.py iteration (``train_mode()``, 1-shot forward, ``compute_objective``,
   ``zero_grad``, ``backward``, the optimizer's ``step``; HSNet/ASNet: Adam lr 1e-3, VAT: AdamW in its two groups
-  with the PASCAL fold-0 config's lr 5e-4 and weight decay 0) against ``hmrepro.engine.train.train_step`` with the
+  with the PASCAL fold-0 config's lr 5e-4 and weight decay 0) against ``hmrepro.engine.training.train.train_step``
+  with the
   same optimizer settings (``build_optimizer``).
 
 None of the authors' code is in this repository: ``--export-from-mirror`` exports it from the local bare mirrors,
@@ -221,7 +222,7 @@ def authors_optimizer(family: str, model):
 
 
 def hmrepro_optimizer(family: str, model):
-    from hmrepro.engine.train import build_optimizer
+    from hmrepro.engine.training.train import build_optimizer
 
     params = [p for p in model.parameters() if p.requires_grad]
     if family == "vat":
@@ -310,8 +311,10 @@ def _load() -> str:
 def run_pair(family: str, hm: bool, args, fixtures: Path, emit) -> None:
     """Build one pair (authors', hmrepro's), check that they agree, time them; ``emit(row)`` per measurement."""
     import hmrepro
-    from hmrepro.engine.train import train_step
-    from hmrepro.models.testing import fill_params
+    from hmrepro.engine.training.train import train_step
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from model_weights import fill_params  # the fixtures' deterministic-weights rule, kept with the tests
 
     name = family + ("-hm" if hm else "")
     size = args.sizes[family]

@@ -1,5 +1,5 @@
 """Public home of the metric: ``from hmrepro.metrics import FewShotMeter``."""
 
-from .engine.metrics import FewShotMeter, intersection_union
+from .engine.evaluation.metrics import FewShotMeter, intersection_union
 
 __all__ = ["FewShotMeter", "intersection_union"]

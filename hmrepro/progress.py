@@ -3,7 +3,7 @@ the CLI implements with rich. It lives on the ground floor, so every layer can t
 
 The engine calls ``start`` for each piece of long work (an epoch, a validation, a fold's episodes), ``advance``
 as it goes and ``finish`` at the end, and ``log`` for the lines a user should read. :class:`Silent` does nothing
-(library use, tests, non-main DDP ranks); ``hmrepro.cli.progress.RichProgress`` draws bars on the terminal.
+(library use, tests, non-main DDP ranks); ``hmrepro.cli.rich_progress.RichProgress`` draws bars on the terminal.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ _CACHE: dict[str, Path] = {}
 
 
 def tiny_config(model: str, root: Path, out: Path, benchmark: str = "fss", **overrides) -> dict:
-    from hmrepro.engine.train import build_config
+    from hmrepro.engine.training.train import build_config
 
     return build_config(
         model,
@@ -35,7 +35,7 @@ def tiny_config(model: str, root: Path, out: Path, benchmark: str = "fss", **ove
 def trained_run(root: Path, base: Path) -> Path:
     """hsnet trained for LEARN_EPOCHS on the synthetic FSS split, once per test session."""
     if "run" not in _CACHE:
-        from hmrepro.engine.train import train
+        from hmrepro.engine.training.train import train
 
         out = base / "hsnet_fss"
         train(tiny_config("hsnet", root, out, epochs=LEARN_EPOCHS), progress=False)

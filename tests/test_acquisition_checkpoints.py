@@ -11,9 +11,9 @@ import pytest
 import torch
 from test_acquisition_prepare import run
 
-from hmrepro.acquisition.checkpoints import download_checkpoints, index_path, infer, resolve_official_weights
 from hmrepro.acquisition.fetch import FetchOptions
 from hmrepro.acquisition.gdrive import GDrive
+from hmrepro.acquisition.published_weights import download_checkpoints, index_path, infer, resolve_official_weights
 from hmrepro.acquisition.registry import load_registry
 from hmrepro.acquisition.retry import RetryPolicy
 from hmrepro.errors import CorruptFileError, MissingDataError

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from hmrepro.acquisition.errors import UnsafeArchiveError
+from hmrepro.acquisition.download_errors import UnsafeArchiveError
 from hmrepro.acquisition.extract import extract, list_entries, marker_path
 from hmrepro.atomic import is_temporary
 from hmrepro.errors import CorruptFileError, HmreproError

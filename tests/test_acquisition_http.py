@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from hmrepro.acquisition import diskspace
-from hmrepro.acquisition.errors import ChecksumError, DownloadError, InsufficientSpaceError, PermanentHTTPError
+from hmrepro.acquisition.download_errors import ChecksumError, DownloadError, InsufficientSpaceError, PermanentHTTPError
 from hmrepro.acquisition.fetch import FetchOptions, acquire, require_verified
 from hmrepro.acquisition.gdrive import GDrive
 from hmrepro.acquisition.http import fetch_url

@@ -12,9 +12,10 @@ import types
 
 import pytest
 import torch
+from model_weights import fill_params
 
 import hmrepro
-from hmrepro.engine.checkpoints import load_checkpoint, read_checkpoint
+from hmrepro.engine.checkpoint_io import load_checkpoint, read_checkpoint
 from hmrepro.errors import CorruptFileError
 from hmrepro.models.asnet import ASNet, pool_support_taps
 from hmrepro.models.attentive_squeeze import (
@@ -27,7 +28,6 @@ from hmrepro.models.attentive_squeeze import (
 from hmrepro.models.cards import card_of
 from hmrepro.models.hsnet import kshot_vote
 from hmrepro.models.masking import get_masking_mode, mask_features, mask_image
-from hmrepro.models.testing import fill_params
 
 SIZE = 400
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import FIXTURES, fixture_files, fixture_id, reference_path
+from model_weights import fill_params, load_fixture
 
 from hmrepro import create_model
-from hmrepro.models.testing import fill_params, load_fixture
 
 pytestmark = pytest.mark.slow  # parity at full size (400 px, ResNet-50)
 

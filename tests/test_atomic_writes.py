@@ -72,7 +72,7 @@ def _write_figure(path: Path) -> None:
 def _write_checkpoint(path: Path) -> None:
     import torch
 
-    from hmrepro.engine.checkpoints import save_checkpoint
+    from hmrepro.engine.checkpoint_io import save_checkpoint
 
     save_checkpoint(path, {"w": torch.zeros(64)}, model_name="hsnet", backbone="resnet50")
 
@@ -202,7 +202,7 @@ def test_run_json_says_failed_with_the_reason(tmp_path, monkeypatch):
     """Class 6: a run that dies (here: its checkpoint on a full disk) is ``failed`` in run.json, with why."""
     import torch
 
-    from hmrepro.engine import train
+    from hmrepro.engine.training import train
 
     def full_disk_checkpoint(*args, **kwargs):
         raise WriteFailed(f"could not write checkpoint {tmp_path / 'last.pt'}: no space left on the device")
@@ -224,7 +224,7 @@ def test_run_json_says_failed_with_the_reason(tmp_path, monkeypatch):
 
 
 def test_out_of_memory_is_one_line_not_a_bug():
-    from hmrepro.cli.errors import _failure
+    from hmrepro.cli.error_boundary import _failure
 
     code, line = _failure(MemoryError())
     assert code == 1 and line.startswith("out of memory") and "internal error" not in line

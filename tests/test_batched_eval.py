@@ -15,13 +15,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from model_weights import fill_params
 
 from hmrepro import create_model
-from hmrepro.engine.checkpoints import save_checkpoint
-from hmrepro.engine.evaluate import EvalConfig, evaluate
-from hmrepro.engine.per_episode import COUNT_COLUMNS
+from hmrepro.engine.checkpoint_io import save_checkpoint
+from hmrepro.engine.evaluation.evaluate import EvalConfig, evaluate
+from hmrepro.engine.evaluation.per_episode import COUNT_COLUMNS
 from hmrepro.engine.records import read_episode_table
-from hmrepro.models.testing import fill_params
 
 SIZE = 48
 

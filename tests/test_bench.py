@@ -89,7 +89,7 @@ def test_bench_model_times_any_model_and_breaks_the_episode_down(tmp_path):
     assert breakdown["top_ops"] and all(op["op"].startswith("aten::") for op in breakdown["top_ops"])
     # the backbone's method is the model's own again after the profiled episode
     from hmrepro import create_model
-    from hmrepro.engine.bench_model import _labelled_pieces
+    from hmrepro.engine.benchmarking.bench_model import _labelled_pieces
 
     model = create_model("hsnet", pretrained=False)
     with _labelled_pieces(model):

@@ -12,7 +12,7 @@ import pytest
 from engine_helpers import cli_env, hmrepro_cmd
 from test_stats import episodes, improved, record
 
-from hmrepro.cli import errors
+from hmrepro.cli import error_boundary as errors
 from hmrepro.cli.app import run
 
 

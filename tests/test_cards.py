@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import hmrepro
-from hmrepro.acquisition.checkpoints import MODELS as INDEXED_MODELS
+from hmrepro.acquisition.published_weights import MODELS as INDEXED_MODELS
 from hmrepro.acquisition.registry import load_registry
-from hmrepro.engine.checkpoints import describe_state_dict, family_card
+from hmrepro.engine.checkpoint_io import describe_state_dict, family_card
 from hmrepro.engine.recipes import find_recipe, recipe_dir
 from hmrepro.errors import HmreproError
 from hmrepro.models.cards import (
@@ -168,7 +168,7 @@ def test_compute_objective_is_owned_by_every_family():
 
 
 def test_original_size_evaluation_is_refused_on_fss():
-    from hmrepro.engine.evaluate import evaluation_plan
+    from hmrepro.engine.evaluation.evaluate import evaluation_plan
 
     with pytest.raises(HmreproError, match="--original-size is not possible on fss"):
         evaluation_plan("hsnet", "fss", original_size=True)

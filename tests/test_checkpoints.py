@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from model_weights import fill_params
 from torch import nn
 
-from hmrepro.engine import checkpoints
-from hmrepro.engine.checkpoints import (
+from hmrepro.engine import checkpoint_io as checkpoints
+from hmrepro.engine.checkpoint_io import (
     CheckpointMismatchError,
     describe_state_dict,
     load_checkpoint,
@@ -16,7 +17,6 @@ from hmrepro.engine.checkpoints import (
 )
 from hmrepro.errors import CorruptFileError, HmreproError, MissingDataError
 from hmrepro.models.hsnet import HSNet
-from hmrepro.models.testing import fill_params
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from hmrepro.cli.app import build_app, run
-from hmrepro.cli.errors import Terminated, unwrap_worker_error
+from hmrepro.cli.error_boundary import Terminated, unwrap_worker_error
 from hmrepro.errors import CorruptFileError, HmreproError
 
 NOWHERE = "/nonexistent/hmrepro-test"

@@ -174,7 +174,7 @@ def test_multiscale_fusion_and_the_eval_option_check(model):
         assert set(pred.unique().tolist()) <= {0, 1}
     finally:
         model.set_inference(scales=(1.0,), kshot="finetune-fusion")
-    from hmrepro.engine.inference import apply_inference, inference_fields
+    from hmrepro.engine.evaluation.inference import apply_inference, inference_fields
 
     apply_inference(model, {"kshot": "fusion", "scales": None}, "crcnet-hm")
     assert inference_fields(model) == {"inference": {"scales": [1.0], "kshot": "fusion"}}
@@ -250,7 +250,7 @@ def test_history_maps_give_back_the_last_prediction_of_a_sample_with_probability
 
 
 def test_canet_training_keeps_one_history_per_sample_that_the_trainer_names(model, monkeypatch):
-    from hmrepro.engine.train import forward_1shot
+    from hmrepro.engine.training.train import forward_1shot
 
     with torch.device("meta"):  # the constructor's wiring, no weights computed
         net = hmrepro.create_model(
@@ -299,8 +299,8 @@ def test_a_few_sgd_steps_on_a_fixed_episode_raise_the_foreground_iou():
     step 15, and whether the IoU is 0.0 or 0.7 at step 20 depended on the CPU's kernels, even in float64); with
     the decay, the IoU after 40 steps was 0.85-0.87 on every path tried (ATEN_CPU_CAPABILITY default and avx2,
     OMP_NUM_THREADS 1 and 2, seeds 0 and 1), so 0.5 leaves a wide margin; a model stuck on background gives 0.0."""
-    from hmrepro.engine.schedules import lr_factor
-    from hmrepro.engine.train import calibrate_batchnorm
+    from hmrepro.engine.training.schedules import lr_factor
+    from hmrepro.engine.training.train import calibrate_batchnorm
 
     torch.manual_seed(0)
     net = hmrepro.create_model(

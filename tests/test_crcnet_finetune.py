@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import hmrepro
-from hmrepro.engine.runner import kshot_vote
+from hmrepro.engine.evaluation.runner import kshot_vote
 from hmrepro.models.crcnet import episode_seeds
 from hmrepro.models.interface import FewShotModule
 

@@ -6,9 +6,9 @@ No GPU is needed: the flags are process-wide switches of torch.backends that can
 import pytest
 import torch
 
-from hmrepro.engine.evaluate import set_eval_numerics
+from hmrepro.engine.evaluation.evaluate import set_eval_numerics
 from hmrepro.engine.records import cuda_numerics, machine_fields
-from hmrepro.engine.train import set_numerics
+from hmrepro.engine.training.train import set_numerics
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import FIXTURES, fixture_files, fixture_id, reference_path
+from model_weights import fill_params, load_fixture
 
 from hmrepro import create_model
-from hmrepro.engine.evaluate import set_eval_numerics
-from hmrepro.models.testing import fill_params, load_fixture
+from hmrepro.engine.evaluation.evaluate import set_eval_numerics
 
 FIXTURE_FILES = fixture_files("model_*_*.pt")
 

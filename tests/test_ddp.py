@@ -13,7 +13,7 @@ import torch
 from engine_helpers import cli_env, synthetic_args
 from helpers import REUSE_FREED_MEMORY_ENV
 
-from hmrepro.engine.checkpoints import read_checkpoint
+from hmrepro.engine.checkpoint_io import read_checkpoint
 
 pytestmark = pytest.mark.slow  # DDP: torchrun subprocesses training on the synthetic benchmark
 

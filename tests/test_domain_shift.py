@@ -20,7 +20,7 @@ from hmrepro.data.domain_shift import (
     domain_shift_pool,
 )
 from hmrepro.data.splits import SplitFolder
-from hmrepro.engine.evaluate import WeightsSource, episode_fields
+from hmrepro.engine.evaluation.evaluate import WeightsSource, episode_fields
 from hmrepro.engine.records import RECORD_FIELDS
 from hmrepro.reporting.tables import compare_table
 
@@ -64,7 +64,7 @@ def test_packaged_episodes_are_fixed_and_stay_in_the_fold_classes():
 def coco_checkpoints(tmp_path_factory):
     """An untrained hsnet-hm saved as our own COCO-20i checkpoint, one path per fold (links to one file)."""
     from hmrepro import create_model
-    from hmrepro.engine.checkpoints import save_checkpoint
+    from hmrepro.engine.checkpoint_io import save_checkpoint
 
     folder = tmp_path_factory.mktemp("ckpt")
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
 from hmrepro.data.splits import sha256_file
-from hmrepro.engine.evaluate import EvalConfig, evaluate
+from hmrepro.engine.evaluation.evaluate import EvalConfig, evaluate
 from hmrepro.engine.records import RECORD_FIELDS, read_records
 from hmrepro.engine.runs import read_metrics
 from hmrepro.errors import HmreproError

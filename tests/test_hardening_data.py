@@ -30,7 +30,7 @@ from hmrepro.acquisition.lock import LockFile
 from hmrepro.acquisition.registry import Source, load_registry
 from hmrepro.data.benchmarks import get_benchmark
 from hmrepro.data.splits import SplitFolder, write_checksums
-from hmrepro.engine.checkpoints import read_checkpoint, save_checkpoint
+from hmrepro.engine.checkpoint_io import read_checkpoint, save_checkpoint
 from hmrepro.engine.records import atomic_write_text, read_records
 from hmrepro.engine.runs import RunError, read_metrics
 from hmrepro.errors import HmreproError

@@ -7,6 +7,7 @@ import urllib.error
 import pytest
 import torch
 import torch.nn.functional as F
+from model_weights import fill_params
 
 import hmrepro
 from hmrepro.errors import HmreproError
@@ -14,7 +15,6 @@ from hmrepro.models import backbone as backbone_module
 from hmrepro.models.backbone import BackboneWeightsMissingError, build_backbone
 from hmrepro.models.correlation import hypercorrelation_pyramid
 from hmrepro.models.hsnet import HSNet, kshot_vote
-from hmrepro.models.testing import fill_params
 
 SIZE = 64
 

@@ -83,7 +83,7 @@ def test_small_cache_evicts_and_stays_identical(synthetic_root):
 
 @pytest.mark.slow  # two evaluations
 def test_evaluation_metrics_identical_with_and_without_the_cache(synthetic_root):
-    from hmrepro.engine.evaluate import EvalConfig, evaluate
+    from hmrepro.engine.evaluation.evaluate import EvalConfig, evaluate
 
     common = dict(
         weights="random",
@@ -104,7 +104,7 @@ def test_evaluation_metrics_identical_with_and_without_the_cache(synthetic_root)
 
 
 def test_bench_eval_records_the_cache_setting_and_its_counters(synthetic_root):
-    from hmrepro.engine.bench_run import bench_eval
+    from hmrepro.engine.benchmarking.bench_run import bench_eval
 
     record = bench_eval(
         "hsnet",

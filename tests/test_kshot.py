@@ -12,10 +12,10 @@ from __future__ import annotations
 import pytest
 import torch
 from helpers import fixture_path
+from model_weights import fill_params, load_fixture
 
 from hmrepro import create_model
 from hmrepro.models.hsnet import kshot_vote
-from hmrepro.models.testing import fill_params, load_fixture
 
 
 def _learner(model) -> torch.nn.Module:

@@ -123,7 +123,7 @@ def test_mce_hm_runs_forward_on_vgg16_bn():
 def test_random_backbone_calibration_reaches_layer4(backbone, mce_hm):
     """MCE runs layer 4 outside ``taps`` (on the masked layer 3): the BatchNorm re-estimation of a random backbone
     must reach it, or layer 4 is an unnormalised random net whose features are all alike."""
-    from hmrepro.engine.train import calibrate_batchnorm
+    from hmrepro.engine.training.train import calibrate_batchnorm
     from hmrepro.models.backbone import build_dilated_backbone
 
     net = (
@@ -339,7 +339,7 @@ def test_logits_at_another_size_take_bams_two_steps(mce_hm):
 
 
 def test_bam_validation_forward_takes_every_support_and_two_steps():
-    from hmrepro.engine.bam_eval import bam_validation_logits
+    from hmrepro.engine.evaluation.bam_eval import bam_validation_logits
 
     class Recorder(torch.nn.Module):  # logits at the input size, as BAM's model returns them
         def forward(self, query, supports, masks):
@@ -373,7 +373,7 @@ def test_bam_resize_and_scoring_geometry():
 
 def test_bam_prediction_is_scored_on_the_label_region():
     """Logits at the 473 canvas → the square of the label's longer side → the label's top-left (H, W) crop."""
-    from hmrepro.engine.bam_eval import predict_on_label
+    from hmrepro.engine.evaluation.bam_eval import predict_on_label
 
     class Canvas:  # predicts foreground on the left half of whatever size it is asked for
         def predict_nshot(self, query, supports, masks, output_size):

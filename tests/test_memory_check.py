@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from engine_helpers import tiny_config
 
-from hmrepro.engine import memory
-from hmrepro.engine.memory import BatchTooLarge, check_batch_fits
+from hmrepro.engine.training import memory
+from hmrepro.engine.training.memory import BatchTooLarge, check_batch_fits
 
 GIB = 1024.0
 
@@ -61,7 +61,7 @@ def test_the_cpu_free_memory_is_read_from_meminfo():
 
 def test_training_stops_before_its_first_iteration_when_the_batch_cannot_fit(synthetic_root, tmp_path, monkeypatch):
     """The per-sample memory is the one measured at set-up; only the free memory is made small."""
-    from hmrepro.engine import train as train_module
+    from hmrepro.engine.training import train as train_module
 
     monkeypatch.setattr(train_module, "free_memory_mib", lambda device: 1e-3)
     steps = []
@@ -74,7 +74,7 @@ def test_training_stops_before_its_first_iteration_when_the_batch_cannot_fit(syn
 
 @pytest.mark.slow  # a training
 def test_the_check_can_be_switched_off(synthetic_root, tmp_path, monkeypatch):
-    from hmrepro.engine import train as train_module
+    from hmrepro.engine.training import train as train_module
 
     monkeypatch.setattr(train_module, "free_memory_mib", lambda device: 1e-3)
     out = tmp_path / "run"

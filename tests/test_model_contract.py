@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import hmrepro
-from hmrepro.engine.train import forward_train
+from hmrepro.engine.training.train import forward_train
 from hmrepro.models.cards import card_of, list_cards
 from hmrepro.models.interface import Backbone, FewShotModel, logits_of
 

@@ -45,7 +45,7 @@ def test_eval_into_a_results_path_under_a_file_fails_before_evaluating(synthetic
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     started = []
-    monkeypatch.setattr("hmrepro.engine.evaluate.load_model", lambda *a, **k: started.append(1))
+    monkeypatch.setattr("hmrepro.engine.evaluation.evaluate.load_model", lambda *a, **k: started.append(1))
     code, output = _hmrepro(_eval_args(synthetic_root, blocker / "results"), capsys)
     assert code == 1, output
     assert not started, "no model was loaded: the check comes first"

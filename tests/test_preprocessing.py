@@ -16,8 +16,8 @@ from hmrepro.data.preprocessing import PREPROCESSINGS, get_preprocessing, prepro
 from hmrepro.data.splits import SplitFolder
 from hmrepro.data.transforms import IMAGENET_MEAN, IMAGENET_STD, VatImageTransform, resize_mask, resize_mask_cv2
 from hmrepro.engine import recipes
-from hmrepro.engine.evaluate import EvalConfig, evaluate, evaluation_plan
-from hmrepro.engine.train import build_config
+from hmrepro.engine.evaluation.evaluate import EvalConfig, evaluate, evaluation_plan
+from hmrepro.engine.training.train import build_config
 from hmrepro.errors import HmreproError
 
 cv2 = pytest.importorskip("cv2")

@@ -11,8 +11,8 @@ import hmrepro
 from hmrepro.cli.app import app
 from hmrepro.data.base_learner import base_image_names, base_label_table
 from hmrepro.data.benchmarks import get_benchmark
-from hmrepro.engine.checkpoints import save_checkpoint
-from hmrepro.engine.train_base import ConfusionCounts, build_base_config, build_base_optimizer, epoch_batches
+from hmrepro.engine.checkpoint_io import save_checkpoint
+from hmrepro.engine.training.train_base import ConfusionCounts, build_base_config, build_base_optimizer, epoch_batches
 from hmrepro.errors import MissingDataError
 from hmrepro.models.backbone import DEEP_STEM_LAYERS, DeepStemResNet, FrozenStagedDeepResNet
 from hmrepro.models.pspnet import PSPNet, from_bam_state_dict
@@ -167,11 +167,11 @@ def test_bams_published_base_learners_are_registered_pinned_and_become_mces_enco
     the lock, and `train mce` without encoder_weights (or with `official`) freezes the fold's published encoder."""
     from dataclasses import replace
 
-    from hmrepro.acquisition.checkpoints import resolve_official_weights
     from hmrepro.acquisition.lock import LockFile
+    from hmrepro.acquisition.published_weights import resolve_official_weights
     from hmrepro.acquisition.registry import load_registry
     from hmrepro.cli.train import base_learner_encoder
-    from hmrepro.engine.train_config import build_config
+    from hmrepro.engine.training.train_config import build_config
 
     monkeypatch.delenv("HMREPRO_SOURCES", raising=False)
     source = load_registry()["bam_pspnet"]
@@ -203,7 +203,7 @@ def test_bams_published_base_learners_are_registered_pinned_and_become_mces_enco
 
 def test_an_mce_checkpoint_from_before_the_encoder_argument_is_evaluated_on_imagenets_encoder(tmp_path):
     """Its run named no `encoder` and froze torchvision's 7x7-stem ResNet: eval builds that network and records it."""
-    from hmrepro.engine.evaluate import resolve_weights, with_checkpoint_encoder
+    from hmrepro.engine.evaluation.evaluate import resolve_weights, with_checkpoint_encoder
 
     old = {"backbone.conv1.weight": torch.zeros(64, 3, 7, 7)}
     deep = {"backbone.conv1.weight": torch.zeros(64, 3, 3, 3)}

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from hmrepro.cli.app import app
 from hmrepro.engine import recipes
 from hmrepro.engine.recipes import RecipeError, resolve
-from hmrepro.engine.train import build_config, resume_config
+from hmrepro.engine.training.train import build_config, resume_config
 from hmrepro.errors import HmreproError
 from hmrepro.models.registry import list_models
 
@@ -113,7 +113,7 @@ def test_train_cli_passes_flags_over_the_recipe(monkeypatch, tmp_path):
         seen.update(config.as_dict())
         return tmp_path
 
-    monkeypatch.setattr("hmrepro.engine.train.train", fake_train)
+    monkeypatch.setattr("hmrepro.engine.training.train.train", fake_train)
     result = runner.invoke(
         app,
         [

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
 from hmrepro.data.splits import sha256_file
-from hmrepro.engine.evaluate import resolve_weights
+from hmrepro.engine.evaluation.evaluate import resolve_weights
 from hmrepro.engine.records import (
     is_full_protocol,
     precision_of,
@@ -232,7 +232,7 @@ def test_a_foreign_checkpoint_pinned_in_the_lock_is_official(authors_style_check
 
 def test_hmrepro_checkpoints_stay_own(tmp_path):
     from hmrepro import create_model
-    from hmrepro.engine.checkpoints import save_checkpoint
+    from hmrepro.engine.checkpoint_io import save_checkpoint
 
     torch.manual_seed(0)
     path = save_checkpoint(tmp_path / "mine.pt", create_model("hsnet", pretrained=False), model_name="hsnet")

@@ -15,7 +15,7 @@ from test_results import record
 from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
-from hmrepro.engine.per_episode import miou_from_columns
+from hmrepro.engine.evaluation.per_episode import miou_from_columns
 from hmrepro.engine.records import write_record
 from hmrepro.engine.runs import write_config, write_metrics
 from hmrepro.papers import get_paper

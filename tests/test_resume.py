@@ -12,7 +12,7 @@ import pytest
 import torch
 from engine_helpers import cli_env, hmrepro_cmd, synthetic_args
 
-from hmrepro.engine.checkpoints import read_checkpoint
+from hmrepro.engine.checkpoint_io import read_checkpoint
 
 pytestmark = pytest.mark.slow  # resume after kill: CLI trainings killed and resumed
 

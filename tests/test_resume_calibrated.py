@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from hmrepro import create_model
-from hmrepro.engine.checkpoints import save_checkpoint
-from hmrepro.engine.train import _load_last, backbone_fingerprint, calibrate_batchnorm, resume_state
+from hmrepro.engine.checkpoint_io import save_checkpoint
+from hmrepro.engine.training.train import _load_last, backbone_fingerprint, calibrate_batchnorm, resume_state
 
 pytestmark = pytest.mark.slow  # resume after kill of a calibrated training
 

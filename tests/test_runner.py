@@ -14,8 +14,8 @@ from hmrepro.cli.app import app
 from hmrepro.data.benchmarks import get_benchmark, test_episodes
 from hmrepro.data.dataset import EpisodeDataset
 from hmrepro.data.splits import SplitFolder
-from hmrepro.engine.metrics import FewShotMeter
-from hmrepro.engine.runner import episode_loader, one_shot_logits, run_episodes, run_loader
+from hmrepro.engine.evaluation.metrics import FewShotMeter
+from hmrepro.engine.evaluation.runner import episode_loader, one_shot_logits, run_episodes, run_loader
 from hmrepro.models.cards import EvalPlan
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from hmrepro.cli.app import app, run
-from hmrepro.engine.per_episode import EPISODE_COLUMNS, miou_from_columns
+from hmrepro.engine.evaluation.per_episode import EPISODE_COLUMNS, miou_from_columns
 from hmrepro.engine.records import default_img_size, protocol_deviations, read_episodes, write_record
 from hmrepro.errors import HmreproError
 from hmrepro.reporting import compare_table, render
@@ -198,7 +198,7 @@ def test_compare_and_analyze_sizes_cli(tmp_path):
 
 
 def test_mIoU_from_the_columns_equals_the_record_on_a_real_evaluation(synthetic_root, tmp_path):
-    from hmrepro.engine.evaluate import EvalConfig, evaluate
+    from hmrepro.engine.evaluation.evaluate import EvalConfig, evaluate
 
     common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=tmp_path)
     rec = evaluate(

@@ -568,8 +568,8 @@ def test_a_run_folder_left_by_a_training_killed_before_its_configuration_is_star
     """A sweep re-runs `train --out DIR` for such a folder: only the lock file and partial writes are in it."""
     from contextlib import ExitStack
 
-    from hmrepro.engine import distributed
-    from hmrepro.engine.train import _run_folder, build_config
+    from hmrepro.engine.training import distributed
+    from hmrepro.engine.training.train import _run_folder, build_config
     from hmrepro.errors import HmreproError
 
     run_dir = tmp_path / "run"

@@ -200,7 +200,7 @@ def test_table_all_records_names_the_protocol_through_the_cli(recipes, tmp_path)
 
 
 def test_eval_records_carry_the_runs_model_arguments_and_training_configuration(tmp_path):
-    from hmrepro.engine.evaluate import WeightsSource, run_fields
+    from hmrepro.engine.evaluation.evaluate import WeightsSource, run_fields
 
     own = WeightsSource(
         tmp_path / "best_model.pt",

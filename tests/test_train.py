@@ -13,10 +13,10 @@ from engine_helpers import LEARN_EPOCHS, tiny_config, trained_run
 from hmrepro.data.benchmarks import get_benchmark, test_episodes
 from hmrepro.data.dataset import EpisodeDataset
 from hmrepro.data.splits import SplitFolder
-from hmrepro.engine import distributed
-from hmrepro.engine.checkpoints import read_checkpoint
+from hmrepro.engine.checkpoint_io import read_checkpoint
 from hmrepro.engine.runs import read_metrics
-from hmrepro.engine.train import global_batches
+from hmrepro.engine.training import distributed
+from hmrepro.engine.training.train import global_batches
 from hmrepro.errors import HmreproError
 from hmrepro.metrics import FewShotMeter
 
@@ -95,7 +95,7 @@ def test_run_folder_holds_config_metrics_checkpoints_and_run_info(run):
 
 @pytest.mark.slow  # the session's trained hsnet run (8 epochs)
 def test_existing_run_folder_is_not_overwritten(run, synthetic_root):
-    from hmrepro.engine.train import train
+    from hmrepro.engine.training.train import train
 
     with pytest.raises(HmreproError, match="--resume"):
         train(tiny_config("hsnet", synthetic_root, run, epochs=1), progress=False)
@@ -103,7 +103,7 @@ def test_existing_run_folder_is_not_overwritten(run, synthetic_root):
 
 @pytest.mark.slow  # the session's trained hsnet run (8 epochs)
 def test_resuming_a_finished_run_does_nothing_unless_epochs_grow(run, synthetic_root):
-    from hmrepro.engine.train import resume_config, train
+    from hmrepro.engine.training.train import resume_config, train
 
     before = (run / "last.pt").read_bytes()
     train(resume_config(run), resume=True, progress=False)
@@ -160,7 +160,7 @@ def test_channels_last_backbone_gives_the_same_logits():
 
 
 def test_parameters_without_gradient_are_frozen_and_the_rng_is_untouched():
-    from hmrepro.engine.train import freeze_gradientless
+    from hmrepro.engine.training.train import freeze_gradientless
     from hmrepro.models.interface import FewShotModule
 
     class TwoHeads(FewShotModule):

@@ -18,11 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import FIXTURES, fixture_files, fixture_id, reference_path
+from model_weights import fill_params, load_fixture
 
 from hmrepro import create_model
 from hmrepro.engine.recipes import resolve
-from hmrepro.engine.train import build_optimizer, train_step
-from hmrepro.models.testing import fill_params, load_fixture
+from hmrepro.engine.training.train import build_optimizer, train_step
 
 pytestmark = pytest.mark.slow  # a VAT step at 473 px takes minutes on a CPU; HSNet's three steps ~10 s
 

@@ -20,13 +20,13 @@ from hmrepro.data.episodes import Episode
 from hmrepro.data.geometric import IGNORE_LABEL, GeometricAugment, GeometricParams
 from hmrepro.data.splits import SplitFolder
 from hmrepro.data.training_filter import class_pixel_counts, filter_training_pool
-from hmrepro.engine import schedules
-from hmrepro.engine.checkpoints import read_checkpoint
-from hmrepro.engine.progress import Silent
+from hmrepro.engine.checkpoint_io import read_checkpoint
 from hmrepro.engine.recipes import RecipeError, resolve
-from hmrepro.engine.train import TrainingInterrupted, build_optimizer, resume_config, train
+from hmrepro.engine.training import schedules
+from hmrepro.engine.training.train import TrainingInterrupted, build_optimizer, resume_config, train
 from hmrepro.errors import HmreproError
 from hmrepro.models.interface import FewShotModule, pixel_cross_entropy
+from hmrepro.progress import Silent
 
 # ---------------------------------------------------------------------------------------------------------------
 # Schedule and optimizer
@@ -109,7 +109,7 @@ def tiny_model(monkeypatch):
 
 
 def _config(root, out, **extra):
-    from hmrepro.engine.train import build_config
+    from hmrepro.engine.training.train import build_config
 
     values = dict(
         pretrained=False,
@@ -184,7 +184,7 @@ class _KShotModel(_TinyModel):
 @pytest.mark.slow  # a training
 def test_kshot_training_gives_every_support_to_a_family_that_trains_so(synthetic_root, tmp_path, monkeypatch):
     import hmrepro
-    from hmrepro.engine.train import check_training_shot
+    from hmrepro.engine.training.train import check_training_shot
 
     monkeypatch.setattr(hmrepro, "create_model", lambda *a, **k: _KShotModel())
     train(_config(synthetic_root, tmp_path / "k", shot=3, epochs=1, epoch_iterations=1, lr_schedule="constant"))
@@ -214,8 +214,8 @@ def test_mce_recipe_trains_on_bams_episodes_and_validates_kshot_as_bam(synthetic
     from hmrepro.data.bam import bam_training_episodes, bam_training_pool
     from hmrepro.data.benchmarks import test_episodes
     from hmrepro.data.splits import write_checksums
-    from hmrepro.engine import train as engine
-    from hmrepro.engine.train import build_config
+    from hmrepro.engine.training import train as engine
+    from hmrepro.engine.training.train import build_config
 
     splits = tmp_path / "splits"  # the fold's val images gain the training images of its classes: 2-shot episodes
     shutil.copytree(synthetic_root / "splits", splits)

@@ -20,7 +20,7 @@ import pytest
 from hmrepro.cli.app import run
 from hmrepro.data.splits import SplitFolder, write_checksums
 from hmrepro.engine import record_schema
-from hmrepro.engine.per_episode import CLASS_IDS_KEY, EPISODE_COLUMNS, miou_from_columns, sha256_bytes
+from hmrepro.engine.evaluation.per_episode import CLASS_IDS_KEY, EPISODE_COLUMNS, miou_from_columns, sha256_bytes
 from hmrepro.engine.records import default_img_size, read_episode_table, read_records, write_record
 from hmrepro.errors import CorruptFileError, HmreproError
 from hmrepro.reporting import compare_table

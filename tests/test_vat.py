@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import reuse_freed_memory
+from model_weights import fill_params
 
 import hmrepro
 from hmrepro.models.backbone import build_backbone
@@ -26,7 +27,6 @@ from hmrepro.models.swin import (
     window_partition,
     window_token_order,
 )
-from hmrepro.models.testing import fill_params
 from hmrepro.models.vat import VAT
 from hmrepro.models.vat_learner import SeparableConv4d
 
@@ -511,7 +511,7 @@ def _authors_checkpoint(model, path):
 
 @pytest.mark.slow  # full-size VAT models built for every decoder
 def test_authors_checkpoint_loads_and_other_decoders_refuse_it(tmp_path, vat_models):
-    from hmrepro.engine.checkpoints import CheckpointMismatchError, describe_state_dict, load_checkpoint
+    from hmrepro.engine.checkpoint_io import CheckpointMismatchError, describe_state_dict, load_checkpoint
 
     coco = fill_params(VAT("resnet50", benchmark="coco", pretrained=False))
     path = _authors_checkpoint(coco, tmp_path / "best_model.pt")

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 from helpers import FIXTURES, fixture_files, fixture_id, reference_path, reuse_freed_memory
+from model_weights import fill_params, load_fixture
 
 from hmrepro import create_model
-from hmrepro.models.testing import fill_params, load_fixture
 
 pytestmark = pytest.mark.slow
 

@@ -12,6 +12,6 @@ Small modules with one job each:
 - :mod:`.checkpoints` fetches the authors' weights and resolves ``--weights official``.
 """
 
-from .checkpoints import resolve_official_weights
+from .published_weights import resolve_official_weights
 
 __all__ = ["resolve_official_weights"]

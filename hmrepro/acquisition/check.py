@@ -94,7 +94,7 @@ def check_layout(
 
     Every named file must exist; then ``sample`` (image, mask) pairs spread over the lists are decoded and
     validated (mask kind, values, size against the image), or every pair with ``full=True``. ``progress``
-    (see :mod:`hmrepro.engine.progress`) hears about the decoding; nothing here prints.
+    (see :mod:`hmrepro.progress`) hears about the decoding; nothing here prints.
     """
     bench = get_benchmark(benchmark)
     data_root = Path(data_root)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import InsufficientSpaceError
+from .download_errors import InsufficientSpaceError
 
 MARGIN = 64 << 20  # keep 64 MiB spare
 

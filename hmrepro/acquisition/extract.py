@@ -24,8 +24,8 @@ from pathlib import Path
 from ..atomic import atomic_open, atomic_write_text
 from ..errors import CorruptFileError
 from .diskspace import ensure_free_space
-from .errors import UnsafeArchiveError
-from .progress import count_bar
+from .download_errors import UnsafeArchiveError
+from .transfer_bars import count_bar
 
 _DRIVE = re.compile(r"^[A-Za-z]:")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import HmreproError, MissingDataError
 from ..locks import exclusive_lock, lock_path_for
 from .diskspace import ensure_free_space, human
-from .errors import ChecksumError, DownloadError, PermanentHTTPError
+from .download_errors import ChecksumError, DownloadError, PermanentHTTPError
 from .gdrive import GDrive
 from .http import fetch_url, part_path
 from .lock import LockFile

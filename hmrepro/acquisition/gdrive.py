@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DownloadError
+from .download_errors import DownloadError
 from .retry import RetryPolicy
 
 FILE_URL_ENV = "HMREPRO_GDRIVE_URL"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from .. import __version__
 from .diskspace import ensure_free_space
-from .errors import ChecksumError, DownloadError, PermanentHTTPError
-from .progress import byte_bar
+from .download_errors import ChecksumError, DownloadError, PermanentHTTPError
 from .retry import RetryPolicy
+from .transfer_bars import byte_bar
 from .verify import Expected, fetch_verified
 
 USER_AGENT = f"hmrepro/{__version__} (+https://github.com; python-urllib)"

@@ -6,7 +6,7 @@ import multiprocessing
 import os
 from collections.abc import Callable, Iterator
 
-from .progress import count_bar
+from .transfer_bars import count_bar
 
 
 def default_workers() -> int:

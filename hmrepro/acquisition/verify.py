@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HmreproError
-from .errors import ChecksumError
+from .download_errors import ChecksumError
 
 CHUNK = 1 << 20
 

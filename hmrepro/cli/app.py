@@ -5,7 +5,7 @@ line. Command modules import only typer and rich at load time (torch, pandas, ma
 functions), so that ``hmrepro --help``, ``--version`` and argument errors answer at once.
 
 This module itself imports only the standard library: :func:`main` sets up the error boundary
-(:mod:`hmrepro.cli.errors`) before typer and the command modules are imported. ``app`` is built on first use
+(:mod:`hmrepro.cli.error_boundary`) before typer and the command modules are imported. ``app`` is built on first use
 (``from hmrepro.cli.app import app`` works as for any module attribute).
 """
 
@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 
 from .. import __version__
-from . import errors
+from . import error_boundary as errors
 
 __all__ = ["app", "build_app", "main", "run"]  # noqa: F822 - app is built on first use (module __getattr__)
 

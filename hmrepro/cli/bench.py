@@ -93,7 +93,7 @@ def bench_command(
         return
     from rich.table import Table
 
-    from ..engine.bench import bench, overhead_pct
+    from ..engine.benchmarking.bench import bench, overhead_pct
 
     records = bench(
         model.value,
@@ -175,8 +175,8 @@ def model_command(
     """
     from rich.table import Table
 
-    from ..engine.bench_model import STAGES, bench_model
-    from ..engine.inference import MULTI_SCALES
+    from ..engine.benchmarking.bench_model import STAGES, bench_model
+    from ..engine.evaluation.inference import MULTI_SCALES
 
     record = bench_model(
         model,
@@ -252,7 +252,7 @@ def eval_command(
     Example:
     [bold]hmrepro prepare synthetic --data-root syn && hmrepro bench eval -m hsnet-hm -b fss --data-root syn[/]
     """
-    from ..engine.bench_run import bench_eval
+    from ..engine.benchmarking.bench_run import bench_eval
 
     record = bench_eval(
         model,
@@ -322,7 +322,7 @@ def train_command(
 
     Example (CPU, small): [bold]hmrepro bench train -m hsnet-hm --bsz 2 --img-size 200 --device cpu[/]
     """
-    from ..engine.bench_run import bench_train
+    from ..engine.benchmarking.bench_run import bench_train
 
     record = bench_train(
         model,

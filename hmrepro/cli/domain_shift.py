@@ -23,7 +23,7 @@ from .common import (
     pretrained_option,
 )
 from .eval import FoldChoice, show_records
-from .progress import RichProgress
+from .rich_progress import RichProgress
 from .train import few_shot_model
 
 
@@ -86,7 +86,7 @@ def domain_shift(
 
     Example (authors' weights, 5-shot): [bold]hmrepro domain-shift hsnet-hm --fold all --shot 5 --weights official[/]
     """
-    from ..engine.evaluate import evaluate_domain_shift
+    from ..engine.evaluation.evaluate import evaluate_domain_shift
 
     if weights == "random":
         console.print("[yellow]note:[/] records of random weights (origin 'random') never show in `hmrepro table 4`")

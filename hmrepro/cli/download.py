@@ -14,11 +14,11 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from ..acquisition.checkpoints import MODELS, checkpoint_root, download_checkpoints, index_path
 from ..acquisition.diskspace import human
 from ..acquisition.fetch import FetchOptions, acquire, check_from_dirs, destination
 from ..acquisition.gdrive import GDrive
 from ..acquisition.lock import LockFile
+from ..acquisition.published_weights import MODELS, checkpoint_root, download_checkpoints, index_path
 from ..acquisition.registry import Registry, Source, load_registry
 from ..acquisition.retry import RetryPolicy
 from ..paths import resolve_data_root

@@ -34,7 +34,7 @@ from .common import (
     report_saved,
 )
 from .episodes import Protocol
-from .progress import RichProgress
+from .rich_progress import RichProgress
 from .train import few_shot_model
 
 
@@ -53,7 +53,7 @@ class FoldChoice(str, Enum):
 
 
 def print_table(records: list[dict], title: str, to_stderr: bool = False) -> None:
-    from ..engine.evaluate import mean_row
+    from ..engine.evaluation.evaluate import mean_row
 
     table = Table(title=title)
     for col in ("fold", "mIoU", "FB-IoU", "episodes", "ms/episode", "origin"):
@@ -157,8 +157,8 @@ def eval_command(
     Example (MCE, BAM's protocol: 5 seeds, each kept in the record):
     [bold]hmrepro eval mce-hm -b pascal --protocol bam --weights runs/mce-hm_pascal_fold0[/]
     """
-    from ..engine.evaluate import EvalConfig, evaluate
-    from ..engine.inference import MULTI_SCALES
+    from ..engine.evaluation.evaluate import EvalConfig, evaluate
+    from ..engine.evaluation.inference import MULTI_SCALES
 
     inference = {"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot.value if kshot else None}
     if weights == "official" and backbone not in ("resnet50", "resnet101"):

@@ -20,7 +20,7 @@ from ..acquisition.steps import PrepareContext
 from ..data.splits import SplitFolder
 from ..paths import resolve_data_root
 from .common import BenchmarkName, DataRootOption, QuietOption, SplitsOption, console, option_group
-from .progress import RichProgress
+from .rich_progress import RichProgress
 
 SHOW_MISSING = 10
 NAMES = {"pascal": "PASCAL-5i", "coco": "COCO-20i", "fss": "FSS-1000"}

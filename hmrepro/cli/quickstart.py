@@ -16,7 +16,7 @@ from .common import (
     console,
     optional_option,
 )
-from .progress import RichProgress
+from .rich_progress import RichProgress
 
 MODELS = ("hsnet", "hsnet-hm")
 BENCHMARK = "fss"  # the synthetic FSS-like split: one object per image, 80 training / 40 val / 40 test episodes
@@ -57,10 +57,10 @@ def quickstart(
     Example: [bold]hmrepro quickstart[/]   or   [bold]hmrepro quickstart --fast --workdir /tmp/hm[/]
     """
     from ..data.synthetic import make_synthetic
-    from ..engine.evaluate import EvalConfig, evaluate
+    from ..engine.evaluation.evaluate import EvalConfig, evaluate
     from ..engine.records import now_iso
     from ..engine.runs import read_metrics
-    from ..engine.train import build_config, train
+    from ..engine.training.train import build_config, train
 
     start = time.perf_counter()
     root = (workdir or default_synthetic_root()).expanduser().resolve()

@@ -17,7 +17,7 @@ from .common import (
     console,
     optional_option,
 )
-from .progress import RichProgress
+from .rich_progress import RichProgress
 
 
 class Precision(str, Enum):
@@ -54,7 +54,7 @@ def _model_name(value: str | None) -> str | None:
         raise typer.BadParameter(f"{err.message} or {BASE_LEARNER}") from None
 
 
-BASE_LEARNER = "pspnet"  # BAM's base learner (hmrepro.engine.train_base): not a few-shot model, no card
+BASE_LEARNER = "pspnet"  # BAM's base learner (hmrepro.engine.training.train_base): not a few-shot model, no card
 BASE_LEARNER_FLAGS = (
     "backbone",
     "epochs",
@@ -223,9 +223,9 @@ def train(
     Example (synthetic data, CPU, minutes): [bold]hmrepro train hsnet-hm -b pascal --data-root ~/.hmrepro/synthetic
     --splits ~/.hmrepro/synthetic/splits --no-pretrained --img-size 96 --epochs 2 --val-episodes 50[/]
     """
-    from ..engine.train import TrainingInterrupted
-    from ..engine.train import train as run_training
-    from ..engine.train_config import build_config, resume_config
+    from ..engine.training.train import TrainingInterrupted
+    from ..engine.training.train import train as run_training
+    from ..engine.training.train_config import build_config, resume_config
 
     overrides = {
         "backbone": backbone,
@@ -294,7 +294,7 @@ def base_learner_encoder(config):
     checkpoints --model pspnet --from DIR``; sha256 pinned), its path written into ``model_args``. Other runs pass."""
     from dataclasses import replace
 
-    from ..acquisition.checkpoints import resolve_official_weights
+    from ..acquisition.published_weights import resolve_official_weights
     from ..errors import MissingDataError
     from ..models.cards import card_of
     from ..models.model_args import model_arguments
@@ -326,7 +326,7 @@ def base_learner_encoder(config):
 
 def _train_base_learner(overrides: dict, benchmark, fold, resume, val_episodes, print_config, progress) -> None:
     """``hmrepro train pspnet``: BAM's base learner on the fold's base classes (not episodic)."""
-    from ..engine.train_base import build_base_config, train_base
+    from ..engine.training.train_base import build_base_config, train_base
 
     if resume is not None:
         raise typer.BadParameter("a pspnet run cannot be resumed; start it again", param_hint="--resume")
@@ -357,7 +357,7 @@ def effective_config(config) -> dict:
     """What a run would use: the configuration with the machine's defaults filled in, and the process count."""
     import os
 
-    from ..engine.distributed import resolve_device
+    from ..engine.training.distributed import resolve_device
 
     derived = config.derived(resolve_device(config.device).type)
     return {**derived.as_dict(), "world_size": int(os.environ.get("WORLD_SIZE", "1"))}

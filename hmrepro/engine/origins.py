@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoints import Checkpoint
+from .checkpoint_io import Checkpoint
 
 __all__ = ["OWN_FORMAT", "origin_of", "published_sha256s"]
 
@@ -37,8 +37,8 @@ def downloaded_sha256s(data_root: Path | None) -> set[str]:
     """The sha256 recorded in the checkpoint index and pinned in the lock of ``data_root``.
 
     ``None``: the default data root."""
-    from ..acquisition.checkpoints import checkpoint_root, load_index
     from ..acquisition.lock import LockFile
+    from ..acquisition.published_weights import checkpoint_root, load_index
 
     root = checkpoint_root(data_root)
     found = {entry.get("sha256") for entry in load_index(root).get("entries", [])}

@@ -60,7 +60,7 @@ RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
     "val_bsz": int,
     "eval_bsz": int,
     "shot": int,
-    # SGD and the learning-rate schedule (hmrepro.engine.schedules)
+    # SGD and the learning-rate schedule (hmrepro.engine.training.schedules)
     "momentum": (int, float),
     "lr_schedule": str,
     "poly_power": (int, float),
@@ -77,7 +77,8 @@ RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {
     # BAM's training-image rule (hmrepro.data.training_filter)
     "exclude_novel_images": bool,
     "min_class_pixels": int,
-    # how training episodes are drawn and how the model is validated (hmrepro.engine.train; BAM: hmrepro.data.bam)
+    # how training episodes are drawn and how the model is validated (hmrepro.engine.training.train; BAM:
+    # hmrepro.data.bam)
     "train_sampler": str,
     "validation": str,
 }
@@ -264,7 +265,7 @@ def resolve(
 def _check_training_extras(config: Mapping[str, Any], path: str) -> None:
     """The schedule and geometric-augmentation keys, checked where they are read (the error names the file)."""
     from ..data.geometric import GeometricParams
-    from .schedules import check_schedule
+    from .training.schedules import check_schedule
 
     try:
         check_schedule(config.get("lr_schedule", "constant"), config.get("poly_power", 0.9))

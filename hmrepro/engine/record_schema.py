@@ -20,7 +20,7 @@ and ``miou``; these fields are checked when present:
 - ``per_episode_file``: a plain file name (no folder, no ``..``) ending in ``.episodes.npz``, with
   ``per_episode_sha256`` (64 hex digits) required beside it.
 
-The per-episode file (:mod:`hmrepro.engine.per_episode`) must have the sha256 the record names, hold only 1-D
+The per-episode file (:mod:`hmrepro.engine.evaluation.per_episode`) must have the sha256 the record names, hold only 1-D
 numeric arrays within :data:`MAX_SIDECAR_MEMBER_BYTES` each and :data:`MAX_SIDECAR_DECOMPRESSED_BYTES` in all, as
 declared in the zip (checked before anything is decompressed), one length for all columns equal to the record's
 ``episodes``, counts 0 ≤ intersection ≤ union, class ids in [0, :data:`MAX_CLASS_ID`], fractions in [0, 1]; the mIoU
@@ -230,7 +230,7 @@ def load_sidecar(record: dict, record_path: Path) -> tuple[dict, list[int]]:
     ``record_path`` and checked against the record (:class:`RecordError` naming the file and what disagrees).
 
     ``record`` must have passed :func:`record_problem` (its file name is then a plain name)."""
-    from .per_episode import sha256_bytes
+    from .evaluation.per_episode import sha256_bytes
 
     record_path = Path(record_path)
     name = record["per_episode_file"]
@@ -255,7 +255,7 @@ def load_sidecar(record: dict, record_path: Path) -> tuple[dict, list[int]]:
 def table_from_npz(data: bytes) -> tuple[dict, list[int]]:
     """(table, eval class ids) from the bytes of a per-episode ``.npz``, every member's size checked before it is
     decompressed, no pickle loaded, the columns checked (:class:`RecordError` says what is wrong)."""
-    from .per_episode import CLASS_IDS_KEY, COUNT_COLUMNS, EPISODE_COLUMNS
+    from .evaluation.per_episode import CLASS_IDS_KEY, COUNT_COLUMNS, EPISODE_COLUMNS
 
     arrays = _npz_arrays(data)
     missing = [c for c in (*EPISODE_COLUMNS, CLASS_IDS_KEY) if c not in arrays]
@@ -393,7 +393,7 @@ def _headline_of(record: dict, table: dict, class_ids: list[int], name: str) -> 
     whose record keeps each run in ``bam_runs`` and its episodes one run after the other — the mean over runs."""
     import numpy as np
 
-    from .per_episode import miou_from_columns
+    from .evaluation.per_episode import miou_from_columns
 
     runs = record.get("bam_runs")
     if runs is None:

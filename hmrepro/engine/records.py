@@ -7,7 +7,8 @@ recognised by its sha256; 'own' = an hmrepro training run; 'external' = any othe
 weights), git_commit, versions, device, date, secs_per_episode; optional extras (preprocess, kind: 'eval' | 'bench' |
 'domain-shift', run_dir, ...).
 
-Per-episode results (:mod:`hmrepro.engine.per_episode`): a record given ``per_episode`` (the runner's table) is
+Per-episode results (:mod:`hmrepro.engine.evaluation.per_episode`): a record given ``per_episode`` (the runner's
+table) is
 written with a compressed NumPy file beside it, ``<record stem>.episodes.npz`` (written first, atomically; the
 record names it in ``per_episode_file`` with its ``per_episode_sha256``); :func:`read_episodes` reads it back as a
 DataFrame. A sidecar keeps the JSON records small and readable (tables parse every record) while the integer
@@ -227,7 +228,7 @@ def _write_per_episode(record_path: Path, table: dict, class_ids) -> dict:
     """Write ``table`` beside ``record_path`` (atomically) and return the record fields that name it."""
     import numpy as np
 
-    from .per_episode import table_bytes
+    from .evaluation.per_episode import table_bytes
 
     if class_ids is None:  # the classes the episodes touch (records give eval_class_ids)
         class_ids = sorted({int(c) for c in np.asarray(table["class_id"]).tolist()})
@@ -267,10 +268,10 @@ def read_episode_table(record_path: Path) -> tuple[dict, dict, list]:
 def read_episodes(record_path: Path):
     """The per-episode results of a record as a pandas DataFrame with exactly the columns ``episode, class_id,
     fg_inter, fg_union, bg_inter, bg_union, query_fg_fraction, support_fg_fraction`` (see
-    :mod:`hmrepro.engine.per_episode`)."""
+    :mod:`hmrepro.engine.evaluation.per_episode`)."""
     import pandas as pd
 
-    from .per_episode import EPISODE_COLUMNS
+    from .evaluation.per_episode import EPISODE_COLUMNS
 
     _, table, _ = read_episode_table(record_path)
     return pd.DataFrame({c: table[c] for c in EPISODE_COLUMNS}, columns=list(EPISODE_COLUMNS))

@@ -10,8 +10,8 @@ a :class:`~hmrepro.models.kshot.ShotVoteModel` when its K-shot prediction is the
 :class:`ModelCard` in :data:`CARDS` + one recipe file ``recipes/<card.recipe>.toml`` (training hyper-parameters
 only); ``tests/test_model_contract.py`` then checks every model of the card against the interface. The registry
 (:mod:`hmrepro.models.registry`), the recipes (:mod:`hmrepro.engine.recipes`), checkpoint reading
-(:mod:`hmrepro.engine.checkpoints`), the download index (:mod:`hmrepro.acquisition.checkpoints`) and the
-runtime benchmark (:mod:`hmrepro.engine.bench`) all read the cards.
+(:mod:`hmrepro.engine.checkpoint_io`), the download index (:mod:`hmrepro.acquisition.published_weights`) and the
+runtime benchmark (:mod:`hmrepro.engine.benchmarking.bench`) all read the cards.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ class ModelCard:
     needs_benchmark: bool
     """Whether the builder needs the benchmark (VAT: its decoder's shapes differ per benchmark)."""
     checkpoint_formats: tuple[str, ...]
-    """Formats of :func:`hmrepro.engine.checkpoints.read_checkpoint` the family's checkpoints come in."""
+    """Formats of :func:`hmrepro.engine.checkpoint_io.read_checkpoint` the family's checkpoints come in."""
     key_signature: tuple[str, ...]
     """State-dict key prefixes (no ``module.``) that only this family's checkpoints have."""
     published: tuple[PublishedCheckpoint, ...] = ()

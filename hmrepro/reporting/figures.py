@@ -179,12 +179,12 @@ def plot_episodes(
 
     Columns: the supports (mask in green), the query with its ground truth (blue) and, when ``model`` is given
     (``weights`` as for ``hmrepro eval``), its prediction (red) with the episode's foreground IoU, both from the
-    evaluation's runner (:func:`hmrepro.engine.evaluate.figure_episodes`). Images are loaded with the model's
+    evaluation's runner (:func:`hmrepro.engine.evaluation.evaluate.figure_episodes`). Images are loaded with the model's
     preprocessing at ``img_size`` (default: the evaluation's size; without a model HSNet's at 400 px).
     """
     from ..data.benchmarks import get_benchmark
     from ..data.dataset import EpisodeDataset
-    from ..engine.evaluate import figure_episodes
+    from ..engine.evaluation.evaluate import figure_episodes
     from ..paths import resolve_data_root
 
     figure = figure_episodes(

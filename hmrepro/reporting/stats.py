@@ -36,7 +36,8 @@ BLOCK = 500  # resamples per matrix product (bounds memory: BLOCK x episodes flo
 
 @dataclass(frozen=True)
 class Fold:
-    """One fold's per-episode columns (numpy arrays, :data:`hmrepro.engine.per_episode.EPISODE_COLUMNS`) and the
+    """One fold's per-episode columns (numpy arrays, :data:`hmrepro.engine.evaluation.per_episode.EPISODE_COLUMNS`)
+    and the
     classes its mIoU averages over."""
 
     table: Mapping[str, np.ndarray]

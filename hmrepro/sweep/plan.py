@@ -144,7 +144,7 @@ def row_argv(pairs: Iterable[tuple[str, str]], where: str) -> tuple[list[str], l
     ``--key value`` (:func:`override_argv`); every other key is a constructor argument of the model, passed as one
     ``--model-args "k=v;..."`` (evaluation builds the model from the run's saved configuration).
     """
-    from ..engine.train_config import TrainConfig
+    from ..engine.training.train_config import TrainConfig
 
     training_keys = {f.name for f in fields(TrainConfig)}
     train: list[tuple[str, str]] = []

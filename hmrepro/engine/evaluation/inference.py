@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import HmreproError
+from ...errors import HmreproError
 
 __all__ = ["MULTI_SCALES", "apply_inference", "inference_fields"]
 

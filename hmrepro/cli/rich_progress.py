@@ -1,4 +1,4 @@
-"""Rich progress bars and log lines for the engine's :class:`~hmrepro.engine.progress.Progress` protocol."""
+"""Rich progress bars and log lines for the engine's :class:`~hmrepro.progress.Progress` protocol."""
 
 from __future__ import annotations
 

@@ -1,12 +1,13 @@
 """Per-episode results: what each evaluated episode contributed to mIoU and FB-IoU, and how large its objects were.
 
-The runner (:func:`hmrepro.engine.runner.run_loader`) records, for every episode, the columns of
+The runner (:func:`hmrepro.engine.evaluation.runner.run_loader`) records, for every episode, the columns of
 ``EPISODE_COLUMNS``:
 
 - ``episode``: the episode's index in the evaluated list (the order of the protocol's fixed episodes);
 - ``class_id``: the class on the metric's class axis;
 - ``fg_inter``, ``fg_union``, ``bg_inter``, ``bg_union``: foreground/background intersection and union in
-  pixels, exactly the counts :class:`~hmrepro.engine.metrics.FewShotMeter` sums per class (ignored pixels left
+  pixels, exactly the counts :class:`~hmrepro.engine.evaluation.metrics.FewShotMeter` sums per class (ignored
+  pixels left
   out, at the resolution the episode was scored at: the network's, or the query's original size);
 - ``query_fg_fraction``: the query's foreground pixels over its non-ignored pixels (0..1);
 - ``support_fg_fraction``: the same for each support (at the network resolution), averaged over the shots.
@@ -26,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import sha256_bytes  # noqa: F401 - re-exported: older callers import it from here
+from ...atomic import sha256_bytes  # noqa: F401 - re-exported: older callers import it from here
 
 COUNT_COLUMNS = ("episode", "class_id", "fg_inter", "fg_union", "bg_inter", "bg_union")
 FRACTION_COLUMNS = ("query_fg_fraction", "support_fg_fraction")
@@ -44,7 +45,8 @@ def foreground_fraction(mask: torch.Tensor, ignore: torch.Tensor | None) -> torc
 
 
 def batch_rows(first: int, inter: torch.Tensor, union: torch.Tensor, batch: Mapping) -> EpisodeTable:
-    """The rows of one batch: episodes ``first ..``, counts from :func:`~hmrepro.engine.metrics.intersection_union`
+    """The rows of one batch: episodes ``first ..``, counts from
+    :func:`~hmrepro.engine.evaluation.metrics.intersection_union`
     ([2, B] each) and the fractions of the batch's query and support masks."""
     n = inter.shape[1]
     support = foreground_fraction(batch["support_masks"], batch.get("support_ignores"))  # [B, K]
@@ -95,8 +97,8 @@ def load_table(path: Path) -> tuple[EpisodeTable, np.ndarray]:
     """(table, eval class ids) from a file written with :func:`table_bytes`, with the limits and checks of
     :func:`hmrepro.engine.record_schema.table_from_npz` (a regular file, sizes checked before decompressing, no
     pickle, counts and fractions in range); a one-line :class:`~hmrepro.errors.HmreproError` otherwise."""
-    from ..saferead import UntrustedFileError, read_bounded
-    from .record_schema import MAX_SIDECAR_BYTES, RecordError, table_from_npz
+    from ...saferead import UntrustedFileError, read_bounded
+    from ..record_schema import MAX_SIDECAR_BYTES, RecordError, table_from_npz
 
     path = Path(path)
     try:

@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from ..errors import HmreproError
-from .recipes import resolve as resolve_recipe
+from ...errors import HmreproError
+from ..recipes import resolve as resolve_recipe
 
 __all__ = ["PRECISIONS", "RESUMABLE_CHANGES", "TrainConfig", "build_config", "config_from_saved", "resume_config"]
 
@@ -62,7 +62,7 @@ class TrainConfig:
     recipe: str = ""
     # recipe keys of the SGD/poly families (CRCNet, MCE); the defaults keep the HM families' behaviour
     momentum: float = 0.9  # SGD only
-    lr_schedule: str = "constant"  # 'constant' | 'poly' (hmrepro.engine.schedules)
+    lr_schedule: str = "constant"  # 'constant' | 'poly' (hmrepro.engine.training.schedules)
     poly_power: float = 0.9
     # augment = 'geometric' (hmrepro.data.geometric.GeometricParams: the defaults are PFENet/BAM's pipeline)
     scale_range: tuple = (0.9, 1.1)
@@ -143,8 +143,8 @@ def _check_overrides(overrides: Mapping[str, Any]) -> None:
 
 def build_config(model: str, benchmark: str, fold: int, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """Recipe values for (model, benchmark) overridden by ``overrides`` (``None`` values ignored)."""
-    from ..data.benchmarks import get_benchmark
-    from ..models.registry import list_models
+    from ...data.benchmarks import get_benchmark
+    from ...models.registry import list_models
 
     if model not in list_models():
         raise HmreproError(f"unknown model {model!r}; choose one of {', '.join(list_models())}")
@@ -152,7 +152,7 @@ def build_config(model: str, benchmark: str, fold: int, overrides: Mapping[str, 
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     _check_overrides(given)
     if given.get("model_args"):  # unknown constructor arguments are refused before any work
-        from ..models.model_args import model_arguments
+        from ...models.model_args import model_arguments
 
         model_arguments(model, given["model_args"])
     values = resolve_recipe(model, benchmark, {**given, "model": model, "benchmark": benchmark, "fold": int(fold)})
@@ -175,7 +175,7 @@ def resume_config(run_dir, overrides: Mapping[str, Any] | None = None) -> TrainC
     """The saved configuration of ``run_dir`` with the allowed ``overrides`` applied; others must match."""
     from pathlib import Path
 
-    from . import runs
+    from .. import runs
 
     saved = config_from_saved(runs.read_config(Path(run_dir)))
     changes = {}

@@ -6,7 +6,8 @@ query [B, 3, S, S], supports [B, K, 3, S, S] and centred square masks; random im
 
 - **Time**: after ``warmup`` untimed episodes, the median (and min) of ``runs`` episodes, the device synchronised
   around each; also the process CPU time per episode (all threads), steadier than wall time on a shared CPU.
-- **Peak memory** of the timed episodes (:class:`~hmrepro.engine.memory.PeakMemory`: the peak resident set on a CPU,
+- **Peak memory** of the timed episodes (:class:`~hmrepro.engine.training.memory.PeakMemory`: the peak resident set
+on a CPU,
   ``max_memory_allocated`` on CUDA), absolute and above what was in use before them.
 - **Breakdown** of one more episode under ``torch.profiler``: the backbone (``model.backbone.taps``; its first call of
   the episode is the query's, the others the supports'), the correlation (the ``hmrepro::correlation`` range of
@@ -29,8 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..models.correlation import PROFILER_LABEL as CORRELATION_LABEL
-from .memory import PeakMemory
+from ...models.correlation import PROFILER_LABEL as CORRELATION_LABEL
+from ..training.memory import PeakMemory
 
 __all__ = ["STAGES", "bench_model", "episode_inputs", "stage_breakdown"]
 
@@ -185,14 +186,14 @@ def bench_model(
 ) -> dict:
     """Time, peak memory and breakdown of ``model_name``'s K-shot episode; returns (and writes) one record
     (``kind='bench-model'``). ``img_size`` defaults to the model's size for ``benchmark`` (its card)."""
-    from .. import create_model
-    from ..errors import HmreproError
-    from ..models.cards import card_of, eval_plan
-    from ..models.model_args import model_arguments
-    from .distributed import resolve_device
-    from .evaluate import set_eval_numerics
-    from .inference import apply_inference, inference_fields
-    from .records import ensure_writable_dir, machine_fields, save_records
+    from ... import create_model
+    from ...errors import HmreproError
+    from ...models.cards import card_of, eval_plan
+    from ...models.model_args import model_arguments
+    from ..evaluation.evaluate import set_eval_numerics
+    from ..evaluation.inference import apply_inference, inference_fields
+    from ..records import ensure_writable_dir, machine_fields, save_records
+    from ..training.distributed import resolve_device
 
     if shot < 1 or bsz < 1 or runs < 1 or warmup < 0:
         raise HmreproError("--shot, --bsz and --runs must be at least 1, --warmup at least 0")

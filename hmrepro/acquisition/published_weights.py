@@ -4,7 +4,7 @@ Downloads go to ``<data_root>/checkpoints/<source>/`` (Drive folders through gdo
 are not published, so every file is pinned by sha256 in the lock on first download). The record
 ``<data_root>/checkpoints/index.json`` maps (model, backbone, benchmark, fold) to a file; it is built by
 reading the folder names (``res101_pas/res101_pas_fold0/best_model.pt``, ``pascal_resnet50_fold2/...``).
-Loading and normalising the checkpoint formats is :mod:`hmrepro.engine.checkpoints`' job, not this module's.
+Loading and normalising the checkpoint formats is :mod:`hmrepro.engine.checkpoint_io`' job, not this module's.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..errors import CorruptFileError, InvalidInputError, MissingDataError
 from ..locks import exclusive_lock, lock_path_for
 from ..models.cards import list_cards, published_checkpoints
 from ..paths import default_data_root
-from .errors import ChecksumError, DownloadError
+from .download_errors import ChecksumError, DownloadError
 from .extract import extract
 from .fetch import FetchOptions
 from .lock import LockFile

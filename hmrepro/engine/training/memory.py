@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import HmreproError
+from ...errors import HmreproError
 
 __all__ = ["BatchTooLarge", "PeakMemory", "check_batch_fits", "free_memory_mib"]
 

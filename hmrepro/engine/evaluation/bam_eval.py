@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.benchmarks import Benchmark
-from ..data.episodes import Episode
-from ..models.cards import EvalPlan
+from ...data.benchmarks import Benchmark
+from ...data.episodes import Episode
+from ...models.cards import EvalPlan
 from .metrics import FewShotMeter
 from .per_episode import concat
 from .runner import BatchHook, EpisodeResult, episode_loader, run_loader
@@ -94,8 +94,8 @@ def bam_validation_logits(model, batch: dict, output_size: tuple | None) -> tupl
     of the label's longer side and cropped to the label (:func:`~hmrepro.data.bam.bam_logits_to_label`): BAM's two
     steps, 60 → 473 in the model and 473 → label in the script. Returns the argmax and the cropped fp32 logits (what
     the validation loss reads; BAM's loss is on the same pixels: the rest of the square is 255)."""
-    from ..data.bam import bam_logits_to_label
-    from ..models.interface import logits_of
+    from ...data.bam import bam_logits_to_label
+    from ...models.interface import logits_of
 
     supports, masks = batch["support_imgs"], batch["support_masks"]
     if supports.shape[1] == 1:  # a 1-shot model's forward takes [B, 3, H, W]

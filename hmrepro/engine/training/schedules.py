@@ -8,7 +8,8 @@
 
 The learning rate is a pure function of (iteration, run length): a resumed run recomputes it from the saved
 iteration counter and continues on exactly the same curve (this is why ``--epochs`` cannot change on resume
-under ``poly``; :func:`hmrepro.engine.train_config.resume_config`). Each optimizer parameter group keeps its own
+under ``poly``; :func:`hmrepro.engine.training.train_config.resume_config`). Each optimizer parameter group keeps
+its own
 ``base_lr`` (set by :func:`set_base_lr`), so a family could give a group a multiplier; the specs of CRCNet and
 MCE use one group for all learnable parameters.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import HmreproError
+from ...errors import HmreproError
 
 __all__ = ["LR_SCHEDULES", "apply_schedule", "check_schedule", "lr_factor", "set_base_lr"]
 

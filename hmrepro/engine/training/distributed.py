@@ -59,7 +59,7 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            from ..errors import HmreproError
+            from ...errors import HmreproError
 
             raise HmreproError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
         if dev.index is None:

@@ -1,6 +1,7 @@
 """``hmrepro bench eval`` and ``hmrepro bench train``: end-to-end evaluation and training throughput, with records.
 
-- :func:`bench_eval` runs the real evaluation (:func:`hmrepro.engine.evaluate.evaluate`: the fold's fixed episodes
+- :func:`bench_eval` runs the real evaluation (:func:`hmrepro.engine.evaluation.evaluate.evaluate`: the fold's
+fixed episodes
   read from a benchmark folder, decoded and preprocessed by the DataLoader, the K-shot vote, the metric) on the
   first ``episodes`` episodes, and reports episodes per second as the runner measures them (data loading
   included, model building excluded), the wall time of the whole call, and the peak memory.
@@ -10,7 +11,7 @@
   backbone is random and frozen as in training; timing does not depend on the weights.
 
 Every record (``kind`` 'bench-eval' / 'bench-train') names the device, precision, batch, image size, workers and the
-peak-memory method (:class:`~hmrepro.engine.memory.PeakMemory`); these records never fill a table cell.
+peak-memory method (:class:`~hmrepro.engine.training.memory.PeakMemory`); these records never fill a table cell.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import torch
 
+from ..training.memory import PeakMemory
 from .bench_model import random_weights_fields, timed_model_fields
-from .memory import PeakMemory
 
 __all__ = ["bench_eval", "bench_train", "random_training_batch"]
 
@@ -50,10 +51,10 @@ def bench_eval(
     """Episodes per second of the evaluation of ``model_name`` on the first ``episodes`` episodes of ``fold``;
     ``image_cache_mib``: the bound of the loading cache (None: the evaluation's default; 0: off), recorded with
     its counters (``image_cache``: hits, misses, hit rate; None when the workers counted them)."""
-    from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
-    from .distributed import resolve_device
-    from .evaluate import EvalConfig, evaluate
-    from .records import PROTOCOL_FIELDS, SETTING_FIELDS, ensure_writable_dir, machine_fields, save_records
+    from ...data.image_cache import DEFAULT_IMAGE_CACHE_MIB
+    from ..evaluation.evaluate import EvalConfig, evaluate
+    from ..records import PROTOCOL_FIELDS, SETTING_FIELDS, ensure_writable_dir, machine_fields, save_records
+    from ..training.distributed import resolve_device
 
     dev = resolve_device(device)
     if results_dir is not None:
@@ -137,12 +138,12 @@ def bench_train(
     results_dir: str | Path | None = "results",
 ) -> dict:
     """Seconds per training iteration (and iterations/s) of ``model_name`` at its recipe's batch and image size."""
-    from .. import create_model
-    from ..errors import HmreproError
-    from .distributed import resolve_device
-    from .records import ensure_writable_dir, machine_fields, save_records
-    from .train import build_optimizer, set_numerics, train_step
-    from .train_config import build_config
+    from ... import create_model
+    from ...errors import HmreproError
+    from ..records import ensure_writable_dir, machine_fields, save_records
+    from ..training.distributed import resolve_device
+    from ..training.train import build_optimizer, set_numerics, train_step
+    from ..training.train_config import build_config
 
     if iterations < 1 or warmup < 0:
         raise HmreproError("--iterations must be at least 1 and --warmup at least 0")

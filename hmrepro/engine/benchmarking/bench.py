@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..models.cards import eval_plan, list_cards
+from ...models.cards import eval_plan, list_cards
 from .bench_model import episode_inputs, random_weights_fields, timed_model_fields
 
 __all__ = ["BENCH_FAMILIES", "bench", "time_model"]
@@ -61,11 +61,11 @@ def bench(
     """Time the FM and HM variants of ``family``; returns (and writes) one bench record per model.
 
     ``img_size`` defaults to the family's COCO-20i size (its card: 400, VAT 417)."""
-    from .. import create_model
-    from ..errors import HmreproError
-    from .distributed import resolve_device
-    from .evaluate import set_eval_numerics
-    from .records import ensure_writable_dir, machine_fields, save_records
+    from ... import create_model
+    from ...errors import HmreproError
+    from ..evaluation.evaluate import set_eval_numerics
+    from ..records import ensure_writable_dir, machine_fields, save_records
+    from ..training.distributed import resolve_device
 
     log = log or (lambda msg: None)
     if family not in BENCH_FAMILIES:

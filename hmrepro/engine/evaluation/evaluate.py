@@ -6,14 +6,16 @@ loop, images at the recipe's size (400), the query mask resized with nearest nei
 ``original_size``, logits upsampled to the query's original size and scored against the unresized mask (batch 1,
 as the authors). The recipe's ``preprocess`` picks how images and masks are resized (``hsnet``: torchvision on
 PIL; ``vat``: OpenCV at 473/417 px, always at the network resolution: ``original_size`` is refused). K-shot
-predictions are the model's ``predict_nshot`` vote. Metrics: :class:`~hmrepro.engine.metrics.FewShotMeter`. The
-episodes run through :func:`hmrepro.engine.runner.run_episodes`, as those of ``domain-shift`` (an episode source of
+predictions are the model's ``predict_nshot`` vote. Metrics:
+:class:`~hmrepro.engine.evaluation.metrics.FewShotMeter`. The
+episodes run through :func:`hmrepro.engine.evaluation.runner.run_episodes`, as those of ``domain-shift`` (an
+episode source of
 the same evaluation: :func:`evaluate_domain_shift`) and of ``viz episodes`` (:func:`figure_episodes`) do.
-The engine prints nothing: progress and log lines go to a :class:`~hmrepro.engine.progress.Progress`.
+The engine prints nothing: progress and log lines go to a :class:`~hmrepro.progress.Progress`.
 
 Weights (``weights`` argument): a checkpoint file, a run folder (its ``best_model.pt``), either with ``{fold}``
 in the path to evaluate several folds, ``random`` (untrained learner, seed 0) or ``official`` (the authors'
-checkpoint, resolved by ``hmrepro.acquisition.checkpoints.resolve_official_weights`` when it exists).
+checkpoint, resolved by ``hmrepro.acquisition.published_weights.resolve_official_weights`` when it exists).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..atomic import sha256_file
-from ..data.bam import bam_test_episodes
-from ..data.benchmarks import get_benchmark, test_episodes
-from ..data.domain_shift import (
+from ...atomic import sha256_file
+from ...data.bam import bam_test_episodes
+from ...data.benchmarks import get_benchmark, test_episodes
+from ...data.domain_shift import (
     DOMAIN_SHIFT_BENCHMARK,
     EPISODE_SOURCE,
     VOC_CLASSES,
@@ -39,22 +41,18 @@ from ..data.domain_shift import (
     domain_shift_episodes,
     domain_shift_pool,
 )
-from ..data.episodes import Episode
-from ..data.preprocessing import get_preprocessing, preprocess_of
-from ..data.splits import PACKAGED_SPLITS, SplitFolder
-from ..errors import HmreproError
-from ..models.cards import ORIGINAL_SIZE_BENCHMARKS, EvalPlan
-from ..models.model_args import model_arguments
-from ..paths import resolve_data_root
-from . import runs
-from .bam_eval import run_bam
-from .checkpoints import load_checkpoint
-from .distributed import resolve_device
-from .eval_config import EvalConfig
-from .inference import apply_inference, inference_fields
-from .progress import Progress, Silent
-from .recipes import resolve as resolve_recipe
-from .records import (
+from ...data.episodes import Episode
+from ...data.preprocessing import get_preprocessing, preprocess_of
+from ...data.splits import PACKAGED_SPLITS, SplitFolder
+from ...errors import HmreproError
+from ...models.cards import ORIGINAL_SIZE_BENCHMARKS, EvalPlan
+from ...models.model_args import model_arguments
+from ...paths import resolve_data_root
+from ...progress import Progress, Silent
+from .. import runs
+from ..checkpoint_io import load_checkpoint
+from ..recipes import resolve as resolve_recipe
+from ..records import (
     PER_EPISODE,
     ensure_writable_dir,
     git_commit,
@@ -63,6 +61,10 @@ from .records import (
     save_records,
     versions,
 )
+from ..training.distributed import resolve_device
+from .bam_eval import run_bam
+from .eval_config import EvalConfig
+from .inference import apply_inference, inference_fields
 from .runner import EpisodePrediction, run_episodes
 
 __all__ = [
@@ -110,12 +112,12 @@ def folds_of(benchmark: str, fold: str | int) -> list[int]:
 
 def _official(model: str, backbone: str, benchmark: str, fold: int, data_root: Path | None) -> Path:
     try:
-        module = importlib.import_module("hmrepro.acquisition.checkpoints")
+        module = importlib.import_module("hmrepro.acquisition.published_weights")
         resolver = module.resolve_official_weights
     except (ImportError, AttributeError):
         raise HmreproError(
             "--weights official: this hmrepro cannot fetch the authors' checkpoints yet "
-            "(hmrepro.acquisition.checkpoints.resolve_official_weights is missing). Download the authors' "
+            "(hmrepro.acquisition.published_weights.resolve_official_weights is missing). Download the authors' "
             "best_model.pt yourself and pass --weights PATH (use {fold} in PATH for --fold all)."
         ) from None
     return Path(resolver(model, backbone, benchmark, fold, data_root=data_root))
@@ -150,8 +152,8 @@ def resolve_weights(
         raise HmreproError(
             f"--weights {spec}: {path} is neither a checkpoint file, a run folder, 'random' nor 'official'"
         )
-    from .checkpoints import read_checkpoint
-    from .origins import origin_of
+    from ..checkpoint_io import read_checkpoint
+    from ..origins import origin_of
 
     ckpt = read_checkpoint(path)
     digest = sha256_file(path)  # read once: a checkpoint can be hundreds of MB
@@ -179,8 +181,8 @@ def with_checkpoint_encoder(model: str | None, model_args: str, state: dict) -> 
     """``model_args`` of an own MCE checkpoint, plus ``encoder=imagenet`` when it names no ``encoder`` and its frozen
     ResNet has torchvision's 7×7 stem: a run from before MCE's ``encoder`` argument (default ``pspnet``, BAM's
     deep stem). Evaluation then builds the network the checkpoint holds, and the record says which encoder ran."""
-    from ..models.cards import ModelCardError, card_of
-    from ..models.model_args import parse_model_args
+    from ...models.cards import ModelCardError, card_of
+    from ...models.model_args import parse_model_args
 
     try:
         if not model or card_of(str(model)).family != "mce" or "encoder" in parse_model_args(model_args):
@@ -265,7 +267,7 @@ def load_model(
     log: Callable[[str], None],
 ) -> torch.nn.Module:
     """``model_name`` with the weights of ``source`` (random weights are seeded with 0), on ``device``."""
-    from .. import create_model
+    from ... import create_model
 
     torch.manual_seed(0)  # 'random' weights depend on this seed only
     model = create_model(
@@ -472,7 +474,7 @@ def run_fields(model_name: str, source: WeightsSource) -> dict:
     """The record fields that say which run a number belongs to, for the tables' cells: ``model_arguments``, every
     constructor argument the model was built with (its defaults and the run's ``--model-args``), and, for our own
     runs, ``train_config``, the configuration the checkpoint was trained with (recipe values and flags)."""
-    from ..models.model_args import recorded_arguments
+    from ...models.model_args import recorded_arguments
 
     fields: dict = {"model_arguments": recorded_arguments(model_name, source.trained_model_args)}
     if source.trained_config is not None:
@@ -506,7 +508,7 @@ def evaluate(
     ('all' or a number); returns the result records.
 
     Each record is written to ``config.results_dir`` (unless it is None) with :func:`write_record`; the written path
-    is in the returned record under ``path``. ``progress`` (:class:`~hmrepro.engine.progress.Progress`) gets a task
+    is in the returned record under ``path``. ``progress`` (:class:`~hmrepro.progress.Progress`) gets a task
     per fold and, unless ``log`` is given, the notes and the result line of each fold.
     """
     model_name, benchmark, fold, shot = config.model, config.benchmark, config.fold, config.shot

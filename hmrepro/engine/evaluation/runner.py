@@ -9,7 +9,7 @@ model's :class:`~hmrepro.models.cards.EvalPlan` and runs it).
 - ``predict`` turns a batch into a 0/1 query mask and the raw outputs: :func:`kshot_vote` (the authors' K-shot
   vote, ``model.predict_nshot``; the evaluation) or :func:`one_shot_logits` (one forward pass of the first support
   and the argmax of its logits; the validation inside training, whose hook computes the loss from the logits).
-- Metrics are accumulated by :class:`~hmrepro.engine.metrics.FewShotMeter`.
+- Metrics are accumulated by :class:`~hmrepro.engine.evaluation.metrics.FewShotMeter`.
 
 The runner prints nothing; callers follow it through ``on_batch``.
 """
@@ -27,11 +27,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.benchmarks import Benchmark
-from ..data.dataset import EpisodeDataset
-from ..data.episodes import Episode
-from ..models.cards import EvalPlan
-from ..models.interface import Outputs, logits_of
+from ...data.benchmarks import Benchmark
+from ...data.dataset import EpisodeDataset
+from ...data.episodes import Episode
+from ...models.cards import EvalPlan
+from ...models.interface import Outputs, logits_of
 from .metrics import FewShotMeter, intersection_union
 from .per_episode import EpisodeTable, batch_rows, concat
 
@@ -65,7 +65,8 @@ class EpisodePrediction:
 class EpisodeResult:
     """What a run of episodes measured; ``predictions`` only when asked for (``keep_predictions``).
 
-    ``per_episode``: every episode's counts and object sizes (:mod:`hmrepro.engine.per_episode`, always recorded;
+    ``per_episode``: every episode's counts and object sizes (:mod:`hmrepro.engine.evaluation.per_episode`, always
+    recorded;
     this process's episodes only when ``reduce`` combined several processes). ``image_cache``: the loading
     cache's counters (:meth:`~hmrepro.data.image_cache.ImageCache.stats`) when the episodes were loaded in this
     process (no workers), else None."""

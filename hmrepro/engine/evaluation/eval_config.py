@@ -1,6 +1,7 @@
 """The typed, frozen configuration of an evaluation, as :class:`~.train_config.TrainConfig` is of a training run.
 
-:func:`hmrepro.engine.evaluate.evaluate` runs one :class:`EvalConfig`: what is evaluated (model, benchmark, folds,
+:func:`hmrepro.engine.evaluation.evaluate.evaluate` runs one :class:`EvalConfig`: what is evaluated (model,
+benchmark, folds,
 shots, weights) and how (the options of ``hmrepro eval``). Every option has the authors' default; ``None`` means
 "what the model's card, recipe or checkpoint says" (image size, batch size, preprocessing, protocol).
 """
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
+from ...data.image_cache import DEFAULT_IMAGE_CACHE_MIB
 
 __all__ = ["EvalConfig"]
 

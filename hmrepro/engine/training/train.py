@@ -2,17 +2,17 @@
 
 One epoch is the episode list ``training_episodes(pool, shot, seed, epoch)``, a pure function of (seed,
 epoch). Global batch ``i`` is episodes ``[i·bsz, (i+1)·bsz)``; under ``torchrun`` each process takes its share
-(:mod:`hmrepro.engine.distributed`). After every epoch the model is validated on the fold's fixed validation
+(:mod:`hmrepro.engine.training.distributed`). After every epoch the model is validated on the fold's fixed validation
 episodes (``test_episodes(..., split='val')``, seed 0; the authors' protocol) and the best-mIoU weights are kept.
 MCE's recipe draws and validates as BAM's ``train.py`` instead (``train_sampler = "bam"``: the episodes of BAM's
 training loader, :func:`~hmrepro.data.bam.bam_training_episodes`; ``validation = "bam"``: BAM's seed-321 episodes at
 the model's shot, scored on the original label): :func:`epoch_episodes`, :func:`validation_episodes`.
 
-The loop is four small steps driven by a frozen :class:`~hmrepro.engine.train_config.TrainConfig`:
+The loop is four small steps driven by a frozen :class:`~hmrepro.engine.training.train_config.TrainConfig`:
 :func:`setup_run` (data, model, optimizer, resumed state), :func:`train_epoch`, :func:`validate_epoch` and
 :func:`finish_epoch` (best checkpoint, ``last.pt``, ``metrics.jsonl``). The model owns its loss
 (``model.compute_objective(outputs, batch)``), so a family with auxiliary losses needs nothing here. The engine
-prints nothing: it reports through a :class:`~hmrepro.engine.progress.Progress`.
+prints nothing: it reports through a :class:`~hmrepro.progress.Progress`.
 
 Nothing is lost when a run dies: ``last.pt`` (weights, optimizer, epoch, iteration within the epoch, best score,
 RNG states, per-epoch history, the effective configuration) is written atomically at the end of every epoch and
@@ -42,27 +42,28 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, default_collate
 
-from ..data.bam import BAM_MANUAL_SEED, BamPool, bam_training_episodes, bam_training_pool, check_bam_supports
-from ..data.benchmarks import get_benchmark, test_episodes
-from ..data.dataset import EpisodeDataset
-from ..data.episodes import Episode, training_episodes
-from ..data.geometric import GeometricParams
-from ..data.preprocessing import train_transform
-from ..data.splits import SplitFolder
-from ..data.training_filter import filter_training_pool
-from ..errors import HmreproError
-from ..locks import exclusive_lock
-from ..models.cards import EvalPlan
-from ..models.interface import logits_of
-from ..models.model_args import model_arguments
-from ..paths import resolve_data_root
-from . import distributed, runs, schedules
-from .bam_eval import bam_validation_logits
-from .checkpoints import read_checkpoint, save_checkpoint
+from ...data.bam import BAM_MANUAL_SEED, BamPool, bam_training_episodes, bam_training_pool, check_bam_supports
+from ...data.benchmarks import get_benchmark, test_episodes
+from ...data.dataset import EpisodeDataset
+from ...data.episodes import Episode, training_episodes
+from ...data.geometric import GeometricParams
+from ...data.preprocessing import train_transform
+from ...data.splits import SplitFolder
+from ...data.training_filter import filter_training_pool
+from ...errors import HmreproError
+from ...locks import exclusive_lock
+from ...models.cards import EvalPlan
+from ...models.interface import logits_of
+from ...models.model_args import model_arguments
+from ...paths import resolve_data_root
+from ...progress import Progress, Silent
+from .. import runs
+from ..checkpoint_io import read_checkpoint, save_checkpoint
+from ..evaluation.bam_eval import bam_validation_logits
+from ..evaluation.metrics import FewShotMeter
+from ..evaluation.runner import episode_loader, one_shot_logits, run_loader, to_device
+from . import distributed, schedules
 from .memory import PeakMemory, check_batch_fits, free_memory_mib
-from .metrics import FewShotMeter
-from .progress import Progress, Silent
-from .runner import episode_loader, one_shot_logits, run_loader, to_device
 from .train_config import TrainConfig, build_config, resume_config
 
 __all__ = ["TrainingInterrupted", "build_config", "resume_config", "train", "train_step"]
@@ -687,7 +688,7 @@ def _load_last(path: Path, model, optimizer, fingerprint: str):
 
 
 def _build_model(cfg: TrainConfig, bench, data_root: Path, pool, progress: Progress):
-    from .. import create_model
+    from ... import create_model
 
     torch.manual_seed(cfg.seed)  # random-init backbones/learners depend on the seed only
     model = create_model(
@@ -707,7 +708,8 @@ def _build_model(cfg: TrainConfig, bench, data_root: Path, pool, progress: Progr
 
 
 def _check_memory(cfg: TrainConfig, d: distributed.Dist, per_sample_mib: float, progress: Progress) -> None:
-    """Stop before the first iteration when the batch cannot fit (:func:`~hmrepro.engine.memory.check_batch_fits`)."""
+    """Stop before the first iteration when the batch cannot fit
+    (:func:`~hmrepro.engine.training.memory.check_batch_fits`)."""
     how = "measured on one 1-shot training step" + (f"; {cfg.shot}-shot needs more" if cfg.shot > 1 else "")
     warning = check_batch_fits(
         per_sample_mib,
@@ -882,7 +884,8 @@ def train_epoch(run: Run, stop: _StopFlag, session: _Session, progress: Progress
 def validate_epoch(run: Run, progress: Progress) -> dict:
     """Forward + argmax on this process's validation episodes (the episode runner); counts and loss summed over
     processes. ``validation = "one-shot"``: the first support, at the input size; ``"bam"``: every support, scored on
-    the original label after BAM's two-step upsampling (:func:`~hmrepro.engine.bam_eval.bam_validation_logits`)."""
+    the original label after BAM's two-step upsampling
+    (:func:`~hmrepro.engine.evaluation.bam_eval.bam_validation_logits`)."""
     model, d = run.model, run.d
     meter = run.meter("val")
     task = progress.start(f"validate {run.state.epoch}", total=run.data.val_total)
@@ -964,7 +967,8 @@ def finish_epoch(run: Run, row: dict, session: _Session, progress: Progress) -> 
 def train(
     config: TrainConfig, *, resume: bool = False, progress: Progress | None = None, memory_check: bool = True
 ) -> Path:
-    """Train as ``config`` says (see :func:`~hmrepro.engine.train_config.build_config`); returns the run folder.
+    """Train as ``config`` says (see :func:`~hmrepro.engine.training.train_config.build_config`); returns the run
+    folder.
 
     With ``resume`` the run continues from ``config.out/last.pt`` (from scratch if no checkpoint was written).
     With ``memory_check`` a batch that cannot fit the free memory stops before the first iteration.

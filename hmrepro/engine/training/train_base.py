@@ -35,16 +35,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.base_learner import BaseLearnerData, base_classes, base_image_names, base_label_table
-from ..data.benchmarks import get_benchmark
-from ..data.geometric import GeometricAugment, GeometricParams
-from ..data.splits import SplitFolder
-from ..errors import HmreproError
-from ..paths import resolve_data_root
-from ..progress import Progress, Silent
-from . import runs, schedules
-from .checkpoints import save_checkpoint
-from .recipes import RecipeError, _check_training_extras, check_section, load_recipe_file, merge, recipe_dir
+from ...data.base_learner import BaseLearnerData, base_classes, base_image_names, base_label_table
+from ...data.benchmarks import get_benchmark
+from ...data.geometric import GeometricAugment, GeometricParams
+from ...data.splits import SplitFolder
+from ...errors import HmreproError
+from ...paths import resolve_data_root
+from ...progress import Progress, Silent
+from .. import runs
+from ..checkpoint_io import save_checkpoint
+from ..recipes import RecipeError, _check_training_extras, check_section, load_recipe_file, merge, recipe_dir
+from . import schedules
 
 __all__ = ["BASE_LEARNER", "BaseTrainConfig", "build_base_config", "train_base"]
 
@@ -154,7 +155,7 @@ def build_base_config(
 
 def build_base_optimizer(model, cfg: BaseTrainConfig) -> torch.optim.Optimizer:
     """SGD on BAM's three groups; group ``i`` has base learning rate ``lr`` if ``i <= index_split`` else
-    ``scale_lr × lr`` (the poly factor multiplies both, :func:`~hmrepro.engine.schedules.apply_schedule`)."""
+    ``scale_lr × lr`` (the poly factor multiplies both, :func:`~hmrepro.engine.training.schedules.apply_schedule`)."""
     groups = []
     for index, params in enumerate(model.parameter_groups()):
         lr = float(cfg.lr) * (1.0 if index <= cfg.index_split else float(cfg.scale_lr))
@@ -242,7 +243,7 @@ def _run_folder(cfg: BaseTrainConfig) -> Path:
 
 def train_base(config: BaseTrainConfig, *, progress: Progress | None = None) -> Path:
     """Train BAM's base learner as ``config`` says; returns the run folder (see the module docstring)."""
-    from ..models.pspnet import PSPNet
+    from ...models.pspnet import PSPNet
     from .distributed import resolve_device
     from .train import iteration_seed, seed_everything, set_numerics
 

@@ -1,0 +1,1 @@
+"""Benchmarks: timing the model, an evaluation and a training iteration."""

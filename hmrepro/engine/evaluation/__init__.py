@@ -1,0 +1,1 @@
+"""Evaluation: the episode runner, metrics, inference options and per-episode files."""

@@ -1,0 +1,1 @@
+"""Training: the loop, its configuration, schedules, DDP and the memory check."""
