@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 
 from .. import __version__
-from . import error_boundary as errors
+from . import error_boundary
 
 __all__ = ["app", "build_app", "main", "run"]  # noqa: F822 - app is built on first use (module __getattr__)
 
@@ -105,7 +105,7 @@ def _version(value: bool) -> None:
 
 def _debug(value: bool) -> None:
     if value:
-        errors.enable_debug()
+        error_boundary.enable_debug()
 
 
 def _register_root(application) -> None:
@@ -135,13 +135,13 @@ def _register_root(application) -> None:
 
 def run(args: Sequence[str] | None = None) -> int:
     """Run ``hmrepro ARGS`` in this process through the error boundary; returns the exit status."""
-    return errors.run(args, app_factory=build_app)
+    return error_boundary.run(args, app_factory=build_app)
 
 
 def main() -> None:
     """Console-script entry point: every failure one line with its exit status, never a traceback."""
-    errors.install_signal_handlers()
-    errors.prepare_streams()
+    error_boundary.install_signal_handlers()
+    error_boundary.prepare_streams()
     raise SystemExit(run())
 
 
