@@ -18,6 +18,7 @@ import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,17 +64,17 @@ def _symlink_target(entry_path: str, target: str, name: str, archive: Path) -> s
     return joined
 
 
-def _tar_entries(tf: tarfile.TarFile, archive: Path) -> list[Entry]:
-    out = []
+def _tar_entries(tf: tarfile.TarFile, archive: Path) -> Iterator[Entry]:
+    """The entries of a tar archive, in its order; links checked, devices and fifos refused."""
     for m in tf.getmembers():
         path = normalise(m.name, archive)
         if m.isdir():
-            out.append(Entry(m.name, path, "dir", member=m))
+            yield Entry(m.name, path, "dir", member=m)
         elif m.isreg():
-            out.append(Entry(m.name, path, "file", m.size, member=m))
+            yield Entry(m.name, path, "file", m.size, member=m)
         elif m.issym():
             _symlink_target(path, m.linkname, m.name, archive)
-            out.append(Entry(m.name, path, "symlink", link=m.linkname, member=m))
+            yield Entry(m.name, path, "symlink", link=m.linkname, member=m)
         elif m.islnk():
             try:
                 target = normalise(m.linkname, archive)
@@ -81,26 +82,24 @@ def _tar_entries(tf: tarfile.TarFile, archive: Path) -> list[Entry]:
                 raise UnsafeArchiveError(
                     f"{archive}: hard-link entry {m.name!r} -> {m.linkname!r} leaves the target folder; refusing"
                 ) from None
-            out.append(Entry(m.name, path, "hardlink", link=target, member=m))
+            yield Entry(m.name, path, "hardlink", link=target, member=m)
         else:
             raise UnsafeArchiveError(f"{archive}: entry {m.name!r} is a device or fifo; refusing to extract it")
-    return out
 
 
-def _zip_entries(zf: zipfile.ZipFile, archive: Path) -> list[Entry]:
-    out = []
+def _zip_entries(zf: zipfile.ZipFile, archive: Path) -> Iterator[Entry]:
+    """The entries of a zip archive, in its order; symlinks (stored in the mode bits) checked."""
     for info in zf.infolist():
         path = normalise(info.filename, archive)
         mode = info.external_attr >> 16
         if stat.S_ISLNK(mode):
             target = zf.read(info).decode("utf-8", "replace")
             _symlink_target(path, target, info.filename, archive)
-            out.append(Entry(info.filename, path, "symlink", link=target, member=info))
+            yield Entry(info.filename, path, "symlink", link=target, member=info)
         elif info.is_dir():
-            out.append(Entry(info.filename, path, "dir", member=info))
+            yield Entry(info.filename, path, "dir", member=info)
         else:
-            out.append(Entry(info.filename, path, "file", info.file_size, member=info))
-    return out
+            yield Entry(info.filename, path, "file", info.file_size, member=info)
 
 
 def _through_link(entry: Entry, links: set[str], archive: Path) -> None:
@@ -145,10 +144,10 @@ def list_entries(archive: Path) -> list[Entry]:
     archive = Path(archive)
     if zipfile.is_zipfile(archive):
         with zipfile.ZipFile(archive) as zf:
-            entries = _zip_entries(zf, archive)
+            entries = list(_zip_entries(zf, archive))
     elif tarfile.is_tarfile(archive):
         with tarfile.open(archive) as tf:
-            entries = _tar_entries(tf, archive)
+            entries = list(_tar_entries(tf, archive))
     else:
         raise CorruptFileError(f"{archive} is neither a zip nor a tar archive; delete it and fetch it again")
     check_entries(entries, archive)
