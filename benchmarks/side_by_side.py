@@ -24,9 +24,17 @@ form in backward; the fixtures were made the same way). At construction the torc
 downloading weights (they are overwritten anyway), ``pytorch_lightning`` is stubbed for ASNet (``LightningModule`` :=
 ``nn.Module``) and VAT's yacs config is given as a plain namespace with the keys the model reads.
 
+Peak memory: every timed call runs inside hmrepro's ``PeakMemory`` (:func:`timed`; CPU: the peak resident set,
+VmHWM, reset after ``malloc_trim`` at the start of the call, minus what was resident then; CUDA:
+``max_memory_allocated`` after ``reset_peak_memory_stats``), so each row has both sides' per-call peak increase, and
+the first 1-shot forward of each (the agreement check, cold) is measured the same way. ``--memory-fresh`` measures
+instead, without timing, each side alone in a fresh process (the other model deleted, the heap trimmed), one row per
+shot with ``--memory-episodes`` episodes each (the first cold).
+
 Example (CPU, quick): ``python benchmarks/side_by_side.py --export-from-mirror --families hsnet --img-size 64
 --repeats 1``. Seconds per episode (wall) and the process CPU seconds are both reported; the ratio is authors /
-hmrepro (> 1: hmrepro faster).
+hmrepro (> 1: hmrepro faster). The whole comparison, six models x 1 and 5 shots, is the defaults:
+``python benchmarks/side_by_side.py --export-from-mirror --json OUT.json`` (docs/performance.md gives its time).
 """
 
 from __future__ import annotations
@@ -274,30 +282,37 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn, device: str) -> tuple[float, float, object, float | None]:
-    """(wall s, process CPU s, result, peak CUDA MiB or None) of one call, the device synchronised around it."""
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
+def timed(fn, device: str) -> tuple[float, float, object, float, float]:
+    """(wall s, process CPU s, result, peak MiB, increase MiB) of one call, the device synchronised around it.
+
+    Peak memory: hmrepro's ``PeakMemory`` (what ``hmrepro bench`` reports) around the call. CUDA:
+    ``max_memory_allocated`` after ``reset_peak_memory_stats``. CPU: the process's peak resident set (VmHWM)
+    reset at the start after glibc's ``malloc_trim`` handed freed pages back, so the increase is what this call
+    touched above what was resident before it (both models, the inputs); torch's CPU tensors come from malloc, so
+    they are all in it. The two models share the process: nothing of one side's call is left when the other's starts
+    (its result aside: one mask)."""
+    from hmrepro.engine.training.memory import PeakMemory
+
     _sync(device)
-    w0, c0 = time.perf_counter(), time.process_time()
-    out = fn()
-    _sync(device)
-    w1, c1 = time.perf_counter(), time.process_time()
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None
-    return w1 - w0, c1 - c0, out, peak
+    with PeakMemory(device) as mem:
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        _sync(device)
+        w1, c1 = time.perf_counter(), time.process_time()
+    return w1 - w0, c1 - c0, out, mem.peak_mib, mem.increase_mib
 
 
 def interleave(fns: dict, repeats: int, device: str) -> dict:
     """Alternate the callables (A B, B A, ...) ``repeats`` times; per name: walls, cpus, peaks, first result."""
     names = list(fns)
-    res = {n: {"wall": [], "cpu": [], "peak_mib": [], "first": None} for n in names}
+    res = {n: {"wall": [], "cpu": [], "peak_mib": [], "increase_mib": [], "first": None} for n in names}
     for r in range(repeats):
         for n in names if r % 2 == 0 else names[::-1]:
-            wall, cpu, out, peak = timed(fns[n], device)
+            wall, cpu, out, peak, increase = timed(fns[n], device)
             res[n]["wall"].append(wall)
             res[n]["cpu"].append(cpu)
-            if peak is not None:
-                res[n]["peak_mib"].append(peak)
+            res[n]["peak_mib"].append(peak)
+            res[n]["increase_mib"].append(increase)
             if res[n]["first"] is None:
                 res[n]["first"] = out
     return res
@@ -308,18 +323,15 @@ def _load() -> str:
 
 
 # -------------------------------------------------------------------------------------------------------- runs
-def run_pair(family: str, hm: bool, args, fixtures: Path, emit) -> None:
-    """Build one pair (authors', hmrepro's), check that they agree, time them; ``emit(row)`` per measurement."""
+def build_pair(family: str, hm: bool, args):
+    """The authors' model with the fixtures' weights and hmrepro's with the same state, both in eval mode on
+    ``args.device``."""
     import hmrepro
-    from hmrepro.engine.training.train import train_step
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from model_weights import fill_params  # the fixtures' deterministic-weights rule, kept with the tests
 
     name = family + ("-hm" if hm else "")
-    size = args.sizes[family]
-    device = args.device
-    t0 = time.perf_counter()
     theirs = fill_params(build_authors(family, hm, args.authors, args.backbone, args.benchmark))
     ours = hmrepro.create_model(name, backbone=args.backbone, pretrained=False, benchmark=args.benchmark)
     state = theirs.state_dict()
@@ -330,8 +342,18 @@ def run_pair(family: str, hm: bool, args, fixtures: Path, emit) -> None:
             f"  {name}: hmrepro lacks {len(floating_missing)} float keys {floating_missing[:3]}, "
             f"has no {len(unexpected)} authors' keys {list(unexpected)[:3]}"
         )
-    theirs.to(device).eval()
-    ours.to(device).eval()
+    return theirs.to(args.device).eval(), ours.to(args.device).eval()
+
+
+def run_pair(family: str, hm: bool, args, fixtures: Path, emit) -> None:
+    """Build one pair (authors', hmrepro's), check that they agree, time them; ``emit(row)`` per measurement."""
+    from hmrepro.engine.training.train import train_step
+
+    name = family + ("-hm" if hm else "")
+    size = args.sizes[family]
+    device = args.device
+    t0 = time.perf_counter()
+    theirs, ours = build_pair(family, hm, args)
     print(f"  {name}: both models built and loaded in {time.perf_counter() - t0:.1f} s (load {_load()})", flush=True)
     common = {
         "model": name,
@@ -345,9 +367,17 @@ def run_pair(family: str, hm: bool, args, fixtures: Path, emit) -> None:
     if not args.train:
         batch, origin = make_inputs(size, max(args.shots), args.bsz, fixtures, device)
         q, s, m = batch["query_img"], batch["support_imgs"], batch["support_masks"]
-        with torch.no_grad():  # agreement of the 1-shot logits (also the warm-up of both)
-            diff = (theirs(q, s[:, 0], m[:, 0]) - ours(q, s[:, 0], m[:, 0])).abs().max().item()
-        print(f"  {name}: 1-shot logits max |authors - hmrepro| = {diff:.2e} ({origin}, batch {args.bsz})", flush=True)
+        with torch.no_grad():  # agreement of the 1-shot logits (also the warm-up of both; their memory, cold)
+            *_, logits_a, _, cold_a = timed(lambda: theirs(q, s[:, 0], m[:, 0]), device)
+            *_, logits_b, _, cold_b = timed(lambda: ours(q, s[:, 0], m[:, 0]), device)
+            diff = (logits_a - logits_b).abs().max().item()
+            del logits_a, logits_b
+        print(
+            f"  {name}: 1-shot logits max |authors - hmrepro| = {diff:.2e} ({origin}, batch {args.bsz}); first 1-shot "
+            f"forward's peak increase (cold): authors {cold_a:.0f} MiB, hmrepro {cold_b:.0f} MiB",
+            flush=True,
+        )
+        common["cold_1shot_forward_increase_mib"] = {"authors": round(cold_a, 1), "hmrepro": round(cold_b, 1)}
         for shot in args.shots:
             sb = {"query_img": q, "support_imgs": s[:, :shot], "support_masks": m[:, :shot]}
 
@@ -401,12 +431,101 @@ def run_pair(family: str, hm: bool, args, fixtures: Path, emit) -> None:
         res = interleave({"authors": authors_step, "hmrepro": hmrepro_step}, args.repeats + drop, device)
         first_loss = (res["authors"]["first"] - res["hmrepro"]["first"]).abs().item()
         for who in ("authors", "hmrepro"):  # the first steps of each are its warm-up
-            for key in ("wall", "cpu", "peak_mib"):
+            for key in ("wall", "cpu", "peak_mib", "increase_mib"):
                 res[who][key] = res[who][key][drop:]
         print(f"  {name}: first training step's loss |authors - hmrepro| = {first_loss:.2e} ({origin})", flush=True)
         emit(_row(common, "train", 1, args.bsz, res, load0, {"loss_diff_step0": first_loss, "inputs": origin}))
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
+
+
+def _eval_call(model, authors: bool, batch: dict, shot: int):
+    """One K-shot evaluation episode: the authors' test.py call or hmrepro's ``predict_nshot``."""
+    q, s, m = batch["query_img"], batch["support_imgs"][:, :shot], batch["support_masks"][:, :shot]
+    with torch.no_grad():
+        if authors:
+            return model.predict_mask_nshot({"query_img": q, "support_imgs": s, "support_masks": m}, nshot=shot)
+        return model.predict_nshot(q, s, m)
+
+
+def memory_child(args) -> None:
+    """``--memory-child SIDE``: in this fresh process, only SIDE's model of the pair (the other one deleted and the
+    heap trimmed before anything is measured), ``--memory-episodes`` K-shot episodes one after the other, each inside
+    ``PeakMemory`` (see :func:`timed`); prints one ``MEMORY {json}`` line."""
+    import gc
+
+    from hmrepro.engine.training.memory import _status_mib
+
+    (family,), (masking,), (shot,) = args.families.split(","), args.masking.split(","), args.shots
+    theirs, ours = build_pair(family, masking == "hm", args)
+    authors = args.memory_child == "authors"
+    model = theirs if authors else ours
+    del theirs, ours
+    gc.collect()
+    batch, origin = make_inputs(args.sizes[family], shot, args.bsz, args.fixtures, args.device)
+    episodes = []
+    for _ in range(args.memory_episodes):
+        wall, cpu, out, peak, increase = timed(lambda: _eval_call(model, authors, batch, shot), args.device)
+        del out
+        episodes.append({"wall_s": wall, "cpu_s": cpu, "peak_mib": round(peak, 1), "increase_mib": round(increase, 1)})
+    result = {
+        "episodes": episodes,
+        "ru_maxrss_mib": round(_max_rss_mib(), 1),
+        "rss_end_mib": _status_mib("VmRSS"),
+        "inputs": origin,
+    }
+    print("MEMORY " + json.dumps(result), flush=True)
+
+
+def _max_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
+
+
+def run_memory(family: str, hm: bool, args, emit) -> None:
+    """Peak memory of K-shot episodes, each side in its own fresh process (:func:`memory_child`), one row per shot."""
+    name = family + ("-hm" if hm else "")
+    for shot in args.shots:
+        row = {
+            "model": name,
+            "family": family,
+            "masking": "hm" if hm else "fm",
+            "device": args.device,
+            "img_size": args.sizes[family],
+            "backbone": args.backbone,
+            "threads": args.threads,
+            "mode": "memory",
+            "shot": shot,
+            "bsz": args.bsz,
+            "memory_method": "fresh process per side; per episode: "
+            + ("max_memory_allocated" if args.device != "cpu" else "VmHWM reset after malloc_trim")
+            + " minus what was resident at its start (the model, the inputs)",
+            "load_before": _load(),
+        }
+        for who in ("authors", "hmrepro"):
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", who, "--families", family]
+            cmd += ["--masking", row["masking"], "--shots", str(shot), "--memory-episodes", str(args.memory_episodes)]
+            cmd += ["--img-size", f"{family}={args.sizes[family]}", "--bsz", str(args.bsz), "--threads"]
+            cmd += [str(args.threads), "--device", args.device, "--authors", str(args.authors), "--backbone"]
+            cmd += [args.backbone, "--benchmark", args.benchmark, "--fixtures", str(args.fixtures)]
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [line for line in done.stdout.splitlines() if line.startswith("MEMORY ")]
+            if done.returncode or not lines:
+                raise SystemExit(f"memory child {who} {name} {shot}-shot failed:\n{done.stdout}\n{done.stderr}")
+            res = json.loads(lines[-1][len("MEMORY ") :])
+            row[f"{who}_episodes"] = res["episodes"]
+            row[f"{who}_increase_mib"] = [e["increase_mib"] for e in res["episodes"]]
+            row[f"{who}_ru_maxrss_mib"] = res["ru_maxrss_mib"]
+            row["inputs"] = res["inputs"]
+        row["load_after"] = _load()
+        a, b = row["authors_increase_mib"], row["hmrepro_increase_mib"]
+        print(
+            f"  {name:9s} memory {shot}-shot (fresh processes): peak increase per episode authors {a} MiB, "
+            f"hmrepro {b} MiB (load {row['load_before']} -> {row['load_after']})",
+            flush=True,
+        )
+        emit(row)
 
 
 def _row(common: dict, mode: str, shot: int, bsz: int, res: dict, load0: str, extra: dict) -> dict:
@@ -416,15 +535,18 @@ def _row(common: dict, mode: str, shot: int, bsz: int, res: dict, load0: str, ex
         row[f"{who}_cpu_s"] = res[who]["cpu"]
         row[f"{who}_median_s"] = statistics.median(res[who]["wall"])
         row[f"{who}_median_cpu_s"] = statistics.median(res[who]["cpu"])
-        if res[who]["peak_mib"]:
-            row[f"{who}_peak_cuda_mib"] = max(res[who]["peak_mib"])
+        row[f"{who}_peak_mib"] = [round(x, 1) for x in res[who]["peak_mib"]]
+        row[f"{who}_increase_mib"] = [round(x, 1) for x in res[who]["increase_mib"]]
+        row[f"{who}_max_increase_mib"] = round(max(res[who]["increase_mib"]), 1)
     row["ratio"] = row["authors_median_s"] / row["hmrepro_median_s"]
     row["ratio_cpu"] = row["authors_median_cpu_s"] / max(row["hmrepro_median_cpu_s"], 1e-9)
     row["load_before"], row["load_after"] = load0, _load()
+    row["memory_method"] = "in-process, per call: " + ("max_memory_allocated" if row["device"] != "cpu" else "VmHWM")
     print(
         f"  {row['model']:9s} {mode:5s} {shot}-shot: authors {row['authors_median_s']:.3f} s, hmrepro "
         f"{row['hmrepro_median_s']:.3f} s per {'episode' if mode == 'eval' else 'iteration'}, ratio {row['ratio']:.2f}"
-        f" (CPU time ratio {row['ratio_cpu']:.2f}; load {load0} -> {row['load_after']})",
+        f" (CPU time ratio {row['ratio_cpu']:.2f}; peak increase authors {row['authors_max_increase_mib']:.0f} MiB,"
+        f" hmrepro {row['hmrepro_max_increase_mib']:.0f} MiB; load {load0} -> {row['load_after']})",
         flush=True,
     )
     return row
@@ -432,10 +554,10 @@ def _row(common: dict, mode: str, shot: int, bsz: int, res: dict, load0: str, ex
 
 def print_table(rows: list[dict]) -> None:
     print(
-        "\n| model | mode | shot | px | authors s | hmrepro s | ratio (wall) | ratio (CPU time) | max abs diff / "
-        "agreement | load |"
+        "\n| model | mode | shot | px | authors s | hmrepro s | ratio (wall) | ratio (CPU time) | peak increase MiB "
+        "authors / hmrepro | max abs diff / agreement | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         check = (
             f"{r['max_abs_diff_1shot_logits']:.1e} / {r['mask_agreement']:.4f}"
@@ -444,7 +566,8 @@ def print_table(rows: list[dict]) -> None:
         )
         print(
             f"| {r['model']} | {r['mode']} | {r['shot']} | {r['img_size']} | {r['authors_median_s']:.3f} | "
-            f"{r['hmrepro_median_s']:.3f} | {r['ratio']:.2f} | {r['ratio_cpu']:.2f} | {check} | "
+            f"{r['hmrepro_median_s']:.3f} | {r['ratio']:.2f} | {r['ratio_cpu']:.2f} | "
+            f"{r['authors_max_increase_mib']:.0f} / {r['hmrepro_max_increase_mib']:.0f} | {check} | "
             f"{r['load_before']} -> {r['load_after']} |"
         )
 
@@ -499,6 +622,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fixtures", type=Path, default=DEFAULT_FIXTURES, help="where inputs_<S>.pt are")
     p.add_argument("--train", action="store_true", help="time training iterations instead of evaluation")
     p.add_argument("--json", type=Path, default=None, help="write the rows here")
+    p.add_argument(
+        "--memory-fresh",
+        action="store_true",
+        help="instead of timing: peak memory of K-shot episodes, each side in a fresh process",
+    )
+    p.add_argument(
+        "--memory-episodes",
+        type=int,
+        default=2,
+        help="episodes per fresh process (--memory-fresh): the first cold, the next warm",
+    )
+    p.add_argument("--memory-child", choices=("authors", "hmrepro"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.authors = args.authors.resolve()
     if args.export_from_mirror or args.clone:
@@ -511,6 +646,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.device.startswith("cuda"):  # fp32 for both sides
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+    if args.memory_child:
+        memory_child(args)
+        return 0
     env = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "torch": torch.__version__,
@@ -539,8 +677,12 @@ def main(argv: list[str] | None = None) -> int:
 
     for family in args.families.split(","):
         for masking in args.masking.split(","):
-            run_pair(family, masking == "hm", args, args.fixtures, emit)
-    print_table(rows)
+            if args.memory_fresh:
+                run_memory(family, masking == "hm", args, emit)
+            else:
+                run_pair(family, masking == "hm", args, args.fixtures, emit)
+    if not args.memory_fresh:
+        print_table(rows)
     return 0
 
 

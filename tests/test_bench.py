@@ -149,6 +149,32 @@ def test_bench_train_and_eval_write_their_records(tmp_path, synthetic_root):
     assert evaluation["kind"] == "bench-eval" and evaluation["episodes"] == 2 and evaluation["miou"] is None
     assert evaluation["episodes_per_sec"] == pytest.approx(1 / evaluation["secs_per_episode"])
     assert evaluation["wall_secs"] >= 2 * evaluation["secs_per_episode"]
+    # the whole call's peak is the larger of its two phases: building + the first batch, the batches after it
+    phases = (evaluation["peak_memory_first_batch_mib"], evaluation["peak_memory_after_first_batch_mib"])
+    assert evaluation["peak_memory_mib"] == pytest.approx(max(phases), abs=0.1)
+
+
+def test_peak_memory_phases_are_apart():
+    """A phase that touches 256 MiB and frees it, then one that touches 16 MiB: each phase has its own peak (the
+    counter reset between them), the block's peak is the first's."""
+    import sys
+
+    import torch
+
+    from hmrepro.engine.training.memory import PeakMemory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the resettable peak resident set is Linux's")
+    with PeakMemory("cpu") as mem:
+        big = torch.ones(64 * 2**20)  # 256 MiB, every page touched
+        del big
+        mem.next_phase()
+        small = torch.ones(4 * 2**20)
+        del small
+    assert mem.method.startswith("peak resident")
+    first, second = mem.phase_peaks_mib
+    assert first - mem.base_mib > 200 and second - mem.base_mib < 100, (mem.base_mib, first, second)
+    assert mem.peak_mib == first
 
 
 def test_bench_subcommands_refuse_bad_values():

@@ -120,3 +120,6 @@ def test_bench_eval_records_the_cache_setting_and_its_counters(synthetic_root):
     )
     assert record["image_cache_mib"] == 8 and record["image_cache"]["hits"] + record["image_cache"]["misses"] == 3 * 2
     assert record["image_cache"]["max_bytes"] == 8 * 2**20
+    # the peak of the whole call is that of its larger phase: building + the first batch, or the batches after it
+    phases = (record["peak_memory_first_batch_mib"], record["peak_memory_after_first_batch_mib"])
+    assert record["peak_memory_mib"] == pytest.approx(max(phases), abs=0.1)

@@ -276,12 +276,20 @@ def eval_command(
         f"[bold]{model}[/] on {benchmark.value} fold {fold}, {shot}-shot, {record['img_size']} px, "
         f"batch {record['bsz']}, {workers} workers, {record['precision']}, {record['device_name']}: "
         f"{record['episodes_per_sec']:.3f} episodes/s "
-        f"({record['secs_per_episode']:.3f} s/episode over {record['episodes']}); {_memory_line(record)}; "
-        f"{_cache_line(record)}"
+        f"({record['secs_per_episode']:.3f} s/episode over {record['episodes']}); {_memory_line(record)}"
+        f"{_phases_line(record)}; {_cache_line(record)}"
     )
     if as_json:
         print_json(record)
     report_saved([record], no_record)
+
+
+def _phases_line(record: dict) -> str:
+    after = record.get("peak_memory_after_first_batch_mib")
+    if after is None:
+        return ""
+    first = record["peak_memory_first_batch_mib"]
+    return f" (model building + first batch {first:.0f} MiB, the batches after {after:.0f} MiB)"
 
 
 def _cache_line(record: dict) -> str:

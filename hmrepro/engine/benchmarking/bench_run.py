@@ -4,7 +4,11 @@
 fixed episodes
   read from a benchmark folder, decoded and preprocessed by the DataLoader, the K-shot vote, the metric) on the
   first ``episodes`` episodes, and reports episodes per second as the runner measures them (data loading
-  included, model building excluded), the wall time of the whole call, and the peak memory.
+  included, model building excluded), the wall time of the whole call, and the peak memory: of the whole call
+  (model building and the first batch included) and of the episodes after the first batch. They differ on CUDA:
+  cuDNN's autotuning (on in evaluation, fp32) tries the candidate algorithms of each convolution on the first batch
+  with a workspace as large as the most demanding candidate needs, taken from PyTorch's caching allocator (GiBs for
+  fp32's FFT algorithms at 400 px); the later batches run the chosen algorithms only.
 - :func:`bench_train` times training iterations of a model at its recipe's batch and image size (both can be
   overridden) on random episodes already in memory (data loading excluded: ``bench eval`` measures that side):
   the recipe's optimizer, the model's own objective, forward, backward and step, bf16 autocast when asked. The
@@ -80,8 +84,10 @@ def bench_eval(
             amp=amp,
             image_cache_mib=DEFAULT_IMAGE_CACHE_MIB if image_cache_mib is None else image_cache_mib,
         )
-        (evaluation,) = evaluate(config, progress=progress, log=lambda msg: None)
+        marker = _FirstBatchMark(progress, memory)
+        (evaluation,) = evaluate(config, progress=marker, log=lambda msg: None)
     wall = time.perf_counter() - start
+    first, *rest = memory.phase_peaks_mib
     secs = float(evaluation["secs_per_episode"])
     record = {
         **{k: evaluation.get(k) for k in (*SETTING_FIELDS, *PROTOCOL_FIELDS, "precision")},
@@ -98,10 +104,41 @@ def bench_eval(
         "image_cache": evaluation["image_cache"],
         "weights": weights,
         **memory.as_dict(),
+        # the whole call's peak is the larger of these: model building + the first batch (on CUDA: autotuning), and
+        # the episodes after it (None when there were none)
+        "peak_memory_first_batch_mib": round(first, 1),
+        "peak_memory_after_first_batch_mib": round(max(rest), 1) if rest and marker.batches > 1 else None,
         **machine_fields(dev),
     }
     save_records([record], None if results_dir is None else Path(results_dir))
     return record
+
+
+class _FirstBatchMark:
+    """The evaluation's progress reporter, passed through; when the first batch of episodes is done (its first
+    ``advance``), the peak memory so far is closed as a phase (:meth:`PeakMemory.next_phase`)."""
+
+    def __init__(self, progress, memory: PeakMemory) -> None:
+        from ...progress import Silent
+
+        self._inner = progress if progress is not None and not isinstance(progress, bool) else Silent()
+        self._memory = memory
+        self.batches = 0
+
+    def start(self, description: str, total: int, completed: int = 0):
+        return self._inner.start(description, total, completed)
+
+    def advance(self, task, n: int = 1, info: str = "") -> None:
+        self.batches += 1
+        if self.batches == 1:
+            self._memory.next_phase()
+        self._inner.advance(task, n, info)
+
+    def finish(self, task) -> None:
+        self._inner.finish(task)
+
+    def log(self, message: str) -> None:
+        self._inner.log(message)
 
 
 def random_training_batch(bsz: int, shot: int, img_size: int, device: torch.device, seed: int = 0) -> dict:

@@ -72,6 +72,7 @@ class PeakMemory:
         self.method = ""
         self.base_mib = 0.0
         self.peak_mib = 0.0
+        self.phase_peaks_mib: list[float] = []
 
     @property
     def increase_mib(self) -> float:
@@ -93,14 +94,28 @@ class PeakMemory:
             self.base_mib = _max_rss_mib()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def _peak_so_far(self) -> float:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-            self.peak_mib = torch.cuda.max_memory_allocated(self.device) / MIB
+            return torch.cuda.max_memory_allocated(self.device) / MIB
+        if self.method.startswith("peak resident"):
+            return _status_mib("VmHWM") or 0.0
+        return _max_rss_mib()
+
+    def next_phase(self) -> None:
+        """End a phase of the block: its peak is appended to ``phase_peaks_mib`` and the peak counter is reset, so
+        that the next phase's peak is its own (``peak_mib`` stays the whole block's: the largest phase's). Where the
+        peak cannot be reset (``ru_maxrss``) every later phase reports at least the earlier ones' peak."""
+        self.phase_peaks_mib.append(self._peak_so_far())
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         elif self.method.startswith("peak resident"):
-            self.peak_mib = _status_mib("VmHWM") or 0.0
-        else:
-            self.peak_mib = _max_rss_mib()
+            _trim_heap()  # the pages the phase freed go back first, as at the start of the block
+            _reset_peak_rss()
+
+    def __exit__(self, *exc) -> None:
+        self.phase_peaks_mib.append(self._peak_so_far())
+        self.peak_mib = max(self.phase_peaks_mib)
 
     def as_dict(self, prefix: str = "peak_memory") -> dict:
         """Record fields: ``<prefix>_mib``, ``<prefix>_increase_mib``, ``<prefix>_method``."""
