@@ -54,9 +54,10 @@ RECIPE = "pspnet.toml"
 LOOP_KEYS = {"val_size": int, "index_split": int, "scale_lr": (int, float)}  # the [base_learner] table
 
 
-@dataclass(frozen=True)
-class BaseTrainConfig:
-    """Everything a base-learner run depends on (saved as ``config.json``)."""
+@dataclass(frozen=True, kw_only=True)
+class BaseTrainConfig(GeometricParams):
+    """Everything a base-learner run depends on (saved as ``config.json``): the augmentation's switches are the
+    :class:`~hmrepro.data.geometric.GeometricParams` fields (checked by it), with BAM's base-learner scale range."""
 
     benchmark: str
     fold: int
@@ -75,15 +76,7 @@ class BaseTrainConfig:
     lr_schedule: str = "poly"
     poly_power: float = 0.9
     augment: str = "geometric"
-    scale_range: tuple = (0.5, 2.0)
-    scale_mode: str = "image"
-    rotate_range: tuple = (-10.0, 10.0)
-    rotate_p: float = 0.5
-    blur_p: float = 0.5
-    blur_kernel: int = 5
-    flip_p: float = 0.5
-    crop_keep: float = 0.85
-    pad_label: int = 255
+    scale_range: tuple = (0.5, 2.0)  # BAM's scale_min, scale_max
     model: str = BASE_LEARNER
     backbone: str = "resnet50"
     pretrained: bool = True
@@ -97,10 +90,6 @@ class BaseTrainConfig:
     splits: str | None = None
     out: str | None = None
     recipe: str = ""
-
-    def __post_init__(self) -> None:
-        for key in ("scale_range", "rotate_range"):
-            object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
