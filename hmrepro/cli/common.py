@@ -24,10 +24,13 @@ def optional_option(*names: str, help: str, **settings) -> typer.models.OptionIn
     return typer.Option(None, *names, help=help, show_default=False, **settings)
 
 
-class BenchmarkName(str, Enum):
-    pascal = "pascal"
-    coco = "coco"
-    fss = "fss"
+def choices(name: str, values) -> type[Enum]:
+    """The allowed values of an option or argument as a ``str`` enum (what typer shows and checks); a member's name
+    is its value with ``-`` as ``_`` (``KShotMethod.finetune_fusion`` is ``"finetune-fusion"``)."""
+    return Enum(name, {value.replace("-", "_"): value for value in values}, type=str)
+
+
+BenchmarkName = choices("BenchmarkName", ("pascal", "coco", "fss"))
 
 
 DataRootOption = optional_option(

@@ -2,23 +2,24 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
-from .common import BenchmarkName, BenchmarkOption, FoldOption, ShotOption, SplitsOption, console, fail, print_json
+from .common import (
+    BenchmarkName,
+    BenchmarkOption,
+    FoldOption,
+    ShotOption,
+    SplitsOption,
+    choices,
+    console,
+    fail,
+    print_json,
+)
 
-
-class Protocol(str, Enum):
-    hsnet = "hsnet"
-    asnet = "asnet"
-    bam = "bam"
-
-
-class EvalSplit(str, Enum):
-    test = "test"
-    val = "val"
+Protocol = choices("Protocol", ("hsnet", "asnet", "bam"))  # hmrepro.data.episodes.PROTOCOLS and BAM's
+EvalSplit = choices("EvalSplit", ("test", "val"))
 
 
 def episodes(

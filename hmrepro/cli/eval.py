@@ -24,6 +24,7 @@ from .common import (
     ShotOption,
     SplitsOption,
     bsz_option,
+    choices,
     console,
     episode_seed_option,
     episodes_option,
@@ -37,19 +38,8 @@ from .episodes import Protocol
 from .rich_progress import RichProgress
 from .train import few_shot_model
 
-
-class KShotMethod(str, Enum):
-    finetune_fusion = "finetune-fusion"
-    finetune = "finetune"
-    fusion = "fusion"
-
-
-class FoldChoice(str, Enum):
-    f0 = "0"
-    f1 = "1"
-    f2 = "2"
-    f3 = "3"
-    all = "all"
+KShotMethod = choices("KShotMethod", ("finetune-fusion", "finetune", "fusion"))  # hmrepro.models.crcnet.KSHOT_MODES
+FoldChoice = Enum("FoldChoice", {"f0": "0", "f1": "1", "f2": "2", "f3": "3", "all": "all"}, type=str)
 
 
 def print_table(records: list[dict], title: str, to_stderr: bool = False) -> None:

@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 import typer
 
 from ..errors import HmreproError
-from .common import RecordsFolderOption, console, fail
+from ..papers import PAPERS
+from .common import RecordsFolderOption, choices, console, fail
 
 DEFAULT_RESULTS = Path("results")
 # hmrepro.reporting.claimed.TABLE_NUMBERS (a test checks), here without importing pandas: `table 9` is refused at once
 TABLE_NUMBERS = tuple(range(1, 8))
 
 
-class PaperName(str, Enum):
-    """The papers whose claimed tables hmrepro holds (hmrepro.papers.PAPERS; a test checks)."""
-
-    hm = "hm"
-    crcnet = "crcnet"
-    mce = "mce"
-
-
-class TableFormat(str, Enum):
-    rich = "rich"
-    markdown = "markdown"
-    csv = "csv"
-    latex = "latex"
+PaperName = choices("PaperName", PAPERS)  # the papers whose claimed tables hmrepro holds
+TableFormat = choices("TableFormat", ("rich", "markdown", "csv", "latex"))  # hmrepro.reporting.render.FORMATS
 
 
 def _check_table_number(number: int, paper: str) -> None:
