@@ -11,17 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from ...data.benchmarks import Benchmark
 from ...data.episodes import Episode
-from ...models.cards import EvalPlan
-from .metrics import FewShotMeter
 from .per_episode import concat
-from .runner import BatchHook, EpisodeResult, episode_loader, run_loader
+from .runner import EpisodeResult, run_episodes
 
 __all__ = ["predict_on_label", "run_bam"]
 
@@ -38,38 +35,17 @@ def predict_on_label(model, batch: dict, output_size: tuple | None) -> tuple[tor
     return pred, pred
 
 
-def run_bam(
-    model,
-    runs: Sequence[tuple[int, Sequence[Episode]]],
-    *,
-    benchmark: Benchmark,
-    plan: EvalPlan,
-    nclass: int,
-    class_ids: Sequence[int],
-    data_root: Path,
-    device: torch.device,
-    workers: int = 0,
-    amp: bool = False,
-    on_batch: BatchHook | None = None,
-) -> tuple[EpisodeResult, list[dict]]:
-    """The mean result over BAM's runs (``runs``: (seed, episodes)) and each run's ``seed``, ``miou``, ``fb_iou``."""
-    scoring = replace(plan, original_size=True)
-    results = []
-    for seed, episodes in runs:
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-        loader = episode_loader(benchmark, data_root, episodes, scoring, device=device, bsz=1, workers=workers)
-        results.append(
-            run_loader(
-                model,
-                loader,
-                FewShotMeter(nclass, class_ids),
-                device=device,
-                amp=amp,
-                predict=predict_on_label,
-                on_batch=on_batch,
-            )
-        )
+def run_bam(model, runs: Sequence[tuple[int, Sequence[Episode]]], **setting: Any) -> tuple[EpisodeResult, list[dict]]:
+    """The mean result over BAM's runs (``runs``: (seed, episodes)) and each run's ``seed``, ``miou``, ``fb_iou``.
+
+    Each run is :func:`~.runner.run_episodes` with ``setting`` (its keyword arguments: benchmark, plan, nclass,
+    class_ids, data_root, device, workers, amp, on_batch), seeded with the run's seed, one episode per batch, scored
+    on the original label (:func:`predict_on_label`)."""
+    scoring = replace(setting.pop("plan"), original_size=True)
+    results = [
+        run_episodes(model, episodes, **setting, plan=scoring, bsz=1, seed=seed, predict=predict_on_label)
+        for seed, episodes in runs
+    ]
     total = sum(r.episodes for r in results)
     tables = [r.per_episode for r in results]
     combined = replace(
@@ -79,6 +55,7 @@ def run_bam(
         episodes=total,
         secs_per_episode=sum(r.secs_per_episode * r.episodes for r in results) / max(total, 1),
         predictions=None,
+        image_cache=None,
         per_episode=concat(tables) if all(t is not None for t in tables) else None,
     )
     per_run = [

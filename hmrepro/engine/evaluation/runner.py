@@ -236,12 +236,14 @@ def run_episodes(
     on_batch: BatchHook | None = None,
     keep_predictions: bool = False,
     image_cache_mib: float = 0,
+    seed: int = 0,
+    predict: Predict = kshot_vote,
 ) -> EpisodeResult:
-    """The authors' evaluation of ``model`` on ``episodes``: NumPy and torch seeded with 0, the K-shot vote,
-    mIoU over ``class_ids`` (a class axis of ``nclass``) and FB-IoU. ``image_cache_mib``: see
-    :func:`episode_loader` (the results do not depend on it)."""
-    np.random.seed(0)
-    torch.manual_seed(0)
+    """The authors' evaluation of ``model`` on ``episodes``: NumPy and torch seeded with ``seed`` (theirs: 0), the
+    K-shot vote (or ``predict``), mIoU over ``class_ids`` (a class axis of ``nclass``) and FB-IoU.
+    ``image_cache_mib``: see :func:`episode_loader` (the results do not depend on it)."""
+    np.random.seed(seed)
+    torch.manual_seed(seed)
     loader = episode_loader(
         benchmark, data_root, episodes, plan, device=device, bsz=bsz, workers=workers, image_cache_mib=image_cache_mib
     )
@@ -251,6 +253,7 @@ def run_episodes(
         FewShotMeter(nclass, class_ids),
         device=device,
         amp=amp,
+        predict=predict,
         on_batch=on_batch,
         keep_predictions=keep_predictions,
     )
