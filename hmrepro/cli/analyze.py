@@ -11,8 +11,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import (
-    check_figure_path,
     console,
+    figure_option,
     optional_option,
     print_json,
     print_warnings,
@@ -75,9 +75,7 @@ def sizes(
         help=f"Bootstrap resamples per bin (and permutations), 100 to {MAX_RESAMPLES:,}.",
     ),
     seed: int = SeedOption,
-    output: Path = typer.Option(
-        Path("sizes.png"), "--output", "-o", callback=check_figure_path, help="Figure file (.png, .pdf or .svg)."
-    ),
+    output: Path = figure_option("sizes.png"),
     as_json: bool = typer.Option(False, "--json", help="Print the bins as JSON on stdout."),
 ) -> None:
     """mIoU per object-size bin for each set of records, the paired difference to the first set per bin with its

@@ -131,6 +131,13 @@ def check_figure_path(value: Path | None) -> Path | None:
     return value.expanduser() if value is not None else value
 
 
+def figure_option(default: str) -> typer.models.OptionInfo:
+    """``--output`` / ``-o``: the figure file to write, ``default`` when not given; its suffix names the format."""
+    return typer.Option(
+        Path(default), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."
+    )
+
+
 BackboneOption = typer.Option("resnet50", "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16.")
 
 

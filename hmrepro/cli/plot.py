@@ -16,8 +16,8 @@ from .common import (
     ShotOption,
     SplitsOption,
     check_device,
-    check_figure_path,
     console,
+    figure_option,
     img_size_option,
     optional_option,
     pretrained_option,
@@ -43,13 +43,7 @@ def training_profile(
     run_dirs: list[Path] = typer.Argument(
         ..., metavar="RUN_DIR...", help="Run folders written by `hmrepro train`.", show_default=False
     ),
-    output: Path = typer.Option(
-        Path("training_profile.png"),
-        "--output",
-        "-o",
-        callback=check_figure_path,
-        help="Image file (.png, .pdf or .svg).",
-    ),
+    output: Path = figure_option("training_profile.png"),
     metric: ProfileMetric = typer.Option(ProfileMetric.val_miou, "--metric", help="What to plot per epoch."),
     title: str | None = optional_option("--title", help="Figure title [default: names the metric]."),
 ) -> None:
@@ -87,9 +81,7 @@ def episodes(
     ),
     device: str | None = typer.Option("cpu", "--device", callback=check_device, help="cpu, cuda, cuda:1 ..."),
     pretrained: bool = pretrained_option("ImageNet backbone for --weights random."),
-    output: Path = typer.Option(
-        Path("episodes.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."
-    ),
+    output: Path = figure_option("episodes.png"),
     data_root: Path | None = DataRootOption,
     splits: Path | None = SplitsOption,
 ) -> None:
@@ -116,7 +108,7 @@ def episodes(
         data_root=data_root,
         splits=splits,
         model=model,
-        weights=weights or "random",
+        weights=weights,
         backbone=backbone,
         device=device,
         pretrained=pretrained,

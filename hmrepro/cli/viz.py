@@ -13,8 +13,8 @@ from .common import (
     DataRootOption,
     FoldOption,
     SplitsOption,
-    check_figure_path,
     console,
+    figure_option,
     pretrained_option,
 )
 
@@ -49,9 +49,7 @@ def features(
     episode: int = typer.Option(0, "--episode", min=0, help="Test episode (1-shot) whose support is drawn."),
     img_size: int = typer.Option(400, "--img-size", min=16, help="Image side in pixels."),
     pretrained: bool = pretrained_option("ImageNet weights (else random)."),
-    output: Path = typer.Option(
-        Path("features.png"), "--output", "-o", callback=check_figure_path, help="Image file (.png, .pdf or .svg)."
-    ),
+    output: Path = figure_option("features.png"),
     data_root: Path | None = DataRootOption,
     splits: Path | None = SplitsOption,
 ) -> None:
