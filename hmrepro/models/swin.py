@@ -307,12 +307,17 @@ class SwinTransformer4d(nn.Module):
         return self.layer(tokens)
 
 
-class TransformerWrapper4d(nn.Module):
-    """[B, C, Hq, Wq, Hs, Ws] → channels-last tokens → ``transformer`` → back (no residual here)."""
+class _TokenWrapper(nn.Module):
+    """Holds ``transformer``, which a subclass's ``forward`` runs on the channels-last tokens of its input."""
 
-    def __init__(self, transformer: SwinTransformer4d) -> None:
+    def __init__(self, transformer: nn.Module) -> None:
         super().__init__()
         self.transformer = transformer
+
+
+class TransformerWrapper4d(_TokenWrapper):
+    """[B, C, Hq, Wq, Hs, Ws] → channels-last tokens → ``transformer`` (a :class:`SwinTransformer4d`) → back (no
+    residual here)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return self.transformer(x.permute(0, 2, 3, 4, 5, 1).contiguous()).permute(0, 5, 1, 2, 3, 4)
@@ -333,12 +338,9 @@ class SwinTransformer2d(nn.Module):
         return self.norm(tokens)
 
 
-class TransformerWrapper2d(nn.Module):
-    """[B, C, H, W] → channels-last tokens ``x`` → ``x + transformer(x)`` → [B, C, H, W]."""
-
-    def __init__(self, transformer: SwinTransformer2d) -> None:
-        super().__init__()
-        self.transformer = transformer
+class TransformerWrapper2d(_TokenWrapper):
+    """[B, C, H, W] → channels-last tokens ``x`` → ``x + transformer(x)`` (a :class:`SwinTransformer2d`) →
+    [B, C, H, W]."""
 
     def forward(self, x: Tensor) -> Tensor:
         tokens = x.permute(0, 2, 3, 1).contiguous()
