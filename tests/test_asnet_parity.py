@@ -4,11 +4,12 @@ Weights come from ``fill_params`` (fixtures/README.md); the logits / loss / vote
 must never be loosened. Every ``model_asnet*`` fixture found is checked, so held-out backbones (resnet101) are
 covered too. The fixtures' extras (norms of the taps, correlations and learner stages, the low-resolution logits)
 are compared as well, to say where a divergence starts; they are recorded by spies on the very forward pass
-whose logits are checked, so they cost nothing extra.
+whose logits are checked (the first shot of the 5-shot prediction), so they cost nothing extra.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -42,6 +43,11 @@ def _spy(model, method: str, record: list) -> None:
     setattr(model, method, wrapper)
 
 
+def _keep_first(record: dict, name: str, module, args, out) -> None:
+    """Forward hook keeping a module's first output (shot 0's); it returns None, so every output is left as is."""
+    record.setdefault(name, out)
+
+
 @pytest.fixture(scope="module", params=FIXTURE_FILES, ids=fixture_id)
 def parity_run(request):
     """Run the model of one fixture file on its inputs once; the tests below compare the pieces."""
@@ -55,23 +61,27 @@ def parity_run(request):
     query, supports = inputs["query_img"], inputs["support_imgs"]
     masks = inputs["support_masks"].float()
 
-    query_taps, support_taps, stage_out, learner_in = [], [], {}, []
+    # One 5-shot prediction gives every piece: its first shot is the 1-shot forward (model(q, s0, m0) is
+    # shot_logits(query_taps(q), s0, m0, size), the very calls predict_nshot makes for shot 0; tests/test_asnet.py
+    # checks that identity), so no separate 1-shot forward is run (a sixth ASNet pass). The spies keep shot 0's.
+    query_taps, support_taps, shot_logits, stage_out, learner_in = [], [], [], {}, []
     _spy(model, "query_taps", query_taps)
     _spy(model, "support_taps", support_taps)
+    _spy(model, "shot_logits", shot_logits)
     stage_names = meta.get("stage_names", [])
     hooks = [model.learner.register_forward_pre_hook(lambda mod, args: learner_in.append(args[0]))]
     for name in stage_names:
         module = model.get_submodule(name)
-        hooks.append(module.register_forward_hook(lambda mod, args, out, name=name: stage_out.setdefault(name, out)))
+        hooks.append(module.register_forward_hook(functools.partial(_keep_first, stage_out, name)))
     with torch.no_grad():
-        logits = model(query, supports[:, 0], masks[:, 0])
+        votes = model.predict_nshot(query, supports, masks)
     for hook in hooks:
         hook.remove()
-    del model.query_taps, model.support_taps  # back to the class methods
-
+    del model.query_taps, model.support_taps, model.shot_logits  # back to the class methods
+    assert len(query_taps) == 1 and len(support_taps) == len(shot_logits) == len(learner_in) == supports.shape[1]
+    logits = shot_logits[0]
     with torch.no_grad():
         loss = model.compute_objective(logits, inputs)
-        votes = model.predict_nshot(query, supports, masks)
     return {
         "expected": expected,
         "logits": logits,
