@@ -35,7 +35,7 @@ from .backbone import build_backbone
 from .correlation import hypercorrelation_pyramid
 from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
 from .kshot import ShotVoteModel
-from .masking import get_masking_mode, masked_support_taps
+from .masking import get_masking_mode
 
 __all__ = ["ASNet", "SUPPORT_POOL_WIDTH", "pool_support_taps"]
 
@@ -85,17 +85,11 @@ class ASNet(ShotVoteModel):
 
     # -- features ---------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
-    def query_taps(self, query_img: Tensor) -> list[Tensor]:
-        """Backbone taps of the (never masked, never pooled) query images."""
-        return self.backbone.taps(query_img)
+    # the query taps are ShotVoteModel's (never masked, never pooled); support taps are pooled, then masked
 
-    @torch.no_grad()
-    def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
-        """Pooled, then masked support taps; plain and input-masked images go through the backbone in one batch."""
-        mask = support_mask.to(support_img.dtype)
-        pooled_taps = lambda images: pool_support_taps(self.backbone.taps(images))  # noqa: E731
-        return masked_support_taps(self.masking, pooled_taps, support_img, mask)
+    def support_image_taps(self, images: Tensor) -> list[Tensor]:
+        """Pooled backbone taps of support images (plain or input-masked), before the masking mode merges them."""
+        return pool_support_taps(self.backbone.taps(images))
 
     # -- 1-shot -------------------------------------------------------------------------------------------------
 

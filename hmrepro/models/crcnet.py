@@ -340,12 +340,12 @@ class CRCNet(FewShotModule):
             total = probs if total is None else total + probs
         return total / len(self.scales)
 
-    def predict_nshot(
+    def kshot_mask(
         self,
         query_img: Tensor,
         support_imgs: Tensor,
         support_masks: Tensor,
-        output_size: Sequence[int] | None = None,
+        output_size,
         *,
         support_ignores: Tensor | None = None,
         episode_ids: Sequence[int] | Tensor | None = None,

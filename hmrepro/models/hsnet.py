@@ -32,7 +32,7 @@ from .correlation import hypercorrelation_pyramid
 from .interface import Batch, Outputs, logits_of, pixel_cross_entropy
 from .kshot import ShotVoteModel, kshot_vote
 from .learner import HypercorrelationLearner
-from .masking import get_masking_mode, masked_support_taps
+from .masking import get_masking_mode
 
 __all__ = ["HSNet", "kshot_vote"]
 
@@ -50,18 +50,8 @@ class HSNet(ShotVoteModel):
         self.backbone.to(memory_format=torch.channels_last)
         self.hpn_learner = HypercorrelationLearner(self.backbone.stage_tap_counts)
 
-    # -- features ---------------------------------------------------------------------------------------------
-
-    @torch.no_grad()
-    def query_taps(self, query_img: Tensor) -> list[Tensor]:
-        """Backbone taps of the (never masked) query images."""
-        return self.backbone.taps(query_img)
-
-    @torch.no_grad()
-    def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
-        """Masked support taps; plain and input-masked images go through the backbone in one batch."""
-        mask = support_mask.to(support_img.dtype)
-        return masked_support_taps(self.masking, self.backbone.taps, support_img, mask)
+    # features: ShotVoteModel's (backbone taps of the never-masked queries; masked support taps, plain and
+    # input-masked images through the backbone in one batch)
 
     # -- 1-shot -------------------------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, Union, runtime_checkable
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -99,6 +100,29 @@ class FewShotModule(nn.Module):
     """Whether ``predict_nshot`` also takes ``support_ignores=`` (the supports' ignore maps [B, K, H, W]) and
     ``episode_ids=`` (the episodes' indices in the evaluation): a model that learns at test time (CRCNet's K-shot
     fine-tuning) needs them."""
+
+    @torch.no_grad()
+    def predict_nshot(
+        self,
+        query_img: Tensor,
+        support_imgs: Tensor,
+        support_masks: Tensor,
+        output_size: Sequence[int] | None = None,
+        *,
+        support_ignores: Tensor | None = None,
+        episode_ids: Sequence[int] | Tensor | None = None,
+    ) -> Tensor:
+        """0/1 query mask [B, H, W] (int64) of a K-shot episode (supports [B, K, 3, H, W], masks [B, K, H, W]), at
+        ``output_size`` (H, W) when given: the family's :meth:`kshot_mask`, without gradients (a model that learns at
+        test time switches them on for that itself). ``support_ignores`` [B, K, H, W] and ``episode_ids`` go to a
+        model with :attr:`takes_episode_context`; the others do not read them."""
+        context = {"support_ignores": support_ignores, "episode_ids": episode_ids} if self.takes_episode_context else {}
+        return self.kshot_mask(query_img, support_imgs, support_masks, output_size, **context)
+
+    def kshot_mask(self, query_img: Tensor, support_imgs: Tensor, support_masks: Tensor, output_size) -> Tensor:
+        """The family's K-shot prediction behind :meth:`predict_nshot` (same arguments, ``output_size`` possibly
+        None)."""
+        raise NotImplementedError
 
     def inference_options(self) -> dict[str, Any]:
         """The test-time options and their current values; none by default."""

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .interface import FewShotModule
+from .masking import masked_support_taps
 
 __all__ = ["ShotVoteModel", "kshot_vote"]
 
@@ -36,13 +37,23 @@ def kshot_vote(shot_predictions: Tensor) -> Tensor:
 class ShotVoteModel(FewShotModule):
     """A model whose K-shot prediction is the authors' vote over 1-shot predictions (see the module docstring)."""
 
+    @torch.no_grad()
     def query_taps(self, query_img: Tensor) -> list[Tensor]:
-        """The (never masked) query features the learner reads, computed once per episode."""
-        raise NotImplementedError
+        """The (never masked) query features the learner reads, computed once per episode: by default the frozen
+        backbone's taps."""
+        return self.backbone.taps(query_img)
 
+    @torch.no_grad()
     def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
-        """The (masked) features of one support image [B, 3, H, W] with its 0/1 mask [B, H, W]."""
-        raise NotImplementedError
+        """The (masked) features of one support image [B, 3, H, W] with its 0/1 mask [B, H, W]: by default the
+        masking mode's merge of :meth:`support_image_taps`, plain and input-masked images through the backbone in
+        one batch."""
+        mask = support_mask.to(support_img.dtype)
+        return masked_support_taps(self.masking, self.support_image_taps, support_img, mask)
+
+    def support_image_taps(self, images: Tensor) -> list[Tensor]:
+        """Taps of support images (plain or input-masked) before the masking mode merges them: the backbone's."""
+        return self.backbone.taps(images)
 
     def logits_from_taps(
         self, query_taps: Sequence[Tensor], support_taps: Sequence[Tensor], output_size: Sequence[int]
@@ -73,14 +84,7 @@ class ShotVoteModel(FewShotModule):
         size = support_img.shape[-2:] if output_size is None else output_size
         return self.shot_logits(self.query_taps(query_img), support_img, support_mask, size)
 
-    @torch.no_grad()
-    def predict_nshot(
-        self,
-        query_img: Tensor,
-        support_imgs: Tensor,
-        support_masks: Tensor,
-        output_size: Sequence[int] | None = None,
-    ) -> Tensor:
+    def kshot_mask(self, query_img: Tensor, support_imgs: Tensor, support_masks: Tensor, output_size) -> Tensor:
         """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote; supports [B, K, 3, H, W], masks [B, K, H, W].
 
         Every shot is a 1-shot prediction whose logits are bit for bit those of ``forward`` on that shot; see

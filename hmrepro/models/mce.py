@@ -369,14 +369,7 @@ class MCE(FewShotModule):
             support_img, support_mask = support_img[:, None], support_mask[:, None]
         return self.logits(query_img, support_img, support_mask, output_size)
 
-    @torch.no_grad()
-    def predict_nshot(
-        self,
-        query_img: Tensor,
-        support_imgs: Tensor,
-        support_masks: Tensor,
-        output_size: Sequence[int] | None = None,
-    ) -> Tensor:
+    def kshot_mask(self, query_img: Tensor, support_imgs: Tensor, support_masks: Tensor, output_size) -> Tensor:
         """0/1 query mask [B, H, W] (int64): argmax of the K-shot logits (feature averaging, not a vote)."""
         return self.logits(query_img, support_imgs, support_masks, output_size).argmax(dim=1)
 
