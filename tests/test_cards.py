@@ -136,7 +136,8 @@ def _published_runs():
 @pytest.mark.parametrize("model_name, backbone, benchmark", _published_runs())
 def test_every_published_checkpoint_is_an_evaluable_model(model_name, backbone, benchmark):
     card = card_of(model_name)
-    model = hmrepro.create_model(model_name, backbone=backbone, pretrained=False, benchmark=benchmark or "pascal")
+    with torch.device("meta"):  # structure and state_dict keys only: no weights allocated nor initialised
+        model = hmrepro.create_model(model_name, backbone=backbone, pretrained=False, benchmark=benchmark or "pascal")
     assert isinstance(model, FewShotModel) and hasattr(model.backbone, "taps")
     assert model.masking.name == card.variants[model_name]
     assert family_card(model.state_dict()) is card  # its weights read as the card's family
