@@ -63,7 +63,8 @@ def test_registry_names_and_masking_modes():
         "asnet-hm-reverse": "hm-reverse",
     }
     for name, mode in masking_by_name.items():
-        built = hmrepro.create_model(name, backbone="resnet50", pretrained=False)
+        with torch.device("meta"):  # class and masking mode only: no weights allocated nor initialised
+            built = hmrepro.create_model(name, backbone="resnet50", pretrained=False)
         assert isinstance(built, ASNet) and built.masking.name == mode
     with pytest.raises(ValueError, match="backbones"):
         ASNet("vgg16", pretrained=False)

@@ -65,7 +65,8 @@ def test_registry_names_and_benchmark_argument():
     with pytest.raises(ValueError, match="no 'vgg16' backbone; choose one of resnet50, resnet101"):
         hmrepro.create_model("vat", backbone="vgg16", benchmark="pascal", pretrained=False)
     # Models whose architecture does not depend on the benchmark ignore it, so callers can always pass it.
-    assert hmrepro.create_model("hsnet", benchmark="coco", pretrained=False).masking.name == "fm"
+    with torch.device("meta"):
+        assert hmrepro.create_model("hsnet", benchmark="coco", pretrained=False).masking.name == "fm"
 
 
 @pytest.mark.parametrize(
@@ -79,7 +80,8 @@ def test_registry_names_and_benchmark_argument():
     ],
 )
 def test_masking_modes_and_placement(name, masking, mask_at):
-    model = hmrepro.create_model(name, benchmark="coco", pretrained=False)
+    with torch.device("meta"):  # attributes only: no weights allocated nor initialised
+        model = hmrepro.create_model(name, benchmark="coco", pretrained=False)
     assert (model.masking.name, model.mask_at, model.benchmark) == (masking, mask_at, "coco")
 
 
@@ -89,7 +91,8 @@ DECODERS = [("pascal", 3_180_954, 128, 128), ("coco", 3_006_490, 128, 96), ("fss
 
 @pytest.mark.parametrize("benchmark, learner_params, dim0, dim1", DECODERS)
 def test_state_dict_is_the_authors(benchmark, learner_params, dim0, dim1):
-    model = VAT("resnet50", benchmark=benchmark, pretrained=False)
+    with torch.device("meta"):  # names, shapes and counts only: no weights allocated nor initialised
+        model = VAT("resnet50", benchmark=benchmark, pretrained=False)
     state = model.state_dict()
     assert len(state) == 591
     assert {k.split(".", 1)[0] for k in state} == {"backbone", "hpn_learner"}
@@ -122,7 +125,8 @@ def test_state_dict_is_the_authors(benchmark, learner_params, dim0, dim1):
 
 
 def test_resnet101_counts():
-    model = VAT("resnet101", benchmark="pascal", pretrained=False)
+    with torch.device("meta"):
+        model = VAT("resnet101", benchmark="pascal", pretrained=False)
     assert len(model.state_dict()) == 897
     assert sum(p.numel() for p in model.hpn_learner.parameters()) == 3_200_538
     assert model.hpn_learner.ours.encoders[1].conv4d[0][0].query_conv.in_channels == 23
