@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from .common import (
-    BackboneOption,
-    DataRootOption,
-    DeviceOption,
-    JsonRecordsOption,
-    NoRecordOption,
-    ProgressOption,
-    ResultsOption,
     ShotOption,
-    SplitsOption,
     console,
     episode_seed_option,
     episodes_option,
     img_size_option,
+    option_group,
     pretrained_option,
 )
-from .eval import FoldChoice, show_records
+from .eval import EvalRun, FoldChoice
 from .rich_progress import RichProgress
 from .train import few_shot_model
 
 
+@option_group("run", EvalRun)
 def domain_shift(
     model: str = typer.Argument(
         ...,
@@ -45,7 +37,6 @@ def domain_shift(
         FoldChoice.f0, "--fold", "-f", help="COCO-20i fold of the model, or all (the paper's mean)."
     ),
     shot: int = ShotOption,
-    backbone: str = BackboneOption,
     img_size: int | None = img_size_option(
         "Image side [default: the size the checkpoint trained at, else the model's COCO recipe (400 for HSNet)]."
     ),
@@ -60,14 +51,9 @@ def domain_shift(
         1, "--bsz", min=1, help="Episodes per batch through the model (1 as the authors; README, Batched evaluation)."
     ),
     workers: int = typer.Option(0, "--workers", min=0, help="DataLoader worker processes."),
-    device: str | None = DeviceOption,
     pretrained: bool = pretrained_option("ImageNet backbone for --weights random."),
-    results: Path = ResultsOption,
-    no_record: bool = NoRecordOption,
-    as_json: bool = JsonRecordsOption,
-    data_root: Path | None = DataRootOption,
-    splits: Path | None = SplitsOption,
-    progress: bool = ProgressOption,
+    *,
+    run: EvalRun,
 ) -> None:
     """Test a COCO-20i model on PASCAL VOC (domain shift, Table 4 of the HM paper); one record per fold.
 
@@ -90,23 +76,19 @@ def domain_shift(
 
     if weights == "random":
         console.print("[yellow]note:[/] records of random weights (origin 'random') never show in `hmrepro table 4`")
-    with RichProgress(progress) as bars:
+    with RichProgress(run.progress) as bars:
         records = evaluate_domain_shift(
             model,
             fold.value,
             shot,
             weights=weights,
-            backbone=backbone,
             img_size=img_size,
-            data_root=data_root,
-            splits=splits,
-            results_dir=None if no_record else results,
-            device=device,
             bsz=bsz,
             workers=workers,
             episodes=episodes,
             pretrained=pretrained,
             progress=bars,
             episode_seed=episode_seed,
+            **run.settings(),
         )
-    show_records(records, f"{model} ({backbone}) COCO-20i → PASCAL, {shot}-shot", as_json, no_record)
+    run.show(records, f"{model} ({run.backbone}) COCO-20i → PASCAL, {shot}-shot")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from .common import (
     episode_seed_option,
     episodes_option,
     img_size_option,
+    option_group,
     optional_option,
     pretrained_option,
     print_json,
@@ -40,6 +42,33 @@ from .train import few_shot_model
 
 KShotMethod = choices("KShotMethod", ("finetune-fusion", "finetune", "fusion"))  # hmrepro.models.crcnet.KSHOT_MODES
 FoldChoice = Enum("FoldChoice", {"f0": "0", "f1": "1", "f2": "2", "f3": "3", "all": "all"}, type=str)
+
+
+@dataclass
+class EvalRun:
+    """The options of an evaluation run that eval and domain-shift share: the backbone, the device, where the data
+    and the split lists are, progress bars, and the result records (where they go, whether, JSON on stdout)."""
+
+    backbone: str = BackboneOption
+    device: str | None = DeviceOption
+    data_root: Path | None = DataRootOption
+    splits: Path | None = SplitsOption
+    progress: bool = ProgressOption
+    results: Path = ResultsOption
+    no_record: bool = NoRecordOption
+    as_json: bool = JsonRecordsOption
+
+    def settings(self) -> dict:
+        """The evaluation settings these options give (keywords of EvalConfig and of evaluate_domain_shift)."""
+        passed_on = {key: getattr(self, key) for key in ("backbone", "device", "data_root", "splits")}
+        return {**passed_on, "results_dir": None if self.no_record else self.results}
+
+    def show(self, records: list[dict], title: str) -> None:
+        """The records: their table (on stderr with --json), the JSON, where they were saved."""
+        print_table(records, title, to_stderr=self.as_json)
+        if self.as_json:
+            print_json(records)
+        report_saved(records, self.no_record)
 
 
 def print_table(records: list[dict], title: str, to_stderr: bool = False) -> None:
@@ -63,6 +92,7 @@ def print_table(records: list[dict], title: str, to_stderr: bool = False) -> Non
     Console(stderr=to_stderr).print(table)
 
 
+@option_group("run", EvalRun)
 def eval_command(
     model: str = typer.Argument(
         ...,
@@ -81,7 +111,6 @@ def eval_command(
         help="A checkpoint file, a run folder (its best_model.pt), 'random' (untrained learner) or 'official' "
         "(the authors' checkpoint). With --fold all put {fold} in the path: runs/hsnet-hm_fold{fold}.",
     ),
-    backbone: str = BackboneOption,
     img_size: int | None = img_size_option("Image side [default: recipe, 400]."),
     original_size: bool = typer.Option(
         False,
@@ -99,17 +128,10 @@ def eval_command(
     ),
     workers: int = LoaderWorkersOption,
     image_cache_mib: int = ImageCacheOption,
-    device: str | None = DeviceOption,
     pretrained: bool = pretrained_option("ImageNet backbone for --weights random (checkpoints bring their own)."),
     amp: bool = typer.Option(
         False, "--amp/--no-amp", help="bf16 autocast (faster on GPUs; the authors evaluate in fp32)."
     ),
-    results: Path = ResultsOption,
-    no_record: bool = NoRecordOption,
-    as_json: bool = JsonRecordsOption,
-    data_root: Path | None = DataRootOption,
-    splits: Path | None = SplitsOption,
-    progress: bool = ProgressOption,
     multi_scale: bool = typer.Option(
         False,
         "--multi-scale/--single-scale",
@@ -129,6 +151,8 @@ def eval_command(
         "x 1000 episodes, aspect-kept 473 canvas, scored at the original label; hsnet on an MCE model: the HM models' "
         "episodes with the square resize (like-for-like tables).",
     ),
+    *,
+    run: EvalRun,
 ) -> None:
     """Evaluate MODEL as the authors do: fixed episodes (seed 0), K-shot vote, mIoU and FB-IoU per fold.
 
@@ -151,22 +175,17 @@ def eval_command(
     from ..engine.evaluation.inference import MULTI_SCALES
 
     inference = {"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot.value if kshot else None}
-    if weights == "official" and backbone not in ("resnet50", "resnet101"):
+    if weights == "official" and run.backbone not in ("resnet50", "resnet101"):
         console.print("[yellow]note:[/] the authors released ResNet-50/101 checkpoints only")
-    with RichProgress(progress) as bars:
+    with RichProgress(run.progress) as bars:
         config = EvalConfig(
             model,
             benchmark.value,
             fold.value,
             shot,
             weights=weights,
-            backbone=backbone,
             img_size=img_size,
             original_size=original_size,
-            data_root=data_root,
-            splits=splits,
-            results_dir=None if no_record else results,
-            device=device,
             bsz=bsz,
             workers=workers,
             episodes=episodes,
@@ -176,14 +195,7 @@ def eval_command(
             protocol=protocol.value if protocol else None,
             inference=inference,
             image_cache_mib=image_cache_mib,
+            **run.settings(),
         )
         records = evaluate(config, progress=bars)
-    show_records(records, f"{model} ({backbone}) on {benchmark.value}, {shot}-shot", as_json, no_record)
-
-
-def show_records(records: list[dict], title: str, as_json: bool, no_record: bool) -> None:
-    """An evaluation's records: their table (on stderr with ``as_json``), the JSON, where they were saved."""
-    print_table(records, title, to_stderr=as_json)
-    if as_json:
-        print_json(records)
-    report_saved(records, no_record)
+    run.show(records, f"{model} ({run.backbone}) on {benchmark.value}, {shot}-shot")
