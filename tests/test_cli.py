@@ -52,6 +52,9 @@ def test_asnet_fss_is_refused_with_exit_2():
     assert result.exit_code == 2 and "FSS" in result.output
 
 
+# a `python -m hmrepro` process: the fast tier runs the same case in-process (test_cli_errors.py) and
+# `python -m hmrepro` itself in test_bounds_and_streams.py; every help screen's example: test_cli_errors.py
+@pytest.mark.slow
 def test_missing_splits_folder_is_an_error_not_a_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "hmrepro", "episodes", "-b", "pascal", "--splits", str(tmp_path / "none")],
@@ -60,19 +63,3 @@ def test_missing_splits_folder_is_an_error_not_a_traceback(tmp_path):
     )
     assert proc.returncode == 1
     assert "none" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_every_command_has_help_with_an_example():
-    from typer.main import get_command
-
-    def walk(cmd, path):
-        if hasattr(cmd, "commands"):
-            for name, sub in cmd.commands.items():
-                yield from walk(sub, path + [name])
-        else:
-            yield path
-
-    for path in walk(get_command(app), []):
-        result = runner.invoke(app, [*path, "--help"])
-        assert result.exit_code == 0, path
-        assert "Example" in result.output, f"`hmrepro {' '.join(path)} --help` shows no example"

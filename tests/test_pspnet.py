@@ -138,9 +138,10 @@ def test_mce_freezes_the_base_learners_encoder(pspnet, tmp_path):
 def test_mce_defaults_to_the_base_learner_and_says_what_it_needs():
     with pytest.raises(MissingDataError, match="encoder_weights"):
         hmrepro.create_model("mce", backbone="resnet50", pretrained=True)
-    random = hmrepro.create_model("mce", backbone="resnet50", pretrained=False)
+    with torch.device("meta"):  # attributes and layer shapes only: no weights allocated nor initialised
+        random = hmrepro.create_model("mce", backbone="resnet50", pretrained=False)
+        imagenet = hmrepro.create_model("mce", backbone="resnet50", pretrained=False, encoder="imagenet")
     assert random.encoder == "pspnet" and random.backbone.conv1.kernel_size == (3, 3)
-    imagenet = hmrepro.create_model("mce", backbone="resnet50", pretrained=False, encoder="imagenet")
     assert imagenet.backbone.conv1.kernel_size == (7, 7) and not hasattr(imagenet.backbone, "conv3")
 
 
