@@ -8,10 +8,18 @@ held-out backbones (e.g. resnet101) are covered too.
 Weights come from ``fill_params`` (fixtures/README.md); tolerances are the README's and must never be loosened.
 A VAT forward is heavy on a CPU (a fixed 128² decoder and 64⁴ correlations whatever the image size): each
 fixture runs one 5-shot prediction, once, whose first shot is the 1-shot forward, and the tests compare the pieces.
+
+Two fixtures that differ only in the decoder (``vat`` / ``vat-fss``, ``vat-hm`` / ``vat-hm-fss``: same masking, same
+inputs) share everything before it: ``fill_params`` gives the same backbone, encoder and 4D-transformer weights
+(the same key names and shapes), so the backbone passes, correlations, encoders and 4D transformers (~85 % of a
+pass) would compute the very same tensors twice. They are computed for the first fixture of such a pair (the two
+run one after the other) and replayed into the second one's model, after checking that both models' shared part
+has the same structure and the same weights; the second fixture's decoder, logits, loss and vote are its own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -21,10 +29,24 @@ from helpers import FIXTURES, fixture_files, fixture_id, reference_path, reuse_f
 from model_weights import fill_params, load_fixture
 
 from hmrepro import create_model
+from hmrepro.models import vat as vat_module
 
 pytestmark = pytest.mark.slow
 
-FIXTURE_FILES = fixture_files("model_vat*_*.pt")
+SHARED_STAGES = tuple(f"hpn_learner.ours.{part}.{i}" for part in ("encoders", "transformer") for i in range(3))
+"""The learner's modules before the decoder, whose outputs a pair of fixtures shares (see the module docstring)."""
+
+
+def _pair_order(path: Path) -> tuple[str, int, str]:
+    """Sort key that puts the fixtures sharing all but the decoder next to each other (vat-fss, then vat)."""
+    name = path.name.removeprefix("model_")
+    stem = re.sub(r"-(coco|fss)(?=_)", "", name)
+    return stem, (0 if "-coco_" in name else 1 if "-fss_" in name else 2), name
+
+
+FIXTURE_FILES = sorted(fixture_files("model_vat*_*.pt"), key=_pair_order)
+_LAST_RUN: dict = {}
+"""What the last fixture computed before its decoder (see _shared_part), for the next fixture when it shares it."""
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -32,6 +54,7 @@ def _reuse_freed_memory():
     """glibc keeps freed memory for reuse while these tests run (~25 % of a VAT pass is page faults otherwise)."""
     with reuse_freed_memory():
         yield
+    _LAST_RUN.clear()  # a pair's shared tensors (~0.5 GB) go with the module
 
 
 def _model_config(path: Path, meta: dict) -> tuple[str, str, str]:
@@ -44,6 +67,70 @@ def _model_config(path: Path, meta: dict) -> tuple[str, str, str]:
     return model, meta.get("backbone", backbone), benchmark
 
 
+def _shared_part(model, inputs_name: str) -> dict:
+    """What must be equal for two fixtures' models to compute the same tensors up to the decoder: the configuration
+    (masking, its placement, the inputs), the structure and the weights of the backbone and the shared stages."""
+    modules = {"backbone": model.backbone, **{name: model.get_submodule(name) for name in SHARED_STAGES}}
+    return {
+        "config": (type(model), model.backbone_name, model.masking.name, model.mask_at, inputs_name),
+        "structure": {name: repr(module) for name, module in modules.items()},
+        "state": {
+            f"{name}.{key}": value for name, module in modules.items() for key, value in module.state_dict().items()
+        },
+    }
+
+
+def _same_shared_part(a: dict, b: dict) -> bool:
+    return (
+        a["config"] == b["config"]
+        and a["structure"] == b["structure"]
+        and a["state"].keys() == b["state"].keys()
+        and all(torch.equal(value, b["state"][key]) for key, value in a["state"].items())
+    )
+
+
+@contextlib.contextmanager
+def _record_shared(model, record: dict):
+    """Record the resized query taps and every call's output of the shared stages."""
+    query_taps = model.query_taps
+
+    def spy_query_taps(images):
+        record["query_taps"] = query_taps(images)
+        return record["query_taps"]
+
+    model.query_taps = spy_query_taps
+    hooks = [
+        model.get_submodule(name).register_forward_hook(
+            lambda module, args, out, calls=record.setdefault(name, []): calls.append(out)
+        )
+        for name in SHARED_STAGES
+    ]
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook.remove()
+        del model.query_taps
+
+
+@contextlib.contextmanager
+def _replay_shared(model, record: dict):
+    """Serve the query taps and the shared stages' outputs from ``record`` (no backbone pass, no correlation)."""
+    model.query_taps = lambda images: record["query_taps"]
+    model.support_taps = lambda images, masks: None  # read by the correlations only, which are replayed
+    modules = [model.get_submodule(name) for name in SHARED_STAGES]
+    for name, module in zip(SHARED_STAGES, modules, strict=True):
+        module.forward = lambda *args, calls=iter(record[name]): next(calls)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(vat_module, "hypercorrelation_pyramid", lambda *args: [None] * 3)
+            yield
+    finally:
+        for module in modules:
+            del module.forward
+        del model.query_taps, model.support_taps
+
+
 @pytest.fixture(scope="module", params=FIXTURE_FILES, ids=fixture_id)
 def parity_run(request):
     """Run the model of one fixture file on its inputs once; the tests below compare the pieces."""
@@ -51,12 +138,17 @@ def parity_run(request):
     expected = load_fixture(path)
     meta = expected["meta"]
     model_name, backbone, benchmark = _model_config(path, meta)
-    inputs = load_fixture(FIXTURES / meta.get("inputs", "inputs_473.pt"))
+    inputs_name = meta.get("inputs", "inputs_473.pt")
+    inputs = load_fixture(FIXTURES / inputs_name)
 
     model = create_model(model_name, backbone=backbone, benchmark=benchmark, pretrained=False)
     model = fill_params(model).eval()
     query, supports = inputs["query_img"], inputs["support_imgs"]
     masks = inputs["support_masks"].float()
+    shared = _shared_part(model, inputs_name)
+    replay = dict(_LAST_RUN) if _LAST_RUN and _same_shared_part(_LAST_RUN["shared"], shared) else None
+    _LAST_RUN.clear()  # each run is replayed once at most: its memory goes as soon as it cannot be
+    record = {}
 
     # One 5-shot prediction gives every piece: its first shot is the 1-shot forward (model(q, s0, m0) computes
     # logits_from_taps(query_taps(q), support_taps(s0, m0)), the very calls predict_nshot makes for shot 0;
@@ -76,15 +168,21 @@ def parity_run(request):
         return shot_logits[-1]
 
     model.backbone.taps, model.logits_from_taps = spy_taps, spy_logits
-    with torch.no_grad():
+    with _replay_shared(model, replay) if replay else _record_shared(model, record), torch.no_grad():
         votes = model.predict_nshot(query, supports, masks)
     hook.remove()
     del model.backbone.taps, model.logits_from_taps  # back to the class methods
-    assert len(shot_logits) == len(learner_out) == supports.shape[1] and len(query_taps) == 1
+    assert len(shot_logits) == len(learner_out) == supports.shape[1]
+    if replay:
+        assert all(len(replay[name]) == supports.shape[1] for name in SHARED_STAGES)
+        tap_norms = replay["tap_norms"]
+    else:
+        assert len(query_taps) == 1
+        tap_norms = torch.stack([tap.norm() for tap in query_taps[0]])
+        _LAST_RUN.update(record, shared=shared, tap_norms=tap_norms)
     logits = shot_logits[0]
     with torch.no_grad():
         loss = model.compute_objective(logits, inputs)
-        tap_norms = torch.stack([tap.norm() for tap in query_taps[0]])
     return {
         "expected": expected,
         "logits": logits,
