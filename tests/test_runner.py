@@ -15,7 +15,7 @@ from hmrepro.data.benchmarks import get_benchmark, test_episodes
 from hmrepro.data.dataset import EpisodeDataset
 from hmrepro.data.splits import SplitFolder
 from hmrepro.engine.evaluation.metrics import FewShotMeter
-from hmrepro.engine.evaluation.runner import episode_loader, one_shot_logits, run_episodes, run_loader
+from hmrepro.engine.evaluation.runner import EpisodeSource, episode_loader, one_shot_logits, run_episodes, run_loader
 from hmrepro.models.cards import EvalPlan
 
 runner = CliRunner()
@@ -101,22 +101,12 @@ def test_validation_prediction_matches_the_evaluation_at_one_shot(synthetic_root
     model = create_model("hsnet-hm", pretrained=False)
     plan = EvalPlan("hsnet", "hsnet", 64)
     cpu = torch.device("cpu")
-    evaluated = run_episodes(
-        model,
-        eps,
-        benchmark=bench,
-        plan=plan,
-        nclass=nclass,
-        class_ids=classes,
-        data_root=synthetic_root,
-        device=cpu,
-        bsz=2,
-        keep_predictions=True,
-    )
+    source = EpisodeSource(bench, synthetic_root, plan, cpu, bsz=2)
+    evaluated = run_episodes(model, eps, source, nclass=nclass, class_ids=classes, keep_predictions=True)
 
     losses, reduced = [], []
     model.train()
-    loader = episode_loader(bench, synthetic_root, eps, plan, device=cpu, bsz=2)
+    loader = episode_loader(source, eps)
     validated = run_loader(
         model,
         loader,

@@ -18,7 +18,7 @@ import torch
 
 from ...data.episodes import Episode
 from .per_episode import concat
-from .runner import EpisodeResult, run_episodes
+from .runner import EpisodeResult, EpisodeSource, run_episodes
 
 __all__ = ["predict_on_label", "run_bam"]
 
@@ -35,16 +35,17 @@ def predict_on_label(model, batch: dict, output_size: tuple | None) -> tuple[tor
     return pred, pred
 
 
-def run_bam(model, runs: Sequence[tuple[int, Sequence[Episode]]], **setting: Any) -> tuple[EpisodeResult, list[dict]]:
+def run_bam(
+    model, runs: Sequence[tuple[int, Sequence[Episode]]], source: EpisodeSource, **scoring: Any
+) -> tuple[EpisodeResult, list[dict]]:
     """The mean result over BAM's runs (``runs``: (seed, episodes)) and each run's ``seed``, ``miou``, ``fb_iou``.
 
-    Each run is :func:`~.runner.run_episodes` with ``setting`` (its keyword arguments: benchmark, plan, nclass,
-    class_ids, data_root, device, workers, amp, on_batch), seeded with the run's seed, one episode per batch, scored
-    on the original label (:func:`predict_on_label`)."""
-    scoring = replace(setting.pop("plan"), original_size=True)
+    Each run is :func:`~.runner.run_episodes` of ``source`` one episode a batch, scored on the original label
+    (:func:`predict_on_label`), with ``scoring`` (its other keyword arguments: nclass, class_ids, amp, on_batch),
+    seeded with the run's seed."""
+    source = replace(source, plan=replace(source.plan, original_size=True), bsz=1)
     results = [
-        run_episodes(model, episodes, **setting, plan=scoring, bsz=1, seed=seed, predict=predict_on_label)
-        for seed, episodes in runs
+        run_episodes(model, episodes, source, **scoring, seed=seed, predict=predict_on_label) for seed, episodes in runs
     ]
     total = sum(r.episodes for r in results)
     tables = [r.per_episode for r in results]

@@ -65,7 +65,7 @@ from ..training.distributed import resolve_device
 from .bam_eval import run_bam
 from .eval_config import EvalConfig
 from .inference import apply_inference, inference_fields
-from .runner import EpisodePrediction, run_episodes
+from .runner import EpisodePrediction, EpisodeSource, run_episodes
 
 __all__ = [
     "EpisodeFigure",
@@ -415,22 +415,14 @@ def _evaluate_fold(
         eps = [e for _, run in runs for e in run]
     task = progress.start(fold.task, len(eps))
     advance = lambda batch, _, meter: progress.advance(task, len(batch["class_id"]), f"mIoU {meter.compute()[0]:5.1f}")  # noqa: E731
-    setting = {
-        "benchmark": get_benchmark(fold.benchmark),
-        "plan": plan,
-        "nclass": fold.nclass,
-        "class_ids": fold.class_ids,
-        "data_root": data_root,
-        "device": device,
-        "workers": job.config.workers,
-        "amp": job.config.amp,
-        "on_batch": advance,
-    }
+    loading = EpisodeSource(get_benchmark(fold.benchmark), data_root, plan, device, workers=job.config.workers)
+    scoring = {"nclass": fold.nclass, "class_ids": fold.class_ids, "amp": job.config.amp, "on_batch": advance}
     if runs is not None:  # BAM: one run per seed, the mean kept as the fold's numbers, each run in the record
-        result, per_run = run_bam(model, runs, **setting)
+        result, per_run = run_bam(model, runs, loading, **scoring)
         fold = replace(fold, fields={**fold.fields, "bam_runs": per_run})
     else:
-        result = run_episodes(model, eps, **setting, bsz=job.bsz, image_cache_mib=job.config.image_cache_mib)
+        loading = replace(loading, bsz=job.bsz, image_cache_mib=job.config.image_cache_mib)
+        result = run_episodes(model, eps, loading, **scoring)
     progress.finish(task)
     log(
         f"{fold.name}: mIoU {result.miou:.1f}, FB-IoU {result.fb_iou:.1f} over {result.episodes} episodes "
@@ -700,12 +692,9 @@ def figure_episodes(
     result = run_episodes(
         model,
         eps,
-        benchmark=bench,
-        plan=plan,
+        EpisodeSource(bench, root, plan, dev),
         nclass=bench.num_classes(split_folder),
         class_ids=bench.class_ids(fold, "test", split_folder),
-        data_root=root,
-        device=dev,
         keep_predictions=True,
     )
     return EpisodeFigure(plan, eps, result.predictions)

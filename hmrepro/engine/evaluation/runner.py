@@ -38,6 +38,7 @@ from .per_episode import EpisodeTable, batch_rows, concat
 __all__ = [
     "EpisodePrediction",
     "EpisodeResult",
+    "EpisodeSource",
     "episode_loader",
     "kshot_vote",
     "one_shot_logits",
@@ -114,36 +115,42 @@ def one_shot_logits(model, batch: dict, output_size: tuple | None = None) -> tup
     return logits.argmax(dim=1), outputs
 
 
+@dataclass(frozen=True)
+class EpisodeSource:
+    """Where and how a run's episodes are loaded: ``benchmark``'s images under ``data_root``, preprocessed by
+    ``plan``, ``bsz`` episodes a batch (1 with ``plan.original_size``) from ``workers`` loading processes onto
+    ``device``; ``image_cache_mib``: the bound of each loading process's image cache (0: off)."""
+
+    benchmark: Benchmark
+    data_root: Path
+    plan: EvalPlan
+    device: torch.device
+    bsz: int = 1
+    workers: int = 0
+    image_cache_mib: float = 0
+
+
 def episode_loader(
-    benchmark: Benchmark,
-    data_root: Path,
-    episodes: Sequence[Episode],
-    plan: EvalPlan,
-    *,
-    device: torch.device,
-    bsz: int = 1,
-    workers: int = 0,
-    persistent_workers: bool = False,
-    image_cache_mib: float = 0,
+    source: EpisodeSource, episodes: Sequence[Episode], *, persistent_workers: bool = False
 ) -> DataLoader:
-    """A loader over ``episodes`` in order, preprocessed by ``plan`` (batch 1 with ``original_size``), pinned
-    memory on CUDA; ``image_cache_mib``: the bound of each loading process's image cache (0: off)."""
+    """A loader over ``episodes`` in order, as ``source`` says, pinned memory on CUDA."""
+    plan = source.plan
     dataset = EpisodeDataset(
-        benchmark,
-        data_root,
+        source.benchmark,
+        source.data_root,
         episodes,
         img_size=plan.img_size,
         original_size=plan.original_size,
         preprocess=plan.preprocess,
-        image_cache_mib=image_cache_mib,
+        image_cache_mib=source.image_cache_mib,
     )
     return DataLoader(
         dataset,
-        batch_size=1 if plan.original_size else bsz,
+        batch_size=1 if plan.original_size else source.bsz,
         shuffle=False,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=persistent_workers and workers > 0,
+        num_workers=source.workers,
+        pin_memory=source.device.type == "cuda",
+        persistent_workers=persistent_workers and source.workers > 0,
         generator=torch.Generator().manual_seed(0),  # never touch the global torch RNG
     )
 
@@ -223,38 +230,30 @@ def run_loader(
 def run_episodes(
     model,
     episodes: Sequence[Episode],
+    source: EpisodeSource,
     *,
-    benchmark: Benchmark,
-    plan: EvalPlan,
     nclass: int,
     class_ids: Sequence[int],
-    data_root: Path,
-    device: torch.device,
-    bsz: int = 1,
-    workers: int = 0,
     amp: bool = False,
     on_batch: BatchHook | None = None,
     keep_predictions: bool = False,
-    image_cache_mib: float = 0,
     seed: int = 0,
     predict: Predict = kshot_vote,
 ) -> EpisodeResult:
-    """The authors' evaluation of ``model`` on ``episodes``: NumPy and torch seeded with ``seed`` (theirs: 0), the
-    K-shot vote (or ``predict``), mIoU over ``class_ids`` (a class axis of ``nclass``) and FB-IoU.
-    ``image_cache_mib``: see :func:`episode_loader` (the results do not depend on it)."""
+    """The authors' evaluation of ``model`` on ``episodes`` loaded from ``source``: NumPy and torch seeded with
+    ``seed`` (theirs: 0), the K-shot vote (or ``predict``), mIoU over ``class_ids`` (a class axis of ``nclass``) and
+    FB-IoU. The results do not depend on ``source.image_cache_mib``."""
     np.random.seed(seed)
     torch.manual_seed(seed)
-    loader = episode_loader(
-        benchmark, data_root, episodes, plan, device=device, bsz=bsz, workers=workers, image_cache_mib=image_cache_mib
-    )
+    loader = episode_loader(source, episodes)
     result = run_loader(
         model,
         loader,
         FewShotMeter(nclass, class_ids),
-        device=device,
+        device=source.device,
         amp=amp,
         predict=predict,
         on_batch=on_batch,
         keep_predictions=keep_predictions,
     )
-    return replace(result, image_cache=loader.dataset.image_cache.stats()) if workers == 0 else result
+    return replace(result, image_cache=loader.dataset.image_cache.stats()) if source.workers == 0 else result

@@ -61,7 +61,7 @@ from .. import runs
 from ..checkpoint_io import read_checkpoint, save_checkpoint
 from ..evaluation.bam_eval import bam_validation_logits
 from ..evaluation.metrics import FewShotMeter
-from ..evaluation.runner import episode_loader, one_shot_logits, run_loader, to_device
+from ..evaluation.runner import EpisodeSource, episode_loader, one_shot_logits, run_loader, to_device
 from . import distributed, schedules
 from .memory import PeakMemory, check_batch_fits, free_memory_mib
 from .train_config import TrainConfig, build_config, resume_config
@@ -553,14 +553,10 @@ def build_data(cfg: TrainConfig, d: distributed.Dist) -> TrainData:
     train_tf = train_transform(cfg.augment, cfg.preprocess, cfg.img_size, GeometricParams.from_config(cfg.as_dict()))
     train_set = TrainEpisodes(bench, data_root, cfg.img_size, train_tf, cfg.seed, preprocess=cfg.preprocess)
     sampler = EpochBatches()
+    val_plan = EvalPlan(cfg.protocol, cfg.preprocess, cfg.img_size, original_size=cfg.validation == "bam")
     val_loader = episode_loader(
-        bench,
-        data_root,
+        EpisodeSource(bench, data_root, val_plan, d.device, bsz=cfg.val_bsz, workers=cfg.workers),
         distributed.shard(val_episodes, d.rank, d.world_size),
-        EvalPlan(cfg.protocol, cfg.preprocess, cfg.img_size, original_size=cfg.validation == "bam"),
-        device=d.device,
-        bsz=cfg.val_bsz,
-        workers=cfg.workers,
         persistent_workers=True,
     )
     probe_set = val_loader.dataset
