@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from .common import (
     console,
     device_option,
     img_size_option,
+    option_group,
     optional_option,
     print_json,
     report_saved,
@@ -51,13 +53,36 @@ ModelOption = typer.Option(
 )
 BenchDeviceOption = device_option("cpu, cuda or cuda:N [default: cuda if available].")
 AmpOption = typer.Option(False, "--amp/--no-amp", help="bf16 autocast (changes numbers; recorded).")
-# the one bench record a subcommand writes
-ResultsOption = typer.Option(Path("results"), "--results", help="Folder for the bench record.")
-NoRecordOption = typer.Option(False, "--no-record", help="Do not write a record.")
-JsonOption = typer.Option(False, "--json", help="Print the record as JSON on stdout.")
+
+
+@dataclass
+class BenchRun:
+    """The options every bench command takes: the backbone, the device, and the bench records (where they go,
+    whether, JSON on stdout)."""
+
+    backbone: str = BackboneOption
+    device: str | None = BenchDeviceOption
+    results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench records.")
+    no_record: bool = typer.Option(False, "--no-record", help="Do not write records.")
+    as_json: bool = JsonRecordsOption
+
+    def settings(self) -> dict:
+        """What these options pass on to the engine's bench functions (backbone, device, results_dir)."""
+        return {
+            "backbone": self.backbone,
+            "device": self.device,
+            "results_dir": None if self.no_record else self.results,
+        }
+
+    def publish(self, records: list[dict] | dict) -> None:
+        """The records (one: a subcommand's) as JSON on stdout with --json, then where they were saved."""
+        if self.as_json:
+            print_json(records)
+        report_saved(records if isinstance(records, list) else [records], self.no_record)
 
 
 @app.callback(invoke_without_command=True)
+@option_group("run", BenchRun)
 def bench_command(
     ctx: typer.Context,
     model: BenchFamily = typer.Option(
@@ -66,14 +91,11 @@ def bench_command(
         "-m",
         help="Model family: its FM variant (e.g. hsnet) is timed against its HM variant (hsnet-hm).",
     ),
-    backbone: str = BackboneOption,
-    device: str | None = BenchDeviceOption,
     img_size: int | None = img_size_option("Image side in pixels [default: the family's COCO-20i size, 400; VAT 417]."),
     runs: int = typer.Option(20, "--runs", min=1, help="Timed runs per model; the median is reported."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed warm-up runs per model."),
-    results: Path = typer.Option(Path("results"), "--results", help="Folder for the bench records."),
-    no_record: bool = typer.Option(False, "--no-record", help="Do not write records."),
-    as_json: bool = JsonRecordsOption,
+    *,
+    run: BenchRun,
 ) -> None:
     """Time 1-shot inference per image of a model's FM and HM variants (Table 7 of the HM paper).
 
@@ -97,23 +119,21 @@ def bench_command(
 
     records = bench(
         model.value,
-        backbone=backbone,
-        device=device,
         img_size=img_size,
         runs=runs,
         warmup=warmup,
-        results_dir=None if no_record else results,
+        **run.settings(),
     )
-    table = Table(title=f"{model.value} ({backbone}), {records[0]['img_size']} px, 1-shot, {records[0]['device_name']}")
+    table = Table(
+        title=f"{model.value} ({run.backbone}), {records[0]['img_size']} px, 1-shot, {records[0]['device_name']}"
+    )
     for col in ("model", "masking", "secs/image (median)", "min", "runs"):
         table.add_column(col, justify="left" if col in ("model", "masking") else "right")
     for r in records:
         table.add_row(r["model"], r["masking"], f"{r['secs_per_image']:.4f}", f"{r['secs_min']:.4f}", str(r["runs"]))
-    Console(stderr=as_json).print(table)
+    Console(stderr=run.as_json).print(table)
     console.print(f"HM overhead: {overhead_pct(records):+.1f}%  (the paper: 0.27 → 0.34 s, +25.9%)")
-    if as_json:
-        print_json(records)
-    report_saved(records, no_record)
+    run.publish(records)
 
 
 def _memory_line(record: dict) -> str:
@@ -125,6 +145,7 @@ def _memory_line(record: dict) -> str:
 
 
 @app.command("model")
+@option_group("run", BenchRun)
 def model_command(
     model: str = ModelOption,
     shot: int = typer.Option(1, "--shot", "-k", min=1, max=10, help="Support images per episode."),
@@ -133,8 +154,6 @@ def model_command(
         BenchmarkName.coco, "--benchmark", "-b", help="Whose decoder (VAT) and image size."
     ),
     bsz: int = typer.Option(1, "--bsz", min=1, help="Episodes per batch."),
-    backbone: str = BackboneOption,
-    device: str | None = BenchDeviceOption,
     runs: int = typer.Option(3, "--runs", min=1, help="Timed episodes; the median is reported."),
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed episodes first."),
     amp: bool = AmpOption,
@@ -157,9 +176,8 @@ def model_command(
         "--model-args",
         help="Constructor arguments, 'key=value;...' (e.g. CRCNet's 'finetune_steps=5'; recorded) [default: none].",
     ),
-    results: Path = ResultsOption,
-    no_record: bool = NoRecordOption,
-    as_json: bool = JsonOption,
+    *,
+    run: BenchRun,
 ) -> None:
     """Time one K-shot episode of MODEL (predict_nshot, random weights and images), its peak memory, and where the
     time goes: query backbone, support backbone, correlation, learner, other, and the slowest ops (torch.profiler).
@@ -181,23 +199,21 @@ def model_command(
     record = bench_model(
         model,
         shot=shot,
-        backbone=backbone,
         benchmark=benchmark.value,
         img_size=img_size,
         bsz=bsz,
-        device=device,
         runs=runs,
         warmup=warmup,
         bf16=amp,
         channels_last=channels_last,
         profile=profile,
-        results_dir=None if no_record else results,
+        **run.settings(),
         inference={"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot},
         model_args=model_args or "",
     )
-    out = Console(stderr=as_json)
+    out = Console(stderr=run.as_json)
     title = (
-        f"{model} ({backbone}), {record['img_size']} px, {shot}-shot, batch {bsz}, "
+        f"{model} ({run.backbone}), {record['img_size']} px, {shot}-shot, batch {bsz}, "
         f"{record['precision']}, {record['device_name']}"
     )
     out.print(f"[bold]{title}[/]")
@@ -218,12 +234,11 @@ def model_command(
         out.print(
             "slowest ops (self time): " + ", ".join(f"{op['op']} {op['secs']:.3f} s" for op in breakdown["top_ops"][:5])
         )
-    if as_json:
-        print_json(record)
-    report_saved([record], no_record)
+    run.publish(record)
 
 
 @app.command("eval")
+@option_group("run", BenchRun)
 def eval_command(
     model: str = ModelOption,
     benchmark: BenchmarkName = typer.Option(..., "--benchmark", "-b", help="Benchmark folder to read."),
@@ -235,14 +250,11 @@ def eval_command(
     bsz: int | None = bsz_option("Episodes per batch through the model [default: the recipe's: 1, ASNet 12]."),
     workers: int = LoaderWorkersOption,
     image_cache_mib: int = ImageCacheOption,
-    backbone: str = BackboneOption,
-    device: str | None = BenchDeviceOption,
     amp: bool = AmpOption,
     data_root: Path | None = DataRootOption,
     splits: Path | None = SplitsOption,
-    results: Path = ResultsOption,
-    no_record: bool = NoRecordOption,
-    as_json: bool = JsonOption,
+    *,
+    run: BenchRun,
 ) -> None:
     """Episodes per second of MODEL's evaluation on a benchmark folder, data loading included, and peak memory.
 
@@ -261,15 +273,13 @@ def eval_command(
         shot=shot,
         episodes=episodes,
         weights=weights,
-        backbone=backbone,
         img_size=img_size,
         bsz=bsz,
         workers=workers,
-        device=device,
         amp=amp,
         data_root=data_root,
         splits=splits,
-        results_dir=None if no_record else results,
+        **run.settings(),
         image_cache_mib=image_cache_mib,
     )
     console.print(
@@ -279,9 +289,7 @@ def eval_command(
         f"({record['secs_per_episode']:.3f} s/episode over {record['episodes']}); {_memory_line(record)}"
         f"{_phases_line(record)}; {_cache_line(record)}"
     )
-    if as_json:
-        print_json(record)
-    report_saved([record], no_record)
+    run.publish(record)
 
 
 def _phases_line(record: dict) -> str:
@@ -305,6 +313,7 @@ def _cache_line(record: dict) -> str:
 
 
 @app.command("train")
+@option_group("run", BenchRun)
 def train_command(
     model: str = ModelOption,
     benchmark: BenchmarkName = typer.Option(
@@ -314,12 +323,9 @@ def train_command(
     warmup: int = typer.Option(1, "--warmup", min=0, help="Untimed iterations first."),
     bsz: int | None = bsz_option("Batch [default: the recipe's]."),
     img_size: int | None = img_size_option("Image side [default: the recipe's]."),
-    backbone: str = BackboneOption,
-    device: str | None = BenchDeviceOption,
     amp: bool = AmpOption,
-    results: Path = ResultsOption,
-    no_record: bool = NoRecordOption,
-    as_json: bool = JsonOption,
+    *,
+    run: BenchRun,
 ) -> None:
     """Training iterations per second of MODEL at its recipe's batch and image size, and peak memory.
 
@@ -339,10 +345,8 @@ def train_command(
         warmup=warmup,
         bsz=bsz,
         img_size=img_size,
-        backbone=backbone,
-        device=device,
         bf16=amp,
-        results_dir=None if no_record else results,
+        **run.settings(),
     )
     console.print(
         f"[bold]{model}[/] training, batch {record['bsz']} (recipe {record['recipe_bsz']}), {record['img_size']} px, "
@@ -350,6 +354,4 @@ def train_command(
         f"({record['secs_per_iteration']:.3f} s/iteration); {_memory_line(record)}; "
         f"{record['peak_memory_per_sample_mib']:.0f} MiB per sample"
     )
-    if as_json:
-        print_json(record)
-    report_saved([record], no_record)
+    run.publish(record)
