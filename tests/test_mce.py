@@ -400,7 +400,7 @@ def test_episodes_cli_lists_each_bam_seed():
     assert listing["runs"]["510"] != listing["runs"]["365"]
 
 
-@pytest.mark.slow  # trains MCE for 80 steps from a random backbone and validates 5 times
+@pytest.mark.slow  # trains MCE for 80 steps from a random backbone and validates 5 times (about 80 s of CPU)
 def test_learns_on_the_synthetic_fss_split_where_a_random_backbone_can(synthetic_root):
     """Issue 23: the model must learn something on new classes, not only "all background". 80 SGD steps (4 epochs of
     the 80 training episodes, batch 4, lr 0.05 with poly decay, the recipe's momentum and weight decay) on the FSS-like
