@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, fields
 from enum import Enum
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from .common import (
     check_backbone,
     check_device,
     console,
+    option_group,
     optional_option,
 )
 from .rich_progress import RichProgress
@@ -77,6 +79,128 @@ BASE_LEARNER_FLAGS = (
 ``--img-size`` sets the training crop and the validation size (BAM: 417 both)."""
 
 
+@dataclass
+class RecipeOverrides:
+    """train's flags that override a value of the model's recipe (None: the recipe's), each named as the
+    configuration's key (``--amp`` sets ``precision``)."""
+
+    backbone: str | None = optional_option(
+        "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16 [default: resnet50]."
+    )
+    epochs: int | None = optional_option(
+        "--epochs",
+        min=1,
+        help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and "
+        "their HM variants, VAT's 300 (COCO: 400)].",
+    )
+    bsz: int | None = optional_option(
+        "--bsz", min=1, help="Global batch size, all processes together [default: recipe]."
+    )
+    lr: float | None = optional_option("--lr", min=0.0, help="Learning rate [default: recipe].")
+    img_size: int | None = optional_option("--img-size", min=16, help="Image side in pixels [default: recipe, 400].")
+    shot: int | None = optional_option(
+        "--shot",
+        min=1,
+        help="Supports per training episode; K > 1 only for families that train on K-shot episodes (MCE's 5-shot "
+        "model) [default: recipe, 1].",
+    )
+    augment: str | None = optional_option(
+        "--augment",
+        help="none, cats (image colours) or geometric (scale/rotate/blur/flip/crop of image and masks) [default: "
+        "recipe].",
+    )
+    patience: int | None = optional_option(
+        "--patience",
+        min=0,
+        help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe "
+        "early (0: never, the authors') [default: recipe, 0].",
+    )
+    min_class_pixels: int | None = optional_option(
+        "--min-class-pixels",
+        min=0,
+        help="BAM's training-image rule: use an (image, class) pair only if the class covers this many pixels of "
+        "the stored mask (0: all); BAM's 2048 is 1.1 % of a 500x375 VOC image, on the synthetic benchmark "
+        "(64-96 px images) about 100 [default: recipe: MCE 2048, else 0].",
+    )
+    train_sampler: TrainSampler | None = optional_option(
+        "--train-sampler",
+        help="How training episodes are drawn: hsnet (each listed (image, class) once per epoch; COCO class-uniform) "
+        "or bam (BAM's loader: each image once per epoch, its class drawn among the mask's, distinct supports) "
+        "[default: recipe: MCE bam, else hsnet].",
+    )
+    validation: Validation | None = optional_option(
+        "--validation",
+        help="one-shot (the protocol's fixed 1-shot validation episodes) or bam (BAM's: seed 321, the model's shot, "
+        "scored on the original label) [default: recipe: MCE bam, else one-shot].",
+    )
+    val_episodes: int | None = optional_option(
+        "--val-episodes",
+        min=0,
+        help="Validate on the first N of the fixed episodes (0: all, the authors' 1000) [default: recipe].",
+    )
+    val_bsz: int | None = optional_option("--val-bsz", min=1, help="Validation batch size [default: recipe].")
+    workers: int | None = optional_option(
+        "--workers", min=0, help="DataLoader worker processes per process [default: min(4, cores-1)]."
+    )
+    seed: int | None = optional_option(
+        "--seed", help="Seed of the episode order, augmentation and initialisation [default: 0]."
+    )
+    out: Path | None = optional_option(
+        "--out", help="Run folder to create [default: ~/.hmrepro/runs/<model>_<backbone>_<benchmark>_fold<f>_<time>]."
+    )
+    data_root: Path | None = DataRootOption
+    splits: Path | None = SplitsOption
+    pretrained: bool | None = optional_option(
+        "--pretrained/--no-pretrained", help="ImageNet backbone weights [default: pretrained]."
+    )
+    calibrate_bn: bool | None = optional_option(
+        "--calibrate-bn/--no-calibrate-bn",
+        help="Re-estimate a random backbone's BatchNorm statistics on 64 training images, without which it cannot "
+        "learn [default: on with --no-pretrained].",
+    )
+    deterministic: bool | None = optional_option(
+        "--deterministic/--no-deterministic", help="Deterministic kernels (bit-reproducible on the CPU) [default: off]."
+    )
+    precision: Precision | None = optional_option(
+        "--amp",
+        help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, "
+        "changes numbers; recorded in config.json) [default: fp32].",
+    )
+    tf32: bool | None = optional_option(
+        "--tf32/--no-tf32",
+        help="TF32 matmuls and convolutions on CUDA (faster, changes numbers) [default: off, as the authors].",
+    )
+    checkpoint_every: int | None = optional_option(
+        "--checkpoint-every", min=0, help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500]."
+    )
+    model_args: str | None = optional_option(
+        "--model-args",
+        help="Constructor arguments of the model, 'key=value;key=value' (CRCNet's ablations, e.g. "
+        "'mask_refine=false;feature_layers=layer3'); saved in config.json, and eval builds the same model "
+        "[default: none].",
+    )
+    epoch_iterations: int | None = optional_option(
+        "--epoch-iterations",
+        min=0,
+        help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole "
+        "training split, the authors') [default: 0].",
+    )
+    device: str | None = optional_option(
+        "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available]."
+    )
+
+    def as_dict(self) -> dict:
+        """The configuration's keys and the given values (None: not given): choices by value, paths expanded."""
+        return {field.name: _config_value(getattr(self, field.name)) for field in fields(self)}
+
+
+def _config_value(value):
+    if isinstance(value, Enum):
+        return value.value
+    return str(value.expanduser()) if isinstance(value, Path) else value
+
+
+@option_group("recipe", RecipeOverrides)
 def train(
     model: str | None = typer.Argument(
         None,
@@ -88,112 +212,10 @@ def train(
     ),
     benchmark: BenchmarkName | None = optional_option("--benchmark", "-b", help="Benchmark."),
     fold: int | None = optional_option("--fold", "-f", min=0, max=3, help="Fold (0-3) [default: 0]."),
-    backbone: str | None = optional_option(
-        "--backbone", callback=check_backbone, help="resnet50, resnet101 or vgg16 [default: resnet50]."
-    ),
-    epochs: int | None = optional_option(
-        "--epochs",
-        min=1,
-        help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and "
-        "their HM variants, VAT's 300 (COCO: 400)].",
-    ),
-    bsz: int | None = optional_option(
-        "--bsz", min=1, help="Global batch size, all processes together [default: recipe]."
-    ),
-    lr: float | None = optional_option("--lr", min=0.0, help="Learning rate [default: recipe]."),
-    img_size: int | None = optional_option("--img-size", min=16, help="Image side in pixels [default: recipe, 400]."),
-    shot: int | None = optional_option(
-        "--shot",
-        min=1,
-        help="Supports per training episode; K > 1 only for families that train on K-shot episodes (MCE's 5-shot "
-        "model) [default: recipe, 1].",
-    ),
-    augment: str | None = optional_option(
-        "--augment",
-        help="none, cats (image colours) or geometric (scale/rotate/blur/flip/crop of image and masks) [default: "
-        "recipe].",
-    ),
-    patience: int | None = optional_option(
-        "--patience",
-        min=0,
-        help="Stop after this many epochs without a better val mIoU; the practical way to end a 2000-epoch recipe "
-        "early (0: never, the authors') [default: recipe, 0].",
-    ),
-    min_class_pixels: int | None = optional_option(
-        "--min-class-pixels",
-        min=0,
-        help="BAM's training-image rule: use an (image, class) pair only if the class covers this many pixels of "
-        "the stored mask (0: all); BAM's 2048 is 1.1 % of a 500x375 VOC image, on the synthetic benchmark "
-        "(64-96 px images) about 100 [default: recipe: MCE 2048, else 0].",
-    ),
-    train_sampler: TrainSampler | None = optional_option(
-        "--train-sampler",
-        help="How training episodes are drawn: hsnet (each listed (image, class) once per epoch; COCO class-uniform) "
-        "or bam (BAM's loader: each image once per epoch, its class drawn among the mask's, distinct supports) "
-        "[default: recipe: MCE bam, else hsnet].",
-    ),
-    validation: Validation | None = optional_option(
-        "--validation",
-        help="one-shot (the protocol's fixed 1-shot validation episodes) or bam (BAM's: seed 321, the model's shot, "
-        "scored on the original label) [default: recipe: MCE bam, else one-shot].",
-    ),
-    val_episodes: int | None = optional_option(
-        "--val-episodes",
-        min=0,
-        help="Validate on the first N of the fixed episodes (0: all, the authors' 1000) [default: recipe].",
-    ),
-    val_bsz: int | None = optional_option("--val-bsz", min=1, help="Validation batch size [default: recipe]."),
-    workers: int | None = optional_option(
-        "--workers", min=0, help="DataLoader worker processes per process [default: min(4, cores-1)]."
-    ),
-    seed: int | None = optional_option(
-        "--seed", help="Seed of the episode order, augmentation and initialisation [default: 0]."
-    ),
-    out: Path | None = optional_option(
-        "--out", help="Run folder to create [default: ~/.hmrepro/runs/<model>_<backbone>_<benchmark>_fold<f>_<time>]."
-    ),
-    data_root: Path | None = DataRootOption,
-    splits: Path | None = SplitsOption,
-    pretrained: bool | None = optional_option(
-        "--pretrained/--no-pretrained", help="ImageNet backbone weights [default: pretrained]."
-    ),
-    calibrate_bn: bool | None = optional_option(
-        "--calibrate-bn/--no-calibrate-bn",
-        help="Re-estimate a random backbone's BatchNorm statistics on 64 training images, without which it cannot "
-        "learn [default: on with --no-pretrained].",
-    ),
-    deterministic: bool | None = optional_option(
-        "--deterministic/--no-deterministic", help="Deterministic kernels (bit-reproducible on the CPU) [default: off]."
-    ),
-    amp: Precision | None = optional_option(
-        "--amp",
-        help="Numeric precision of training and validation: fp32 (the authors') or bf16 autocast (faster on GPUs, "
-        "changes numbers; recorded in config.json) [default: fp32].",
-    ),
-    tf32: bool | None = optional_option(
-        "--tf32/--no-tf32",
-        help="TF32 matmuls and convolutions on CUDA (faster, changes numbers) [default: off, as the authors].",
-    ),
-    checkpoint_every: int | None = optional_option(
-        "--checkpoint-every", min=0, help="Also checkpoint every N iterations (0: only at epoch ends) [default: 500]."
-    ),
-    model_args: str | None = optional_option(
-        "--model-args",
-        help="Constructor arguments of the model, 'key=value;key=value' (CRCNet's ablations, e.g. "
-        "'mask_refine=false;feature_layers=layer3'); saved in config.json, and eval builds the same model "
-        "[default: none].",
-    ),
-    epoch_iterations: int | None = optional_option(
-        "--epoch-iterations",
-        min=0,
-        help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole "
-        "training split, the authors') [default: 0].",
-    ),
+    *,
+    recipe: RecipeOverrides,
     resume: Path | None = optional_option(
         "--resume", help="Continue the run in this folder where it stopped (mid-epoch too)."
-    ),
-    device: str | None = optional_option(
-        "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available]."
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars [default: on]."),
     memory_check: bool = typer.Option(
@@ -227,40 +249,12 @@ def train(
     from ..engine.training.train import train as run_training
     from ..engine.training.train_config import build_config, resume_config
 
-    overrides = {
-        "backbone": backbone,
-        "epochs": epochs,
-        "bsz": bsz,
-        "lr": lr,
-        "img_size": img_size,
-        "shot": shot,
-        "augment": augment,
-        "patience": patience,
-        "min_class_pixels": min_class_pixels,
-        "train_sampler": train_sampler.value if train_sampler else None,
-        "validation": validation.value if validation else None,
-        "val_episodes": val_episodes,
-        "val_bsz": val_bsz,
-        "workers": workers,
-        "seed": seed,
-        "out": str(out.expanduser()) if out else None,
-        "data_root": str(data_root.expanduser()) if data_root else None,
-        "splits": str(splits.expanduser()) if splits else None,
-        "pretrained": pretrained,
-        "calibrate_bn": calibrate_bn,
-        "deterministic": deterministic,
-        "precision": amp.value if amp else None,
-        "tf32": tf32,
-        "checkpoint_every": checkpoint_every,
-        "epoch_iterations": epoch_iterations,
-        "device": device,
-        "model_args": model_args,
-    }
+    overrides = recipe.as_dict()
     if model == BASE_LEARNER:
-        _train_base_learner(overrides, benchmark, fold, resume, val_episodes, print_config, progress)
+        _train_base_learner(overrides, benchmark, fold, resume, recipe.val_episodes, print_config, progress)
         return
     if resume is not None:
-        if out is not None:
+        if recipe.out is not None:
             raise typer.BadParameter(
                 "--out and --resume exclude each other: a resumed run stays in its folder", param_hint="--out"
             )
