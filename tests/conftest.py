@@ -23,6 +23,27 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cli_command_tree_built_once():
+    """typer's ``CliRunner.invoke(app, ...)`` rebuilds the app's whole click command tree on every call (~0.05 s
+    for hmrepro's, up to half of a short invoke); build it once per app, as a real process does. Each invoke still
+    parses its arguments and runs its command in a fresh click context. ``hmrepro.cli.app.run`` (the entry point
+    test_cli_errors.py calls) is untouched: it builds its app and tree on every call."""
+    import typer.testing
+
+    built: dict[int, tuple] = {}
+    original = typer.testing._get_command
+
+    def get_command_once(app):
+        if id(app) not in built:
+            built[id(app)] = (app, original(app))  # the app kept alive: its id is not reused
+        return built[id(app)][1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(typer.testing, "_get_command", get_command_once)
+        yield
+
+
 def _missing_reference(report: pytest.TestReport) -> str | None:
     """The absent path of a test skipped by helpers.reference_path, or None for any other skip."""
     from helpers import MISSING_REFERENCE
