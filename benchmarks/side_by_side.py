@@ -504,6 +504,8 @@ def run_memory(family: str, hm: bool, args, emit) -> None:
             "load_before": _load(),
         }
         for who in ("authors", "hmrepro"):
+            if who == "authors" and args.memory_authors_shots and shot not in args.memory_authors_shots:
+                continue
             cmd = [sys.executable, str(Path(__file__).resolve()), "--memory-child", who, "--families", family]
             cmd += ["--masking", row["masking"], "--shots", str(shot), "--memory-episodes", str(args.memory_episodes)]
             cmd += ["--img-size", f"{family}={args.sizes[family]}", "--bsz", str(args.bsz), "--threads"]
@@ -519,7 +521,7 @@ def run_memory(family: str, hm: bool, args, emit) -> None:
             row[f"{who}_ru_maxrss_mib"] = res["ru_maxrss_mib"]
             row["inputs"] = res["inputs"]
         row["load_after"] = _load()
-        a, b = row["authors_increase_mib"], row["hmrepro_increase_mib"]
+        a, b = row.get("authors_increase_mib"), row["hmrepro_increase_mib"]
         print(
             f"  {name:9s} memory {shot}-shot (fresh processes): peak increase per episode authors {a} MiB, "
             f"hmrepro {b} MiB (load {row['load_before']} -> {row['load_after']})",
@@ -633,6 +635,11 @@ def main(argv: list[str] | None = None) -> int:
         default=2,
         help="episodes per fresh process (--memory-fresh): the first cold, the next warm",
     )
+    p.add_argument(
+        "--memory-authors-shots",
+        default=None,
+        help="--memory-fresh: measure the authors' side at these shots only (comma list; default: --shots)",
+    )
     p.add_argument("--memory-child", choices=("authors", "hmrepro"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     args.authors = args.authors.resolve()
@@ -641,6 +648,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export_only:
         return 0
     args.shots = [int(x) for x in args.shots.split(",")]
+    args.memory_authors_shots = [int(x) for x in (args.memory_authors_shots or "").split(",") if x]
     args.sizes = parse_sizes(args.img_size)
     torch.set_num_threads(args.threads)
     if args.device.startswith("cuda"):  # fp32 for both sides
