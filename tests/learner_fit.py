@@ -57,21 +57,23 @@ def learner_fit(
     train_episodes: int = 1,
     heldout_episodes: int = 1,
     logits: Callable | None = None,
-    **model_kwargs,
+    model_args: dict | None = None,
 ) -> dict[str, tuple[float, float]]:
     """{'train': (AUC before, AUC after), 'heldout': (before, after)}: ``steps`` Adam steps of ``model`` (random
     calibrated ResNet-50) on the first ``train_episodes`` episodes of the fold-0 training split, scored on them and on
-    the first ``heldout_episodes`` validation episodes (the fold's other classes). ``logits(model, query_taps,
-    support_taps, batch)`` gives the learner's logits at the image size (default: ``logits_from_taps(q, s, size)``)."""
+    the first ``heldout_episodes`` validation episodes (the fold's other classes; 0: no 'heldout' key).
+    ``logits(model, query_taps, support_taps, batch)`` gives the learner's logits at the image size (default:
+    ``logits_from_taps(q, s, size)``); ``model_args`` go to :func:`hmrepro.create_model`."""
     torch.manual_seed(0)
-    net = hmrepro.create_model(model, backbone="resnet50", pretrained=False, **model_kwargs)
+    net = hmrepro.create_model(model, backbone="resnet50", pretrained=False, **(model_args or {}))
     bench, splits = get_benchmark(benchmark), SplitFolder(root / "splits")
     first = training_episodes(bench.pool(splits, "trn", 0), 1, 0, 0)[:train_episodes]
     train = _batch(bench, root, first, img_size, preprocess)
-    heldout = _batch(
-        bench, root, test_episodes(benchmark, 0, 1, split="val", splits=splits)[:heldout_episodes], img_size, preprocess
-    )
-    images = [b[k] for b in (train, heldout) for k in ("query_img", "support_img")]
+    batches = {"train": train}
+    if heldout_episodes:
+        val = test_episodes(benchmark, 0, 1, split="val", splits=splits)[:heldout_episodes]
+        batches["heldout"] = _batch(bench, root, val, img_size, preprocess)
+    images = [b[k] for b in batches.values() for k in ("query_img", "support_img")]
     calibrate_batchnorm(net.backbone, torch.cat(images))
     net.train()
     size = (img_size, img_size)
@@ -83,9 +85,8 @@ def learner_fit(
 
     taps = {
         name: (net.query_taps(b["query_img"]), net.support_taps(b["support_img"], b["support_mask"]))
-        for name, b in (("train", train), ("heldout", heldout))
+        for name, b in batches.items()
     }
-    batches = {"train": train, "heldout": heldout}
 
     def scores() -> dict[str, float]:
         net.eval()
