@@ -22,7 +22,7 @@ from hmrepro.data.domain_shift import (
 from hmrepro.data.splits import SplitFolder
 from hmrepro.engine.evaluation.evaluate import WeightsSource, episode_fields
 from hmrepro.engine.records import RECORD_FIELDS
-from hmrepro.reporting.tables import compare_table
+from hmrepro.reporting.tables import TableQuery, compare_table
 
 runner = CliRunner()
 
@@ -111,7 +111,7 @@ def test_cli_records_fill_table_4(synthetic_root, coco_checkpoints, tmp_path):
     assert len(list(results.glob("*.json"))) == 4
 
     # 2-episode records at the checkpoint's 48 px are Table 4's records but not of the full protocol: listed, not shown
-    row = compare_table(4, results_dir=results)
+    row = compare_table(TableQuery(4, results_dir=results))
     row = row[(row["method"] == "HSNet-HM") & (row["backbone"] == "resnet50") & (row["shot"] == 1)].iloc[0]
     assert row["reproduced_records"] == 4
     assert all(pd.isna(row[f"reproduced_fold{fold}"]) for fold in range(4)) and pd.isna(row["reproduced_miou"])

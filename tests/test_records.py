@@ -19,7 +19,7 @@ from hmrepro.engine.records import (
     record_protocol_fields,
     write_record,
 )
-from hmrepro.reporting.tables import compare_table, record_listing
+from hmrepro.reporting.tables import TableQuery, compare_table, record_listing
 
 runner = CliRunner()
 
@@ -127,10 +127,10 @@ def test_a_newer_record_off_the_protocol_does_not_replace_the_full_one(case, tmp
     write_record(_record(), tmp_path)
     write_record(_record(miou=12.3, date=NEWER, **fields), tmp_path)
 
-    row = _hsnet_hm_coco_row(compare_table(2, results_dir=tmp_path))
+    row = _hsnet_hm_coco_row(compare_table(TableQuery(2, results_dir=tmp_path)))
     assert row["verified_fold0"] == pytest.approx(41.5)
 
-    listing = record_listing(2, results_dir=tmp_path)
+    listing = record_listing(TableQuery(2, results_dir=tmp_path))
     mine = listing[(listing["method"] == "HSNet-HM") & (listing["backbone"] == "resnet50") & (listing["shot"] == 1)]
     assert sorted(mine["miou"]) == [12.3, 41.5]
     full, other = (mine[mine["miou"] == m].iloc[0] for m in (41.5, 12.3))
@@ -169,7 +169,7 @@ def test_all_records_rich_output_and_an_empty_listing(tmp_path):
 def test_external_records_never_fill_a_cell(tmp_path):
     for fold in range(4):
         write_record(_record(fold=fold, origin="external"), tmp_path)
-    row = _hsnet_hm_coco_row(compare_table(2, results_dir=tmp_path))
+    row = _hsnet_hm_coco_row(compare_table(TableQuery(2, results_dir=tmp_path)))
     assert pd.isna(row["verified_fold0"]) and pd.isna(row["reproduced_fold0"]) and pd.isna(row["verified_miou"])
 
 

@@ -14,7 +14,7 @@ from hmrepro.cli.app import app, run
 from hmrepro.engine.evaluation.per_episode import EPISODE_COLUMNS, miou_from_columns
 from hmrepro.engine.records import default_img_size, protocol_deviations, read_episodes, write_record
 from hmrepro.errors import HmreproError
-from hmrepro.reporting import compare_table, render
+from hmrepro.reporting import TableQuery, compare_table, render
 from hmrepro.reporting.paired import check_sets_paired, load_set
 from hmrepro.reporting.stats import Fold, bin_edges, binned_comparison, bootstrap_value, compare, compare_means
 
@@ -258,7 +258,7 @@ def test_table_2_shows_intervals_seeds_and_gain_lines_in_every_format(tmp_path):
         record(results, "hsnet-hm", improved(base, pixels=60), fold=fold, train_seed=0)
         record(results, "vat", base, fold=fold, train_seed=0)  # VAT baseline: a second seed, slightly better
         record(results, "vat", improved(base, pixels=20), fold=fold, train_seed=1)
-    frame = compare_table(2, results_dir=results, ci=True)
+    frame = compare_table(TableQuery(2, results_dir=results), ci=True)
     hm = frame[(frame["method"] == "HSNet-HM") & (frame["backbone"] == "resnet50") & (frame["shot"] == 1)].iloc[0]
     hsnet = frame[(frame["method"] == "HSNet") & (frame["backbone"] == "resnet50") & (frame["shot"] == 1)].iloc[0]
     vat = frame[(frame["method"] == "VAT") & (frame["shot"] == 1)].iloc[0]
@@ -292,7 +292,7 @@ def test_a_gain_over_a_mean_of_seeds_takes_its_interval_from_every_seed(tmp_path
         record(results, "vat-hm", improved(base, pixels=100), fold=fold, train_seed=0)
         record(results, "vat", base, fold=fold, train_seed=0)
         record(results, "vat", improved(base, pixels=200), fold=fold, train_seed=1, date=date.replace("T00", "T01"))
-    frame = compare_table(2, results_dir=results, ci=True)
+    frame = compare_table(TableQuery(2, results_dir=results), ci=True)
     hm = frame[(frame["method"] == "VAT-HM") & (frame["shot"] == 1)].iloc[0]
     vat = frame[(frame["method"] == "VAT") & (frame["shot"] == 1)].iloc[0]
     assert vat["reproduced_miou_seeds"] == 2 and hm["gain_baseline"] == "VAT"

@@ -296,7 +296,7 @@ def _stop_training_once_it_checkpointed(folder: SweepFolder, job_id: str, run_di
 
 @pytest.mark.slow  # sweep: trains, kills, resumes and evaluates
 def test_local_sweep_fills_a_tiny_table_and_resumes_a_killed_training(tiny_world, synthetic_root, capsys):
-    from hmrepro.reporting.tables import compare_table
+    from hmrepro.reporting.tables import TableQuery, compare_table
 
     world = tiny_world
     folder = SweepFolder(world / "sweep")
@@ -337,7 +337,7 @@ def test_local_sweep_fills_a_tiny_table_and_resumes_a_killed_training(tiny_world
     assert info["status"] == "finished" and [s["resumed"] for s in info["sessions"]] == [False, True]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["bsz"] == 2 and config["img_size"] == 48  # the row's override; the card's size
-    frame = compare_table(3, results_dir=world / "results")
+    frame = compare_table(TableQuery(3, results_dir=world / "results"))
     assert frame.loc[0, "reproduced_miou"] == frame.loc[0, "reproduced_miou"]  # the cell is filled (not NaN)
     capsys.readouterr()
     assert run(_sweep_run_args(world, synthetic_root)) == 0  # nothing left to do

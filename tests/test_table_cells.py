@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from hmrepro.engine.recipes import recipe_dir
 from hmrepro.engine.records import write_record
 from hmrepro.models.model_args import recorded_arguments
-from hmrepro.reporting import compare_table
+from hmrepro.reporting import TableQuery, compare_table
 from hmrepro.reporting.settings import setting_differences
 from hmrepro.reporting.tables import record_listing
 
@@ -97,13 +97,13 @@ def _record(**fields) -> dict:
 
 
 def _cells(table: int, paper: str, records: list[dict], method: str, shot: int = 1) -> pd.Series:
-    frame = compare_table(table, records=records, paper=paper)
+    frame = compare_table(TableQuery(table, records=records, paper=paper))
     return frame[(frame["method"] == method) & (frame["shot"] == shot)].iloc[0]
 
 
 def _reasons(table: int, paper: str, records: list[dict]) -> dict[float, str]:
     """mIoU → reason of every listed record that fills nothing."""
-    listing = record_listing(table, records=records, paper=paper)
+    listing = record_listing(TableQuery(table, records=records, paper=paper))
     return {line.miou: line.reason for line in listing.itertuples() if not line.cell}
 
 
@@ -132,7 +132,7 @@ def test_a_branches_query_mce_record_fills_only_the_query_row(recipes):
     assert _cells(3, "mce", records, "Fusion")["reproduced_fold0"] == 45.0
     assert _reasons(1, "mce", records) == {40.0: "model argument branches=query, the row's is the default (both)"}
     assert _reasons(3, "mce", records) == {}  # every record is the run of one row of Table III
-    rows = compare_table(3, records=records, paper="mce")
+    rows = compare_table(TableQuery(3, records=records, paper="mce"))
     assert setting_differences(rows.iloc[0], full) == ["model argument branches=both (the default), the row's is query"]
 
 

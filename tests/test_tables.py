@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
 from hmrepro.engine.records import write_record
-from hmrepro.reporting import TABLE_NUMBERS, compare_table, load_all_claimed, load_claimed, render
+from hmrepro.reporting import TABLE_NUMBERS, TableQuery, compare_table, load_all_claimed, load_claimed, render
 from hmrepro.reporting.render import BENCH_CSV_COLUMNS, CSV_COLUMNS, FORMATS
 
 runner = CliRunner()
@@ -202,12 +202,12 @@ def test_every_table_renders_in_every_format(table, fmt):
 
 @pytest.mark.parametrize("fmt", ["rich", "markdown", "latex"])
 def test_text_formats_show_the_claimed_cells(fmt):
-    frame = compare_table(2)
+    frame = compare_table(TableQuery(2))
     text = render(frame, 2, fmt)
     for cell in ("44.3", "70.8", "45.7", "50.6", "73.3", "29.6"):
         assert cell in text
     assert "HSNet-HM" in text and "ASNet-HM" in text
-    table1 = render(compare_table(1), 1, fmt)
+    table1 = render(compare_table(TableQuery(1)), 1, fmt)
     assert ("HSNet\\*-HM" if fmt == "markdown" else "HSNet*-HM") in table1
 
 
@@ -308,12 +308,14 @@ def test_summary_view_gives_the_mean_or_the_folds_present(results):
 
 
 def test_kinds_keep_tables_apart(results):
-    table4 = compare_table(4, results_dir=results)
+    table4 = compare_table(TableQuery(4, results_dir=results))
     assert _row(table4, "HSNet-HM", "resnet50", 1)["verified_fold0"] == pytest.approx(97.0)
     assert pd.isna(_row(table4, "HSNet-HM", "resnet50", 1)["verified_miou"])  # fold 0 only: no mean
-    table2 = compare_table(2, results_dir=results)
+    table2 = compare_table(TableQuery(2, results_dir=results))
     assert _row(table2, "HSNet-HM", "resnet50", 1)["verified_fold0"] == pytest.approx(41.5)  # newest eval record
-    assert pd.isna(_row(compare_table(1, results_dir=results), "HSNet*-HM", "resnet50", 1)["verified_fold0"])
+    assert pd.isna(
+        _row(compare_table(TableQuery(1, results_dir=results)), "HSNet*-HM", "resnet50", 1)["verified_fold0"]
+    )
 
 
 def test_official_baseline_checkpoints_do_not_verify_the_hm_authors_retrained_baseline(tmp_path):

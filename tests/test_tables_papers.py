@@ -17,7 +17,7 @@ from hmrepro.engine.recipes import recipe_dir
 from hmrepro.engine.records import write_record
 from hmrepro.errors import HmreproError
 from hmrepro.papers import PAPERS
-from hmrepro.reporting import compare_table, load_claimed
+from hmrepro.reporting import TableQuery, compare_table, load_claimed
 
 runner = CliRunner()
 
@@ -128,7 +128,7 @@ def test_a_row_must_name_its_own_paper_or_quoted(tmp_path):
     with pytest.raises(HmreproError, match="source other than crcnet, quoted"):
         load_claimed(8, tmp_path, paper="crcnet")
     (tmp_path / "table8.csv").write_text(CRCNET_TABLE8)
-    frame = compare_table(8, claimed_folder=tmp_path, paper="crcnet")
+    frame = compare_table(TableQuery(8, claimed_folder=tmp_path, paper="crcnet"))
     assert frame.attrs["paper"] == "crcnet" and set(frame["paper"]) == {"crcnet"}
 
 

@@ -23,7 +23,7 @@ from hmrepro.engine import record_schema
 from hmrepro.engine.evaluation.per_episode import CLASS_IDS_KEY, EPISODE_COLUMNS, miou_from_columns, sha256_bytes
 from hmrepro.engine.records import default_img_size, read_episode_table, read_records, write_record
 from hmrepro.errors import CorruptFileError, HmreproError
-from hmrepro.reporting import compare_table
+from hmrepro.reporting import TableQuery, compare_table
 from hmrepro.safetext import safe_markup, safe_text
 
 CLASSES = [0, 1, 2, 3]
@@ -123,7 +123,7 @@ def sidecar_arrays(**changes) -> dict:
 
 def cell(folder: Path) -> tuple[float, list[str]]:
     """(Table 2's verified fold-0 cell of HSNet-HM ResNet-50 1-shot, the skipped-record lines)."""
-    frame = compare_table(2, results_dir=folder)
+    frame = compare_table(TableQuery(2, results_dir=folder))
     rows = frame[(frame["method"] == "HSNet-HM") & (frame["backbone"] == "resnet50") & (frame["shot"] == 1)]
     return float(rows.iloc[0]["verified_fold0"]), list(frame.attrs.get("skipped_records", []))
 

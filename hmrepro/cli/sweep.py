@@ -586,15 +586,11 @@ def status(
 def _show_table(spec) -> None:
     from ..errors import HmreproError
     from ..reporting.render import build_view, print_rich
-    from ..reporting.tables import compare_table
+    from ..reporting.tables import TableQuery, compare_table
 
     try:
-        frame = compare_table(
-            spec.table,
-            results_dir=spec.results if spec.results.is_dir() else None,
-            claimed_folder=spec.claimed_folder,
-            paper=spec.paper,
-        )
+        results = spec.results if spec.results.is_dir() else None
+        frame = compare_table(TableQuery(spec.table, results, claimed_folder=spec.claimed_folder, paper=spec.paper))
     except HmreproError as err:
         console.print(f"[yellow]table not shown:[/] {err}", highlight=False)
         return

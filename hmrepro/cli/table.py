@@ -92,14 +92,14 @@ def table(
     """
     _check_table_number(number, paper.value)  # before the imports: a wrong number is refused at once
     from ..reporting.render import build_view, print_rich, render
-    from ..reporting.tables import compare_table
+    from ..reporting.tables import TableQuery, compare_table
 
     results_dir = _results_dir(results)
     if all_records:
         _show_records(number, results_dir, fmt, output, paper.value)
         return
     try:
-        frame = compare_table(number, results_dir=results_dir, paper=paper.value, ci=ci and compare_claimed)
+        frame = compare_table(TableQuery(number, results_dir, paper=paper.value), ci=ci and compare_claimed)
     except HmreproError as err:
         fail(str(err))
     _warn_skipped(frame)
@@ -114,10 +114,10 @@ def _show_records(
 ) -> None:
     """``--all-records``: the record listing of table ``number``."""
     from ..reporting.render import build_records_view, print_rich, render_records
-    from ..reporting.tables import record_listing
+    from ..reporting.tables import TableQuery, record_listing
 
     try:
-        listing = record_listing(number, results_dir=results_dir, paper=paper)
+        listing = record_listing(TableQuery(number, results_dir, paper=paper))
     except HmreproError as err:
         fail(str(err))
     _warn_skipped(listing)

@@ -7,6 +7,6 @@
 
 from .claimed import TABLE_NUMBERS, load_all_claimed, load_claimed
 from .render import FORMATS, render
-from .tables import compare_table
+from .tables import TableQuery, compare_table
 
-__all__ = ["FORMATS", "TABLE_NUMBERS", "compare_table", "load_all_claimed", "load_claimed", "render"]
+__all__ = ["FORMATS", "TABLE_NUMBERS", "TableQuery", "compare_table", "load_all_claimed", "load_claimed", "render"]

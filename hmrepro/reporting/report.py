@@ -33,7 +33,7 @@ from ..engine.records import precision_of, read_records
 from ..papers import get_paper
 from .render import NO_RECORD, build_view
 from .results import records_frame
-from .tables import compare_table
+from .tables import TableQuery, compare_table
 
 NOT_RUN = "not run"
 AGREEMENT_POINTS = 1.0  # without an interval, a value within this many points of the claim agrees
@@ -75,7 +75,7 @@ def build_report(results_dir: Path | None, *, paper: str = "hm", claimed_folder:
     problems: list[str] = []
     records = list(read_records(Path(results_dir), problems)) if results_dir is not None else []
     frames = {
-        table: compare_table(table, records=records, claimed_folder=claimed_folder, paper=paper, ci=True)
+        table: compare_table(TableQuery(table, records=records, claimed_folder=claimed_folder, paper=paper), ci=True)
         for table in spec.tables
     }
     listing = records_frame(records, paper=paper)

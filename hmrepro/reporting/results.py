@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..engine.records import precision_of, read_records
 from ..papers import get_paper
-from .tables import SKIPPED, record_listing
+from .tables import SKIPPED, TableQuery, record_listing
 
 NO_ROW = "belongs to no row of the paper's tables"
 COLUMNS = (
@@ -85,7 +85,7 @@ def cell_placement(records: list[dict], *, paper: str = "hm") -> dict[str, tuple
     spec = get_paper(paper)
     placement: dict[str, tuple[list[str], list[str]]] = {}
     for table in spec.tables:
-        listing = record_listing(table, records=records, paper=paper)
+        listing = record_listing(TableQuery(table, records=records, paper=paper))
         for _, line in listing.iterrows():
             cells, reasons = placement.setdefault(str(line["path"]), ([], []))
             if line["cell"]:

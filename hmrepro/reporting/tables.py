@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -196,20 +197,29 @@ def row_cells(row: pd.Series, records: list[dict], *, original_size: bool = Fals
     }
 
 
-def compare_table(
-    table: int,
-    results_dir: Path | None = None,
-    records: list[dict] | None = None,
-    claimed_folder: Path | None = None,
-    *,
-    original_size: bool = False,
-    paper: str = "hm",
-    ci: bool = False,
-) -> pd.DataFrame:
-    """The claimed rows of ``paper``'s ``table`` with the verified and reproduced values next to them.
+@dataclass(frozen=True)
+class TableQuery:
+    """A table to fill: ``paper``'s ``table`` (its claimed values from ``claimed_folder``, else the package's), and
+    the records that fill it: ``records``, or else those below ``results_dir`` (none when both are None); only
+    full-protocol records fill a cell, original-size ones instead of network-resolution ones when ``original_size``."""
 
-    Records come from ``records`` or else from ``results_dir`` (none when both are None); only full-protocol
-    records fill a cell, original-size ones instead of network-resolution ones when ``original_size``. Columns:
+    table: int
+    results_dir: Path | None = None
+    records: list[dict] | None = None
+    claimed_folder: Path | None = None
+    original_size: bool = False
+    paper: str = "hm"
+
+    def load(self) -> tuple[pd.DataFrame, list[dict], list[str]]:
+        """The claimed rows, the records, and one line per record file below ``results_dir`` that could not be
+        read."""
+        claimed = load_claimed(self.table, self.claimed_folder, paper=self.paper)
+        problems: list[str] = []
+        return claimed, _records(self.results_dir, self.records, problems), problems
+
+
+def compare_table(query: TableQuery, *, ci: bool = False) -> pd.DataFrame:
+    """The claimed rows of the ``query``'s table with the verified and reproduced values next to them. Columns:
     every claimed column, then ``verified_*`` and ``reproduced_*`` for fold0..fold3, miou and fb_iou, the flags
     ``verified_applicable`` / ``reproduced_applicable``, the counts ``verified_records`` / ``reproduced_records``
     (matching records of any protocol), and for Table 7 ``measured_secs_per_image`` and ``measured_overhead_pct``
@@ -217,9 +227,8 @@ def compare_table(
     the record files below ``results_dir`` that could not be read (for the caller to show). Other tables also get
     the training-seed, interval (``ci``) and gain columns of :mod:`hmrepro.reporting.uncertainty`.
     """
-    claimed = load_claimed(table, claimed_folder, paper=paper)
-    problems: list[str] = []
-    records = _records(results_dir, records, problems)
+    claimed, records, problems = query.load()
+    table, original_size, paper = query.table, query.original_size, query.paper
     rows = [_compare_row(row, records, original_size) for _, row in claimed.iterrows()]
     frame = pd.concat([claimed, pd.DataFrame(rows, index=claimed.index)], axis=1)
     frame.attrs["paper"] = paper
@@ -236,40 +245,30 @@ def compare_table(
     return frame
 
 
-def record_listing(
-    table: int,
-    results_dir: Path | None = None,
-    records: list[dict] | None = None,
-    claimed_folder: Path | None = None,
-    *,
-    original_size: bool = False,
-    paper: str = "hm",
-) -> pd.DataFrame:
-    """Every record that belongs to a row of ``paper``'s ``table``, one line per (row, record), with the cell it fills
+def record_listing(query: TableQuery) -> pd.DataFrame:
+    """Every record that belongs to a row of the ``query``'s table, one line per (row, record), with the cell it fills
     (``cell``, e.g. ``verified fold0``) or the reasons it fills none (``reason``, e.g. ``20 of 1000 episodes;
     bf16``). Columns: ``LISTING_COLUMNS``; rows in the table's order, then fold, newest first;
     ``frame.attrs["skipped_records"]`` as in :func:`compare_table`."""
-    claimed = load_claimed(table, claimed_folder, paper=paper)
-    problems: list[str] = []
-    records = _records(results_dir, records, problems)
+    claimed, records, problems = query.load()
     rows = [row for _, row in claimed.iterrows() if takes_records(row)]
     listed = _listed_rows(rows, records)
     lines = []
     for number, row in enumerate(rows):
         filled = {
             id(r): f"{prefix} {column}"
-            for prefix, cells in row_cells(row, records, original_size=original_size).items()
+            for prefix, cells in row_cells(row, records, original_size=query.original_size).items()
             for column, r in cells.items()
         }
         mine = [r for r in candidate_records(row, records, ORIGINS) if number in listed[id(r)]]
         for record in sorted(sorted(mine, key=_record_time, reverse=True), key=lambda r: _as_int(r.get("fold")) or 0):
             cell = filled.get(id(record), "")
-            reason = "" if cell else "; ".join(why_not_shown(row, record, original_size=original_size))
+            reason = "" if cell else "; ".join(why_not_shown(row, record, original_size=query.original_size))
             lines.append(_listing_line(row, record, cell, reason))
     frame = pd.DataFrame(lines, columns=list(LISTING_COLUMNS))
     frame = frame.astype({column: "Int64" for column in ("shot", "fold", "episodes", "img_size")})
     frame.attrs[SKIPPED] = problems
-    frame.attrs["paper"] = paper
+    frame.attrs["paper"] = query.paper
     return frame
 
 
