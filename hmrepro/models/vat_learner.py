@@ -117,12 +117,22 @@ def max_pool_query_dims(x: Tensor, stride: Sequence[int]) -> Tensor:
 
 
 def conv_over_query_dims(conv: nn.Conv2d, x: Tensor) -> Tensor:
-    """A 2D conv over dims (Hq, Wq) of [B, C, Hq, Wq, Hs, Ws] at every support position.
+    """A 2D conv over dims (Hq, Wq) of [B, C, Hq, Wq, Hs, Ws] at every support position (a permuted view in training).
 
-    Computed as a 3D conv with a (k, k, 1) kernel over [B, C, Hq, Wq, Hs·Ws], so the 6-D tensor is never permuted
-    (HSNet's :mod:`~hmrepro.models.conv4d` permutes to [B·Hs·Ws, C, Hq, Wq]; same values, less memory traffic).
+    Without a bias gradient to compute, a 3D conv with a (k, k, 1) kernel over [B, C, Hq, Wq, Hs·Ws], so the 6-D
+    tensor is never permuted (:func:`_conv3d`). With one, the authors' layout, the planes [B·Hs·Ws, C, Hq, Wq] (a
+    permuted copy of ``x``, as HSNet's :mod:`~hmrepro.models.conv4d`), so that the backward sums the bias gradient
+    in their order: oneDNN, which PyTorch picks for these planes as for theirs, sums it sequentially in float32 over
+    the gradient's flat order. On VAT's first layer on corr2 (2^20 positions per channel) the authors' gradient
+    norm is 1.8e-4 relative from the exact sum, which the 3D conv's backward gives (PyTorch's slow_conv3d at batch
+    1): beyond the training fixture's 1e-4 (tests/test_train_parity.py). The planes cost ~25 % more CPU time in the
+    three encoders' forward at 473 px (a slower conv, a strided add), ~15 % in their forward + backward.
     """
     bsz, ch, hq, wq, hs, ws = x.shape
+    if torch.is_grad_enabled() and conv.bias is not None and conv.bias.requires_grad:
+        planes = x.permute(0, 4, 5, 1, 2, 3).reshape(bsz * hs * ws, ch, hq, wq)
+        out = conv(planes)
+        return out.view(bsz, hs, ws, *out.shape[-3:]).permute(0, 3, 4, 5, 1, 2)
     out = _conv3d(
         x.reshape(bsz, ch, hq, wq, hs * ws),
         conv.weight.unsqueeze(-1),
@@ -171,8 +181,8 @@ class SeparableConv4d(nn.Module):
         # The authors test only the last support stride and the first query stride (theirs are always square).
         to_query = max_pool_support_dims(x, self.stride[2:]) if self.stride[3] > 1 else x
         to_support = max_pool_query_dims(x, self.stride[:2]) if self.stride[0] > 1 else x
-        out = conv_over_query_dims(self.query_conv, to_query)
-        out += conv_over_support_dims(self.supp_conv, to_support)  # in place: a fresh tensor, saves 1 copy
+        out = conv_over_support_dims(self.supp_conv, to_support)
+        out += conv_over_query_dims(self.query_conv, to_query)  # in place: a fresh tensor (the query's may be a view)
         return out
 
 
