@@ -207,6 +207,14 @@ def _naive_block(block, x):
     return x + block.mlp(block.norm2(x))
 
 
+def test_an_index_built_on_the_meta_device_leaves_later_ones_real():
+    """The index is cached: one first built inside `with torch.device("meta")` must not make later models' meta."""
+    with torch.device("meta"):
+        assert relative_position_index(3, 3).device.type == "meta"
+    assert torch.equal(relative_position_index(3, 3), relative_position_index(3, 3).cpu())
+    assert relative_position_index(3, 3).device.type == "cpu"
+
+
 @pytest.mark.parametrize("spatial, window", [((8, 8), 4), ((4, 8, 4, 4), 2)])
 def test_window_partition_order_and_merge(spatial, window):
     x = torch.randn(2, *spatial, 3)

@@ -91,16 +91,17 @@ def relative_position_index(window: int, ndim: int) -> Tensor:
     Offsets ``d = coord(row) − coord(col)`` are shifted to ``0 .. 2·window − 2`` and combined row-major, e.g. 4D
     with window 4: ``(d0+3)·343 + (d1+3)·49 + (d2+3)·7 + (d3+3)``.
     """
-    return _relative_position_index(window, ndim).clone()
+    # a copy on the default device (a `with torch.device(...)` block's); the cached index stays on the CPU
+    return _relative_position_index(window, ndim).to(torch.get_default_device(), copy=True)
 
 
 @functools.cache
 def _relative_position_index(window: int, ndim: int) -> Tensor:
-    axes = [torch.arange(window)] * ndim
+    axes = [torch.arange(window, device="cpu")] * ndim
     coords = torch.stack(torch.meshgrid(*axes, indexing="ij")).flatten(1)  # [ndim, N]
     offsets = coords[:, :, None] - coords[:, None, :] + (window - 1)  # [ndim, N, N]
     radix = 2 * window - 1
-    index = torch.zeros(offsets.shape[1:], dtype=torch.int64)
+    index = torch.zeros(offsets.shape[1:], dtype=torch.int64, device="cpu")
     for dim in range(ndim):
         index = index * radix + offsets[dim]
     return index
