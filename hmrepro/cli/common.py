@@ -196,9 +196,9 @@ def report_saved(records: list[dict], no_record: bool) -> None:
 
 def option_group(name: str, group: type) -> Callable[[Callable], Callable]:
     """Let a command's parameter ``name`` stand for the options several commands share, declared once as the fields
-    of the dataclass ``group`` (each field's default a ``typer.Option``): the command line shows those options in
-    that parameter's place, and the command receives them as one ``group`` instance (a keyword-only parameter:
-    ``def plan(number: int = NumberArgument, *, selection: SweepSelection, as_json: bool = JsonOption)``)."""
+    of the dataclass ``group`` (each field's default a ``typer.Option`` or ``typer.Argument``): the command line shows
+    those options in that parameter's place, and the command receives them as one ``group`` instance (a keyword-only
+    parameter: ``def plan(*, selection: SweepSelection, as_json: bool = JsonOption)``)."""
     fields = inspect.signature(group, eval_str=True).parameters
 
     def decorate(command: Callable) -> Callable:

@@ -90,8 +90,11 @@ EstimateOption = typer.Option(
 
 @dataclass
 class SweepSelection:
-    """The options saying which jobs of a table a sweep holds and where; plan, run and status take the same."""
+    """The table and the options saying which of its jobs a sweep holds and where; plan, run and status take the
+    same."""
 
+    target: Target = TargetArgument
+    number: int = NumberArgument
     paper: str = PaperOption
     model: list[str] | None = ModelOption
     backbone: list[str] | None = BackboneOption
@@ -105,12 +108,12 @@ class SweepSelection:
     eval_override: list[str] | None = EvalOverrideOption
 
 
-def _spec(number: int, selection: SweepSelection):
+def _spec(selection: SweepSelection):
     from ..errors import HmreproError
     from ..papers import PAPERS
     from ..sweep.plan import SweepSpec, parse_key_values
 
-    paper, seeds, cells = selection.paper, selection.seeds, selection.cells
+    number, paper, seeds, cells = selection.number, selection.paper, selection.seeds, selection.cells
     if paper not in PAPERS:
         raise typer.BadParameter(f"{paper!r} is not one of {', '.join(PAPERS)}", param_hint="--paper")
     if number not in PAPERS[paper].tables:
@@ -211,8 +214,6 @@ def _summary(jobs) -> str:
 @app.command("plan")
 @option_group("selection", SweepSelection)
 def plan(
-    target: Target = TargetArgument,
-    number: int = NumberArgument,
     *,
     selection: SweepSelection,
     as_json: bool = JsonOption,
@@ -232,13 +233,13 @@ def plan(
     """
     from rich.table import Table
 
-    spec = _spec(number, selection)
+    spec = _spec(selection)
     jobs = _plan(spec)
     costs = _estimate(spec, jobs) if estimate else None
     if as_json:
         typer.echo(json.dumps([_job_json(job, costs) for job in jobs], indent=2))
         return
-    view = Table(title=f"sweep of table {number} ({spec.paper}): {spec.sweep_dir}")
+    view = Table(title=f"sweep of table {spec.table} ({spec.paper}): {spec.sweep_dir}")
     for column in ("job", "kind", "state", "needs", "note", *(("GPU-h", "estimate") if costs else ())):
         view.add_column(column, overflow="fold")
     for job in jobs:
@@ -327,8 +328,6 @@ def _print_estimate(costs) -> None:
 @app.command("run")
 @option_group("selection", SweepSelection)
 def run(
-    target: Target = TargetArgument,
-    number: int = NumberArgument,
     launcher: Launcher = typer.Option(
         Launcher.local, "--launcher", help="local: this machine, in dependency order; slurm: submit through submitit."
     ),
@@ -390,7 +389,7 @@ def run(
     from ..sweep.folder import SweepFolder
     from ..sweep.plan import parse_key_values
 
-    spec = _spec(number, selection)
+    spec = _spec(selection)
     try:
         extra = parse_key_values(slurm_arg or [], "--slurm-arg")
     except HmreproError as err:
@@ -400,7 +399,8 @@ def run(
     folder = SweepFolder(spec.sweep_dir)
     todo = [job for job in jobs if job.state != "done"]
     console.print(
-        f"table {number}: {_summary(jobs)}; {len(todo)} job(s) to run; sweep folder {spec.sweep_dir}", highlight=False
+        f"table {spec.table}: {_summary(jobs)}; {len(todo)} job(s) to run; sweep folder {spec.sweep_dir}",
+        highlight=False,
     )
     if not todo:
         return
@@ -527,8 +527,6 @@ def _run_slurm(jobs, folder, options) -> None:
 @app.command("status")
 @option_group("selection", SweepSelection)
 def status(
-    target: Target = TargetArgument,
-    number: int = NumberArgument,
     *,
     selection: SweepSelection,
     show_table: bool = typer.Option(
@@ -548,7 +546,7 @@ def status(
     from ..sweep.folder import SweepFolder
     from ..sweep.status import job_statuses
 
-    spec = _spec(number, selection)
+    spec = _spec(selection)
     jobs = _plan(spec)
     folder = SweepFolder(spec.sweep_dir)
     statuses = job_statuses(jobs, folder)
@@ -556,7 +554,7 @@ def status(
     if as_json:
         typer.echo(json.dumps([s.as_dict() for s in statuses], indent=2))
         return
-    view = Table(title=f"sweep of table {number} ({spec.paper}): {spec.sweep_dir}")
+    view = Table(title=f"sweep of table {spec.table} ({spec.paper}): {spec.sweep_dir}")
     view.add_column("job", overflow="fold", min_width=min(60, max((len(s.job.id) for s in statuses), default=3)))
     for column in ("state", "where", "note"):
         view.add_column(column, overflow="fold")
