@@ -62,6 +62,17 @@ class Transfer:
     quiet: bool = QuietOption
 
 
+@dataclass
+class Sources:
+    """Which files a dataset or backbone download command fetches and where to: the data root, the folders of files
+    you already have, ``--only`` some of them, or ``--list`` them instead."""
+
+    data_root: Path | None = DataRootOption
+    from_: list[Path] | None = FromOption
+    only: list[str] | None = OnlyOption
+    list_: bool = ListOption
+
+
 def _options(from_: list[Path] | None, transfer: Transfer) -> FetchOptions:
     return FetchOptions(
         retry=RetryPolicy(attempts=transfer.retries, base_delay=transfer.retry_delay),
@@ -126,48 +137,44 @@ def fetch_sources(sources: list[Source], data_root: Path, opts: FetchOptions) ->
             console.print(table)
 
 
-def _run(group: str, data_root: Path | None, from_, only, list_, transfer: Transfer, extra=()) -> Path:
-    root = resolve_data_root(data_root)
-    sources = _select(load_registry(), group, list(extra), only)
-    if list_:
+def _run(group: str, chosen: Sources, transfer: Transfer, extra=()) -> Path:
+    root = resolve_data_root(chosen.data_root)
+    sources = _select(load_registry(), group, list(extra), chosen.only)
+    if chosen.list_:
         _list(sources, root)
         raise typer.Exit(0)
-    fetch_sources(sources, root, _options(from_, transfer))
+    fetch_sources(sources, root, _options(chosen.from_, transfer))
     return root
 
 
 @app.command("pascal")
 @option_group("transfer", Transfer)
+@option_group("sources", Sources)
 def pascal(
-    data_root: Path | None = DataRootOption,
-    from_: list[Path] | None = FromOption,
+    *,
+    sources: Sources,
     with_sbd: bool = typer.Option(
         False, "--with-sbd", help="Also fetch the SBD release (for `hmrepro prepare pascal --from-sbd`)."
     ),
-    only: list[str] | None = OnlyOption,
-    list_: bool = ListOption,
-    *,
     transfer: Transfer,
 ) -> None:
     """Fetch VOC 2012 trainval (2 GB, md5-checked) and the SegmentationClassAug masks into DATA_ROOT/downloads/.
 
     Example: [bold]hmrepro download pascal --data-root ~/data && hmrepro prepare pascal --data-root ~/data[/]
     """
-    root = _run("pascal", data_root, from_, only, list_, transfer, extra=["sbd_benchmark"] if with_sbd else [])
+    root = _run("pascal", sources, transfer, extra=["sbd_benchmark"] if with_sbd else [])
     console.print(f"next: [bold]hmrepro prepare pascal --data-root {root}{' --from-sbd' if with_sbd else ''}[/]")
 
 
 @app.command("coco")
 @option_group("transfer", Transfer)
+@option_group("sources", Sources)
 def coco(
-    data_root: Path | None = DataRootOption,
-    from_: list[Path] | None = FromOption,
+    *,
+    sources: Sources,
     with_json: bool = typer.Option(
         False, "--with-json", help="Also fetch annotations_trainval2014.zip (for `prepare coco --from-json`)."
     ),
-    only: list[str] | None = OnlyOption,
-    list_: bool = ListOption,
-    *,
     transfer: Transfer,
 ) -> None:
     """Fetch COCO 2014 train/val images (20 GB, md5-checked) and the authors' class-mask zips into DATA_ROOT/downloads/.
@@ -177,39 +184,31 @@ def coco(
 
     Example: [bold]hmrepro download coco --from ~/Downloads && hmrepro prepare coco[/]
     """
-    root = _run("coco", data_root, from_, only, list_, transfer, extra=["coco_annotations2014"] if with_json else [])
+    root = _run("coco", sources, transfer, extra=["coco_annotations2014"] if with_json else [])
     console.print(f"next: [bold]hmrepro prepare coco --data-root {root}[/]")
 
 
 @app.command("fss")
 @option_group("transfer", Transfer)
-def fss(
-    data_root: Path | None = DataRootOption,
-    from_: list[Path] | None = FromOption,
-    only: list[str] | None = OnlyOption,
-    list_: bool = ListOption,
-    *,
-    transfer: Transfer,
-) -> None:
+@option_group("sources", Sources)
+def fss(*, sources: Sources, transfer: Transfer) -> None:
     """Fetch FSS-1000 (the authors' Google-Drive zip, with the older ids as fallbacks) into DATA_ROOT/downloads/.
 
     Example: [bold]hmrepro download fss && hmrepro prepare fss[/]
     """
-    root = _run("fss", data_root, from_, only, list_, transfer)
+    root = _run("fss", sources, transfer)
     console.print(f"next: [bold]hmrepro prepare fss --data-root {root}[/]")
 
 
 @app.command("backbones")
 @option_group("transfer", Transfer)
+@option_group("sources", Sources)
 def backbones(
-    data_root: Path | None = DataRootOption,
-    from_: list[Path] | None = FromOption,
+    *,
+    sources: Sources,
     legacy: bool = typer.Option(
         False, "--legacy", help="Also fetch the torchvision <= 0.9 ResNet files the authors' environments used."
     ),
-    only: list[str] | None = OnlyOption,
-    list_: bool = ListOption,
-    *,
     transfer: Transfer,
 ) -> None:
     """Fetch the ImageNet weights of ResNet-50/101 and VGG-16 (IMAGENET1K_V1) into torch's hub cache (sha256-checked).
@@ -218,15 +217,7 @@ def backbones(
 
     Example: [bold]hmrepro download backbones --legacy[/]
     """
-    _run(
-        "backbones",
-        data_root,
-        from_,
-        only,
-        list_,
-        transfer,
-        extra=["resnet50_legacy", "resnet101_legacy"] if legacy else [],
-    )
+    _run("backbones", sources, transfer, extra=["resnet50_legacy", "resnet101_legacy"] if legacy else [])
 
 
 def _print_entries(entries, root: Path) -> None:
