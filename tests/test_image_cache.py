@@ -105,11 +105,14 @@ def test_evaluation_metrics_identical_with_and_without_the_cache(synthetic_root)
 
 def test_bench_eval_records_the_cache_setting_and_its_counters(synthetic_root):
     from hmrepro.engine.benchmarking.bench_run import bench_eval
+    from hmrepro.engine.evaluation.eval_config import EvalConfig
 
-    record = bench_eval(
+    config = EvalConfig(
         "hsnet",
         "pascal",
-        shot=1,
+        0,
+        1,
+        "random",
         episodes=3,
         img_size=32,
         device="cpu",
@@ -118,6 +121,7 @@ def test_bench_eval_records_the_cache_setting_and_its_counters(synthetic_root):
         results_dir=None,
         image_cache_mib=8,
     )
+    record = bench_eval(config)
     assert record["image_cache_mib"] == 8 and record["image_cache"]["hits"] + record["image_cache"]["misses"] == 3 * 2
     assert record["image_cache"]["max_bytes"] == 8 * 2**20
     # the peak of the whole call is that of its larger phase: building + the first batch, or the batches after it

@@ -265,23 +265,25 @@ def eval_command(
     [bold]hmrepro prepare synthetic --data-root syn && hmrepro bench eval -m hsnet-hm -b fss --data-root syn[/]
     """
     from ..engine.benchmarking.bench_run import bench_eval
+    from ..engine.evaluation.eval_config import EvalConfig
 
-    record = bench_eval(
+    config = EvalConfig(
         model,
         benchmark.value,
-        fold=fold,
-        shot=shot,
-        episodes=episodes,
-        weights=weights,
+        fold,
+        shot,
+        weights,
         img_size=img_size,
         bsz=bsz,
-        workers=workers,
+        episodes=episodes,
         amp=amp,
+        workers=workers,
+        image_cache_mib=image_cache_mib,
         data_root=data_root,
         splits=splits,
         **run.settings(),
-        image_cache_mib=image_cache_mib,
     )
+    record = bench_eval(config)
     console.print(
         f"[bold]{model}[/] on {benchmark.value} fold {fold}, {shot}-shot, {record['img_size']} px, "
         f"batch {record['bsz']}, {workers} workers, {record['precision']}, {record['device_name']}: "

@@ -22,70 +22,35 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from ..evaluation.eval_config import EvalConfig
 from ..training.memory import PeakMemory
 from .bench_model import random_weights_fields, timed_model_fields
 
 __all__ = ["bench_eval", "bench_train", "random_training_batch"]
 
 
-def bench_eval(
-    model_name: str,
-    benchmark: str,
-    *,
-    fold: int = 0,
-    shot: int = 1,
-    episodes: int = 20,
-    weights: str = "random",
-    backbone: str = "resnet50",
-    img_size: int | None = None,
-    bsz: int | None = None,
-    workers: int = 0,
-    device: str | None = None,
-    amp: bool = False,
-    data_root: str | Path | None = None,
-    splits: str | Path | None = None,
-    results_dir: str | Path | None = "results",
-    progress=None,
-    image_cache_mib: float | None = None,
-) -> dict:
-    """Episodes per second of the evaluation of ``model_name`` on the first ``episodes`` episodes of ``fold``;
-    ``image_cache_mib``: the bound of the loading cache (None: the evaluation's default; 0: off), recorded with
-    its counters (``image_cache``: hits, misses, hit rate; None when the workers counted them)."""
-    from ...data.image_cache import DEFAULT_IMAGE_CACHE_MIB
-    from ..evaluation.evaluate import EvalConfig, evaluate
+def bench_eval(config: EvalConfig, progress=None) -> dict:
+    """Episodes per second of the evaluation ``config`` (its records go nowhere: the bench record goes to its
+    ``results_dir``; the backbone of ``random`` weights is random); ``image_cache_mib`` is recorded with the cache's
+    counters (``image_cache``: hits, misses, hit rate; None when the workers counted them)."""
+    from ..evaluation.evaluate import evaluate
     from ..records import PROTOCOL_FIELDS, SETTING_FIELDS, ensure_writable_dir, machine_fields, save_records
     from ..training.distributed import resolve_device
 
-    dev = resolve_device(device)
+    dev = resolve_device(config.device)
+    results_dir = config.results_dir
     if results_dir is not None:
         ensure_writable_dir(Path(results_dir))
     start = time.perf_counter()
     with PeakMemory(dev) as memory:
-        config = EvalConfig(
-            model_name,
-            benchmark,
-            fold,
-            shot,
-            weights=weights,
-            backbone=backbone,
-            img_size=img_size,
-            data_root=data_root,
-            splits=splits,
-            results_dir=None,
-            device=str(dev),
-            bsz=bsz,
-            workers=workers,
-            episodes=episodes,
-            pretrained=False,
-            amp=amp,
-            image_cache_mib=DEFAULT_IMAGE_CACHE_MIB if image_cache_mib is None else image_cache_mib,
-        )
         marker = _FirstBatchMark(progress, memory)
-        (evaluation,) = evaluate(config, progress=marker, log=lambda msg: None)
+        timed = replace(config, results_dir=None, device=str(dev), pretrained=False)
+        (evaluation,) = evaluate(timed, progress=marker, log=lambda msg: None)
     wall = time.perf_counter() - start
     first, *rest = memory.phase_peaks_mib
     secs = float(evaluation["secs_per_episode"])
@@ -98,11 +63,11 @@ def bench_eval(
         "secs_per_episode": secs,
         "episodes_per_sec": 1.0 / secs if secs > 0 else None,
         "wall_secs": wall,
-        "bsz": evaluation.get("bsz", bsz),
-        "workers": workers,
+        "bsz": evaluation.get("bsz", config.bsz),
+        "workers": config.workers,
         "image_cache_mib": evaluation["image_cache_mib"],
         "image_cache": evaluation["image_cache"],
-        "weights": weights,
+        "weights": config.weights,
         **memory.as_dict(),
         # the whole call's peak is the larger of these: model building + the first batch (on CUDA: autotuning), and
         # the episodes after it (None when there were none)
