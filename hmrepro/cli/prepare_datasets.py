@@ -75,24 +75,11 @@ def _check_or_exit(benchmark: str, data_root: Path, splits: Path | None, full: b
         raise typer.Exit(1)
 
 
-def _context(data_root: Path | None, benchmark: str, force: bool, quiet: bool, workers: int) -> PrepareContext:
-    root = resolve_data_root(data_root)
-    return PrepareContext(
-        data_root=root,
-        lock=LockFile.for_data_root(root),
-        fetch_command=f"hmrepro download {benchmark} --data-root {root}",
-        force=force,
-        progress=not quiet,
-        workers=workers,
-        console=console,
-        log=lambda msg: console.print(f"[yellow]{msg}[/]", highlight=False),
-    )
-
-
 @dataclass
 class Preparation:
     """The options of every ``prepare`` command of a real dataset (FSS-1000 has no masks to generate: 1 worker)."""
 
+    data_root: Path | None = DataRootOption
     check: bool = CheckFlag
     splits: Path | None = SplitsOption
     workers: int = WorkersOption
@@ -100,10 +87,24 @@ class Preparation:
     quiet: bool = QuietOption
 
 
-def _prepare(benchmark: str, data_root: Path | None, preparation: Preparation, **choices) -> None:
+def _context(benchmark: str, preparation: Preparation) -> PrepareContext:
+    root = resolve_data_root(preparation.data_root)
+    return PrepareContext(
+        data_root=root,
+        lock=LockFile.for_data_root(root),
+        fetch_command=f"hmrepro download {benchmark} --data-root {root}",
+        force=preparation.force,
+        progress=not preparation.quiet,
+        workers=preparation.workers,
+        console=console,
+        log=lambda msg: console.print(f"[yellow]{msg}[/]", highlight=False),
+    )
+
+
+def _prepare(benchmark: str, preparation: Preparation, **choices) -> None:
     """Extract ``benchmark`` (``choices``: its command's own options), saying what was done, then check its layout;
     with ``--check`` only check it."""
-    ctx = _context(data_root, benchmark, preparation.force, preparation.quiet, preparation.workers)
+    ctx = _context(benchmark, preparation)
     if not preparation.check:
         for line in _extract(benchmark, ctx, **choices):
             console.print(f"  {line}", highlight=False)
@@ -123,14 +124,13 @@ def _extract(benchmark: str, ctx: PrepareContext, **choices) -> list[str]:
 
 @option_group("preparation", Preparation)
 def pascal(
-    data_root: Path | None = DataRootOption,
+    *,
+    preparation: Preparation,
     from_sbd: bool = typer.Option(
         False,
         "--from-sbd",
         help="Build SegmentationClassAug from VOC + SBD (needs `hmrepro download pascal --with-sbd` and scipy).",
     ),
-    *,
-    preparation: Preparation,
 ) -> None:
     """Extract PASCAL VOC 2012 and the SBD-augmented masks into DATA_ROOT/VOC2012/ (JPEGImages, SegmentationClassAug).
 
@@ -140,20 +140,19 @@ def pascal(
     Example: [bold]hmrepro download pascal && hmrepro prepare pascal[/]
     (check only: [bold]hmrepro prepare --check pascal[/])
     """
-    _prepare("pascal", data_root, preparation, from_sbd=from_sbd)
+    _prepare("pascal", preparation, from_sbd=from_sbd)
 
 
 @option_group("preparation", Preparation)
 def coco(
-    data_root: Path | None = DataRootOption,
+    *,
+    preparation: Preparation,
     from_json: bool = typer.Option(
         False,
         "--from-json",
         help="Regenerate the class masks from instances_*.json with pycocotools "
         "(approximate; needs `hmrepro download coco --with-json`).",
     ),
-    *,
-    preparation: Preparation,
 ) -> None:
     """Extract COCO 2014 images and class masks into DATA_ROOT/COCO2014/.
 
@@ -165,7 +164,7 @@ def coco(
     Example: [bold]hmrepro download coco && hmrepro prepare coco[/]
     or [bold]hmrepro prepare coco --from-json -j 8[/]
     """
-    _prepare("coco", data_root, preparation, from_json=from_json)
+    _prepare("coco", preparation, from_json=from_json)
 
 
 def fss(
@@ -179,7 +178,7 @@ def fss(
 
     Example: [bold]hmrepro download fss && hmrepro prepare fss[/]
     """
-    _prepare("fss", data_root, Preparation(check=check, splits=splits, workers=1, force=force, quiet=quiet))
+    _prepare("fss", Preparation(data_root, check, splits, workers=1, force=force, quiet=quiet))
 
 
 def prepare_group(
