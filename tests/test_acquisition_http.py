@@ -22,7 +22,7 @@ from hmrepro.acquisition import diskspace
 from hmrepro.acquisition.download_errors import ChecksumError, DownloadError, InsufficientSpaceError, PermanentHTTPError
 from hmrepro.acquisition.fetch import FetchOptions, acquire, require_verified
 from hmrepro.acquisition.gdrive import GDrive
-from hmrepro.acquisition.http import fetch_url
+from hmrepro.acquisition.http import HttpOptions, fetch_url
 from hmrepro.acquisition.lock import LockFile
 from hmrepro.acquisition.registry import Source
 from hmrepro.acquisition.retry import RetryPolicy
@@ -151,6 +151,7 @@ def server():
 
 
 FAST = RetryPolicy(attempts=4, base_delay=0.001, max_delay=0.01)
+QUIET = HttpOptions(retry=FAST, progress=False)
 
 
 def payload(n: int = 300_000, seed: int = 1) -> bytes:
@@ -180,7 +181,7 @@ def test_complete_download_verified_and_renamed(server, tmp_path):
     body = payload()
     url = server.add("/a.bin", body)
     dest = tmp_path / "a.bin"
-    digests = fetch_url(url, dest, Expected(size=len(body), md5=md5(body)), retry=FAST, progress=False)
+    digests = fetch_url(url, dest, Expected(size=len(body), md5=md5(body)), QUIET)
     assert dest.read_bytes() == body
     assert digests == {"sha256": sha256(body), "md5": md5(body)}
     assert not (tmp_path / "a.bin.part").exists()
@@ -191,7 +192,7 @@ def test_interrupted_download_resumes_with_range(server, tmp_path):
     body = payload()
     url = server.add("/big.tar", body, truncate=1)
     dest = tmp_path / "big.tar"
-    fetch_url(url, dest, Expected(size=len(body), md5=md5(body)), retry=FAST, progress=False)
+    fetch_url(url, dest, Expected(size=len(body), md5=md5(body)), QUIET)
     assert dest.read_bytes() == body
     reqs = server.requests_for("/big.tar")
     assert reqs[0].range is None and reqs[0].status == 200
@@ -203,7 +204,7 @@ def test_part_file_from_an_earlier_run_is_resumed(server, tmp_path):
     url = server.add("/b.bin", body)
     dest = tmp_path / "b.bin"
     (tmp_path / "b.bin.part").write_bytes(body[:1000])
-    fetch_url(url, dest, Expected(sha256=sha256(body)), retry=FAST, progress=False)
+    fetch_url(url, dest, Expected(sha256=sha256(body)), QUIET)
     assert dest.read_bytes() == body
     assert server.requests_for("/b.bin")[0].range == "bytes=1000-"
 
@@ -212,7 +213,7 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     body = payload()
     url = server.add("/c.bin", body, truncate=1, ignore_range=True)
     dest = tmp_path / "c.bin"
-    fetch_url(url, dest, Expected(size=len(body), md5=md5(body)), retry=FAST, progress=False)
+    fetch_url(url, dest, Expected(size=len(body), md5=md5(body)), QUIET)
     assert dest.read_bytes() == body
     reqs = server.requests_for("/c.bin")
     assert reqs[1].range is not None and reqs[1].status == 200  # asked to resume, got the whole file
@@ -223,7 +224,9 @@ def test_corrupt_download_is_fetched_again(server, tmp_path):
     url = server.add("/d.bin", body, corrupt=1)
     dest = tmp_path / "d.bin"
     seen = []
-    fetch_url(url, dest, Expected(size=len(body), md5=md5(body)), retry=FAST, progress=False, log=seen.append)
+    fetch_url(
+        url, dest, Expected(size=len(body), md5=md5(body)), HttpOptions(retry=FAST, progress=False, log=seen.append)
+    )
     assert dest.read_bytes() == body
     assert [r.status for r in server.requests_for("/d.bin")] == [200, 200]
     assert any("md5" in m for m in seen)
@@ -234,7 +237,7 @@ def test_always_corrupt_download_is_refused_and_not_kept(server, tmp_path):
     url = server.add("/e.bin", body, corrupt=10)
     dest = tmp_path / "e.bin"
     with pytest.raises(ChecksumError, match="md5"):
-        fetch_url(url, dest, Expected(md5=md5(body)), retry=FAST, progress=False)
+        fetch_url(url, dest, Expected(md5=md5(body)), QUIET)
     assert not dest.exists() and not (tmp_path / "e.bin.part").exists()
 
 
@@ -243,7 +246,7 @@ def test_server_failing_twice_then_succeeding_with_backoff(server, tmp_path):
     url = server.add("/f.bin", body, fail=2)
     waits = []
     policy = RetryPolicy(attempts=4, base_delay=0.001, factor=2.0, sleep=waits.append)
-    fetch_url(url, tmp_path / "f.bin", Expected(md5=md5(body)), retry=policy, progress=False)
+    fetch_url(url, tmp_path / "f.bin", Expected(md5=md5(body)), HttpOptions(retry=policy, progress=False))
     assert (tmp_path / "f.bin").read_bytes() == body
     assert [r.status for r in server.requests_for("/f.bin")] == [500, 500, 200]
     assert waits == [0.001, 0.002]  # exponential backoff
@@ -252,22 +255,21 @@ def test_server_failing_twice_then_succeeding_with_backoff(server, tmp_path):
 def test_server_failing_too_often_gives_up(server, tmp_path):
     url = server.add("/g.bin", payload(), fail=100)
     with pytest.raises(DownloadError, match="gave up after 3 attempts"):
-        fetch_url(
-            url, tmp_path / "g.bin", retry=RetryPolicy(attempts=3, base_delay=0, sleep=lambda s: None), progress=False
-        )
+        retry = RetryPolicy(attempts=3, base_delay=0, sleep=lambda s: None)
+        fetch_url(url, tmp_path / "g.bin", options=HttpOptions(retry=retry, progress=False))
     assert len(server.requests_for("/g.bin")) == 3
 
 
 def test_not_found_is_not_retried(server, tmp_path):
     with pytest.raises(PermanentHTTPError, match="404"):
-        fetch_url(server.url("/missing"), tmp_path / "x", retry=FAST, progress=False)
+        fetch_url(server.url("/missing"), tmp_path / "x", options=QUIET)
     assert len(server.requests) == 1
 
 
 def test_wrong_size_on_server_is_refused_before_downloading(server, tmp_path):
     url = server.add("/h.bin", payload())
     with pytest.raises(ChecksumError, match="expected"):
-        fetch_url(url, tmp_path / "h.bin", Expected(size=123), retry=FAST, progress=False)
+        fetch_url(url, tmp_path / "h.bin", Expected(size=123), QUIET)
 
 
 # -- acquire: registry sources, lock, --from, mirrors, disk space ------------------------------------------------

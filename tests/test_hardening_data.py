@@ -25,7 +25,7 @@ from hmrepro.acquisition import fetch as fetch_module
 from hmrepro.acquisition import verify as verify_module
 from hmrepro.acquisition.check import check_layout
 from hmrepro.acquisition.fetch import acquire, check_from_dirs, require_verified
-from hmrepro.acquisition.http import TransientError, transfer_once
+from hmrepro.acquisition.http import HttpOptions, TransientError, transfer_once
 from hmrepro.acquisition.lock import LockFile
 from hmrepro.acquisition.registry import Source, load_registry
 from hmrepro.data.benchmarks import get_benchmark
@@ -395,7 +395,7 @@ def test_a_stalled_download_keeps_every_byte_it_received_for_the_resume(tmp_path
     url = _stalling_server(body, 70_000)
     part = tmp_path / "f.part"
     with pytest.raises(TransientError):
-        transfer_once(url, part, size=len(body), timeout=0.5, progress=False)
+        transfer_once(url, part, HttpOptions(timeout=0.5, progress=False), size=len(body))
     assert part.read_bytes() == body[:70_000]
 
 

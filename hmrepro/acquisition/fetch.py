@@ -17,7 +17,7 @@ from ..locks import exclusive_lock, lock_path_for
 from .diskspace import ensure_free_space, human
 from .download_errors import ChecksumError, DownloadError, PermanentHTTPError
 from .gdrive import GDrive
-from .http import fetch_url, part_path
+from .http import HttpOptions, fetch_url, part_path
 from .lock import LockFile
 from .registry import Candidate, Source
 from .retry import RetryPolicy
@@ -39,6 +39,10 @@ class FetchOptions:
     refetches: int = 1
     log: Callable[[str], None] | None = None
     console: object = None
+
+    def http(self) -> HttpOptions:
+        """How a URL candidate is transferred."""
+        return HttpOptions(self.retry, self.timeout, self.progress, self.console, self.log)
 
     def say(self, message: str) -> None:
         if self.log is not None:
@@ -171,17 +175,7 @@ def take_local(source: Source, src: Path, dest: Path, lock: LockFile) -> Acquire
 def _fetch_candidate(source: Source, cand: Candidate, dest: Path, lock: LockFile, opts: FetchOptions) -> dict:
     exp = expected_for_origin(source, lock, cand.label)
     if cand.kind == "url":
-        return fetch_url(
-            cand.location,
-            dest,
-            exp,
-            retry=opts.retry,
-            timeout=opts.timeout,
-            progress=opts.progress,
-            console=opts.console,
-            refetches=opts.refetches,
-            log=opts.log,
-        )
+        return fetch_url(cand.location, dest, exp, opts.http(), refetches=opts.refetches)
     tmp = dest.with_name(dest.name + ".gdown")
 
     def _transfer(path: Path) -> None:

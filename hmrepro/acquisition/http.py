@@ -12,6 +12,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import __version__
@@ -28,6 +29,18 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 
 class TransientError(Exception):
     """A failure that a later attempt may not see (connection drop, 5xx, short body)."""
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    """How a file is transferred: attempts and their backoff, seconds without data before a connection counts as
+    broken, the progress bar (on ``console``; None: rich's own) and where a retry is told (``log``)."""
+
+    retry: RetryPolicy = RetryPolicy()
+    timeout: float = 60.0
+    progress: bool = True
+    console: object = None
+    log: Callable[[str], None] | None = None
 
 
 def part_path(dest: Path) -> Path:
@@ -52,14 +65,7 @@ def _total_from(resp, offset: int) -> int | None:
 
 
 def transfer_once(
-    url: str,
-    part: Path,
-    *,
-    size: int | None = None,
-    timeout: float = 60.0,
-    progress: bool = True,
-    console=None,
-    label: str | None = None,
+    url: str, part: Path, options: HttpOptions = HttpOptions(), *, size: int | None = None, label: str | None = None
 ) -> None:
     """One HTTP request that appends to (or restarts) ``part``. Raises :class:`TransientError` on a short body."""
     offset = part.stat().st_size if part.exists() else 0
@@ -69,7 +75,7 @@ def transfer_once(
     if size is not None and offset == size:
         return  # complete already; verification decides
     try:
-        resp = _open(url, offset, timeout)
+        resp = _open(url, offset, options.timeout)
     except urllib.error.HTTPError as err:
         if err.code == 416 and offset:  # nothing left to send: the part file is complete (or wrong; verify)
             return
@@ -98,7 +104,11 @@ def transfer_once(
         with (
             open(part, mode) as f,
             byte_bar(
-                label or part.name[: -len(".part")], total, enabled=progress, console=console, completed=offset
+                label or part.name[: -len(".part")],
+                total,
+                enabled=options.progress,
+                console=options.console,
+                completed=offset,
             ) as advance,
         ):
             while True:
@@ -122,23 +132,15 @@ def transfer_once(
 
 
 def transfer(
-    url: str,
-    part: Path,
-    *,
-    size: int | None = None,
-    retry: RetryPolicy = RetryPolicy(),
-    timeout: float = 60.0,
-    progress: bool = True,
-    console=None,
-    log: Callable[[str], None] | None = None,
-    label: str | None = None,
+    url: str, part: Path, options: HttpOptions = HttpOptions(), *, size: int | None = None, label: str | None = None
 ) -> None:
-    """Bring ``part`` to the full remote file, resuming after every failure, ``retry.attempts`` times at most."""
+    """Bring ``part`` to the full remote file, resuming after every failure, ``options.retry.attempts`` times."""
+    retry, log = options.retry, options.log
     part.parent.mkdir(parents=True, exist_ok=True)
     last = None
     for attempt in range(retry.attempts):
         try:
-            transfer_once(url, part, size=size, timeout=timeout, progress=progress, console=console, label=label)
+            transfer_once(url, part, options, size=size, label=label)
             return
         except (TimeoutError, TransientError, urllib.error.URLError, http.client.HTTPException, ConnectionError) as err:
             last = err
@@ -153,16 +155,7 @@ def transfer(
 
 
 def fetch_url(
-    url: str,
-    dest: Path,
-    expected: Expected = Expected(),
-    *,
-    retry: RetryPolicy = RetryPolicy(),
-    timeout: float = 60.0,
-    progress: bool = True,
-    console=None,
-    refetches: int = 1,
-    log: Callable[[str], None] | None = None,
+    url: str, dest: Path, expected: Expected = Expected(), options: HttpOptions = HttpOptions(), *, refetches: int = 1
 ) -> dict[str, str]:
     """Download ``url`` to ``dest`` (via ``dest.part``), verify it against ``expected``, rename atomically.
 
@@ -172,16 +165,6 @@ def fetch_url(
     dest = Path(dest)
 
     def _transfer(part: Path) -> None:
-        transfer(
-            url,
-            part,
-            size=expected.size,
-            retry=retry,
-            timeout=timeout,
-            progress=progress,
-            console=console,
-            log=log,
-            label=dest.name,
-        )
+        transfer(url, part, options, size=expected.size, label=dest.name)
 
-    return fetch_verified(_transfer, part_path(dest), dest, expected, refetches=refetches, on_corrupt=log)
+    return fetch_verified(_transfer, part_path(dest), dest, expected, refetches=refetches, on_corrupt=options.log)
