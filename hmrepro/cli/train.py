@@ -12,10 +12,12 @@ import typer
 from .common import (
     BenchmarkName,
     DataRootOption,
+    DeviceOption,
     SplitsOption,
+    bsz_option,
     check_backbone,
-    check_device,
     console,
+    img_size_option,
     option_group,
     optional_option,
 )
@@ -93,11 +95,9 @@ class RecipeOverrides:
         help="Epochs; the best validation mIoU is kept [default: recipe: the authors' 2000 for HSNet/ASNet and "
         "their HM variants, VAT's 300 (COCO: 400)].",
     )
-    bsz: int | None = optional_option(
-        "--bsz", min=1, help="Global batch size, all processes together [default: recipe]."
-    )
+    bsz: int | None = bsz_option("Global batch size, all processes together [default: recipe].")
     lr: float | None = optional_option("--lr", min=0.0, help="Learning rate [default: recipe].")
-    img_size: int | None = optional_option("--img-size", min=16, help="Image side in pixels [default: recipe, 400].")
+    img_size: int | None = img_size_option("Image side in pixels [default: recipe, 400].")
     shot: int | None = optional_option(
         "--shot",
         min=1,
@@ -185,9 +185,7 @@ class RecipeOverrides:
         help="Cut every epoch to its first N global batches, for smoke tests and quick checks (0: the whole "
         "training split, the authors') [default: 0].",
     )
-    device: str | None = optional_option(
-        "--device", callback=check_device, help="cpu, cuda, cuda:1 ... [default: cuda if available]."
-    )
+    device: str | None = DeviceOption
 
     def as_dict(self) -> dict:
         """The configuration's keys and the given values (None: not given): choices by value, paths expanded."""
