@@ -91,27 +91,27 @@ def episodes(
     Example:
     [bold]hmrepro viz episodes -b pascal --fold 0 --shot 1 -n 6 --model hsnet-hm --weights official -o fig5.png[/]
     """
+    from ..engine.evaluation.evaluate import FigureEpisodes
     from ..reporting.figures import plot_episodes
 
     if weights is not None and model is None:
         raise typer.BadParameter(
             "--weights needs --model: name the model the weights belong to", param_hint="--weights"
         )
-    path = plot_episodes(
+    request = FigureEpisodes(
         benchmark.value,
         fold,
         shot,
-        output,
-        count=count,
         start=start,
+        count=count,
+        model=model,
+        weights=weights or "random",
+        backbone=backbone,
         img_size=img_size,
         data_root=data_root,
         splits=splits,
-        model=model,
-        weights=weights,
-        backbone=backbone,
         device=device,
         pretrained=pretrained,
-        log=console.print,
     )
+    path = plot_episodes(request, output, log=console.print)
     console.print(f"wrote {path}", soft_wrap=True)

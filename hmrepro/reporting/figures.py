@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import HmreproError
+
+if TYPE_CHECKING:
+    from ..engine.evaluation.evaluate import FigureEpisodes
 
 __all__ = [
     "TrainingProfile",
@@ -157,55 +161,29 @@ def _overlay(ax, img, mask, color, title: str) -> None:
 
 
 def plot_episodes(
-    benchmark: str,
-    fold: int,
-    shot: int,
-    output: str | Path,
-    *,
-    count: int = 4,
-    start: int = 0,
-    img_size: int | None = None,
-    data_root: str | Path | None = None,
-    splits: str | Path | None = None,
-    model: str | None = None,
-    weights: str | None = None,
-    backbone: str = "resnet50",
-    device: str | None = "cpu",
-    pretrained: bool = True,
-    dpi: int = 120,
-    log: Callable[[str], None] | None = None,
+    request: FigureEpisodes, output: str | Path, *, dpi: int = 120, log: Callable[[str], None] | None = None
 ) -> Path:
-    """Draw episodes ``start .. start+count-1`` of the fixed test episodes of ``benchmark``/``fold``/``shot``.
+    """Draw the episodes of ``request`` (:class:`hmrepro.engine.evaluation.evaluate.FigureEpisodes`).
 
-    Columns: the supports (mask in green), the query with its ground truth (blue) and, when ``model`` is given
-    (``weights`` as for ``hmrepro eval``), its prediction (red) with the episode's foreground IoU, both from the
-    evaluation's runner (:func:`hmrepro.engine.evaluation.evaluate.figure_episodes`). Images are loaded with the model's
-    preprocessing at ``img_size`` (default: the evaluation's size; without a model HSNet's at 400 px).
+    Columns: the supports (mask in green), the query with its ground truth (blue) and, when ``request.model`` is
+    given, its prediction (red) with the episode's foreground IoU, both from the evaluation's runner
+    (:func:`hmrepro.engine.evaluation.evaluate.figure_episodes`). Images are loaded with the model's preprocessing at
+    ``request.img_size`` (default: the evaluation's size; without a model HSNet's at 400 px).
     """
     from ..data.benchmarks import get_benchmark
     from ..data.dataset import EpisodeDataset
     from ..engine.evaluation.evaluate import figure_episodes
     from ..paths import resolve_data_root
 
-    figure = figure_episodes(
-        benchmark,
-        fold,
-        shot,
-        start=start,
-        count=count,
-        model_name=model,
-        weights=weights or "random",
-        backbone=backbone,
-        img_size=img_size,
-        data_root=data_root,
-        splits=splits,
-        device=device,
-        pretrained=pretrained,
-        log=log,
-    )
+    benchmark, fold, shot, start = request.benchmark, request.fold, request.shot, request.start
+    figure = figure_episodes(request, log=log)
     plan, eps = figure.plan, figure.episodes
     dataset = EpisodeDataset(
-        get_benchmark(benchmark), resolve_data_root(data_root), eps, img_size=plan.img_size, preprocess=plan.preprocess
+        get_benchmark(benchmark),
+        resolve_data_root(request.data_root),
+        eps,
+        img_size=plan.img_size,
+        preprocess=plan.preprocess,
     )
     ncols = shot + 1 + (figure.predictions is not None)
     plt = _pyplot()
@@ -229,7 +207,13 @@ def plot_episodes(
         )
         if figure.predictions is not None:
             pred = figure.predictions[row]
-            _overlay(axes[row][shot + 1], item["query_img"], pred.mask, (1.0, 0.1, 0.1), f"{model}: IoU {pred.iou:.1f}")
+            _overlay(
+                axes[row][shot + 1],
+                item["query_img"],
+                pred.mask,
+                (1.0, 0.1, 0.1),
+                f"{request.model}: IoU {pred.iou:.1f}",
+            )
     fig.suptitle(f"{benchmark} fold {fold}, {shot}-shot episodes {start}..{start + len(eps) - 1}", fontsize=9)
     fig.tight_layout()
     return _save(plt, fig, output, dpi)

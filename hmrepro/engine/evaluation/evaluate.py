@@ -70,6 +70,7 @@ from .runner import EpisodePrediction, EpisodeSource, run_episodes
 __all__ = [
     "EpisodeFigure",
     "EvalConfig",
+    "FigureEpisodes",
     "FoldEpisodes",
     "WeightsSource",
     "evaluation_plan",
@@ -657,54 +658,58 @@ class EpisodeFigure:
     predictions: list[EpisodePrediction] | None = None
 
 
-def figure_episodes(
-    benchmark: str,
-    fold: int,
-    shot: int,
-    *,
-    start: int = 0,
-    count: int = 4,
-    model_name: str | None = None,
-    weights: str = "random",
-    backbone: str = "resnet50",
-    img_size: int | None = None,
-    data_root: str | Path | None = None,
-    splits: str | Path | None = None,
-    device: str | None = None,
-    pretrained: bool = True,
-    log: Callable[[str], None] | None = None,
-) -> EpisodeFigure:
-    """Test episodes ``start .. start+count-1`` of ``benchmark``/``fold``/``shot`` and, given ``model_name``
-    (``weights`` as for :func:`evaluate`), the model's prediction of each, by the evaluation's own runner and
-    plan. Without a model: the HSNet protocol and preprocessing at ``img_size`` (default 400)."""
-    split_folder = SplitFolder(splits)
-    root = resolve_data_root(data_root)
-    if model_name is None:
-        plan = EvalPlan("hsnet", "hsnet", int(img_size or 400))
-        return EpisodeFigure(plan, _episode_slice(benchmark, fold, shot, plan, split_folder, start, count))
+@dataclass(frozen=True)
+class FigureEpisodes:
+    """The episodes a figure draws: ``start .. start+count-1`` of the fixed test episodes of ``benchmark``/``fold``/
+    ``shot`` and, given ``model`` (``weights`` as for :func:`evaluate`), its prediction of each. Without a model:
+    the HSNet protocol and preprocessing at ``img_size`` (default 400)."""
+
+    benchmark: str
+    fold: int
+    shot: int
+    start: int = 0
+    count: int = 4
+    model: str | None = None
+    weights: str = "random"
+    backbone: str = "resnet50"
+    img_size: int | None = None
+    data_root: str | Path | None = None
+    splits: str | Path | None = None
+    device: str | None = None
+    pretrained: bool = True
+
+
+def figure_episodes(request: FigureEpisodes, log: Callable[[str], None] | None = None) -> EpisodeFigure:
+    """The episodes of ``request`` and the model's predictions, by the evaluation's own runner and plan."""
+    splits, root = SplitFolder(request.splits), resolve_data_root(request.data_root)
+    if request.model is None:
+        plan = EvalPlan("hsnet", "hsnet", int(request.img_size or 400))
+        return EpisodeFigure(plan, _episode_slice(request, plan, splits))
     log = log or (lambda msg: None)
-    source = resolve_weights(weights, model_name, backbone, benchmark, fold, multi_fold=False, data_root=root)
-    plan = fold_plan(evaluation_plan(model_name, benchmark), source, img_size, log)
-    eps = _episode_slice(benchmark, fold, shot, plan, split_folder, start, count)
-    dev = resolve_device(device)
-    model = load_model(source, model_name, backbone, benchmark, pretrained=pretrained, device=dev, log=log)
+    name, backbone, benchmark, fold = request.model, request.backbone, request.benchmark, request.fold
+    source = resolve_weights(request.weights, name, backbone, benchmark, fold, multi_fold=False, data_root=root)
+    plan = fold_plan(evaluation_plan(name, benchmark), source, request.img_size, log)
+    eps = _episode_slice(request, plan, splits)
+    dev = resolve_device(request.device)
+    model = load_model(source, name, backbone, benchmark, pretrained=request.pretrained, device=dev, log=log)
     bench = get_benchmark(benchmark)
     result = run_episodes(
         model,
         eps,
         EpisodeSource(bench, root, plan, dev),
-        nclass=bench.num_classes(split_folder),
-        class_ids=bench.class_ids(fold, "test", split_folder),
+        nclass=bench.num_classes(splits),
+        class_ids=bench.class_ids(fold, "test", splits),
         keep_predictions=True,
     )
     return EpisodeFigure(plan, eps, result.predictions)
 
 
-def _episode_slice(benchmark, fold, shot, plan: EvalPlan, splits: SplitFolder, start: int, count: int) -> list[Episode]:
-    eps = test_episodes(benchmark, fold, shot, protocol=plan.protocol, splits=splits)[start : start + count]
-    if not eps:
-        raise HmreproError(f"no episodes from {start}: the fold has fewer")
-    return eps
+def _episode_slice(request: FigureEpisodes, plan: EvalPlan, splits: SplitFolder) -> list[Episode]:
+    episodes = test_episodes(request.benchmark, request.fold, request.shot, protocol=plan.protocol, splits=splits)
+    chosen = episodes[request.start : request.start + request.count]
+    if not chosen:
+        raise HmreproError(f"no episodes from {request.start}: the fold has fewer")
+    return chosen
 
 
 def mean_row(records: Sequence[dict]) -> dict:
