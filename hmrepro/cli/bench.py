@@ -23,6 +23,7 @@ from .common import (
     DataRootOption,
     FoldOption,
     ImageCacheOption,
+    InferenceOptions,
     JsonRecordsOption,
     LoaderWorkersOption,
     ShotOption,
@@ -146,6 +147,7 @@ def _memory_line(record: dict) -> str:
 
 @app.command("model")
 @option_group("run", BenchRun)
+@option_group("test_time", InferenceOptions)
 def model_command(
     model: str = ModelOption,
     shot: int = typer.Option(1, "--shot", "-k", min=1, max=10, help="Support images per episode."),
@@ -163,20 +165,12 @@ def model_command(
     profile: bool = typer.Option(
         True, "--profile/--no-profile", help="One more episode under torch.profiler for the breakdown."
     ),
-    multi_scale: bool = typer.Option(
-        False,
-        "--multi-scale/--single-scale",
-        help="CRCNet: 0.75, 1 and 1.25 x the image size, probabilities averaged (recorded).",
-    ),
-    kshot: str | None = optional_option(
-        "--kshot",
-        help="CRCNet K-shot method: finetune-fusion, finetune or fusion (recorded) [default: finetune-fusion].",
-    ),
     model_args: str | None = optional_option(
         "--model-args",
         help="Constructor arguments, 'key=value;...' (e.g. CRCNet's 'finetune_steps=5'; recorded) [default: none].",
     ),
     *,
+    test_time: InferenceOptions,
     run: BenchRun,
 ) -> None:
     """Time one K-shot episode of MODEL (predict_nshot, random weights and images), its peak memory, and where the
@@ -194,7 +188,6 @@ def model_command(
     from rich.table import Table
 
     from ..engine.benchmarking.bench_model import STAGES, bench_model
-    from ..engine.evaluation.inference import MULTI_SCALES
 
     record = bench_model(
         model,
@@ -208,7 +201,7 @@ def model_command(
         channels_last=channels_last,
         profile=profile,
         **run.settings(),
-        inference={"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot},
+        inference=test_time.inference(),
         model_args=model_args or "",
     )
     out = Console(stderr=run.as_json)

@@ -7,6 +7,7 @@ import inspect
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -175,6 +176,33 @@ def episodes_option(help: str) -> typer.models.OptionInfo:
 def episode_seed_option(help: str) -> typer.models.OptionInfo:
     """``--episode-seed``: another draw of the episodes (0: the fixed ones)."""
     return typer.Option(0, "--episode-seed", min=0, help=help)
+
+
+KShotMethod = choices("KShotMethod", ("finetune-fusion", "finetune", "fusion"))  # hmrepro.models.crcnet.KSHOT_MODES
+
+
+@dataclass
+class InferenceOptions:
+    """CRCNet's test-time options, which eval and bench model take: multi-scale testing and the K-shot method."""
+
+    multi_scale: bool = typer.Option(
+        False,
+        "--multi-scale/--single-scale",
+        help="CRCNet: test at 0.75, 1 and 1.25 x the image size and average the probabilities (the paper's headline "
+        "numbers; 3 times the work). Kept in the record.",
+    )
+    kshot: KShotMethod | None = optional_option(
+        "--kshot",
+        help="CRCNet K-shot method [default: finetune-fusion]: fine-tune a copy of the model on pairs of the episode's "
+        "supports, then average the predictions of every support (finetune: the first support only); fusion: average "
+        "of K 1-shot predictions, no fine-tuning (the paper's Table 4). Kept in the record.",
+    )
+
+    def inference(self) -> dict:
+        """The ``inference`` of an evaluation (:mod:`hmrepro.engine.evaluation.inference`): scales, K-shot method."""
+        from ..engine.evaluation.inference import MULTI_SCALES
+
+        return {"scales": MULTI_SCALES if self.multi_scale else None, "kshot": self.kshot.value if self.kshot else None}
 
 
 def report_saved(records: list[dict], no_record: bool) -> None:

@@ -17,6 +17,7 @@ from .common import (
     DataRootOption,
     DeviceOption,
     ImageCacheOption,
+    InferenceOptions,
     JsonRecordsOption,
     LoaderWorkersOption,
     NoRecordOption,
@@ -25,7 +26,6 @@ from .common import (
     ShotOption,
     SplitsOption,
     bsz_option,
-    choices,
     console,
     episode_seed_option,
     episodes_option,
@@ -40,7 +40,6 @@ from .episodes import Protocol
 from .rich_progress import RichProgress
 from .train import few_shot_model
 
-KShotMethod = choices("KShotMethod", ("finetune-fusion", "finetune", "fusion"))  # hmrepro.models.crcnet.KSHOT_MODES
 FoldChoice = Enum("FoldChoice", {"f0": "0", "f1": "1", "f2": "2", "f3": "3", "all": "all"}, type=str)
 
 
@@ -93,6 +92,7 @@ def print_table(records: list[dict], title: str, to_stderr: bool = False) -> Non
 
 
 @option_group("run", EvalRun)
+@option_group("test_time", InferenceOptions)
 def eval_command(
     model: str = typer.Argument(
         ...,
@@ -132,18 +132,6 @@ def eval_command(
     amp: bool = typer.Option(
         False, "--amp/--no-amp", help="bf16 autocast (faster on GPUs; the authors evaluate in fp32)."
     ),
-    multi_scale: bool = typer.Option(
-        False,
-        "--multi-scale/--single-scale",
-        help="CRCNet: test at 0.75, 1 and 1.25 x the image size and average the probabilities (the paper's headline "
-        "numbers; 3 times the work). Kept in the record.",
-    ),
-    kshot: KShotMethod | None = optional_option(
-        "--kshot",
-        help="CRCNet K-shot method [default: finetune-fusion]: fine-tune a copy of the model on pairs of the episode's "
-        "supports, then average the predictions of every support (finetune: the first support only); fusion: average "
-        "of K 1-shot predictions, no fine-tuning (the paper's Table 4). Kept in the record.",
-    ),
     protocol: Protocol | None = optional_option(
         "--protocol",
         help="Episode protocol [default: the model's card: hsnet for HSNet/VAT, asnet, bam for MCE]. bam: BAM's 5 "
@@ -152,6 +140,7 @@ def eval_command(
         "episodes with the square resize (like-for-like tables).",
     ),
     *,
+    test_time: InferenceOptions,
     run: EvalRun,
 ) -> None:
     """Evaluate MODEL as the authors do: fixed episodes (seed 0), K-shot vote, mIoU and FB-IoU per fold.
@@ -172,9 +161,7 @@ def eval_command(
     [bold]hmrepro eval mce-hm -b pascal --protocol bam --weights runs/mce-hm_pascal_fold0[/]
     """
     from ..engine.evaluation.evaluate import EvalConfig, evaluate
-    from ..engine.evaluation.inference import MULTI_SCALES
 
-    inference = {"scales": MULTI_SCALES if multi_scale else None, "kshot": kshot.value if kshot else None}
     if weights == "official" and run.backbone not in ("resnet50", "resnet101"):
         console.print("[yellow]note:[/] the authors released ResNet-50/101 checkpoints only")
     with RichProgress(run.progress) as bars:
@@ -193,7 +180,7 @@ def eval_command(
             amp=amp,
             episode_seed=episode_seed,
             protocol=protocol.value if protocol else None,
-            inference=inference,
+            inference=test_time.inference(),
             image_cache_mib=image_cache_mib,
             **run.settings(),
         )
