@@ -1,8 +1,15 @@
-"""Fixtures shared by the test modules."""
+"""Fixtures shared by the test modules, and how a run shares the machine's cores (pytest-xdist, ``-n auto``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+
+try:
+    import fcntl
+except ImportError:  # not on Windows
+    fcntl = None
 
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine many times slower; let them sleep.
 # Set before torch is first imported (test modules import it after this file).
@@ -12,14 +19,150 @@ from pathlib import Path
 
 import pytest
 
+# --- workers: how many, and how many threads each ------------------------------------------------------------------
+
+WORKER_MEMORY = {"full": 8 * 2**30, "fast": 3 * 2**30}
+"""Memory one worker may need: a VAT-sized test (parity, DDP, training) peaks near 8 GB, the fast tier near 2 GB."""
+MAX_WORKERS = 8
+
+
+def _cpu_count() -> int:
+    """The cores this process may run on (the affinity mask, not the machine's count, where the OS has one)."""
+    with contextlib.suppress(AttributeError):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _available_memory() -> int | None:
+    """MemAvailable of /proc/meminfo in bytes; None where there is no such file."""
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: no error where xdist is not loaded
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: one worker per core, as far as the available memory allows (``WORKER_MEMORY`` each, the fast
+    tier's figure when slow tests are deselected), at most ``MAX_WORKERS``; 0 (one process, no workers) where that
+    comes to one. PYTEST_XDIST_AUTO_NUM_WORKERS sets the count directly, as in xdist itself."""
+    if os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS"):
+        return int(os.environ["PYTEST_XDIST_AUTO_NUM_WORKERS"])
+    tier = "fast" if "not slow" in (config.option.markexpr or "") else "full"
+    memory = _available_memory()
+    by_memory = memory // WORKER_MEMORY[tier] if memory is not None else MAX_WORKERS
+    workers = min(_cpu_count(), by_memory, MAX_WORKERS)
+    return workers if workers > 1 else 0
+
+
+TERMINAL_SIZE_ENV = ("COLUMNS", "LINES")
+"""Set in a process's C environment (not in os.environ) once GNU readline is loaded (pytest loads it), and so passed
+on to the workers: there rich's consoles, built at import, would keep 80 columns whatever a test sets."""
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:
+    """In the controller, for each worker: which terminal-size variables the controller's os.environ lacks."""
+    node.workerinput["hmrepro_unset_env"] = [name for name in TERMINAL_SIZE_ENV if name not in os.environ]
+
+
+def _worker_threads(config: pytest.Config) -> int | None:
+    """Threads per xdist worker: the cores shared out among the workers (at least 1); None outside a worker."""
+    workerinput = getattr(config, "workerinput", None)
+    return max(1, _cpu_count() // workerinput["workercount"]) if workerinput else None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a worker, before any test module imports torch: the controller's environment, and OMP_NUM_THREADS at the
+    worker's share of the cores unless the caller set it (the CLI subprocesses that tests start inherit both)."""
+    threads = _worker_threads(config)
+    if threads is None:
+        return
+    for name in config.workerinput.get("hmrepro_unset_env", ()):
+        os.environ.pop(name, None)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads_shared_among_workers(request: pytest.FixtureRequest):
+    """In a worker, torch computes on its share of the cores (OMP_NUM_THREADS, see pytest_configure); a test that
+    sets its own thread count keeps it for its duration."""
+    if _worker_threads(request.config) and "torch" in sys.modules:  # else torch reads OMP_NUM_THREADS when imported
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"].split(",")[0]))
+    yield
+
+
+# --- work that several tests share stays in one worker (--dist loadgroup) ---------------------------------------
+
+_SHARED_SCOPES = ("class", "module", "package")
+SESSION_TRAINED_RUN = "trained_run"
+"""engine_helpers.trained_run: the session's trained hsnet run (~40 s); every test that calls it shares one."""
+
+
+def _shared_setup_group(item: pytest.Item) -> str | None:
+    """The xdist group of a test whose setup other tests share: the session's trained run, else the class-, module-
+    or package-scoped fixtures it uses, with their parameters (one group per parameter, so that e.g. the four VAT
+    parity models can run side by side); None for a test with no shared setup (scheduled on its own)."""
+    fixturedefs = {name: defs[-1] for name, defs in item._fixtureinfo.name2fixturedefs.items() if defs}
+    functions = [getattr(item, "function", None), *(d.func for d in fixturedefs.values())]
+    if any(SESSION_TRAINED_RUN in _names_used(f) for f in functions):
+        return SESSION_TRAINED_RUN
+    callspec = getattr(item, "callspec", None)
+    shared = [
+        f"{name}{callspec.indices[name]}" if callspec and name in callspec.indices else name
+        for name in item.fixturenames
+        if name in fixturedefs and fixturedefs[name].scope in _SHARED_SCOPES
+    ]
+    return f"{item.path.stem}:{','.join(shared)}" if shared else None
+
+
+def _names_used(function) -> tuple[str, ...]:
+    """The global and local names a function's code refers to (its imports included)."""
+    code = getattr(function, "__code__", None)
+    return (*code.co_names, *code.co_varnames) if code else ()
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's hook appends the group to the node id
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (pyproject's addopts), a shared setup is built once, in the worker that runs all
+    the tests using it; the other tests go wherever a worker is free."""
+    if not config.getoption("loadgroup", default=False):
+        return
+    for item in items:
+        group = _shared_setup_group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+    """Hold an exclusive lock on the file ``lock`` (created if needed) for the block."""
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
 
 @pytest.fixture(scope="session")
-def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The synthetic benchmark (seed 0), generated once per test session; treat it as read-only."""
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """The synthetic benchmark (seed 0), generated once per test run (the first worker that needs it builds it, in
+    the run's temporary folder, for all); treat it as read-only."""
     from hmrepro.data.synthetic import make_synthetic
 
-    root = tmp_path_factory.mktemp("synthetic")
-    make_synthetic(root, seed=0)
+    worker = getattr(request.config, "workerinput", {}).get("workerid")
+    if not worker or fcntl is None:  # one process, or no file locks: a benchmark of its own
+        root = tmp_path_factory.mktemp("synthetic")
+        make_synthetic(root, seed=0)
+        return root
+    root = tmp_path_factory.getbasetemp().parent / "synthetic"
+    with _exclusive(root.with_suffix(".lock")):
+        if not root.is_dir():
+            building = root.with_name(f"{root.name}-{worker}")
+            make_synthetic(building, seed=0)
+            building.rename(root)
     return root
 
 

@@ -31,14 +31,27 @@ def test_reads_every_model_fixture(path):
 """
 
 
-def _run_against_missing_fixtures(tmp_path: Path, require: bool) -> tuple[subprocess.CompletedProcess, Path]:
+def _run_against_missing_fixtures(
+    tmp_path: Path, require: bool, *options: str
+) -> tuple[subprocess.CompletedProcess, Path]:
     missing = tmp_path / "no-such-fixtures"
     (tmp_path / "test_reads_a_fixture.py").write_text(READS_A_FIXTURE)
     env = {k: v for k, v in os.environ.items() if k not in {"HMREPRO_REQUIRE_FIXTURES", "PYTEST_ADDOPTS"}}
     env |= {"HMREPRO_FIXTURES": str(missing), "PYTHONPATH": str(TESTS)}
     if require:
         env["HMREPRO_REQUIRE_FIXTURES"] = "1"
-    command = [sys.executable, "-m", "pytest", "-p", "conftest", "-p", "no:cacheprovider", "-rfs", str(tmp_path)]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-p",
+        "conftest",
+        "-p",
+        "no:cacheprovider",
+        "-rfs",
+        *options,
+        str(tmp_path),
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     return result, missing
 
@@ -55,6 +68,17 @@ def test_missing_fixtures_skip_with_one_summary_line_otherwise(tmp_path):
     result, missing = _run_against_missing_fixtures(tmp_path, require=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 skipped" in result.stdout, result.stdout
+    summary = [line for line in result.stdout.splitlines() if "parity tests skipped" in line]
+    assert summary == [
+        f"2 parity tests skipped: {missing} not found "
+        "(set HMREPRO_SHARED / HMREPRO_FIXTURES; HMREPRO_REQUIRE_FIXTURES=1 turns this into a failure)"
+    ], result.stdout
+
+
+def test_the_summary_line_is_written_once_by_the_controller_under_xdist(tmp_path):
+    result, missing = _run_against_missing_fixtures(tmp_path, False, "-n", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 skipped" in result.stdout and "2 workers" in result.stdout, result.stdout
     summary = [line for line in result.stdout.splitlines() if "parity tests skipped" in line]
     assert summary == [
         f"2 parity tests skipped: {missing} not found "
