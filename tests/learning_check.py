@@ -10,6 +10,8 @@ normalisation (the ``hsnet`` preprocessing) for every family: the check is about
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch.utils.data import DataLoader
 
@@ -48,10 +50,14 @@ def learning_check(
     seed: int = 0,
     epoch_iterations: int = 0,
     training_losses: list[float] | None = None,
+    scored_epochs: Collection[int] | None = None,
 ) -> tuple[float, list[float]]:
-    """(untrained validation mIoU, validation mIoU after each epoch) of ``model`` trained ``epochs`` epochs of the
-    FSS-like split (80 episodes each; the first ``epoch_iterations`` batches if > 0) with SGD and the poly schedule,
-    from a random calibrated ResNet-50. ``training_losses``, if given, gets each step's loss."""
+    """(untrained validation mIoU, validation mIoU after each scored epoch) of ``model`` trained ``epochs`` epochs of
+    the FSS-like split (80 episodes each; the first ``epoch_iterations`` batches if > 0) with SGD and the poly
+    schedule, from a random calibrated ResNet-50. ``scored_epochs`` (0-based; default: all) are the epochs after
+    which the model is validated (40 episodes each: an epoch known to score 0 need not pay them); training stops
+    after the last of them (the schedule still spans ``epochs``). ``training_losses``, if given, gets each step's
+    loss."""
     torch.manual_seed(seed)
     net = hmrepro.create_model(model, backbone="resnet50", pretrained=False, **(model_args or {}))
     bench, splits = get_benchmark("fss"), SplitFolder(root / "splits")
@@ -73,7 +79,8 @@ def learning_check(
         steps_per_epoch = min(steps_per_epoch, epoch_iterations)
     curve, step = [], 0
     losses = training_losses if training_losses is not None else []
-    for epoch in range(epochs):
+    scored = set(range(epochs) if scored_epochs is None else scored_epochs)
+    for epoch in range(max(scored) + 1):
         episodes = training_episodes(pool, 1, seed, epoch)[: steps_per_epoch * bsz]
         train = DataLoader(dataset(episodes), batch_size=bsz)
         for batch in train:
@@ -82,5 +89,6 @@ def learning_check(
                 group["lr"] = lr * lr_factor("poly", step, epochs * steps_per_epoch)
             loss, _ = train_step(net, batch, optimizer)
             losses.append(loss.item())
-        curve.append(validation_miou(net, val, meter_args))
+        if epoch in scored:
+            curve.append(validation_miou(net, val, meter_args))
     return untrained, curve

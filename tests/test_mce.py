@@ -400,14 +400,17 @@ def test_episodes_cli_lists_each_bam_seed():
     assert listing["runs"]["510"] != listing["runs"]["365"]
 
 
-@pytest.mark.slow  # trains MCE for 80 steps from a random backbone and validates 5 times (about 80 s of CPU)
-def test_learns_on_the_synthetic_fss_split_where_a_random_backbone_can(synthetic_root):
+@pytest.mark.slow  # trains MCE for 80 steps from a random backbone and validates twice (about 60 s of CPU)
+def test_learns_on_the_synthetic_fss_split_where_a_random_backbone_can(synthetic_root, record_property):
     """Issue 23: the model must learn something on new classes, not only "all background". 80 SGD steps (4 epochs of
     the 80 training episodes, batch 4, lr 0.05 with poly decay, the recipe's momentum and weight decay) on the FSS-like
     training classes at 48 px from a random calibrated ResNet-50 (``encoder="imagenet"``: no base learner to load;
-    ``query_dropout=0``); the best validation mIoU on the 40 val-class episodes must be 10 points above the untrained
-    model's (docs/models/mce.md, "Learning check"). The model itself, not the card: MCE's card defines no FSS-1000
-    evaluation (the paper has none)."""
+    ``query_dropout=0``); the validation mIoU on the 40 val-class episodes after the last epoch must be 10 points
+    above the untrained model's (docs/models/mce.md, "Learning check"). Only the untrained model and the last epoch
+    are validated: the first three epochs stay at "background everywhere" (0.0, 0.0, 0.0 in the measured curve).
+    Measured 2026-12-06 (load average 12-16): untrained 0.0, last epoch 38.9 with OMP_NUM_THREADS=1 and 19.7 with
+    =2; 59 / 62 s of process CPU (was 82 s validating every epoch). The model itself, not the card: MCE's card
+    defines no FSS-1000 evaluation (the paper has none)."""
     from learning_check import learning_check
 
     untrained, curve = learning_check(
@@ -418,5 +421,7 @@ def test_learns_on_the_synthetic_fss_split_where_a_random_backbone_can(synthetic
         bsz=4,
         lr=0.05,
         model_args={"encoder": "imagenet", "query_dropout": 0.0},
+        scored_epochs=(3,),
     )
+    record_property("val_miou", {"untrained": untrained, "curve": curve})  # in --junitxml reports
     assert max(curve) >= untrained + 10, (untrained, curve)
