@@ -571,11 +571,12 @@ def test_recipe_is_the_authors():
 @pytest.mark.slow  # 3 learner steps of vat-hm on one episode (taps cached): a full-size VAT learner pass each
 def test_learner_learns_from_a_random_backbone(synthetic_root, record_property):
     """Issue 23's "learns nothing" guard, VAT's smallest form (an engine training costs CPU-hours, see
-    docs/models/vat.md): three Adam steps (the recipe's AdamW has weight decay 0: the same update) at its lr 5e-4 of
+    docs/models/vat.md): two Adam steps (the recipe's AdamW has weight decay 0: the same update) at its lr 5e-4 of
     vat-hm on one episode of the synthetic FSS-like training classes (64 px, batch 1, random calibrated ResNet-50)
     must raise how well the logits rank that query's foreground above its background (ROC AUC). A model that learns
-    nothing or only the class prior keeps it. Measured 2026-12-06: 0.617 → 0.934 with OMP_NUM_THREADS 1 and 2 (equal
-    to 1e-5); 0.15 is half that rise."""
+    nothing or only the class prior keeps it exactly (the scoring is in eval mode, without dropout). Measured
+    2026-12-06 (load average 12-16): 0.617 → 0.831 with OMP_NUM_THREADS 1 and 2 (equal to 1e-5), 78 / 83 s of
+    process CPU (three steps: 0.617 → 0.934, 114 s); 0.1 is under half that rise."""
     from learner_fit import learner_fit
 
     scores = learner_fit(
@@ -584,11 +585,11 @@ def test_learner_learns_from_a_random_backbone(synthetic_root, record_property):
         synthetic_root,
         img_size=SIZE,
         preprocess="vat",
-        steps=3,
+        steps=2,
         lr=5e-4,
         heldout_episodes=0,
         model_args={"benchmark": "fss"},
     )
     before, after = scores["train"]
     record_property("train_auc", scores["train"])  # in --junitxml reports
-    assert after > before + 0.15, scores["train"]
+    assert after > before + 0.1, scores["train"]
