@@ -93,46 +93,7 @@ def _threads_shared_among_workers(request: pytest.FixtureRequest):
     yield
 
 
-# --- work that several tests share stays in one worker (--dist loadgroup) ---------------------------------------
-
-_SHARED_SCOPES = ("class", "module", "package")
-SESSION_TRAINED_RUN = "trained_run"
-"""engine_helpers.trained_run: the session's trained hsnet run (~40 s); every test that calls it shares one."""
-
-
-def _shared_setup_group(item: pytest.Item) -> str | None:
-    """The xdist group of a test whose setup other tests share: the session's trained run, else the class-, module-
-    or package-scoped fixtures it uses, with their parameters (one group per parameter, so that e.g. the four VAT
-    parity models can run side by side); None for a test with no shared setup (scheduled on its own)."""
-    fixturedefs = {name: defs[-1] for name, defs in item._fixtureinfo.name2fixturedefs.items() if defs}
-    functions = [getattr(item, "function", None), *(d.func for d in fixturedefs.values())]
-    if any(SESSION_TRAINED_RUN in _names_used(f) for f in functions):
-        return SESSION_TRAINED_RUN
-    callspec = getattr(item, "callspec", None)
-    shared = [
-        f"{name}{callspec.indices[name]}" if callspec and name in callspec.indices else name
-        for name in item.fixturenames
-        if name in fixturedefs and fixturedefs[name].scope in _SHARED_SCOPES
-    ]
-    return f"{item.path.stem}:{','.join(shared)}" if shared else None
-
-
-def _names_used(function) -> tuple[str, ...]:
-    """The global and local names a function's code refers to (its imports included)."""
-    code = getattr(function, "__code__", None)
-    return (*code.co_names, *code.co_varnames) if code else ()
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's hook appends the group to the node id
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``--dist loadgroup`` (pyproject's addopts), a shared setup is built once, in the worker that runs all
-    the tests using it; the other tests go wherever a worker is free."""
-    if not config.getoption("loadgroup", default=False):
-        return
-    for item in items:
-        group = _shared_setup_group(item)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+# --- the synthetic benchmark: built once per run, shared by the workers -------------------------------------------
 
 
 @contextlib.contextmanager
