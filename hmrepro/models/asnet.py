@@ -66,6 +66,9 @@ class ASNet(ShotVoteModel):
         self.backbone.to(memory_format=torch.channels_last)
         self.learner = AttentiveSqueezeLearner(self.backbone.stage_tap_counts)
 
+    folds_backbone_batchnorm = True  # eval mode: BatchNorm folded into the backbone's convolutions (ShotVoteModel)
+    batches_query_with_support = True  # eval mode: query and first support images in one backbone batch
+
     def train(self, mode: bool = True) -> ASNet:
         """Training mode for the learner (the backbone stays in eval mode). On the CPU, the frozen backbone runs in
         the authors' NCHW layout while training and channels-last otherwise (the faster inference path).
@@ -76,11 +79,11 @@ class ASNet(ShotVoteModel):
         numbers as the authors' code on the same machine (taps, correlations and gradients checked bit for bit).
         A CUDA backbone keeps whatever layout it was given (the engine picks channels-last there).
         """
-        super().train(mode)
         weight = self.backbone.conv1.weight
         layout = torch.contiguous_format if mode else torch.channels_last
         if weight.device.type == "cpu" and not weight.is_contiguous(memory_format=layout):
             self.backbone.to(memory_format=layout)
+        super().train(mode)  # after the layout: eval mode folds the backbone's BatchNorm from these weights
         return self
 
     # -- features ---------------------------------------------------------------------------------------------
@@ -89,7 +92,7 @@ class ASNet(ShotVoteModel):
 
     def support_image_taps(self, images: Tensor) -> list[Tensor]:
         """Pooled backbone taps of support images (plain or input-masked), before the masking mode merges them."""
-        return pool_support_taps(self.backbone.taps(images))
+        return pool_support_taps(self.backbone_taps(images))
 
     # -- 1-shot -------------------------------------------------------------------------------------------------
 

@@ -195,14 +195,46 @@ class FrozenResNet(FrozenBackbone):
     """ResNet taps: every bottleneck of layer2..layer4, after the residual sum and before the final ReLU.
 
     ``tap_layer1=True`` (VAT) prepends the tap of layer1's last bottleneck.
+
+    Inference with folded BatchNorm (:meth:`set_batchnorm_folding`, off by default; HSNet and ASNet turn it on in
+    eval mode): every convolution and the eval-mode BatchNorm after it run as one convolution with derived weights
+    (:class:`FoldedResNet`), ~15 % less CPU time at 400 px; the taps are the same up to float rounding (~4e-6
+    relative). The derived weights are a cache beside the module, never in its ``state_dict``, rebuilt when any
+    parameter or buffer changes (``load_state_dict``, ``.to()``); a BatchNorm in training mode (the re-estimation
+    of a random backbone) always runs the unfolded layers.
     """
 
     def __init__(self, net: torchvision.models.ResNet, tap_layer1: bool = False) -> None:
         super().__init__(net)
         self.stage_tap_counts = (len(self.layer4), len(self.layer3), len(self.layer2))
         self.extra_shallow_taps = 1 if tap_layer1 else 0
+        self.fold_batchnorm = False
+        self._folded: tuple[tuple, FoldedResNet] | None = None  # (weights' identity, derived layers)
+
+    def set_batchnorm_folding(self, enabled: bool) -> None:
+        """Run :meth:`taps` with BatchNorm folded into the convolutions (built now) or as the torchvision layers
+        (the cache is dropped)."""
+        self.fold_batchnorm = enabled
+        self._folded = None
+        if enabled:
+            self.folded_layers()
+
+    def folded_layers(self) -> FoldedResNet:
+        """The cached :class:`FoldedResNet` of the current weights, rebuilt if any tensor changed since."""
+        key = _weights_identity(self)
+        if self._folded is None or self._folded[0] != key:
+            self._folded = None  # the old copy is freed before the new one is built
+            self._folded = (key, FoldedResNet.of(self))
+        return self._folded[1]
+
+    def _folding_applies(self) -> bool:
+        return self.fold_batchnorm and not any(
+            m.training for m in self.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        )
 
     def taps(self, img: Tensor) -> list[Tensor]:
+        if self._folding_applies():
+            return self.folded_layers().taps(img, self.extra_shallow_taps)
         feat = self.maxpool(self.relu(self.bn1(self.conv1(img))))
         taps = []
         if self.extra_shallow_taps:
@@ -228,6 +260,94 @@ def _bottleneck_before_relu(block: torchvision.models.resnet.Bottleneck, x: Tens
     out = block.bn3(block.conv3(out))
     shortcut = x if block.downsample is None else block.downsample(x)
     return out + shortcut
+
+
+def _weights_identity(module: nn.Module) -> tuple:
+    """Storage and version counter of every parameter and buffer: changes whenever one of them is written or
+    replaced (``load_state_dict``'s in-place copies, ``.to()``)."""
+    return tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (*module.parameters(), *module.buffers()))
+
+
+@dataclass(frozen=True)
+class FoldedConv:
+    """A convolution followed by an eval-mode BatchNorm, as one convolution (derived weights, no autograd)."""
+
+    weight: Tensor
+    bias: Tensor
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+
+    @classmethod
+    def of(cls, conv: nn.Conv2d, bn: nn.BatchNorm2d) -> FoldedConv:
+        """weight × γ/√(σ² + ε) per output channel and bias β − μ·γ/√(σ² + ε), computed in float64, stored in the
+        conv weight's dtype and memory format."""
+        with torch.no_grad():
+            scale = bn.weight.double() / (bn.running_var.double() + bn.eps).sqrt()
+            layout = torch.channels_last if conv.weight.is_contiguous(memory_format=torch.channels_last) else None
+            weight = (conv.weight.double() * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype)
+            weight = weight.contiguous(memory_format=layout or torch.contiguous_format)
+            bias = (bn.bias.double() - bn.running_mean.double() * scale).to(conv.weight.dtype)
+        return cls(weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+@dataclass(frozen=True)
+class FoldedBottleneck:
+    """A torchvision bottleneck with folded BatchNorm; returns its output before the final ReLU."""
+
+    conv1: FoldedConv
+    conv2: FoldedConv
+    conv3: FoldedConv
+    downsample: FoldedConv | None
+
+    @classmethod
+    def of(cls, block: torchvision.models.resnet.Bottleneck) -> FoldedBottleneck:
+        down = block.downsample
+        return cls(
+            FoldedConv.of(block.conv1, block.bn1),
+            FoldedConv.of(block.conv2, block.bn2),
+            FoldedConv.of(block.conv3, block.bn3),
+            None if down is None else FoldedConv.of(down[0], down[1]),
+        )
+
+    def __call__(self, x: Tensor) -> Tensor:
+        out = F.relu(self.conv1(x), inplace=True)
+        out = F.relu(self.conv2(out), inplace=True)
+        return self.conv3(out).add_(x if self.downsample is None else self.downsample(x))
+
+
+@dataclass(frozen=True)
+class FoldedResNet:
+    """The stem and the four layers of a :class:`FrozenResNet` with folded BatchNorm (inference only)."""
+
+    stem: FoldedConv
+    layers: tuple[tuple[FoldedBottleneck, ...], ...]
+    maxpool: nn.Module
+
+    @classmethod
+    def of(cls, net: FrozenResNet) -> FoldedResNet:
+        layers = tuple(
+            tuple(FoldedBottleneck.of(b) for b in layer) for layer in (net.layer1, net.layer2, net.layer3, net.layer4)
+        )
+        return cls(FoldedConv.of(net.conv1, net.bn1), layers, net.maxpool)
+
+    def taps(self, img: Tensor, extra_shallow_taps: int) -> list[Tensor]:
+        """:meth:`FrozenResNet.taps`: layer2..layer4's taps (and layer1's last with ``extra_shallow_taps``)."""
+        feat = self.maxpool(F.relu(self.stem(img), inplace=True))
+        taps = []
+        for index, layer in enumerate(self.layers):
+            for position, block in enumerate(layer):
+                out = block(feat)
+                if index > 0 or (extra_shallow_taps and position == len(layer) - 1):
+                    taps.append(out)
+                    feat = F.relu(out)  # not in place: the tap keeps its negative values
+                else:
+                    feat = F.relu(out, inplace=True)
+        return taps
 
 
 class FrozenVGG16(FrozenBackbone):

@@ -50,6 +50,9 @@ class HSNet(ShotVoteModel):
         self.backbone.to(memory_format=torch.channels_last)
         self.hpn_learner = HypercorrelationLearner(self.backbone.stage_tap_counts)
 
+    folds_backbone_batchnorm = True  # eval mode: BatchNorm folded into the backbone's convolutions (ShotVoteModel)
+    batches_query_with_support = True  # eval mode: query and first support images in one backbone batch
+
     # features: ShotVoteModel's (backbone taps of the never-masked queries; masked support taps, plain and
     # input-masked images through the backbone in one batch)
 

@@ -12,12 +12,13 @@ taps are computed once per episode and each shot's support pass, correlation and
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
 from .interface import FewShotModule
-from .masking import masked_support_taps
+from .masking import masked_support_taps, support_images
 
 __all__ = ["ShotVoteModel", "kshot_vote"]
 
@@ -37,11 +38,58 @@ def kshot_vote(shot_predictions: Tensor) -> Tensor:
 class ShotVoteModel(FewShotModule):
     """A model whose K-shot prediction is the authors' vote over 1-shot predictions (see the module docstring)."""
 
+    folds_backbone_batchnorm = False
+    """Whether eval mode runs the backbone with BatchNorm folded into its convolutions
+    (:meth:`~hmrepro.models.backbone.FrozenResNet.set_batchnorm_folding`; same taps up to float rounding)."""
+
+    def train(self, mode: bool = True) -> ShotVoteModel:
+        """Training or eval mode; with :attr:`folds_backbone_batchnorm`, eval mode folds the backbone's BatchNorm."""
+        super().train(mode)
+        if self.folds_backbone_batchnorm and hasattr(self.backbone, "set_batchnorm_folding"):
+            if self.backbone.fold_batchnorm == mode:  # only on a change: building the folded weights costs ~0.1 s
+                self.backbone.set_batchnorm_folding(not mode)
+        return self
+
+    batches_query_with_support = False
+    """Whether eval mode runs the query and the first shot's support images (plain and input-masked) through the
+    backbone in one batch (:meth:`first_shot_prefetched`): fewer, fuller backbone calls; per image the same taps up
+    to float rounding. Training always runs them separately."""
+
+    @contextmanager
+    def first_shot_prefetched(self, query_img: Tensor, support_img: Tensor, support_mask: Tensor):
+        """Within this context, :meth:`backbone_taps` of the query and of this shot's support batch come from one
+        backbone call made here (when :attr:`batches_query_with_support`, in eval mode, for images of one size).
+        The query's taps are copied out of the joint batch, so that its support part is freed as soon as the
+        masking mode has merged it (the query taps live for the whole episode)."""
+        if not (self.batches_query_with_support and not self.training and query_img.shape == support_img.shape):
+            yield
+            return
+        supports = support_images(self.masking, support_img, support_mask.to(support_img.dtype))
+        taps = self.backbone.taps(torch.cat([query_img, supports]))
+        bsz = query_img.shape[0]
+        query_taps = [t[:bsz].clone() for t in taps]
+        self._prefetched_taps = [(query_img, query_taps), (supports, [t[bsz:] for t in taps])]
+        del taps, query_taps
+        try:
+            yield
+        finally:
+            self._prefetched_taps = []
+
+    def backbone_taps(self, images: Tensor) -> list[Tensor]:
+        """The frozen backbone's taps of ``images``, or those :meth:`first_shot_prefetched` computed for equal images
+        (handed out once)."""
+        prefetched = getattr(self, "_prefetched_taps", [])
+        for index, (batch, taps) in enumerate(prefetched):
+            if batch.shape == images.shape and torch.equal(batch, images):
+                del prefetched[index]
+                return taps
+        return self.backbone.taps(images)
+
     @torch.no_grad()
     def query_taps(self, query_img: Tensor) -> list[Tensor]:
         """The (never masked) query features the learner reads, computed once per episode: by default the frozen
         backbone's taps."""
-        return self.backbone.taps(query_img)
+        return self.backbone_taps(query_img)
 
     @torch.no_grad()
     def support_taps(self, support_img: Tensor, support_mask: Tensor) -> list[Tensor]:
@@ -53,7 +101,7 @@ class ShotVoteModel(FewShotModule):
 
     def support_image_taps(self, images: Tensor) -> list[Tensor]:
         """Taps of support images (plain or input-masked) before the masking mode merges them: the backbone's."""
-        return self.backbone.taps(images)
+        return self.backbone_taps(images)
 
     def logits_from_taps(
         self, query_taps: Sequence[Tensor], support_taps: Sequence[Tensor], output_size: Sequence[int]
@@ -82,7 +130,8 @@ class ShotVoteModel(FewShotModule):
         the query's original size).
         """
         size = support_img.shape[-2:] if output_size is None else output_size
-        return self.shot_logits(self.query_taps(query_img), support_img, support_mask, size)
+        with self.first_shot_prefetched(query_img, support_img, support_mask):
+            return self.shot_logits(self.query_taps(query_img), support_img, support_mask, size)
 
     def kshot_mask(self, query_img: Tensor, support_imgs: Tensor, support_masks: Tensor, output_size) -> Tensor:
         """0/1 query mask [B, H, W] (int64) by the authors' K-shot vote; supports [B, K, 3, H, W], masks [B, K, H, W].
@@ -91,9 +140,13 @@ class ShotVoteModel(FewShotModule):
         :func:`kshot_vote`. With K = 1 this is the 1-shot argmax.
         """
         size = support_imgs.shape[-2:] if output_size is None else output_size
-        query_taps = self.query_taps(query_img)
-        shot_predictions = [
+        shots = support_imgs.shape[1]
+        first_img, first_mask = support_imgs[:, 0], support_masks[:, 0]
+        with self.first_shot_prefetched(query_img, first_img, first_mask):
+            query_taps = self.query_taps(query_img)
+            shot_predictions = [self.shot_logits(query_taps, first_img, first_mask, size).argmax(dim=1)]
+        shot_predictions += [
             self.shot_logits(query_taps, support_imgs[:, shot], support_masks[:, shot], size).argmax(dim=1)
-            for shot in range(support_imgs.shape[1])
+            for shot in range(1, shots)
         ]
         return kshot_vote(torch.stack(shot_predictions, dim=1))

@@ -42,6 +42,7 @@ __all__ = [
     "mask_features",
     "mask_image",
     "masked_support_taps",
+    "support_images",
 ]
 
 Taps = list[Tensor]
@@ -160,18 +161,24 @@ def get_masking_mode(name: str) -> MaskingMode:
         ) from None
 
 
-def masked_support_taps(
-    mode: MaskingMode, extract: Callable[[Tensor], Sequence[Tensor]], support_img: Tensor, mask: Tensor
-) -> Taps:
-    """Support taps masked by ``mode``: the images it needs (plain and/or input-masked) go through ``extract``
-    (image batch → taps) in one batch, then the mode merges them. ``mask`` is [B, H, W] in the image's dtype."""
+def support_images(mode: MaskingMode, support_img: Tensor, mask: Tensor) -> Tensor:
+    """The image batch whose taps ``mode`` merges: the plain support images and/or the input-masked ones (in this
+    order, concatenated on the batch axis). ``mask`` is [B, H, W] in the image's dtype."""
     images = []
     if mode.needs_image_taps:
         images.append(support_img)
     if mode.needs_masked_image_taps:
         images.append(mask_image(support_img, mask))
-    taps = extract(torch.cat(images) if len(images) > 1 else images[0])
-    if len(images) > 1:
+    return torch.cat(images) if len(images) > 1 else images[0]
+
+
+def masked_support_taps(
+    mode: MaskingMode, extract: Callable[[Tensor], Sequence[Tensor]], support_img: Tensor, mask: Tensor
+) -> Taps:
+    """Support taps masked by ``mode``: the images it needs (plain and/or input-masked) go through ``extract``
+    (image batch → taps) in one batch, then the mode merges them. ``mask`` is [B, H, W] in the image's dtype."""
+    taps = extract(support_images(mode, support_img, mask))
+    if mode.needs_image_taps and mode.needs_masked_image_taps:
         image_taps, masked_taps = zip(*(tap.chunk(2) for tap in taps))
     elif mode.needs_image_taps:
         image_taps, masked_taps = taps, None
