@@ -24,7 +24,7 @@ def run(synthetic_root, tmp_path_factory):
     return trained_run(synthetic_root, tmp_path_factory.mktemp("runs"))
 
 
-@pytest.mark.slow  # the session's trained hsnet run (8 epochs)
+@pytest.mark.slow  # the session's trained hsnet run (6 epochs)
 def test_eval_cli_writes_one_complete_record_per_fold(run, synthetic_root, tmp_path):
     results = tmp_path / "results"
     args = ["eval", "hsnet", "-b", "fss", "--fold", "all", "--weights", str(run), *synthetic_args(synthetic_root)]
@@ -53,7 +53,7 @@ def test_eval_cli_writes_one_complete_record_per_fold(run, synthetic_root, tmp_p
     assert len(list(read_records(results))) == 2
 
 
-@pytest.mark.slow  # the session's trained hsnet run (8 epochs)
+@pytest.mark.slow  # the session's trained hsnet run (6 epochs)
 def test_trained_model_beats_random_weights_and_5_shot_runs(run, synthetic_root):
     common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None, device="cpu")
     trained = evaluate(EvalConfig("hsnet", "fss", 0, 1, weights=str(run), **common))[0]
@@ -67,7 +67,7 @@ def test_trained_model_beats_random_weights_and_5_shot_runs(run, synthetic_root)
     assert five["shot"] == 5 and five["episodes"] == 8 and five["origin"] == "own"
 
 
-@pytest.mark.slow  # the session's trained hsnet run (8 epochs)
+@pytest.mark.slow  # the session's trained hsnet run (6 epochs)
 def test_original_size_evaluation_scores_unresized_masks(run, synthetic_root):
     common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None)
     record = evaluate(
@@ -80,7 +80,7 @@ def test_original_size_evaluation_scores_unresized_masks(run, synthetic_root):
         evaluate(EvalConfig("hsnet", "fss", 0, 1, weights=str(run), original_size=True, **common))
 
 
-@pytest.mark.slow  # the session's trained hsnet run (8 epochs)
+@pytest.mark.slow  # the session's trained hsnet run (6 epochs)
 def test_weights_errors_are_clear(run, synthetic_root, tmp_path):
     common = dict(data_root=synthetic_root, splits=synthetic_root / "splits", results_dir=None)
     with pytest.raises(HmreproError, match="neither"):
@@ -92,7 +92,7 @@ def test_weights_errors_are_clear(run, synthetic_root, tmp_path):
         evaluate(EvalConfig("hsnet", "fss", 0, 1, weights="official", **{**common, "data_root": tmp_path}))
 
 
-@pytest.mark.slow  # the session's trained hsnet run (8 epochs)
+@pytest.mark.slow  # the session's trained hsnet run (6 epochs)
 def test_run_of_another_fold_is_refused(run, synthetic_root, tmp_path):
     config = json.loads((run / "config.json").read_text())
     other = tmp_path / "pascal_fold1"

@@ -45,7 +45,7 @@ def _trivial_mious(root, img_size: int) -> dict[str, float]:
     return {name: meter.compute()[0] for name, meter in meters.items()}
 
 
-@pytest.mark.slow  # the session's trained hsnet run (8 epochs)
+@pytest.mark.slow  # the session's trained hsnet run (6 epochs)
 def test_training_loss_falls_and_validation_beats_trivial_predictors(run, synthetic_root):
     rows = read_metrics(run)
     assert [r["epoch"] for r in rows] == list(range(LEARN_EPOCHS))
@@ -57,7 +57,7 @@ def test_training_loss_falls_and_validation_beats_trivial_predictors(run, synthe
     assert best > trivial["fg"] + 5 and best > trivial["support"] + 5, (best, trivial)
 
 
-@pytest.mark.slow  # the session's trained hsnet run (8 epochs)
+@pytest.mark.slow  # the session's trained hsnet run (6 epochs)
 def test_run_folder_holds_config_metrics_checkpoints_and_run_info(run):
     config = json.loads((run / "config.json").read_text())
     assert config["model"] == "hsnet" and config["benchmark"] == "fss" and config["img_size"] == 64
@@ -93,7 +93,7 @@ def test_run_folder_holds_config_metrics_checkpoints_and_run_info(run):
     assert not list(run.glob(".*.tmp"))
 
 
-@pytest.mark.slow  # the session's trained hsnet run (8 epochs)
+@pytest.mark.slow  # the session's trained hsnet run (6 epochs)
 def test_existing_run_folder_is_not_overwritten(run, synthetic_root):
     from hmrepro.engine.training.train import train
 
@@ -101,7 +101,7 @@ def test_existing_run_folder_is_not_overwritten(run, synthetic_root):
         train(tiny_config("hsnet", synthetic_root, run, epochs=1), progress=False)
 
 
-@pytest.mark.slow  # the session's trained hsnet run (8 epochs)
+@pytest.mark.slow  # the session's trained hsnet run (6 epochs)
 def test_resuming_a_finished_run_does_nothing_unless_epochs_grow(run, synthetic_root):
     from hmrepro.engine.training.train import resume_config, train
 
