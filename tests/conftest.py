@@ -73,6 +73,12 @@ def _worker_threads(config: pytest.Config) -> int | None:
     return max(1, _cpu_count() // workerinput["workercount"]) if workerinput else None
 
 
+PARITY_MODULE_SUFFIX = "_parity"
+"""Tests in test_*_parity.py compare with the authors' outputs at the tolerance they were checked at: with the thread
+count of a run in one process (some pass at 2 threads and not at 1: reductions summed in another order)."""
+_SERIAL_THREADS = pytest.StashKey[int]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """In a worker, before any test module imports torch: the controller's environment, and OMP_NUM_THREADS at the
     worker's share of the cores unless the caller set it (the CLI subprocesses that tests start inherit both)."""
@@ -81,16 +87,30 @@ def pytest_configure(config: pytest.Config) -> None:
         return
     for name in config.workerinput.get("hmrepro_unset_env", ()):
         os.environ.pop(name, None)
+    config.stash[_SERIAL_THREADS] = int(os.environ.get("OMP_NUM_THREADS", str(_cpu_count())).split(",")[0])
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _threads_shared_among_workers(request: pytest.FixtureRequest):
-    """In a worker, torch computes on its share of the cores (OMP_NUM_THREADS, see pytest_configure); a test that
-    sets its own thread count keeps it for its duration."""
-    if _worker_threads(request.config) and "torch" in sys.modules:  # else torch reads OMP_NUM_THREADS when imported
-        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"].split(",")[0]))
-    yield
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """In a worker, torch computes on the worker's share of the cores (a test that sets its own count keeps it until
+    it ends); a parity test, its module fixtures' setup and teardown included, with the threads of a run in one
+    process (see PARITY_MODULE_SUFFIX)."""
+    threads = _worker_threads(item.config)
+    if threads is None:
+        return (yield)
+    if item.path.stem.endswith(PARITY_MODULE_SUFFIX):
+        threads = item.config.stash[_SERIAL_THREADS]
+    elif "torch" not in sys.modules:  # when imported, torch starts from OMP_NUM_THREADS (pytest_configure)
+        return (yield)
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return (yield)
+    finally:
+        torch.set_num_threads(before)
 
 
 # --- the synthetic benchmark: built once per run, shared by the workers -------------------------------------------
