@@ -50,8 +50,9 @@ class HSNet(ShotVoteModel):
         self.backbone.to(memory_format=torch.channels_last)
         self.hpn_learner = HypercorrelationLearner(self.backbone.stage_tap_counts)
 
-    folds_backbone_batchnorm = True  # eval mode: BatchNorm folded into the backbone's convolutions (ShotVoteModel)
-    batches_query_with_support = True  # eval mode: query and first support images in one backbone batch
+    # ASNet's BatchNorm folding and joint query + support backbone batch (ShotVoteModel) are off for HSNet: on a
+    # quiet CPU they gained no measurable time here and the folded copy costs ~94 MiB resident
+    # (measurements/cpu-2026-12-06-hm-profile).
 
     # features: ShotVoteModel's (backbone taps of the never-masked queries; masked support taps, plain and
     # input-masked images through the backbone in one batch)
