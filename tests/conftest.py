@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import os
+import shutil
 import sys
 
 try:
@@ -113,6 +115,20 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
         torch.set_num_threads(before)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker: the files with the most ``slow`` tests first, each file's tests in their order. xdist
+    hands out whole files (``--dist loadfile``) in collection order, and alphabetically the heaviest (VAT's parity
+    and training parity) would come last, leaving one worker busy long after the other is idle. Every worker sorts
+    the same collection the same way, as xdist requires."""
+    if not hasattr(config, "workerinput"):
+        return
+    files = [item.nodeid.split("::")[0] for item in items]
+    slow_count = collections.Counter(f for f, item in zip(files, items) if item.get_closest_marker("slow"))
+    first_seen = {f: index for index, f in reversed(list(enumerate(files)))}
+    order = {f: (-slow_count[f], first_seen[f]) for f in first_seen}
+    items[:] = [item for _, _, item in sorted(zip((order[f] for f in files), range(len(items)), items))]
+
+
 # --- the synthetic benchmark: built once per run, shared by the workers -------------------------------------------
 
 
@@ -127,24 +143,40 @@ def _exclusive(lock: Path):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def built_once_per_run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, name: str, build):
+    """The folder ``name`` that ``build(folder)`` fills, built once per test run: in one process, a folder of its
+    own; under xdist, by the first worker that needs it, in the run's temporary folder, for all (the others wait on
+    its lock). A build that died half-way (no ``.complete`` marker) is built again. Treat the folder as read-only."""
+    worker = getattr(request.config, "workerinput", {}).get("workerid")
+    if not worker or fcntl is None:  # one process, or no file locks: a folder of its own
+        folder = tmp_path_factory.mktemp(name) / name
+        build(folder)
+        return folder
+    folder = tmp_path_factory.getbasetemp().parent / name
+    done = folder.with_name(f"{name}.complete")
+    with _exclusive(folder.with_name(f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
-    """The synthetic benchmark (seed 0), generated once per test run (the first worker that needs it builds it, in
-    the run's temporary folder, for all); treat it as read-only."""
+    """The synthetic benchmark (seed 0), generated once per test run; treat it as read-only."""
     from hmrepro.data.synthetic import make_synthetic
 
-    worker = getattr(request.config, "workerinput", {}).get("workerid")
-    if not worker or fcntl is None:  # one process, or no file locks: a benchmark of its own
-        root = tmp_path_factory.mktemp("synthetic")
-        make_synthetic(root, seed=0)
-        return root
-    root = tmp_path_factory.getbasetemp().parent / "synthetic"
-    with _exclusive(root.with_suffix(".lock")):
-        if not root.is_dir():
-            building = root.with_name(f"{root.name}-{worker}")
-            make_synthetic(building, seed=0)
-            building.rename(root)
-    return root
+    return built_once_per_run(request, tmp_path_factory, "synthetic", lambda root: make_synthetic(root, seed=0))
+
+
+@pytest.fixture(scope="session")
+def trained_hsnet_run(synthetic_root, tmp_path_factory, request) -> Path:
+    """hsnet trained on the synthetic FSS-like split (engine_helpers.LEARN_EPOCHS epochs, ~45 CPU s), once per test
+    run: the evaluation, training and HSNet learning tests share it; treat it as read-only."""
+    from engine_helpers import train_tiny_hsnet
+
+    return built_once_per_run(request, tmp_path_factory, "hsnet_fss", lambda out: train_tiny_hsnet(synthetic_root, out))
 
 
 @pytest.fixture(scope="session", autouse=True)

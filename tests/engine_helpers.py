@@ -21,8 +21,6 @@ TINY = {
 # epochs), the trivial predictors + 5 (17.9), the untrained model + 10 (11.3)
 LEARN_EPOCHS = 6
 
-_CACHE: dict[str, Path] = {}
-
 
 def tiny_config(model: str, root: Path, out: Path, benchmark: str = "fss", **overrides) -> dict:
     from hmrepro.engine.training.train import build_config
@@ -35,15 +33,12 @@ def tiny_config(model: str, root: Path, out: Path, benchmark: str = "fss", **ove
     )
 
 
-def trained_run(root: Path, base: Path) -> Path:
-    """hsnet trained for LEARN_EPOCHS on the synthetic FSS split, once per test session."""
-    if "run" not in _CACHE:
-        from hmrepro.engine.training.train import train
+def train_tiny_hsnet(root: Path, out: Path) -> None:
+    """hsnet trained for LEARN_EPOCHS on the synthetic FSS split into ``out`` (conftest's ``trained_hsnet_run``
+    builds it once per test run)."""
+    from hmrepro.engine.training.train import train
 
-        out = base / "hsnet_fss"
-        train(tiny_config("hsnet", root, out, epochs=LEARN_EPOCHS), progress=False)
-        _CACHE["run"] = out
-    return _CACHE["run"]
+    train(tiny_config("hsnet", root, out, epochs=LEARN_EPOCHS), progress=False)
 
 
 def cli_env() -> dict:

@@ -342,6 +342,13 @@ BLOCKING_TABLE = (
 )
 
 
+def _as_from_a_terminal() -> None:
+    """The child's signals as a shell's foreground command has them: a test run started in the background (``&``
+    in a script, as CI may be) ignores SIGINT, and an ignored SIGINT stays ignored across exec, so Python would not
+    install its KeyboardInterrupt handler and Ctrl-C would never reach the command."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     "sig, status, line",
     [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated (SIGTERM)")],
@@ -349,7 +356,11 @@ BLOCKING_TABLE = (
 )
 def test_signal_in_a_running_command_is_one_line(sig, status, line):
     proc = subprocess.Popen(
-        [sys.executable, "-c", BLOCKING_TABLE], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [sys.executable, "-c", BLOCKING_TABLE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_as_from_a_terminal,
     )
     try:
         assert proc.stdout.readline().strip() == "ready"

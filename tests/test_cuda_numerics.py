@@ -22,8 +22,9 @@ def restore_backends():
 
 
 def test_evaluation_on_cuda_turns_tf32_off_and_autotuning_on(restore_backends):
-    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default: cuDNN convolutions in TF32
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's defaults: cuDNN convolutions in TF32, no autotuning, and
     torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = False  # not deterministic (an earlier in-process --deterministic run sets it)
     set_eval_numerics(torch.device("cuda"))
     assert cuda_numerics() == {
         "tf32_matmul": False,

@@ -6,7 +6,7 @@ import json
 import subprocess
 
 import pytest
-from engine_helpers import cli_env, hmrepro_cmd, synthetic_args, trained_run
+from engine_helpers import cli_env, hmrepro_cmd, synthetic_args
 from typer.testing import CliRunner
 
 from hmrepro.cli.app import app
@@ -20,8 +20,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def run(synthetic_root, tmp_path_factory):
-    return trained_run(synthetic_root, tmp_path_factory.mktemp("runs"))
+def run(trained_hsnet_run):
+    return trained_hsnet_run
 
 
 @pytest.mark.slow  # the session's trained hsnet run (6 epochs)

@@ -189,19 +189,21 @@ def test_pretrained_weights_load_from_hub_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow  # the session's trained hsnet run (6 epochs at 64 px, shared with test_train/test_eval) + 1 iteration
-def test_training_learns_far_beyond_the_untrained_model(synthetic_root, tmp_path_factory, record_property):
+def test_training_learns_far_beyond_the_untrained_model(
+    synthetic_root, trained_hsnet_run, tmp_path_factory, record_property
+):
     """Issue 23: HSNet learns from a random backbone. The session's hsnet run (the synthetic FSS split, 64 px, batch 8,
     6 epochs, the recipe's Adam at 1e-3) against the untrained model on the same 40 validation episodes (one
     iteration at lr 1e-12: the same seed, calibrated backbone and episodes, as docs/models/hsnet.md measures it).
     Measured 2026-12-06 (OMP_NUM_THREADS 1 and 2): see docs/models/hsnet.md; a model that learns only the
     background scores 0 and fails."""
-    from engine_helpers import tiny_config, trained_run
+    from engine_helpers import tiny_config
 
     from hmrepro.engine.runs import read_metrics
     from hmrepro.engine.training.train import train
 
     base = tmp_path_factory.mktemp("runs")
-    best = max(r["val_miou"] for r in read_metrics(trained_run(synthetic_root, base)))
+    best = max(r["val_miou"] for r in read_metrics(trained_hsnet_run))
     untrained_dir = base / "hsnet_untrained"
     train(tiny_config("hsnet", synthetic_root, untrained_dir, lr=1e-12, epochs=1, epoch_iterations=1), progress=False)
     (untrained,) = (r["val_miou"] for r in read_metrics(untrained_dir))

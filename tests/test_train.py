@@ -8,7 +8,7 @@ import json
 
 import pytest
 import torch
-from engine_helpers import LEARN_EPOCHS, tiny_config, trained_run
+from engine_helpers import LEARN_EPOCHS, tiny_config
 
 from hmrepro.data.benchmarks import get_benchmark, test_episodes
 from hmrepro.data.dataset import EpisodeDataset
@@ -22,8 +22,8 @@ from hmrepro.metrics import FewShotMeter
 
 
 @pytest.fixture(scope="module")
-def run(synthetic_root, tmp_path_factory):
-    return trained_run(synthetic_root, tmp_path_factory.mktemp("runs"))
+def run(trained_hsnet_run):
+    return trained_hsnet_run
 
 
 def _trivial_mious(root, img_size: int) -> dict[str, float]:
