@@ -28,12 +28,7 @@ VAL_EPISODES=${VAL_EPISODES:-}    # empty: all 40 FSS-like validation episodes (
 EPOCH_ITERS=${EPOCH_ITERS:-}      # empty: whole epochs
 DATA=${DATA:-$OUT/data}
 mkdir -p "$OUT"
-if [ "$DEVICE" != cpu ]; then
-  $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . \
-    || { echo "editable install failed: using PYTHONPATH"; export PYTHONPATH=$PWD:${PYTHONPATH:-}; }
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-fi
-$PY -c "import torch, hmrepro; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee "$OUT/env.txt"
+. benchmarks/device_setup.sh  # editable install on the device, gpu.txt, env.txt
 
 prepare() {  # prepare ROOT SCALE: the synthetic benchmark, once
   [ -d "$1/splits" ] || $PY -m hmrepro prepare synthetic --data-root "$1" --scale "$2" > "$OUT/prepare_$(basename "$1").log" 2>&1

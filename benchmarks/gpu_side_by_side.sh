@@ -31,12 +31,7 @@ if [ ! -f benchmarks/.authors/SOURCES.json ]; then
   echo "benchmarks/.authors missing: export it first (side_by_side.py --export-from-mirror --export-only) and carry it"
   exit 2
 fi
-if [ "$DEVICE" != cpu ]; then
-  $PY -m pip install -q --no-deps --no-build-isolation --no-index -e . \
-    || { echo "editable install failed: using PYTHONPATH"; export PYTHONPATH=$PWD:${PYTHONPATH:-}; }
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
-fi
-$PY -c "import torch, hmrepro; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee "$OUT/env.txt"
+. benchmarks/device_setup.sh  # editable install on the device, gpu.txt, env.txt
 SIZE_ARG=()
 [ -n "$SIZE" ] && SIZE_ARG=(--img-size "$SIZE")
 COMMON=(--device "$DEVICE" --threads "$THREADS" "${SIZE_ARG[@]}")
