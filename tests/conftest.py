@@ -98,21 +98,31 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     """In a worker, torch computes on the worker's share of the cores (a test that sets its own count keeps it until
     it ends); a parity test, its module fixtures' setup and teardown included, with the threads of a run in one
     process (see PARITY_MODULE_SUFFIX)."""
-    threads = _worker_threads(item.config)
-    if threads is None:
-        return (yield)
-    if item.path.stem.endswith(PARITY_MODULE_SUFFIX):
-        threads = item.config.stash[_SERIAL_THREADS]
-    elif "torch" not in sys.modules:  # when imported, torch starts from OMP_NUM_THREADS (pytest_configure)
-        return (yield)
-    import torch
+    with _freed_memory_reused():
+        threads = _worker_threads(item.config)
+        if threads is None:
+            return (yield)
+        if item.path.stem.endswith(PARITY_MODULE_SUFFIX):
+            threads = item.config.stash[_SERIAL_THREADS]
+        elif "torch" not in sys.modules:  # when imported, torch starts from OMP_NUM_THREADS (pytest_configure)
+            return (yield)
+        import torch
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        return (yield)
-    finally:
-        torch.set_num_threads(before)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return (yield)
+        finally:
+            torch.set_num_threads(before)
+
+
+def _freed_memory_reused():
+    """helpers.reuse_freed_memory around each test, its fixtures' setup and teardown included: memory the test frees
+    is reused by it rather than handed back and zero-filled afresh by the kernel (a VAT step frees and re-allocates
+    blocks of up to 0.5 GB: a third of its time went to page faults), and handed back when the test ends."""
+    from helpers import reuse_freed_memory
+
+    return reuse_freed_memory()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 from engine_helpers import cli_env, synthetic_args
-from helpers import REUSE_FREED_MEMORY_ENV
 
 from hmrepro.engine.checkpoint_io import read_checkpoint
 
@@ -132,7 +131,7 @@ def test_every_family_trains_under_ddp_and_unused_parameters_keep_their_initial_
 ):
     from hmrepro import create_model
 
-    env = {**cli_env(), "OMP_NUM_THREADS": "1", **REUSE_FREED_MEMORY_ENV}  # VAT-sized blocks reused, not re-faulted
+    env = {**cli_env(), "OMP_NUM_THREADS": "1"}
     out = tmp_path / model
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "hmrepro"]
     proc = subprocess.run(

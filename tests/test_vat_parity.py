@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import FIXTURES, fixture_files, fixture_id, reference_path, reuse_freed_memory
+from helpers import FIXTURES, fixture_files, fixture_id, reference_path
 from model_weights import fill_params, load_fixture
 
 from hmrepro import create_model
@@ -50,10 +50,8 @@ _LAST_RUN: dict = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _reuse_freed_memory():
-    """glibc keeps freed memory for reuse while these tests run (~25 % of a VAT pass is page faults otherwise)."""
-    with reuse_freed_memory():
-        yield
+def _forget_shared_parts():
+    yield
     _LAST_RUN.clear()  # a pair's shared tensors (~0.5 GB) go with the module
 
 
