@@ -50,7 +50,7 @@ def cli_env() -> dict:
     # OpenMP threads that spin while waiting make a busy 2-core machine 20-50x slower; sleeping ones do not
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["PYTHONUNBUFFERED"] = "1"
-    env.update(REUSE_FREED_MEMORY_ENV)  # as every test in this process (conftest.py): freed memory reused
+    env.update(REUSE_FREED_MEMORY_ENV)  # freed memory reused, as around slow tests in this process (conftest.py)
     return env
 
 
