@@ -65,8 +65,11 @@ def test_folding_keeps_the_state_dict_and_never_runs_in_training_mode():
     assert net.bn1.num_batches_tracked == before + 1  # the torchvision layers ran, not the folded copy
 
 
-@pytest.mark.slow  # two ASNet-HM forwards at 400 px each way (~10 s on 2 cores)
+@pytest.mark.slow  # a 2-shot ASNet-HM prediction at 400 px each way (four learner passes)
 def test_asnet_eval_shortcuts_give_the_plain_paths_logits_and_votes():
+    """The first shot's logits of the K-shot vote are ``forward``'s on that shot, bit for bit (the same
+    ``first_shot_prefetched`` and ``shot_logits`` calls; ShotVoteModel.kshot_mask), so one 2-shot prediction each
+    way gives both the 1-shot logits and the vote."""
     torch.manual_seed(0)
     model = create_model("asnet-hm", pretrained=False).eval()
     assert model.folds_backbone_batchnorm and model.batches_query_with_support and model.backbone.fold_batchnorm
@@ -77,9 +80,21 @@ def test_asnet_eval_shortcuts_give_the_plain_paths_logits_and_votes():
     masks[:, 1, 50:200, 200:380] = 1
 
     def run():
-        with torch.no_grad():
-            logits = logits_of(model(query, supports[:, 0], masks[:, 0]))
-            return logits, model.predict_nshot(query, supports, masks)
+        shot_logits = []
+        plain_shot_logits = model.shot_logits
+
+        def spy(*args, **kwargs):
+            shot_logits.append(plain_shot_logits(*args, **kwargs))
+            return shot_logits[-1]
+
+        model.shot_logits = spy
+        try:
+            with torch.no_grad():
+                vote = model.predict_nshot(query, supports, masks)
+        finally:
+            del model.shot_logits  # back to the class method
+        assert len(shot_logits) == 2
+        return logits_of(shot_logits[0]), vote
 
     fast_logits, fast_vote = run()
     model.batches_query_with_support = False
