@@ -7,6 +7,9 @@ import contextlib
 import os
 import shutil
 import sys
+from pathlib import Path
+
+import pytest
 
 try:
     import fcntl
@@ -16,10 +19,10 @@ except ImportError:  # not on Windows
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine many times slower; let them sleep.
 # Set before torch is first imported (test modules import it after this file).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from pathlib import Path
-
-import pytest
+# Compiled test modules (pytest's assertion rewriting: ~4 s of each worker's collection) and package modules are
+# cached in __pycache__ even where PYTHONDONTWRITEBYTECODE is set: the next run, and every subprocess of this one,
+# reads them instead of compiling again.
+sys.dont_write_bytecode = False
 
 # --- workers: how many, and how many threads each ------------------------------------------------------------------
 
