@@ -92,6 +92,21 @@ def test_streams_ascii_terminal_and_20_columns(pair):
 
 
 @pytest.mark.slow
+def test_compare_reads_records_without_importing_torch(pair):
+    """``compare`` needs the records' per-episode tables (NumPy) only: a process that never imports torch starts about
+    2 s sooner."""
+    a, b = pair
+    code = (
+        "import sys; from hmrepro.cli.app import run; "
+        f"code = run(['compare', {str(a)!r}, {str(b)!r}, '--resamples', '200']); "
+        "assert code == 0, code; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "mIoU" in result.stdout
+
+
+@pytest.mark.slow
 def test_streams_closed_stdout():
     """Class 8 (end to end, real processes): ``table`` with a closed stdout says so in one line and exits
     non-zero (it printed nothing)."""
