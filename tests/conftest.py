@@ -101,7 +101,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     """In a worker, torch computes on the worker's share of the cores (a test that sets its own count keeps it until
     it ends); a parity test, its module fixtures' setup and teardown included, with the threads of a run in one
     process (see PARITY_MODULE_SUFFIX)."""
-    with _freed_memory_reused(item):
+    with _freed_memory_reused(item, nextitem):
         threads = _worker_threads(item.config)
         if threads is None:
             return (yield)
@@ -119,17 +119,18 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
             torch.set_num_threads(before)
 
 
-def _freed_memory_reused(item: pytest.Item):
+def _freed_memory_reused(item: pytest.Item, nextitem: pytest.Item | None):
     """helpers.reuse_freed_memory around each ``slow`` test, its fixtures' setup and teardown included: memory the
     test frees is reused by it rather than handed back and zero-filled afresh by the kernel (a VAT step frees and
-    re-allocates blocks of up to 0.5 GB: a third of its time went to page faults), and handed back when it ends.
-    Not around the fast tier's small tests: there the hand-back after each test cost more than it saved (measured:
-    docs/performance.md)."""
+    re-allocates blocks of up to 0.5 GB: a third of its time went to page faults). It is handed back after the last
+    of a worker's consecutive slow tests, so that the next one (VAT's parity fixtures follow each other) reuses the
+    pages too. Not around the fast tier's small tests: there the hand-back after each test cost more than it saved
+    (measured: docs/performance.md)."""
     if not item.get_closest_marker("slow"):
         return contextlib.nullcontext()
     from helpers import reuse_freed_memory
 
-    return reuse_freed_memory()
+    return reuse_freed_memory(hand_back=nextitem is None or not nextitem.get_closest_marker("slow"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -63,13 +63,14 @@ REUSE_FREED_MEMORY_ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str
 
 
 @contextlib.contextmanager
-def reuse_freed_memory():
+def reuse_freed_memory(hand_back: bool = True):
     """Let glibc keep freed memory for reuse inside the block (its defaults restored afterwards).
 
     A VAT pass allocates and frees ~25 GB in blocks of up to 0.5 GB; by default glibc maps each block fresh and
     unmaps it when freed, so the kernel zero-fills every page again: ~25 % of the run in page faults. Serving
     them from the heap (no mmap) and not trimming it makes the memory reusable. Values are unchanged; only the
-    allocator's bookkeeping differs. No effect off glibc.
+    allocator's bookkeeping differs. No effect off glibc. With ``hand_back=False`` the settings stay and nothing is
+    trimmed when the block ends (for a next block that reuses the same pages).
     """
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -82,6 +83,7 @@ def reuse_freed_memory():
     try:
         yield
     finally:
-        mallopt(_M_MMAP_MAX, 65536)  # glibc's defaults
-        mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
-        malloc_trim(0)
+        if hand_back:
+            mallopt(_M_MMAP_MAX, 65536)  # glibc's defaults
+            mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
+            malloc_trim(0)
