@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import os
 import shutil
@@ -131,20 +130,6 @@ def _freed_memory_reused(item: pytest.Item, nextitem: pytest.Item | None):
     from helpers import reuse_freed_memory
 
     return reuse_freed_memory(hand_back=nextitem is None or not nextitem.get_closest_marker("slow"))
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In an xdist worker: the files with the most ``slow`` tests first, each file's tests in their order. xdist
-    hands out whole files (``--dist loadfile``) in collection order, and alphabetically the heaviest (VAT's parity
-    and training parity) would come last, leaving one worker busy long after the other is idle. Every worker sorts
-    the same collection the same way, as xdist requires."""
-    if not hasattr(config, "workerinput"):
-        return
-    files = [item.nodeid.split("::")[0] for item in items]
-    slow_count = collections.Counter(f for f, item in zip(files, items) if item.get_closest_marker("slow"))
-    first_seen = {f: index for index, f in reversed(list(enumerate(files)))}
-    order = {f: (-slow_count[f], first_seen[f]) for f in first_seen}
-    items[:] = [item for _, _, item in sorted(zip((order[f] for f in files), range(len(items)), items))]
 
 
 # --- the synthetic benchmark: built once per run, shared by the workers -------------------------------------------
