@@ -36,8 +36,8 @@ CLASS_IDS_KEY = "eval_class_ids"  # the classes mIoU averages over, stored with 
 
 EpisodeTable = dict  # column name -> 1-D numpy array, every column of EPISODE_COLUMNS
 
-if TYPE_CHECKING:  # torch is imported where a batch is scored: reading a record's table (compare, table, report) needs
-    import torch  # NumPy only, and a command that reads records starts ~2 s sooner without torch
+if TYPE_CHECKING:  # torch is imported where a batch is scored: reading a record's per-episode table needs NumPy only
+    import torch  # (`hmrepro compare` never imports torch and starts ~2 s sooner)
 
 
 def foreground_fraction(mask: torch.Tensor, ignore: torch.Tensor | None) -> torch.Tensor:
