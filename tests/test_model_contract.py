@@ -10,8 +10,8 @@ A forward check costs a second or more per model on a CPU (VAT's learner runs on
 (its baseline) and the ``slow`` tier on every other model of the cheap families. VAT and ASNet are not
 forward-checked here: their parity tests run the forward, the K-shot vote and the training step of their FM and HM
 models against the authors' outputs (every parameter's gradient included; the fixtures are required in CI), and
-their learner and DDP tests run VAT-HM at 64 px and ASNet-HM at 400 px through the trainer. Only VAT-HM's training
-step is checked here too, for the parameters its forward never reaches (``NEVER_REACHED``). The other masking modes
+their learner tests train VAT-HM at 64 px and ASNet-HM at 400 px. Only VAT-HM's training step is checked here
+too, for the parameters its forward never reaches (``NEVER_REACHED``). The other masking modes
 of VAT and ASNet differ from these only in the shared masking module, which every mode of the cheap families runs
 through. Each model is built once for both checks; the structural checks above cover every name.
 """
@@ -32,7 +32,7 @@ IMAGE_SIDE = {"hsnet": 64, "vat": 64, "asnet": 400, "crcnet": 41, "mce": 49}
 BATCH = {"vat": 1, "asnet": 1}
 """Episodes per batch where a forward costs seconds (VAT's learner on fixed 128² grids, ASNet at 400 px); else 2."""
 FAST_MODELS = ("hsnet", "crcnet", "mce")
-COSTLY_FAMILIES = {"vat", "asnet"}  # forward-checked by their parity, learner and DDP tests (see the docstring)
+COSTLY_FAMILIES = {"vat", "asnet"}  # forward-checked by their parity and learner tests (see the docstring)
 FORWARD_MODELS = [name for name in MODELS if card_of(name).family not in COSTLY_FAMILIES]
 TRAINING_STEP_MODELS = [*FORWARD_MODELS, "vat-hm"]  # VAT-HM for NEVER_REACHED (a ~25 s step)
 NEVER_REACHED = {
