@@ -43,8 +43,10 @@ class Episode(NamedTuple):
 
 
 def _pick(rng: np.random.RandomState, items: Sequence):
-    """``np.random.choice(items, 1, replace=False)[0]`` with the same draws (a permutation of len(items))."""
-    return items[int(rng.choice(len(items), 1, replace=False)[0])]
+    """``np.random.choice(items, 1, replace=False)[0]`` with the same draws: the legacy ``choice`` without
+    replacement is the first entry of ``permutation(len(items))``, which is called directly (the same stream, a third
+    of the time for a short list: ``choice``'s own argument handling costs more than a small permutation)."""
+    return items[int(rng.permutation(len(items))[0])]
 
 
 @dataclass
