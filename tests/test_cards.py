@@ -93,6 +93,29 @@ def test_cards_import_no_torch():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("name", hmrepro.list_models())
+def test_constructor_defaults_read_from_the_source_are_the_classes(name):
+    """The tables read a model's constructor defaults from its module's source (no torch); they must be what the
+    imported class declares, for every registered model."""
+    import inspect
+
+    from hmrepro.models.model_args import _literal_defaults, _parameters
+
+    card = card_of(name)
+    imported = {n: p.default for n, p in _parameters(name).items() if p.default is not inspect.Parameter.empty}
+    assert _literal_defaults(card.module, card.class_name) == imported
+
+
+def test_constructor_defaults_import_no_torch():
+    code = (
+        "import sys; from hmrepro.models.model_args import constructor_defaults; "
+        "d = constructor_defaults('crcnet'); assert d['feature_layers'] == ('layer2', 'layer3'), d; "
+        "print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_hsnet_nofm_is_hsnet_without_feature_masking():
     with torch.device("meta"):  # class and masking mode only
         model = hmrepro.create_model("hsnet-nofm", backbone="resnet101", pretrained=False)

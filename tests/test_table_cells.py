@@ -5,7 +5,10 @@ written as dicts (no training)."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -197,6 +200,25 @@ def test_table_all_records_names_the_protocol_through_the_cli(recipes, tmp_path)
         env={"HMREPRO_RECIPES": str(recipes)},
     )
     assert text.exit_code == 0 and "protocol hsnet, the paper's is bam" in " ".join(text.stdout.split())
+
+
+@pytest.mark.slow  # a fresh process
+def test_table_reads_records_and_model_defaults_without_importing_torch(recipes, tmp_path):
+    """Whether a record ran a row's settings needs the model's constructor defaults, read from the model's source:
+    ``table`` never imports torch (about 2 s of start-up)."""
+    results = tmp_path / "results"
+    write_record(_mce(miou=44.4, model_args="branches=query"), results)
+    write_record(_crcnet(miou=50.0, scales=[1.0]), results)
+    code = (
+        "import sys; from hmrepro.cli.app import run; "
+        f"args = ['table', '1', '--paper', 'mce', '--all-records', '--format', 'csv', '--results', {str(results)!r}]; "
+        "code = run(args); "
+        "assert code == 0, code; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    env = {**os.environ, "HMREPRO_RECIPES": str(recipes)}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "model argument branches=query" in result.stdout
 
 
 def test_eval_records_carry_the_runs_model_arguments_and_training_configuration(tmp_path):

@@ -8,8 +8,13 @@ argument whose default is a tuple always gets one (``feature_layers=layer3`` →
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.util
 import inspect
+import sys
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from ..errors import HmreproError
@@ -50,12 +55,52 @@ def _parameters(model_name: str) -> dict[str, inspect.Parameter]:
 
 
 def constructor_defaults(model_name: str) -> dict[str, Any]:
-    """Every keyword argument of ``model_name``'s class (``backbone``, ``masking``, ... excepted) with its default."""
+    """Every keyword argument of ``model_name``'s class (``backbone``, ``masking``, ... excepted) with its default.
+
+    Read from the class's source when its module is not imported yet and every default there is a literal (the
+    tables read records without importing torch or the model modules); else from the imported class."""
+    card = card_of(model_name)
+    if f"{__package__}.{card.module}" not in sys.modules:
+        declared = _literal_defaults(card.module, card.class_name)
+        if declared is not None:
+            return dict(declared)
     return {
         name: p.default
         for name, p in _parameters(model_name).items()
         if p.default is not inspect.Parameter.empty and p.kind is not inspect.Parameter.VAR_KEYWORD
     }
+
+
+@cache
+def _literal_defaults(module: str, class_name: str) -> dict[str, Any] | None:
+    """The defaults of ``class_name.__init__``'s keyword arguments as written in ``module``'s source, without running
+    it: literals, or names the module assigns a literal. None where that is not plain: no ``__init__`` in the class
+    body, or any other default."""
+    spec = importlib.util.find_spec(f".{module}", __package__)
+    if spec is None or not spec.origin:
+        return None
+    tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+    cls = next((n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name), None)
+    init = cls and next((n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"), None)
+    if init is None:
+        return None
+    args = init.args
+    positional = [*args.posonlyargs, *args.args]
+    nodes = dict(zip([a.arg for a in positional[len(positional) - len(args.defaults) :]], args.defaults, strict=True))
+    nodes.update({a.arg: node for a, node in zip(args.kwonlyargs, args.kw_defaults, strict=True) if node is not None})
+    constants = {  # the module's top-level NAME = <literal>, for a default written as such a name
+        node.targets[0].id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+    }
+    try:
+        return {
+            name: ast.literal_eval(constants.get(node.id, node) if isinstance(node, ast.Name) else node)
+            for name, node in nodes.items()
+            if name not in RESERVED
+        }
+    except ValueError:
+        return None
 
 
 def recorded_arguments(model_name: str, text: str) -> dict[str, Any]:

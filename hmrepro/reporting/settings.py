@@ -292,7 +292,7 @@ def _recipe_values(model: str, benchmark: str) -> dict[str, Any]:
     from ..errors import HmreproError
 
     try:
-        return dict(resolve(model, benchmark))
+        return dict(resolve(model, benchmark, check_training_extras=False))  # values only: no torch
     except (HmreproError, KeyError, ValueError, OSError):
         return {}
 
