@@ -8,7 +8,10 @@ probe before
 rm -rf /tmp/ci && mkdir -p /tmp/ci && git clone -q /work/main /tmp/ci/main && ln -s /work/shared /tmp/ci/shared
 cd /tmp/ci/main
 uptime > $OUT/uptime-start.txt
+vmstat -t 10 > $OUT/vmstat.log 2>&1 &  # every 10 s; "st" = CPU time stolen by the hypervisor (other guests)
+VMSTAT=$!
 (CI=true /usr/bin/time -v bash .ci/run) > $OUT/ci-run.log 2>&1; echo "EXIT $?" >> $OUT/ci-run.log
 (/usr/bin/time -v .venv/bin/python -m pytest -q -m "not slow" -p no:cacheprovider) > $OUT/fast-tier.log 2>&1; echo "EXIT $?" >> $OUT/fast-tier.log
+kill $VMSTAT
 probe after
 date > $OUT/done
