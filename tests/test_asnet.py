@@ -344,7 +344,7 @@ def test_lightning_checkpoint_with_pickled_classes(tmp_path, model, monkeypatch)
 # -- learning ------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow  # 2 learner steps of asnet-hm at 400 px on 2 episodes (taps cached)
+@pytest.mark.slow  # 1 learner step of asnet-hm at 400 px on 2 episodes (taps cached)
 def test_learner_learns_from_a_random_backbone(synthetic_root, record_property):
     """Issue 23's "learns nothing" guard (an engine training of ASNet at its 393-512 px costs CPU-hours; the curve
     is in docs/models/asnet.md): one Adam step (the recipe's lr 1e-3) of asnet-hm on two episodes of the synthetic
