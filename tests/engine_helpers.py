@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from helpers import REUSE_FREED_MEMORY_ENV
@@ -52,6 +54,20 @@ def cli_env() -> dict:
     env["PYTHONUNBUFFERED"] = "1"
     env.update(REUSE_FREED_MEMORY_ENV)  # freed memory reused, as around slow tests in this process (conftest.py)
     return env
+
+
+def run_cli_importing_none_of(
+    absent: Sequence[str], *args: str, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """``hmrepro ARGS`` in a fresh interpreter (through ``hmrepro.cli.app.run``) that then fails unless the command
+    exited 0 and imported none of the modules ``absent`` (a start-up that stays light); ``env`` adds to
+    :func:`cli_env`."""
+    code = (
+        f"import sys; from hmrepro.cli.app import run; code = run({list(args)!r}); assert code == 0, code; "
+        f"imported = sorted(set({list(absent)!r}) & set(sys.modules)); assert not imported, imported"
+    )
+    command = [sys.executable, "-c", code]
+    return subprocess.run(command, capture_output=True, text=True, env={**cli_env(), **(env or {})}, timeout=120)
 
 
 def hmrepro_cmd(*args: str) -> list[str]:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from engine_helpers import cli_env, hmrepro_cmd
+from engine_helpers import cli_env, hmrepro_cmd, run_cli_importing_none_of
 from test_stats import episodes, improved, record
 
 from hmrepro.cli import error_boundary as errors
@@ -96,12 +96,7 @@ def test_compare_reads_records_without_importing_torch(pair):
     """``compare`` needs the records' per-episode tables (NumPy) only: a process that never imports torch starts about
     2 s sooner."""
     a, b = pair
-    code = (
-        "import sys; from hmrepro.cli.app import run; "
-        f"code = run(['compare', {str(a)!r}, {str(b)!r}, '--resamples', '200']); "
-        "assert code == 0, code; assert 'torch' not in sys.modules, 'torch imported'"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(), timeout=120)
+    result = run_cli_importing_none_of(["torch"], "compare", str(a), str(b), "--resamples", "200")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "mIoU" in result.stdout
 

@@ -5,13 +5,11 @@ written as dicts (no training)."""
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
+from engine_helpers import run_cli_importing_none_of
 from typer.testing import CliRunner
 
 from hmrepro.engine.recipes import recipe_dir
@@ -210,15 +208,9 @@ def test_table_reads_records_and_model_defaults_without_importing_torch(recipes,
     results = tmp_path / "results"
     write_record(_mce(miou=44.4, model_args="branches=query"), results)
     write_record(_crcnet(miou=50.0, scales=[1.0]), results)
-    code = (
-        "import sys; from hmrepro.cli.app import run; "
-        f"args = ['table', '1', '--paper', 'mce', '--all-records', '--format', 'csv', '--results', {str(results)!r}]; "
-        "code = run(args); "
-        "assert code == 0, code; assert 'torch' not in sys.modules, 'torch imported'; "
-        "assert not {'hmrepro.models.mce', 'hmrepro.models.crcnet'} & set(sys.modules), 'a model module imported'"
-    )
-    env = {**os.environ, "HMREPRO_RECIPES": str(recipes)}
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    absent = ["torch", "hmrepro.models.mce", "hmrepro.models.crcnet"]
+    args = ["table", "1", "--paper", "mce", "--all-records", "--format", "csv", "--results", str(results)]
+    result = run_cli_importing_none_of(absent, *args, env={"HMREPRO_RECIPES": str(recipes)})
     assert result.returncode == 0, result.stderr[-2000:]
     assert "model argument branches=query" in result.stdout
 
