@@ -143,3 +143,22 @@ def test_user_errors_are_one_line_not_a_traceback():
         timeout=300,
     )
     assert proc.returncode == 1 and "{fold}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fold_plan_takes_the_checkpoints_training_size_and_says_so(tmp_path):
+    """A fold runs at --img-size when given, else at the size its checkpoint trained at (logged with both sizes and
+    the checkpoint), else at the recipe's."""
+    from pathlib import Path
+
+    from hmrepro.engine.evaluation.evaluate import WeightsSource, fold_plan
+    from hmrepro.models.cards import EvalPlan
+
+    plan = EvalPlan(protocol="hsnet", preprocess="hsnet", img_size=400)
+    checkpoint = WeightsSource(path=Path(tmp_path, "best_model.pt"), origin="own", trained_img_size=96)
+    lines: list[str] = []
+    assert fold_plan(plan, checkpoint, None, lines.append).img_size == 96
+    assert lines == [f"image size 96, the checkpoint's training size (the recipe's is 400): {checkpoint.path}"]
+    lines.clear()
+    assert fold_plan(plan, checkpoint, 200, lines.append).img_size == 200  # asked for: no note
+    assert fold_plan(plan, WeightsSource(path=None, origin="random"), None, lines.append).img_size == 400
+    assert lines == []

@@ -323,7 +323,7 @@ def fold_plan(plan: EvalPlan, source: WeightsSource, img_size: int | None, log) 
     plan's own (the recipe's) size."""
     size = int(img_size or source.trained_img_size or plan.img_size)
     if not img_size and size != plan.img_size:
-        log(f"image size {size}: the size {source.path} was trained at (the recipe's is {plan.img_size})")
+        log(f"image size {size}, the checkpoint's training size (the recipe's is {plan.img_size}): {source.path}")
     return replace(plan, img_size=size)
 
 
