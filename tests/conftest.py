@@ -22,7 +22,7 @@ FIXTURES_ONEDNN_ISA = "AVX2"
 # OpenMP threads that spin while waiting make torch on a busy 2-core machine many times slower; let them sleep.
 # Set before torch is first imported (test modules import it after this file).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-# The parity fixtures were computed with oneDNN's AVX2 kernels. On a CPU with AVX-512 (this project's 2-core EPYC
+# The parity fixtures' numbers are those of oneDNN's AVX2 kernels. On a CPU with AVX-512 (this project's 2-core EPYC
 # machine since 2026-12-07, a Zen 4) oneDNN picks other convolution kernels, which sum a conv's bias gradient over
 # its ~10^5-10^6 positions in another float32 order: HSNet's step-0 gradient norm of hpn_learner.encoder_layer2.0
 # conv biases then ends 1.2e-4 relative from the authors' (their value is 3.3e-5 from the float64 sum, the AVX-512
