@@ -11,11 +11,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from .common import (
-    console,
     figure_option,
     optional_option,
     print_json,
     print_warnings,
+    say,
 )
 from .compare import MAX_RESAMPLES, SeedOption
 
@@ -108,7 +108,7 @@ def sizes(
         print_json({**analysis.to_json(), "figure": str(path)})
     else:
         _print(analysis)
-    console.print(f"wrote {path}", soft_wrap=True, highlight=False)
+    say(f"wrote {path}")
 
 
 def _print(analysis) -> None:

@@ -15,8 +15,10 @@ import typer
 from rich.console import Console
 
 from ..data.image_cache import DEFAULT_IMAGE_CACHE_MIB
+from ..safetext import safe_markup, safe_text
 
-console = Console(stderr=True)  # human-facing output; stdout stays clean for --json and pipes
+# human-facing output; stdout stays clean for --json and pipes. No emoji codes: a ":fire:" in a path stays as it is.
+console = Console(stderr=True, emoji=False)
 
 
 def optional_option(*names: str, help: str, **settings) -> typer.models.OptionInfo:
@@ -72,10 +74,22 @@ RecordsFolderOption = optional_option(
 )
 
 
+def say(text: object, *, style: str | None = None) -> None:
+    """One line on stderr as plain text: no rich markup or highlighting (a ``[`` in a path is a ``[``), control
+    characters escaped, never hard-wrapped (a long path stays on one line in a log file or a pipe)."""
+    console.print(safe_text(text), style=style, markup=False, highlight=False, emoji=False, soft_wrap=True)
+
+
+def plain(value: object):
+    """``value`` as a rich ``Text`` of plain text, for a table cell or title: a ``[`` in a path or a record's field is
+    shown, never parsed as markup; control characters are escaped."""
+    from rich.text import Text
+
+    return Text(safe_text(value))
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print an actionable error and exit (no traceback)."""
-    from ..safetext import safe_markup
-
     console.print(f"[bold red]error:[/] {safe_markup(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -212,11 +226,13 @@ def report_saved(records: list[dict], no_record: bool) -> None:
         return
     saved = [r["path"] for r in records if "path" in r]
     if saved:
-        console.print(f"records: {', '.join(saved)}", soft_wrap=True, highlight=False)
+        say(f"records: {', '.join(saved)}")
     failures = sorted({r["save_error"] for r in records if "save_error" in r})
     for failure in failures:
         console.print(
-            f"[bold red]error:[/] {failure}; the numbers above were not saved", highlight=False, soft_wrap=True
+            f"[bold red]error:[/] {safe_markup(failure)}; the numbers above were not saved",
+            highlight=False,
+            soft_wrap=True,
         )
     if failures:
         raise typer.Exit(1)

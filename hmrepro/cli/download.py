@@ -22,7 +22,8 @@ from ..acquisition.published_weights import MODELS, checkpoint_root, download_ch
 from ..acquisition.registry import Registry, Source, load_registry
 from ..acquisition.retry import RetryPolicy
 from ..paths import resolve_data_root
-from .common import BenchmarkName, DataRootOption, QuietOption, console, option_group
+from ..safetext import safe_markup
+from .common import BenchmarkName, DataRootOption, QuietOption, console, option_group, plain
 
 app = typer.Typer(
     help="Download datasets, ImageNet backbones and the authors' checkpoints: resumable, retried, verified.\n\n"
@@ -80,7 +81,7 @@ def _options(from_: list[Path] | None, transfer: Transfer) -> FetchOptions:
         progress=not transfer.quiet,
         gdrive=GDrive.from_env(quiet=transfer.quiet),
         from_dirs=check_from_dirs(from_ or ()),
-        log=lambda msg: console.print(f"[yellow]{msg}[/]", highlight=False),
+        log=lambda msg: console.print(f"[yellow]{safe_markup(msg)}[/]", highlight=False, soft_wrap=True),
         console=console,
     )
 
@@ -106,7 +107,7 @@ def _list(sources: list[Source], data_root: Path) -> None:
             human(s.size) if s.size else "?",
             _checksum_text(s),
             str(len(s.candidates)),
-            str(destination(s, data_root)),
+            plain(destination(s, data_root)),
         )
     console.print(table)
 
@@ -132,7 +133,7 @@ def fetch_sources(sources: list[Source], data_root: Path, opts: FetchOptions) ->
             done.append(got)
     finally:
         for got in done:
-            table.add_row(got.source.filename, got.status, str(got.path))
+            table.add_row(got.source.filename, got.status, plain(got.path))
         if done:
             console.print(table)
 
@@ -163,7 +164,8 @@ def pascal(
     Example: [bold]hmrepro download pascal --data-root ~/data && hmrepro prepare pascal --data-root ~/data[/]
     """
     root = _run("pascal", sources, transfer, extra=["sbd_benchmark"] if with_sbd else [])
-    console.print(f"next: [bold]hmrepro prepare pascal --data-root {root}{' --from-sbd' if with_sbd else ''}[/]")
+    sbd = " --from-sbd" if with_sbd else ""
+    console.print(f"next: [bold]hmrepro prepare pascal --data-root {safe_markup(root)}{sbd}[/]", soft_wrap=True)
 
 
 @app.command("coco")
@@ -185,7 +187,7 @@ def coco(
     Example: [bold]hmrepro download coco --from ~/Downloads && hmrepro prepare coco[/]
     """
     root = _run("coco", sources, transfer, extra=["coco_annotations2014"] if with_json else [])
-    console.print(f"next: [bold]hmrepro prepare coco --data-root {root}[/]")
+    console.print(f"next: [bold]hmrepro prepare coco --data-root {safe_markup(root)}[/]", soft_wrap=True)
 
 
 @app.command("fss")
@@ -197,7 +199,7 @@ def fss(*, sources: Sources, transfer: Transfer) -> None:
     Example: [bold]hmrepro download fss && hmrepro prepare fss[/]
     """
     root = _run("fss", sources, transfer)
-    console.print(f"next: [bold]hmrepro prepare fss --data-root {root}[/]")
+    console.print(f"next: [bold]hmrepro prepare fss --data-root {safe_markup(root)}[/]", soft_wrap=True)
 
 
 @app.command("backbones")
@@ -221,11 +223,11 @@ def backbones(
 
 
 def _print_entries(entries, root: Path) -> None:
-    table = Table(title=f"official weights recorded in {index_path(root)}")
+    table = Table(title=plain(f"official weights recorded in {index_path(root)}"))
     for col in ("model", "backbone", "benchmark", "fold", "file"):
         table.add_column(col)
     for e in entries:
-        table.add_row(e.model, e.backbone, e.benchmark, str(e.fold), e.path)
+        table.add_row(*(plain(v) for v in (e.model, e.backbone, e.benchmark, e.fold, e.path)))
     console.print(table)
 
 
@@ -262,8 +264,9 @@ def checkpoints(
     else:
         console.print(
             f"[yellow]no weight file could be matched to a (backbone, benchmark, fold); see 'unassigned' in "
-            f"{index_path(checkpoint_root(root))}[/]",
+            f"{safe_markup(index_path(checkpoint_root(root)))}[/]",
             highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -290,5 +293,7 @@ def all_(
     entries = download_checkpoints(model.value, data_root=root, registry=registry, opts=opts, from_dirs=())
     _print_entries(entries, checkpoint_root(root))
     console.print(
-        f"next: [bold]hmrepro prepare pascal && hmrepro prepare coco && hmrepro prepare fss[/] (--data-root {root})"
+        f"next: [bold]hmrepro prepare pascal && hmrepro prepare coco && hmrepro prepare fss[/] "
+        f"(--data-root {safe_markup(root)})",
+        soft_wrap=True,
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..safetext import safe_markup
 from .common import (
     BackboneOption,
     BenchmarkName,
@@ -21,6 +22,7 @@ from .common import (
     img_size_option,
     optional_option,
     pretrained_option,
+    say,
 )
 from .train import few_shot_model
 
@@ -55,9 +57,9 @@ def training_profile(
     """
     from ..reporting.figures import plot_training_profile
 
-    warn = lambda msg: console.print(f"[yellow]warning:[/] {msg}", highlight=False, soft_wrap=True)  # noqa: E731
+    warn = lambda msg: console.print(f"[yellow]warning:[/] {safe_markup(msg)}", highlight=False, soft_wrap=True)  # noqa: E731
     path = plot_training_profile(run_dirs, output, metric=metric.value, title=title, log=warn)
-    console.print(f"wrote {path}", soft_wrap=True)
+    say(f"wrote {path}")
 
 
 def episodes(
@@ -113,5 +115,5 @@ def episodes(
         device=device,
         pretrained=pretrained,
     )
-    path = plot_episodes(request, output, log=console.print)
-    console.print(f"wrote {path}", soft_wrap=True)
+    path = plot_episodes(request, output, log=say)
+    say(f"wrote {path}")

@@ -7,10 +7,12 @@ from pathlib import Path
 import typer
 
 from ..paths import default_synthetic_root
+from ..safetext import safe_markup
 from . import prepare_datasets
 from .common import (
     console,
     optional_option,
+    say,
 )
 
 app = typer.Typer(
@@ -49,10 +51,14 @@ def synthetic(
 
     root = (data_root or default_synthetic_root()).expanduser()
     summary = make_synthetic(root, seed=seed, force=force, progress=True, scale=scale)
-    console.print(f"[green]synthetic benchmark ready[/] in {root}")
+    console.print(f"[green]synthetic benchmark ready[/] in {safe_markup(root)}", highlight=False, soft_wrap=True)
     for line in summary:
-        console.print(f"  {line}")
-    console.print(f"next: [bold]hmrepro episodes --benchmark pascal --fold 0 --shot 1 --splits {root / 'splits'}[/]")
+        say(f"  {line}")
+    console.print(
+        f"next: [bold]hmrepro episodes --benchmark pascal --fold 0 --shot 1 --splits {safe_markup(root / 'splits')}[/]",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 # real datasets (pascal, coco, fss) and `hmrepro prepare --check BENCHMARK` live in prepare_datasets.py

@@ -19,7 +19,8 @@ from ..acquisition.registry import load_registry
 from ..acquisition.steps import PrepareContext
 from ..data.splits import SplitFolder
 from ..paths import resolve_data_root
-from .common import BenchmarkName, DataRootOption, QuietOption, SplitsOption, console, option_group
+from ..safetext import safe_markup
+from .common import BenchmarkName, DataRootOption, QuietOption, SplitsOption, console, option_group, say
 from .rich_progress import RichProgress
 
 SHOW_MISSING = 10
@@ -44,29 +45,34 @@ def report_check(benchmark: str, data_root: Path, splits: Path | None, full: boo
     if report.ok:
         decoded = f"all {report.sampled} decode" if full else f"{report.sampled} sampled files decode"
         console.print(
-            f"[green]{name} layout OK[/] in {data_root}: all {report.referenced} images and masks named by the split "
-            f"lists exist; {decoded} and the masks are valid (values, size)."
+            f"[green]{name} layout OK[/] in {safe_markup(data_root)}: all {report.referenced} images and masks named "
+            f"by the split lists exist; {decoded} and the masks are valid (values, size).",
+            highlight=False,
+            soft_wrap=True,
         )
         return True
     console.print(
-        f"[bold red]{name} layout incomplete[/] in {data_root} ({report.referenced} files named by the split lists)"
+        f"[bold red]{name} layout incomplete[/] in {safe_markup(data_root)} "
+        f"({report.referenced} files named by the split lists)",
+        highlight=False,
+        soft_wrap=True,
     )
     if report.missing:
         console.print(f"{len(report.missing)} missing:", highlight=False)
         for folder, n in Counter(posixpath.dirname(p) for p in report.missing).most_common(8):
-            console.print(f"  {n:>7} in {folder}/", highlight=False, soft_wrap=True)
+            say(f"  {n:>7} in {folder}/")
         console.print(f"first {min(SHOW_MISSING, len(report.missing))}:", highlight=False)
         for p in report.missing[:SHOW_MISSING]:
-            console.print(f"  {p}", highlight=False, soft_wrap=True)
+            say(f"  {p}")
     if report.unreadable:
         console.print(
             f"{len(report.unreadable)} of {report.sampled} decoded files are unreadable or invalid:", highlight=False
         )
     for _, why in report.unreadable[: SHOW_MISSING * 2]:
-        console.print(f"  {why}", highlight=False, soft_wrap=True)
+        say(f"  {why}")
     if len(report.unreadable) > SHOW_MISSING * 2:
         console.print(f"  … and {len(report.unreadable) - SHOW_MISSING * 2} more", highlight=False)
-    console.print(f"fetch them with: [bold]{report.fetch_command()}[/]", highlight=False, soft_wrap=True)
+    console.print(f"fetch them with: [bold]{safe_markup(report.fetch_command())}[/]", highlight=False, soft_wrap=True)
     return False
 
 
@@ -97,7 +103,7 @@ def _context(benchmark: str, preparation: Preparation) -> PrepareContext:
         progress=not preparation.quiet,
         workers=preparation.workers,
         console=console,
-        log=lambda msg: console.print(f"[yellow]{msg}[/]", highlight=False),
+        log=lambda msg: console.print(f"[yellow]{safe_markup(msg)}[/]", highlight=False, soft_wrap=True),
     )
 
 
@@ -107,7 +113,7 @@ def _prepare(benchmark: str, preparation: Preparation, **choices) -> None:
     ctx = _context(benchmark, preparation)
     if not preparation.check:
         for line in _extract(benchmark, ctx, **choices):
-            console.print(f"  {line}", highlight=False)
+            say(f"  {line}")
     _check_or_exit(benchmark, ctx.data_root, preparation.splits)
 
 

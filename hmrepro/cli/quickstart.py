@@ -11,10 +11,12 @@ from rich.panel import Panel
 from rich.table import Table
 
 from ..paths import default_synthetic_root
+from ..safetext import safe_markup
 from .common import (
     ProgressOption,
     console,
     optional_option,
+    say,
 )
 from .rich_progress import RichProgress
 
@@ -72,9 +74,9 @@ def quickstart(
     results = out / "results"
 
     console.rule("[bold]hmrepro quickstart")
-    console.print(f"1/3 synthetic benchmark in {root}")
+    say(f"1/3 synthetic benchmark in {root}")
     for line in make_synthetic(root, seed=0, progress=progress):
-        console.print(f"    {line}")
+        say(f"    {line}")
     splits = root / "splits"
 
     rows = []
@@ -108,7 +110,7 @@ def quickstart(
         problems: list[str] = []
         metrics = read_metrics(run_dir, problems)
         for problem in problems:
-            console.print(f"    [yellow]warning:[/] {problem}", highlight=False, soft_wrap=True)
+            console.print(f"    [yellow]warning:[/] {safe_markup(problem)}", highlight=False, soft_wrap=True)
         best = max(metrics, key=lambda r: r["val_miou"])
         rows.append({"model": model, "run_dir": run_dir, "train_secs": train_secs, "best": best, "metrics": metrics})
 
@@ -159,16 +161,18 @@ def quickstart(
     )
     console.print("run folders (config.json, metrics.jsonl = training curve, best_model.pt, last.pt, run.json):")
     for row in rows:
-        console.print(f"    {row['run_dir']}")
-    console.print(f"result records: {results}")
+        say(f"    {row['run_dir']}")
+    say(f"result records: {results}")
     report = _write_report(results, out / "report.html")
     console.print("the real thing:")
     for line in REAL_COMMANDS.splitlines():
-        console.print(f"    [bold]{line}[/]", highlight=False)
+        console.print(f"    [bold]{line}[/]", highlight=False, soft_wrap=True)
     console.print(f"quickstart took {time.perf_counter() - start:.0f} s")
     if report is not None:
         console.print(
-            f"report of these runs (open it in a browser): [bold]{report}[/]", highlight=False, soft_wrap=True
+            f"report of these runs (open it in a browser): [bold]{safe_markup(report)}[/]",
+            highlight=False,
+            soft_wrap=True,
         )
 
 
@@ -180,5 +184,5 @@ def _write_report(results: Path, output: Path) -> Path | None:
     try:
         return write_report(results, output)
     except (HmreproError, OSError) as err:
-        console.print(f"[yellow]warning:[/] no report written: {err}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] no report written: {safe_markup(err)}", highlight=False, soft_wrap=True)
         return None

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..errors import HmreproError
-from .common import RecordsFolderOption, console, fail
+from .common import RecordsFolderOption, fail, say
 from .table import PaperName, _results_dir
 
 
@@ -34,5 +34,5 @@ def report(
     except HmreproError as err:
         fail(str(err))
     size = path.stat().st_size
-    console.print(f"report written to {path} ({size / 1024:.0f} KiB)")
+    say(f"report written to {path} ({size / 1024:.0f} KiB)")
     typer.echo(str(path))

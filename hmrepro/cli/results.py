@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from .common import RecordsFolderOption, console, fail
+from ..safetext import safe_markup
+from .common import RecordsFolderOption, console, fail, say
 from .table import PaperName
 
 DEFAULT_RESULTS = Path("results")
@@ -69,7 +70,7 @@ def results(
 
     frame = load(_results_dir(results_dir), paper=paper.value)
     for line in frame.attrs.get("skipped_records", []):
-        console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {safe_markup(line)}", highlight=False, soft_wrap=True)
     if where:
         frame = _filter(frame, where)
     _emit(frame, fmt, output)
@@ -113,7 +114,7 @@ def _emit(frame, fmt: ResultsFormat, output: Path | None) -> None:
     from ..atomic import atomic_write_text
 
     atomic_write_text(output, text, what="results table")
-    console.print(f"{len(frame)} record(s) ({fmt.value}) written to {output}")
+    say(f"{len(frame)} record(s) ({fmt.value}) written to {output}")
 
 
 def _write_parquet(frame, output: Path) -> None:
@@ -125,7 +126,7 @@ def _write_parquet(frame, output: Path) -> None:
 
     with atomic_open(output, "wb", what="results table") as handle:
         frame.to_parquet(handle, index=False)
-    console.print(f"{len(frame)} record(s) (parquet) written to {output}")
+    say(f"{len(frame)} record(s) (parquet) written to {output}")
 
 
 def _print_rich(frame) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .common import console
+from .common import console, say
 
 __all__ = ["RichProgress"]
 
@@ -52,4 +52,4 @@ class RichProgress:
         self._bars.remove_task(task)
 
     def log(self, message: str) -> None:
-        console.print(f"{self.log_prefix}{message}", highlight=False)
+        say(f"{self.log_prefix}{message}")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from ..safetext import safe_markup
 from .common import (
     DataRootOption,
     SplitsOption,
@@ -16,6 +17,7 @@ from .common import (
     fail,
     option_group,
     optional_option,
+    say,
 )
 
 app = typer.Typer(
@@ -157,7 +159,6 @@ def _spec(selection: SweepSelection):
 
 def _plan(spec):
     from ..errors import HmreproError
-    from ..safetext import safe_markup
     from ..sweep.plan import build_plan
 
     problems: list[str] = []
@@ -290,7 +291,6 @@ def _job_json(job, costs) -> dict:
 
 def _print_estimate(costs) -> None:
     """The total, where its speeds come from, and what it leaves out."""
-    from ..safetext import safe_markup
 
     pending = costs.pending_gpu_jobs
     counted, unmeasured = len(costs.counted), len(costs.unmeasured)
@@ -398,10 +398,7 @@ def run(
     jobs = _plan(spec)
     folder = SweepFolder(spec.sweep_dir)
     todo = [job for job in jobs if job.state != "done"]
-    console.print(
-        f"table {spec.table}: {_summary(jobs)}; {len(todo)} job(s) to run; sweep folder {spec.sweep_dir}",
-        highlight=False,
-    )
+    say(f"table {spec.table}: {_summary(jobs)}; {len(todo)} job(s) to run; sweep folder {spec.sweep_dir}")
     if not todo:
         return
     if launcher is Launcher.local:
@@ -452,7 +449,7 @@ def _run_local(spec, todo, jobs, folder, slots) -> None:
     position = {job.id: i + 1 for i, job in enumerate(todo)}
 
     def show(event: LocalEvent) -> None:
-        tag = f"[{position[event.job.id]}/{len(todo)}] {event.job.id}"
+        tag = safe_markup(f"[{position[event.job.id]}/{len(todo)}] {event.job.id}")
         if event.what == "start":
             console.print(f"{tag}: started{f' on GPU {event.gpu}' if event.gpu is not None else ''}", highlight=False)
         elif event.what == "blocked":
@@ -472,7 +469,9 @@ def _run_local(spec, todo, jobs, folder, slots) -> None:
             console.print(f"[green]{tag}: done[/] in {event.seconds:.0f} s", highlight=False)
         else:
             console.print(
-                f"[red]{tag}: failed[/] (exit {event.returncode}); log {folder.log_path(event.job.id)}", highlight=False
+                f"[red]{tag}: failed[/] (exit {event.returncode}); log {safe_markup(folder.log_path(event.job.id))}",
+                highlight=False,
+                soft_wrap=True,
             )
 
     outcome = run_local(jobs, folder, gpus=slots, on_event=show, fills=fills)
@@ -488,10 +487,8 @@ def _run_local(spec, todo, jobs, folder, slots) -> None:
 
 def _warn_state_problems(folder) -> None:
     """One warning line per sweep state file that could not be trusted (on stderr: ``--json`` stays clean)."""
-    from rich.markup import escape
-
     for line in folder.problems:
-        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {safe_markup(line)}", highlight=False, soft_wrap=True)
 
 
 def _run_slurm(jobs, folder, options) -> None:
