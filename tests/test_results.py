@@ -84,6 +84,21 @@ def test_cli_csv_filters_with_where(results_dir):
     assert [r["origin"] for r in json.loads(result.stdout)] == ["external"]
 
 
+def test_nothing_to_show_is_one_line_not_an_empty_table(results_dir, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = runner.invoke(app, ["results", "--results", str(empty)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == (
+        f"no result records under {empty} (hmrepro eval writes them to --results, ./results by default)"
+    )
+    result = runner.invoke(app, ["results", "--results", str(results_dir), "--where", 'model == "none"'])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("satisfies --where 'model == \"none\"'")
+    result = runner.invoke(app, ["results", "--results", str(empty), "--format", "csv"])
+    assert result.stdout.splitlines() == [",".join(COLUMNS)]  # a file format stays a file: the header alone
+
+
 def test_a_bad_where_is_one_line_not_a_traceback(results_dir):
     result = runner.invoke(app, ["results", "--results", str(results_dir), "--where", "model === ("])
     assert result.exit_code == 1

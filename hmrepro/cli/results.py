@@ -68,12 +68,23 @@ def results(
         fail("--format parquet writes a binary file: give it with -o FILE.parquet")
     from ..reporting.results import load
 
-    frame = load(_results_dir(results_dir), paper=paper.value)
+    folder = _results_dir(results_dir)
+    frame = load(folder, paper=paper.value)
     for line in frame.attrs.get("skipped_records", []):
         console.print(f"[yellow]warning:[/] {safe_markup(line)}", highlight=False, soft_wrap=True)
+    found = len(frame)
     if where:
         frame = _filter(frame, where)
+    if len(frame) == 0 and fmt is ResultsFormat.rich and output is None:  # an empty table says nothing
+        say(_nothing_to_show(folder, found, where))
+        return
     _emit(frame, fmt, output)
+
+
+def _nothing_to_show(folder: Path, found: int, where: str | None) -> str:
+    if found:
+        return f"none of the {found} result record(s) under {folder} satisfies --where {where!r}"
+    return f"no result records under {folder} (hmrepro eval writes them to --results, ./results by default)"
 
 
 def _results_dir(results_dir: Path | None) -> Path:
