@@ -4,6 +4,8 @@ broken in a log file or a pipe."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 from typer.testing import CliRunner
 
@@ -49,5 +51,16 @@ def test_prepare_synthetic_into_a_markup_like_folder(tmp_path):
     result = CliRunner().invoke(app, ["prepare", "synthetic", "--data-root", str(root)], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert f"synthetic benchmark ready in {root}" in result.output
-    assert f"--splits {root / 'splits'}" in result.output
+    assert f"--splits {shlex.quote(str(root / 'splits'))}" in result.output  # a command that pastes as printed
     assert (root / "splits").is_dir()
+
+
+def test_train_names_a_markup_like_run_folder_and_suggests_a_command_that_pastes(synthetic_root, tmp_path):
+    out = tmp_path / MARKUP_LIKE / "run"
+    args = ["train", "hsnet", "--benchmark", "fss", "--no-pretrained", "--img-size", "32", "--epochs", "1"]
+    args += ["--bsz", "2", "--epoch-iterations", "1", "--device", "cpu", "--no-progress", "--out", str(out)]
+    args += ["--data-root", str(synthetic_root), "--splits", str(synthetic_root / "splits")]
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert f"done: run folder {out}" in result.output
+    assert f"evaluate: hmrepro eval hsnet -b fss --fold 0 --weights {shlex.quote(str(out))}" in result.output

@@ -80,6 +80,14 @@ def say(text: object, *, style: str | None = None) -> None:
     console.print(safe_text(text), style=style, markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
+def shell_arg(value: object) -> str:
+    """``value`` as one shell word (quoted where it has spaces or quotes: a suggested command can be pasted as
+    printed), escaped for a string rich parses as markup."""
+    import shlex
+
+    return safe_markup(shlex.quote(str(value)))
+
+
 def plain(value: object):
     """``value`` as a rich ``Text`` of plain text, for a table cell or title: a ``[`` in a path or a record's field is
     shown, never parsed as markup; control characters are escaped."""

@@ -23,7 +23,7 @@ from ..acquisition.registry import Registry, Source, load_registry
 from ..acquisition.retry import RetryPolicy
 from ..paths import resolve_data_root
 from ..safetext import safe_markup
-from .common import BenchmarkName, DataRootOption, QuietOption, console, option_group, plain
+from .common import BenchmarkName, DataRootOption, QuietOption, console, option_group, plain, shell_arg
 
 app = typer.Typer(
     help="Download datasets, ImageNet backbones and the authors' checkpoints: resumable, retried, verified.\n\n"
@@ -165,7 +165,7 @@ def pascal(
     """
     root = _run("pascal", sources, transfer, extra=["sbd_benchmark"] if with_sbd else [])
     sbd = " --from-sbd" if with_sbd else ""
-    console.print(f"next: [bold]hmrepro prepare pascal --data-root {safe_markup(root)}{sbd}[/]", soft_wrap=True)
+    console.print(f"next: [bold]hmrepro prepare pascal --data-root {shell_arg(root)}{sbd}[/]", soft_wrap=True)
 
 
 @app.command("coco")
@@ -187,7 +187,7 @@ def coco(
     Example: [bold]hmrepro download coco --from ~/Downloads && hmrepro prepare coco[/]
     """
     root = _run("coco", sources, transfer, extra=["coco_annotations2014"] if with_json else [])
-    console.print(f"next: [bold]hmrepro prepare coco --data-root {safe_markup(root)}[/]", soft_wrap=True)
+    console.print(f"next: [bold]hmrepro prepare coco --data-root {shell_arg(root)}[/]", soft_wrap=True)
 
 
 @app.command("fss")
@@ -199,7 +199,7 @@ def fss(*, sources: Sources, transfer: Transfer) -> None:
     Example: [bold]hmrepro download fss && hmrepro prepare fss[/]
     """
     root = _run("fss", sources, transfer)
-    console.print(f"next: [bold]hmrepro prepare fss --data-root {safe_markup(root)}[/]", soft_wrap=True)
+    console.print(f"next: [bold]hmrepro prepare fss --data-root {shell_arg(root)}[/]", soft_wrap=True)
 
 
 @app.command("backbones")
@@ -294,6 +294,6 @@ def all_(
     _print_entries(entries, checkpoint_root(root))
     console.print(
         f"next: [bold]hmrepro prepare pascal && hmrepro prepare coco && hmrepro prepare fss[/] "
-        f"(--data-root {safe_markup(root)})",
+        f"(--data-root {shell_arg(root)})",
         soft_wrap=True,
     )

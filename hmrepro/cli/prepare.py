@@ -13,6 +13,7 @@ from .common import (
     console,
     optional_option,
     say,
+    shell_arg,
 )
 
 app = typer.Typer(
@@ -55,7 +56,7 @@ def synthetic(
     for line in summary:
         say(f"  {line}")
     console.print(
-        f"next: [bold]hmrepro episodes --benchmark pascal --fold 0 --shot 1 --splits {safe_markup(root / 'splits')}[/]",
+        f"next: [bold]hmrepro episodes --benchmark pascal --fold 0 --shot 1 --splits {shell_arg(root / 'splits')}[/]",
         highlight=False,
         soft_wrap=True,
     )

@@ -7,6 +7,7 @@ layout the readers expect and then check that every file the split lists name is
 from __future__ import annotations
 
 import posixpath
+import shlex
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,7 +99,7 @@ def _context(benchmark: str, preparation: Preparation) -> PrepareContext:
     return PrepareContext(
         data_root=root,
         lock=LockFile.for_data_root(root),
-        fetch_command=f"hmrepro download {benchmark} --data-root {root}",
+        fetch_command=f"hmrepro download {benchmark} --data-root {shlex.quote(str(root))}",
         force=preparation.force,
         progress=not preparation.quiet,
         workers=preparation.workers,

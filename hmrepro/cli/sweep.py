@@ -17,6 +17,7 @@ from .common import (
     fail,
     option_group,
     optional_option,
+    plain,
     say,
 )
 
@@ -557,7 +558,7 @@ def status(
         view.add_column(column, overflow="fold")
     for s in statuses:
         if s.state != "done":
-            view.add_row(s.job.id, s.state, s.where, s.job.note)
+            view.add_row(*(plain(v) for v in (s.job.id, s.state, s.where, s.job.note)))
     if view.row_count:
         console.print(view)
     from collections import Counter
@@ -571,9 +572,9 @@ def status(
     console.print(f"cells filled: {cells_done} of {cells_total}", highlight=False)
     for s in statuses:
         if s.state == "failed" and s.tail:
-            console.print(f"[red]{s.job.id}[/] ({s.log}):", highlight=False)
+            console.print(f"[red]{safe_markup(s.job.id)}[/] ({safe_markup(s.log)}):", highlight=False, soft_wrap=True)
             for line in s.tail:
-                console.print(f"    {line}", highlight=False, markup=False)
+                say(f"    {line}")
     if show_table:
         _show_table(spec)
 
@@ -587,6 +588,6 @@ def _show_table(spec) -> None:
         results = spec.results if spec.results.is_dir() else None
         frame = compare_table(TableQuery(spec.table, results, claimed_folder=spec.claimed_folder, paper=spec.paper))
     except HmreproError as err:
-        console.print(f"[yellow]table not shown:[/] {err}", highlight=False)
+        console.print(f"[yellow]table not shown:[/] {safe_markup(err)}", highlight=False, soft_wrap=True)
         return
     print_rich(build_view(frame, spec.table, True))

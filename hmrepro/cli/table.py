@@ -8,7 +8,7 @@ import typer
 
 from ..errors import HmreproError
 from ..papers import PAPERS
-from .common import RecordsFolderOption, choices, console, fail
+from .common import RecordsFolderOption, choices, console, fail, say
 
 DEFAULT_RESULTS = Path("results")
 # hmrepro.reporting.claimed.TABLE_NUMBERS (a test checks), here without importing pandas: `table 9` is refused at once
@@ -143,7 +143,7 @@ def _write(text: str, number: int, fmt: TableFormat, output: Path | None) -> Non
     from ..atomic import atomic_write_text
 
     atomic_write_text(output, text, what="table")  # a full disk keeps the old table whole
-    console.print(f"table {number} ({fmt.value}) written to {output}")
+    say(f"table {number} ({fmt.value}) written to {output}")
 
 
 def _results_dir(results: Path | None) -> Path | None:

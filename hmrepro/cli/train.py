@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 
+from ..safetext import safe_markup
 from .common import (
     BenchmarkName,
     DataRootOption,
@@ -20,6 +21,7 @@ from .common import (
     img_size_option,
     option_group,
     optional_option,
+    shell_arg,
 )
 from .rich_progress import RichProgress
 
@@ -272,11 +274,14 @@ def train(
         with RichProgress(progress) as reporter:
             run_dir = run_training(config, resume=resume is not None, progress=reporter, memory_check=memory_check)
     except TrainingInterrupted as err:
-        console.print(f"[yellow]interrupted:[/] {err}")
+        console.print(f"[yellow]interrupted:[/] {safe_markup(err)}", highlight=False, soft_wrap=True)
         raise typer.Exit(err.exit_code) from None
-    console.print(f"[green]done[/]: run folder {run_dir}")
+    console.print(f"[green]done[/]: run folder {safe_markup(run_dir)}", highlight=False, soft_wrap=True)
     console.print(
-        f"evaluate: [bold]hmrepro eval {config.model} -b {config.benchmark} --fold {config.fold} --weights {run_dir}[/]"
+        f"evaluate: [bold]hmrepro eval {config.model} -b {config.benchmark} --fold {config.fold} "
+        f"--weights {shell_arg(run_dir)}[/]",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -338,10 +343,12 @@ def _train_base_learner(overrides: dict, benchmark, fold, resume, val_episodes, 
         return
     with RichProgress(progress) as reporter:
         run_dir = train_base(config, progress=reporter)
-    console.print(f"[green]done[/]: run folder {run_dir}")
+    console.print(f"[green]done[/]: run folder {safe_markup(run_dir)}", highlight=False, soft_wrap=True)
     console.print(
         f"MCE on this encoder: [bold]hmrepro train mce -b {config.benchmark} --fold {config.fold} "
-        f"--model-args 'encoder_weights={run_dir}'[/]"
+        f"--model-args {shell_arg(f'encoder_weights={run_dir}')}[/]",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -13,9 +13,9 @@ from .common import (
     DataRootOption,
     FoldOption,
     SplitsOption,
-    console,
     figure_option,
     pretrained_option,
+    say,
 )
 
 app = typer.Typer(
@@ -96,4 +96,4 @@ def features(
         pretrained=pretrained,
         title=title,
     )
-    console.print(f"wrote {path}", soft_wrap=True)
+    say(f"wrote {path}")
