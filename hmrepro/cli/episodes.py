@@ -15,6 +15,7 @@ from .common import (
     choices,
     console,
     fail,
+    plain,
     print_json,
 )
 
@@ -79,7 +80,7 @@ def episodes(
     table.add_column("class", justify="right")
     shown = eps if limit == 0 else eps[:limit]
     for i, e in enumerate(shown):
-        table.add_row(str(i), e.query, ", ".join(e.supports), str(e.class_id))
+        table.add_row(str(i), plain(e.query), plain(", ".join(e.supports)), str(e.class_id))
     from rich.console import Console
 
     Console().print(table)
@@ -108,5 +109,5 @@ def _bam_episodes(benchmark: str, fold: int, shot: int, splits, as_json: bool, l
             table.add_column(col, justify=justify)
         shown = eps if limit == 0 else eps[:limit]
         for i, e in enumerate(shown):
-            table.add_row(str(i), e.query, ", ".join(e.supports), str(e.class_id))
+            table.add_row(str(i), plain(e.query), plain(", ".join(e.supports)), str(e.class_id))
         Console().print(table)
