@@ -57,7 +57,9 @@ def training_profile(
     """
     from ..reporting.figures import plot_training_profile
 
-    warn = lambda msg: console.print(f"[yellow]warning:[/] {safe_markup(msg)}", highlight=False, soft_wrap=True)  # noqa: E731
+    def warn(message: str) -> None:
+        console.print(f"[yellow]warning:[/] {safe_markup(message)}", highlight=False, soft_wrap=True)
+
     path = plot_training_profile(run_dirs, output, metric=metric.value, title=title, log=warn)
     say(f"wrote {path}")
 
