@@ -197,6 +197,22 @@ def test_compare_and_analyze_sizes_cli(tmp_path):
     assert figure.stat().st_size > 10_000 and figure.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_a_folder_or_file_named_like_a_pattern_is_taken_as_named(tmp_path):
+    """``runs/[ablation]/`` is a folder, not the glob class ``[ablation]``: compare reads it; a pattern that names no
+    existing path is still a pattern."""
+    base = episodes(n=100)
+    fm = record(tmp_path / "[fm]", "hsnet", base)
+    hm_folder = tmp_path / "hm [v2]"
+    record(hm_folder, "hsnet-hm", improved(base))
+    assert [x.path for x in load_set(tmp_path / "[fm]")] == [fm]
+    assert [x.record["model"] for x in load_set(hm_folder)] == ["hsnet-hm"]
+    assert [x.path for x in load_set(fm)] == [fm]
+    assert [x.record["model"] for x in load_set(tmp_path / "h[m]*" / "*.json")] == ["hsnet-hm"]  # still a pattern
+    result = runner.invoke(app, ["compare", str(tmp_path / "[fm]"), str(hm_folder), "--json", "--resamples", "200"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["episodes"] == 100
+
+
 def test_mIoU_from_the_columns_equals_the_record_on_a_real_evaluation(synthetic_root, tmp_path):
     from hmrepro.engine.evaluation.evaluate import EvalConfig, evaluate
 

@@ -45,9 +45,10 @@ def load_record(path: str | Path) -> RecordFold:
 
 def record_paths(spec: str | Path, problems: list[str] | None = None) -> list[Path]:
     """The record files ``spec`` names: a file, a folder (its valid records, recursively: a file that fails
-    validation is left out, with one line naming it appended to ``problems``) or a glob pattern."""
+    validation is left out, with one line naming it appended to ``problems``) or a glob pattern. A file or folder
+    that exists is taken as named, even where its name holds a pattern character (``runs/[ablation]/``)."""
     text = str(spec)
-    if any(ch in text for ch in "*?["):
+    if any(ch in text for ch in "*?[") and not Path(text).expanduser().exists():
         paths = [
             Path(p) for p in sorted(glob.glob(str(Path(text).expanduser()), recursive=True)) if p.endswith(".json")
         ]
