@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ class LayoutReport:
         return not self.missing and not self.unreadable
 
     def fetch_command(self) -> str:
-        return f"{FETCH_COMMANDS[self.benchmark]} (with --data-root {self.data_root})"
+        return f"{FETCH_COMMANDS[self.benchmark]} (with --data-root {shlex.quote(str(self.data_root))})"
 
 
 class _DirCache:
