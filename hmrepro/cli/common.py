@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,17 +75,15 @@ RecordsFolderOption = optional_option(
 )
 
 
-def say(text: object, *, style: str | None = None) -> None:
+def say(text: object) -> None:
     """One line on stderr as plain text: no rich markup or highlighting (a ``[`` in a path is a ``[``), control
     characters escaped, never hard-wrapped (a long path stays on one line in a log file or a pipe)."""
-    console.print(safe_text(text), style=style, markup=False, highlight=False, emoji=False, soft_wrap=True)
+    console.print(safe_text(text), markup=False, highlight=False, emoji=False, soft_wrap=True)
 
 
 def shell_arg(value: object) -> str:
     """``value`` as one shell word (quoted where it has spaces or quotes: a suggested command can be pasted as
     printed), escaped for a string rich parses as markup."""
-    import shlex
-
     return safe_markup(shlex.quote(str(value)))
 
 
